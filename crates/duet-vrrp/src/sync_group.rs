@@ -1,0 +1,82 @@
+//! Sync groups: instances that fail over together (keepalived's `vrrp_sync_group`).
+//!
+//! Typical use is a pair of VIPs, one on the public and one on the private network, that must sit
+//! on the same node. The rules, applied after every input to any member:
+//!
+//! - If any member's own tracking reports FAULT, every other member is held in FAULT too.
+//! - Otherwise, when a member moves to MASTER or BACKUP on its own, the others are forced to
+//!   follow it.
+
+use duet_time::Instant;
+
+use crate::instance::{Instance, Reason, State};
+
+/// A named set of instances, by index into the caller's instance list.
+#[derive(Debug, Clone)]
+pub struct SyncGroup {
+    name: String,
+    members: Vec<usize>,
+    state: State,
+}
+
+impl SyncGroup {
+    /// A group over `members` (indices into the slice later passed to [`SyncGroup::reconcile`]).
+    pub fn new(name: impl Into<String>, members: Vec<usize>) -> SyncGroup {
+        SyncGroup {
+            name: name.into(),
+            members,
+            state: State::Initialize,
+        }
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Member indices.
+    pub fn members(&self) -> &[usize] {
+        &self.members
+    }
+
+    /// Brings all members in line after an input. Call after feeding any member.
+    pub fn reconcile(&mut self, now: Instant, instances: &mut [Instance]) {
+        let fault = self.members.iter().find_map(|&i| {
+            instances[i].own_fault().map(|f| {
+                format!(
+                    "sync group {}: {} {}",
+                    self.name,
+                    instances[i].config().name,
+                    f
+                )
+            })
+        });
+        for &i in &self.members {
+            let imposed = if instances[i].own_fault().is_some() {
+                None
+            } else {
+                fault.clone()
+            };
+            instances[i].set_group_fault(now, imposed);
+        }
+        if fault.is_some() {
+            self.state = State::Fault;
+            return;
+        }
+        let leader = self.members.iter().copied().find(|&i| {
+            let s = instances[i].state();
+            s != self.state && matches!(s, State::Master | State::Backup)
+        });
+        let Some(leader) = leader else { return };
+        self.state = instances[leader].state();
+        let reason = Reason::SyncGroup {
+            group: self.name.clone(),
+            member: instances[leader].config().name.clone(),
+        };
+        for &i in &self.members {
+            if i != leader {
+                instances[i].force_state(now, self.state, reason.clone());
+            }
+        }
+    }
+}
