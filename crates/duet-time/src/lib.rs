@@ -146,17 +146,17 @@ pub fn format_duration(d: Duration) -> String {
         ("m", 60_000_000_000),
         ("s", 1_000_000_000),
     ] {
-        if nanos % per == 0 {
+        if nanos.is_multiple_of(per) {
             return format!("{}{unit}", nanos / per);
         }
     }
-    if nanos >= 1_000_000_000 && nanos % 1_000_000 == 0 {
+    if nanos >= 1_000_000_000 && nanos.is_multiple_of(1_000_000) {
         let ms = nanos / 1_000_000;
         let text = format!("{}.{:03}", ms / 1000, ms % 1000);
         return format!("{}s", text.trim_end_matches('0'));
     }
     for (unit, per) in [("ms", 1_000_000u128), ("us", 1_000)] {
-        if nanos % per == 0 {
+        if nanos.is_multiple_of(per) {
             return format!("{}{unit}", nanos / per);
         }
     }

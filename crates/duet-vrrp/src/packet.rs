@@ -145,7 +145,9 @@ impl AdvertInterval {
         let nanos = d.as_nanos();
         match version {
             Version::V2 => {
-                if nanos % 1_000_000_000 != 0 || !(1..=255).contains(&(nanos / 1_000_000_000)) {
+                if !nanos.is_multiple_of(1_000_000_000)
+                    || !(1..=255).contains(&(nanos / 1_000_000_000))
+                {
                     return Err(format!(
                         "VRRPv2 advert_interval must be whole seconds 1s..=255s, got {}",
                         duet_time::format_duration(d)
@@ -154,7 +156,7 @@ impl AdvertInterval {
                 Ok(AdvertInterval((nanos / 10_000_000) as u16))
             }
             Version::V3 => {
-                if nanos % 10_000_000 != 0 {
+                if !nanos.is_multiple_of(10_000_000) {
                     return Err(format!(
                         "VRRPv3 advert_interval must be a multiple of 10ms, got {}",
                         duet_time::format_duration(d)
