@@ -1,0 +1,364 @@
+//! The TOML schema: one struct per table, defaults as documented in `docs/config.md`.
+//!
+//! Values that have a fixed form (durations, VIPs, versions) are parsed into types that can only
+//! hold valid values, so their errors point at the value itself. Rules that span several keys
+//! live in [`crate::validate`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// A whole config file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node.
+    pub node: NodeConfig,
+    /// VRRP instances.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vrrp: Vec<VrrpConfig>,
+    /// Track scripts by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub track_script: BTreeMap<String, TrackScriptConfig>,
+    /// Sync groups by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sync_group: BTreeMap<String, SyncGroupConfig>,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node name, shown in status and logs.
+    pub name: String,
+    /// Admin API address.
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    /// Where duet keeps runtime state (VIP records for crash cleanup).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Kernel lifetime of VIPs, refreshed by the live daemon; `0s` = permanent.
+    #[serde(default = "default_vip_lifetime")]
+    pub vip_lifetime: Dur,
+    /// Start a guardian process that removes the VIPs if the daemon dies.
+    #[serde(default = "yes")]
+    pub guardian: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> NodeConfig {
+        NodeConfig {
+            name: String::new(),
+            admin: default_admin(),
+            state_dir: default_state_dir(),
+            vip_lifetime: default_vip_lifetime(),
+            guardian: true,
+        }
+    }
+}
+
+/// `[[vrrp]]`: one virtual router.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpConfig {
+    /// Instance name.
+    pub name: String,
+    /// Interface the VIPs live on and adverts go out of.
+    pub interface: String,
+    /// Virtual router id, 1..=255.
+    pub vrid: u8,
+    /// Priority, 1..=255 (255 = address owner).
+    pub priority: u8,
+    /// 2 or 3.
+    #[serde(default = "default_version")]
+    pub version: u8,
+    /// Advertisement interval.
+    #[serde(default = "default_advert_interval")]
+    pub advert_interval: Dur,
+    /// Take over from a lower-priority master.
+    #[serde(default = "yes")]
+    pub preempt: bool,
+    /// Delay before preempting.
+    #[serde(default)]
+    pub preempt_delay: Dur,
+    /// Virtual addresses with prefix length.
+    pub vips: Vec<Vip>,
+    /// Unicast peers; empty = multicast.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unicast_peers: Vec<IpAddr>,
+    /// Source address for adverts; default: the interface's primary (IPv6: link-local) address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<IpAddr>,
+    /// v3 IPv4 checksum computation when sending.
+    #[serde(default)]
+    pub v3_checksum: V3Checksum,
+    /// Track scripts by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub track_scripts: Vec<String>,
+    /// Tracked interfaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub track_interfaces: Vec<TrackInterfaceConfig>,
+    /// Tracked files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub track_files: Vec<TrackFileConfig>,
+    /// Accept traffic to the VIPs when master.
+    #[serde(default = "yes")]
+    pub accept: bool,
+    /// Gratuitous ARP / unsolicited NA.
+    #[serde(default)]
+    pub garp: GarpConfig,
+    /// Hook run on every transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Command>,
+    /// Hook run on becoming MASTER.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_master: Option<Command>,
+    /// Hook run on becoming BACKUP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_backup: Option<Command>,
+    /// Hook run on entering FAULT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_fault: Option<Command>,
+    /// Hook run on stopping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_stop: Option<Command>,
+    /// Time limit of each hook.
+    #[serde(default = "default_notify_timeout")]
+    pub notify_timeout: Dur,
+}
+
+/// `{ name, weight }` in `track_interfaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackInterfaceConfig {
+    /// Interface name.
+    pub name: String,
+    /// Weight; 0 (default) = link down means FAULT.
+    #[serde(default)]
+    pub weight: i32,
+}
+
+/// `{ path, weight }` in `track_files`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackFileConfig {
+    /// File holding an integer.
+    pub path: PathBuf,
+    /// Multiplier; 0 = a non-zero value means FAULT.
+    #[serde(default = "default_file_weight")]
+    pub weight: i32,
+}
+
+/// `garp = { count, interval, refresh }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GarpConfig {
+    /// Announcements sent on becoming master.
+    #[serde(default = "default_garp_count")]
+    pub count: u32,
+    /// Gap between them.
+    #[serde(default = "default_garp_interval")]
+    pub interval: Dur,
+    /// Repeat the burst this often while master; `0s` = never.
+    #[serde(default)]
+    pub refresh: Dur,
+}
+
+impl Default for GarpConfig {
+    fn default() -> GarpConfig {
+        GarpConfig {
+            count: default_garp_count(),
+            interval: default_garp_interval(),
+            refresh: Dur::default(),
+        }
+    }
+}
+
+/// `[track_script.NAME]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackScriptConfig {
+    /// argv; run without a shell.
+    pub command: Vec<String>,
+    /// Time between runs.
+    #[serde(default = "default_script_interval")]
+    pub interval: Dur,
+    /// A run taking longer counts as failed and is killed.
+    #[serde(default = "default_script_interval")]
+    pub timeout: Dur,
+    /// Passes needed to go up after a failure.
+    #[serde(default = "one")]
+    pub rise: u32,
+    /// Failures needed to go down.
+    #[serde(default = "one")]
+    pub fall: u32,
+    /// Weight; 0 (default) = failure means FAULT.
+    #[serde(default)]
+    pub weight: i32,
+}
+
+/// `[sync_group.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncGroupConfig {
+    /// Names of `[[vrrp]]` instances that fail over together.
+    pub instances: Vec<String>,
+}
+
+/// `v3_checksum`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum V3Checksum {
+    /// With the IPv4 pseudo-header (keepalived).
+    #[default]
+    #[serde(rename = "pseudo-header")]
+    PseudoHeader,
+    /// Over the message alone.
+    #[serde(rename = "rfc")]
+    Rfc,
+}
+
+/// A hook or script: a program path, or an argv array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Command(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Command, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Path(String),
+            Argv(Vec<String>),
+        }
+        let argv = match Form::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a program path or an array of arguments"))?
+        {
+            Form::Path(p) => vec![p],
+            Form::Argv(a) => a,
+        };
+        if argv.first().is_none_or(|p| p.is_empty()) {
+            return Err(de::Error::custom("command must not be empty"));
+        }
+        Ok(Command(argv))
+    }
+}
+
+/// A duration written as `"100ms"`, `"3s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        let text = String::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a duration string such as \"100ms\""))?;
+        duet_time::parse_duration(&text)
+            .map(Dur)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&duet_time::format_duration(self.0))
+    }
+}
+
+/// A virtual address with its prefix length: `10.10.10.10/24`, `2001:db8::10/64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Vip {
+    /// The address.
+    pub address: IpAddr,
+    /// Prefix length (default /32 or /128).
+    pub prefix: u8,
+}
+
+impl FromStr for Vip {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Vip, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let address: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("invalid VIP {s:?}: {addr:?} is not an IP address"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("invalid VIP {s:?}: prefix must be 0..={max}"))?,
+        };
+        if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
+            return Err(format!(
+                "invalid VIP {s:?}: must be a unicast, non-loopback address"
+            ));
+        }
+        Ok(Vip { address, prefix })
+    }
+}
+
+impl fmt::Display for Vip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for Vip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Vip, D::Error> {
+        let text = String::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a VIP string such as \"10.0.0.10/24\""))?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Vip {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9900))
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/run/duet")
+}
+fn default_vip_lifetime() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_version() -> u8 {
+    3
+}
+fn default_advert_interval() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_notify_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_garp_count() -> u32 {
+    5
+}
+fn default_garp_interval() -> Dur {
+    Dur(Duration::from_millis(10))
+}
+fn default_script_interval() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_file_weight() -> i32 {
+    1
+}
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,314 @@
+use super::*;
+use std::time::Duration;
+
+/// The `[node]`, `[[vrrp]]` and `[track_script.*]` keys of design.md's config contract.
+const DESIGN_SAMPLE: &str = r#"
+[node]
+name = "alpha"
+admin = "127.0.0.1:9900"          # admin API, /metrics, dashboard
+
+[[vrrp]]
+name = "web"
+interface = "eth0"
+vrid = 51
+priority = 150                    # 1..=254 (255 = address owner)
+version = 3                       # 2 or 3
+advert_interval = "100ms"         # v2: whole seconds
+preempt = true
+preempt_delay = "0s"
+vips = ["10.10.10.10/24"]
+unicast_peers = []                # empty: multicast 224.0.0.18 / ff02::12
+v3_checksum = "pseudo-header"     # "pseudo-header" (keepalived default) or "rfc"; both accepted on receive
+track_scripts = ["web_up"]
+track_interfaces = [{ name = "eth1", weight = -20 }]   # weight 0: link down means FAULT
+track_files = [{ path = "/run/duet/web.weight", weight = 1 }]
+accept = true                     # answer traffic to the VIP (RFC default is false; keepalived's is true)
+garp = { count = 5, interval = "10ms", refresh = "0s" }
+notify = "/etc/duet/notify.sh"    # argv as keepalived: INSTANCE <name> <STATE> <priority>;
+                                  # env DUET_OLD_STATE, DUET_REASON
+notify_master = "/etc/duet/master.sh"   # also notify_backup, notify_fault, notify_stop
+notify_timeout = "5s"
+
+[track_script.web_up]
+command = ["curl", "-fsS", "http://127.0.0.1/health"]
+interval = "1s"
+timeout = "1s"
+rise = 2
+fall = 3
+weight = -30                      # 0: failure means FAULT
+"#;
+
+fn err(text: &str) -> String {
+    parse("duet.toml", text).unwrap_err().to_string()
+}
+
+#[test]
+fn design_sample_parses_as_written() {
+    let cfg = parse("duet.toml", DESIGN_SAMPLE).unwrap();
+    assert_eq!(cfg.node.name, "alpha");
+    let v = &cfg.vrrp[0];
+    assert_eq!((v.vrid, v.priority, v.version), (51, 150, 3));
+    assert_eq!(v.advert_interval.0, Duration::from_millis(100));
+    assert_eq!(v.vips[0].to_string(), "10.10.10.10/24");
+    assert_eq!(v.track_interfaces[0].weight, -20);
+    assert_eq!(v.garp.count, 5);
+    assert_eq!(v.notify.as_ref().unwrap().0, vec!["/etc/duet/notify.sh"]);
+    let s = &cfg.track_script["web_up"];
+    assert_eq!((s.rise, s.fall, s.weight), (2, 3, -30));
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_position() {
+    let text = "[node]\nname = \"a\"\nnmae = \"b\"\n";
+    let e = err(text);
+    assert!(e.starts_with("duet.toml:3:1: "), "{e}");
+    assert!(e.contains("unknown field `nmae`"), "{e}");
+
+    let text = "[node]\nname = \"a\"\n[[vrrp]]\nname = \"w\"\ninterface = \"eth0\"\nvrid = 1\npriority = 100\nvips = [\"10.0.0.1\"]\npremept = true\n";
+    let e = err(text);
+    assert!(e.starts_with("duet.toml:9:1: "), "{e}");
+    assert!(e.contains("premept"), "{e}");
+
+    let e = err("[node]\nname = \"a\"\n[balancr]\n");
+    assert!(e.starts_with("duet.toml:3:"), "{e}");
+}
+
+#[test]
+fn bad_values_point_at_the_value() {
+    let base = "[node]\nname = \"a\"\n[[vrrp]]\nname = \"w\"\ninterface = \"eth0\"\nvrid = 1\npriority = 100\n";
+    let e = err(&format!("{base}vips = [\"10.0.0.300/24\"]\n"));
+    assert!(e.starts_with("duet.toml:8:"), "{e}");
+    assert!(e.contains("not an IP address"), "{e}");
+
+    let e = err(&format!(
+        "{base}vips = [\"10.0.0.3\"]\nadvert_interval = \"100\"\n"
+    ));
+    assert!(e.starts_with("duet.toml:9:19: "), "{e}");
+    assert!(e.contains("missing unit"), "{e}");
+
+    let e = err(&format!("{base}vips = [\"10.0.0.3\"]\nvrid = 300\n"));
+    assert!(e.contains("duet.toml:"), "{e}");
+}
+
+#[test]
+fn cross_value_rules_point_at_the_key() {
+    let text = r#"[node]
+name = "a"
+
+[[vrrp]]
+name = "web"
+interface = "eth0"
+vrid = 51
+priority = 100
+version = 2
+advert_interval = "500ms"
+vips = ["10.0.0.10/24"]
+track_scripts = ["nope"]
+
+[[vrrp]]
+name = "web"
+interface = "eth0"
+vrid = 51
+priority = 0
+vips = ["10.0.0.11/24", "2001:db8::1/64"]
+"#;
+    let e = err(text);
+    let lines: Vec<&str> = e.lines().collect();
+    assert!(
+        lines.contains(
+            &"duet.toml:10:19: VRRPv2 advert_interval must be whole seconds 1s..=255s, got 500ms"
+        ),
+        "{e}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("duet.toml:12:18: unknown track script \"nope\"")),
+        "{e}"
+    );
+    assert!(
+        lines.contains(&"duet.toml:15:8: duplicate instance name \"web\""),
+        "{e}"
+    );
+    assert!(
+        lines.contains(&"duet.toml:17:8: vrid 51 on eth0 is already used by instance \"web\""),
+        "{e}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("duet.toml:18:12: priority must be 1..=255")),
+        "{e}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("duet.toml:19:25: VIP 2001:db8::1/64 mixes")),
+        "{e}"
+    );
+}
+
+#[test]
+fn ipv6_needs_v3_and_matching_peers() {
+    let text = r#"[node]
+name = "a"
+[[vrrp]]
+name = "v6"
+interface = "eth0"
+vrid = 7
+priority = 100
+version = 2
+advert_interval = "1s"
+vips = ["2001:db8::10/64"]
+unicast_peers = ["10.0.0.2"]
+"#;
+    let e = err(text);
+    assert!(e.contains("duet.toml:8:11: VRRPv2 is IPv4 only"), "{e}");
+    assert!(
+        e.contains("duet.toml:11:18: unicast peer 10.0.0.2 is not in the VIPs' address family"),
+        "{e}"
+    );
+}
+
+#[test]
+fn defaults_are_keepalived_like() {
+    let cfg = parse(
+        "x",
+        "[node]\nname = \"a\"\n[[vrrp]]\nname = \"w\"\ninterface = \"eth0\"\nvrid = 1\npriority = 100\nvips = [\"10.0.0.1\"]\n",
+    )
+    .unwrap();
+    let v = &cfg.vrrp[0];
+    assert_eq!(v.version, 3);
+    assert_eq!(v.advert_interval.0, Duration::from_secs(1));
+    assert!(v.preempt && v.accept);
+    assert_eq!(v.v3_checksum, V3Checksum::PseudoHeader);
+    assert_eq!(v.vips[0].prefix, 32);
+    assert_eq!(v.garp.count, 5);
+    assert_eq!(cfg.node.admin.to_string(), "127.0.0.1:9900");
+    assert_eq!(cfg.node.vip_lifetime.0, Duration::from_secs(1));
+}
+
+#[test]
+fn sync_groups_reference_instances() {
+    let text = r#"[node]
+name = "a"
+[[vrrp]]
+name = "pub"
+interface = "eth0"
+vrid = 1
+priority = 100
+vips = ["10.0.0.1"]
+[sync_group.edge]
+instances = ["pub", "priv"]
+"#;
+    let e = err(text);
+    assert!(
+        e.contains("duet.toml:10:21: unknown vrrp instance \"priv\""),
+        "{e}"
+    );
+}
+
+/// Every key the schema can hold, as dotted paths (`vrrp.garp.count`), found by serialising a
+/// config in which every optional value is set. A new field that is not set here fails to compile
+/// (struct literals must be complete), so the list cannot silently miss a key.
+pub(crate) fn all_schema_keys() -> Vec<String> {
+    let full = Config {
+        node: NodeConfig::default(),
+        vrrp: vec![VrrpConfig {
+            name: "w".into(),
+            interface: "eth0".into(),
+            vrid: 1,
+            priority: 1,
+            version: 3,
+            advert_interval: Dur::default(),
+            preempt: true,
+            preempt_delay: Dur::default(),
+            vips: vec!["10.0.0.1".parse().unwrap()],
+            unicast_peers: vec!["10.0.0.2".parse().unwrap()],
+            source: Some("10.0.0.3".parse().unwrap()),
+            v3_checksum: V3Checksum::Rfc,
+            track_scripts: vec!["s".into()],
+            track_interfaces: vec![TrackInterfaceConfig {
+                name: "eth1".into(),
+                weight: 0,
+            }],
+            track_files: vec![TrackFileConfig {
+                path: "/x".into(),
+                weight: 1,
+            }],
+            accept: true,
+            garp: GarpConfig::default(),
+            notify: Some(Command(vec!["/n".into()])),
+            notify_master: Some(Command(vec!["/n".into()])),
+            notify_backup: Some(Command(vec!["/n".into()])),
+            notify_fault: Some(Command(vec!["/n".into()])),
+            notify_stop: Some(Command(vec!["/n".into()])),
+            notify_timeout: Dur::default(),
+        }],
+        track_script: [(
+            "NAME".to_string(),
+            TrackScriptConfig {
+                command: vec!["true".into()],
+                interval: Dur::default(),
+                timeout: Dur::default(),
+                rise: 1,
+                fall: 1,
+                weight: 0,
+            },
+        )]
+        .into(),
+        sync_group: [(
+            "NAME".to_string(),
+            SyncGroupConfig {
+                instances: vec!["w".into()],
+            },
+        )]
+        .into(),
+    };
+    let value = toml::Value::try_from(&full).unwrap();
+    let mut keys = Vec::new();
+    collect_keys(&value, "", &mut keys);
+    keys
+}
+
+fn collect_keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let k = if k == "NAME" { "*" } else { k.as_str() };
+                let path = if prefix.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                if !matches!(v, toml::Value::Table(_)) || v.as_table().is_some_and(|t| t.is_empty())
+                {
+                    out.push(path.clone());
+                }
+                collect_keys(v, &path, out);
+            }
+        }
+        toml::Value::Array(a) => {
+            for item in a.iter().take(1) {
+                collect_keys(item, prefix, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_schema_key_is_documented() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md"))
+        .expect("docs/config.md");
+    let keys = all_schema_keys();
+    assert!(keys.len() > 30, "{keys:?}");
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !doc.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/config.md lacks these keys (write each as `dotted.key`): {missing:?}"
+    );
+}

@@ -1,0 +1,253 @@
+//! Rules that involve more than one value, and finding where in the file a value sits.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use duet_vrrp::{AdvertInterval, Version};
+use toml::de::{DeTable, DeValue};
+
+use crate::schema::Config;
+
+/// A step in the path to a value: a table key or an array index.
+#[derive(Debug, Clone)]
+pub(crate) enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+impl From<&str> for Seg {
+    fn from(k: &str) -> Seg {
+        Seg::Key(k.to_string())
+    }
+}
+
+impl From<usize> for Seg {
+    fn from(i: usize) -> Seg {
+        Seg::Index(i)
+    }
+}
+
+macro_rules! path {
+    ($($seg:expr),* $(,)?) => { vec![$(Seg::from($seg)),*] };
+}
+
+/// A rule violation and where it is.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    pub path: Vec<Seg>,
+    pub message: String,
+}
+
+/// Finds the span of a value by its path; falls back to the nearest existing parent.
+pub(crate) struct Locator<'a> {
+    root: Option<toml::Spanned<DeValue<'a>>>,
+}
+
+impl<'a> Locator<'a> {
+    pub fn new(text: &'a str) -> Locator<'a> {
+        let root = DeTable::parse(text)
+            .ok()
+            .map(|t| toml::Spanned::new(t.span(), DeValue::Table(t.into_inner())));
+        Locator { root }
+    }
+
+    pub fn span(&self, path: &[Seg]) -> Range<usize> {
+        let Some(mut at) = self.root.as_ref() else {
+            return 0..0;
+        };
+        for seg in path {
+            let next = match seg {
+                Seg::Key(k) => at.get_ref().get(k.as_str()),
+                Seg::Index(i) => at.get_ref().get(*i),
+            };
+            match next {
+                Some(v) => at = v,
+                None => break,
+            }
+        }
+        at.span()
+    }
+}
+
+/// Checks every cross-value rule; returns all violations.
+pub(crate) fn check(cfg: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut bad = |path: Vec<Seg>, message: String| out.push(Problem { path, message });
+
+    if cfg.node.name.trim().is_empty() {
+        bad(path!["node", "name"], "node name must not be empty".into());
+    }
+    let lifetime = cfg.node.vip_lifetime.0;
+    if !lifetime.is_zero() && (lifetime.subsec_nanos() != 0 || lifetime > Duration::from_secs(3600))
+    {
+        bad(
+            path!["node", "vip_lifetime"],
+            "vip_lifetime must be whole seconds between 1s and 1h, or 0s for permanent VIPs".into(),
+        );
+    }
+
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut vrids: BTreeMap<(&str, u8, bool), &str> = BTreeMap::new();
+    for (i, v) in cfg.vrrp.iter().enumerate() {
+        let at = |key: &str| path!["vrrp", i, key];
+        if v.name.trim().is_empty() {
+            bad(at("name"), "instance name must not be empty".into());
+        } else if names.insert(&v.name, i).is_some() {
+            bad(at("name"), format!("duplicate instance name {:?}", v.name));
+        }
+        if v.interface.trim().is_empty() {
+            bad(at("interface"), "interface must not be empty".into());
+        }
+        if v.vrid == 0 {
+            bad(at("vrid"), "vrid must be 1..=255".into());
+        }
+        if v.priority == 0 {
+            bad(
+                at("priority"),
+                "priority must be 1..=255 (0 is reserved for a master that is leaving)".into(),
+            );
+        }
+        let version = match v.version {
+            2 => Some(Version::V2),
+            3 => Some(Version::V3),
+            n => {
+                bad(at("version"), format!("version must be 2 or 3, got {n}"));
+                None
+            }
+        };
+        if let Some(version) = version
+            && let Err(e) = AdvertInterval::from_duration(v.advert_interval.0, version)
+        {
+            bad(at("advert_interval"), e);
+        }
+        if v.vips.is_empty() {
+            bad(at("vips"), "at least one VIP is required".into());
+        }
+        let ipv6 = v.vips.first().is_some_and(|vip| vip.address.is_ipv6());
+        for (j, vip) in v.vips.iter().enumerate() {
+            if vip.address.is_ipv6() != ipv6 {
+                bad(
+                    path!["vrrp", i, "vips", j],
+                    format!(
+                        "VIP {vip} mixes address families; use one instance per family (RFC 9568 §5)"
+                    ),
+                );
+            }
+        }
+        if ipv6 && version == Some(Version::V2) {
+            bad(
+                at("version"),
+                "VRRPv2 is IPv4 only; IPv6 VIPs need version = 3".into(),
+            );
+        }
+        if v.vips.len() > 255 {
+            bad(at("vips"), "at most 255 VIPs per instance".into());
+        }
+        let family_ok = |a: &IpAddr| a.is_ipv6() == ipv6;
+        for (j, peer) in v.unicast_peers.iter().enumerate() {
+            if !family_ok(peer) {
+                bad(
+                    path!["vrrp", i, "unicast_peers", j],
+                    format!("unicast peer {peer} is not in the VIPs' address family"),
+                );
+            }
+        }
+        if let Some(src) = v.source
+            && !family_ok(&src)
+        {
+            bad(
+                at("source"),
+                format!("source {src} is not in the VIPs' address family"),
+            );
+        }
+        if !v.vips.is_empty()
+            && v.vrid != 0
+            && let Some(other) = vrids.insert((&v.interface, v.vrid, ipv6), &v.name)
+        {
+            bad(
+                at("vrid"),
+                format!(
+                    "vrid {} on {} is already used by instance {other:?}",
+                    v.vrid, v.interface
+                ),
+            );
+        }
+        for (j, s) in v.track_scripts.iter().enumerate() {
+            if !cfg.track_script.contains_key(s) {
+                bad(
+                    path!["vrrp", i, "track_scripts", j],
+                    format!("unknown track script {s:?}; define it in [track_script.{s}]"),
+                );
+            }
+        }
+        for (j, t) in v.track_interfaces.iter().enumerate() {
+            if t.name.trim().is_empty() {
+                bad(
+                    path!["vrrp", i, "track_interfaces", j],
+                    "interface name must not be empty".into(),
+                );
+            }
+        }
+        if v.garp.count > 100 {
+            bad(
+                path!["vrrp", i, "garp", "count"],
+                "garp count must be 0..=100".into(),
+            );
+        }
+        if v.garp.interval.0 > Duration::from_secs(10) {
+            bad(
+                path!["vrrp", i, "garp", "interval"],
+                "garp interval must be at most 10s".into(),
+            );
+        }
+        if v.notify_timeout.0.is_zero() {
+            bad(
+                at("notify_timeout"),
+                "notify_timeout must be above 0s".into(),
+            );
+        }
+    }
+
+    for (name, s) in &cfg.track_script {
+        let at = |key: &str| path!["track_script", name.as_str(), key];
+        if s.command.first().is_none_or(|c| c.is_empty()) {
+            bad(at("command"), "command must name a program".into());
+        }
+        if s.interval.0.is_zero() {
+            bad(at("interval"), "interval must be above 0s".into());
+        }
+        if s.timeout.0.is_zero() {
+            bad(at("timeout"), "timeout must be above 0s".into());
+        }
+        if s.rise == 0 {
+            bad(at("rise"), "rise must be at least 1".into());
+        }
+        if s.fall == 0 {
+            bad(at("fall"), "fall must be at least 1".into());
+        }
+    }
+
+    let mut grouped: BTreeSet<&str> = BTreeSet::new();
+    for (name, g) in &cfg.sync_group {
+        if g.instances.is_empty() {
+            bad(
+                path!["sync_group", name.as_str(), "instances"],
+                "a sync group needs at least one instance".into(),
+            );
+        }
+        for (j, inst) in g.instances.iter().enumerate() {
+            let at = path!["sync_group", name.as_str(), "instances", j];
+            if !names.contains_key(inst.as_str()) {
+                bad(at, format!("unknown vrrp instance {inst:?}"));
+            } else if !grouped.insert(inst) {
+                bad(
+                    at,
+                    format!("instance {inst:?} is already in another sync group"),
+                );
+            }
+        }
+    }
+    out
+}
