@@ -13,6 +13,7 @@ pub mod announce;
 pub mod fd;
 pub mod guardian;
 pub mod netlink;
+pub mod process;
 pub mod vrrp_socket;
 
 pub use announce::Announcer;

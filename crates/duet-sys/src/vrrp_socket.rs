@@ -291,3 +291,21 @@ mod tests {
         assert!(parse_ipv4(&bad).is_none());
     }
 }
+
+/// The receive descriptor of a shared [`VrrpSocket`], for tokio readiness.
+#[derive(Debug, Clone)]
+pub struct RxFd(pub std::sync::Arc<VrrpSocket>);
+
+impl AsRawFd for RxFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.rx_fd()
+    }
+}
+
+/// Registers the receive socket with the current tokio runtime.
+pub fn register_rx(sock: std::sync::Arc<VrrpSocket>) -> io::Result<tokio::io::unix::AsyncFd<RxFd>> {
+    // SAFETY: `RxFd` owns an `Arc` of the socket, so the descriptor stays open and names the same
+    // socket for as long as the `AsyncFd` (which owns the `RxFd`) lives; `as_raw_fd` always
+    // returns that one descriptor.
+    unsafe { tokio::io::unix::AsyncFd::register(RxFd(sock)) }.map_err(io::Error::from)
+}

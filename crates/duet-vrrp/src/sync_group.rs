@@ -41,41 +41,52 @@ impl SyncGroup {
 
     /// Brings all members in line after an input. Call after feeding any member.
     pub fn reconcile(&mut self, now: Instant, instances: &mut [Instance]) {
+        fn same(i: &mut Instance) -> &mut Instance {
+            i
+        }
+        self.reconcile_with(now, instances, same);
+    }
+
+    /// [`SyncGroup::reconcile`] over a caller's own instance wrappers; `core` reaches the
+    /// [`Instance`] inside one.
+    pub fn reconcile_with<T>(
+        &mut self,
+        now: Instant,
+        items: &mut [T],
+        core: fn(&mut T) -> &mut Instance,
+    ) {
         let fault = self.members.iter().find_map(|&i| {
-            instances[i].own_fault().map(|f| {
-                format!(
-                    "sync group {}: {} {}",
-                    self.name,
-                    instances[i].config().name,
-                    f
-                )
-            })
+            let inst = core(&mut items[i]);
+            inst.own_fault()
+                .map(|f| format!("sync group {}: {} {}", self.name, inst.config().name, f))
         });
         for &i in &self.members {
-            let imposed = if instances[i].own_fault().is_some() {
+            let inst = core(&mut items[i]);
+            let imposed = if inst.own_fault().is_some() {
                 None
             } else {
                 fault.clone()
             };
-            instances[i].set_group_fault(now, imposed);
+            inst.set_group_fault(now, imposed);
         }
         if fault.is_some() {
             self.state = State::Fault;
             return;
         }
         let leader = self.members.iter().copied().find(|&i| {
-            let s = instances[i].state();
+            let s = core(&mut items[i]).state();
             s != self.state && matches!(s, State::Master | State::Backup)
         });
         let Some(leader) = leader else { return };
-        self.state = instances[leader].state();
+        let leader_core = core(&mut items[leader]);
+        self.state = leader_core.state();
         let reason = Reason::SyncGroup {
             group: self.name.clone(),
-            member: instances[leader].config().name.clone(),
+            member: leader_core.config().name.clone(),
         };
         for &i in &self.members {
             if i != leader {
-                instances[i].force_state(now, self.state, reason.clone());
+                core(&mut items[i]).force_state(now, self.state, reason.clone());
             }
         }
     }

@@ -1,0 +1,273 @@
+//! duet's admin API: `GET /v1/status` (JSON) and `GET /metrics` (Prometheus text format).
+//!
+//! The daemon publishes a [`Status`] snapshot into a [`Published`] cell whenever something
+//! changes; the server, on its own thread and runtime, only reads it. A slow or hostile HTTP
+//! client therefore can never delay the control plane.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod metrics;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+pub use metrics::render as render_metrics;
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Node name.
+    pub node: String,
+    /// duet version.
+    #[serde(default)]
+    pub version: String,
+    /// Seconds since the daemon started.
+    #[serde(default)]
+    pub uptime_seconds: f64,
+    /// VRRP instances.
+    pub vrrp: Vec<VrrpStatus>,
+    /// Packets dropped before they could be matched to an instance, by reason.
+    #[serde(default)]
+    pub unmatched_drops: BTreeMap<String, u64>,
+}
+
+/// One VRRP instance in `GET /v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VrrpStatus {
+    /// Instance name.
+    pub name: String,
+    /// `INIT`, `BACKUP`, `MASTER` or `FAULT`.
+    pub state: String,
+    /// Configured priority.
+    pub priority: u8,
+    /// Priority after tracking.
+    pub effective_priority: u8,
+    /// VIPs with prefix.
+    pub vips: Vec<String>,
+    /// Interface.
+    #[serde(default)]
+    pub interface: String,
+    /// Virtual router id.
+    #[serde(default)]
+    pub vrid: u8,
+    /// 2 or 3.
+    #[serde(default)]
+    pub version: u8,
+    /// Advert interval in milliseconds.
+    #[serde(default)]
+    pub advert_interval_ms: u64,
+    /// Address of the master heard last (when BACKUP).
+    #[serde(default)]
+    pub master: Option<String>,
+    /// Fault description (when FAULT).
+    #[serde(default)]
+    pub fault: Option<String>,
+    /// Reason of the last transition.
+    #[serde(default)]
+    pub reason: String,
+    /// Seconds since the last transition.
+    #[serde(default)]
+    pub in_state_seconds: f64,
+    /// Trackers: name → "up", "down", "unknown" or a file value.
+    #[serde(default)]
+    pub trackers: BTreeMap<String, String>,
+    /// Counters.
+    #[serde(default)]
+    pub counters: VrrpCounters,
+}
+
+/// Counters of one instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VrrpCounters {
+    /// Adverts received and processed.
+    pub adverts_received: u64,
+    /// Adverts sent.
+    pub adverts_sent: u64,
+    /// Priority-0 adverts received.
+    pub priority_zero_received: u64,
+    /// Priority-0 adverts sent.
+    pub priority_zero_sent: u64,
+    /// Transitions to MASTER.
+    pub became_master: u64,
+    /// Drops by reason.
+    pub dropped: BTreeMap<String, u64>,
+}
+
+/// The latest snapshot, shared between the daemon (writer) and the server (reader).
+#[derive(Debug, Default)]
+pub struct Published(Mutex<Arc<Status>>);
+
+impl Published {
+    /// Replaces the snapshot.
+    pub fn publish(&self, status: Status) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(status);
+    }
+
+    /// The current snapshot.
+    pub fn get(&self) -> Arc<Status> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Binds `addr` now (so the caller sees bind errors) and serves on a new thread.
+pub fn spawn(addr: SocketAddr, published: Arc<Published>) -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("admin API on {addr}: {e}")))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("duet-admin".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("admin runtime");
+            rt.block_on(serve(listener, published));
+        })?;
+    Ok(local)
+}
+
+async fn serve(listener: std::net::TcpListener, published: Arc<Published>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("admin API: {e}");
+            return;
+        }
+    };
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("admin API accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let published = published.clone();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let service = service_fn(move |req| {
+                let published = published.clone();
+                async move { Ok::<_, Infallible>(route(&req, &published)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .serve_connection(io, service);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
+        });
+    }
+}
+
+/// Answers one request.
+pub fn route<B>(req: &Request<B>, published: &Published) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/v1/status") => {
+            let body = serde_json::to_vec_pretty(&*published.get()).unwrap_or_default();
+            respond(StatusCode::OK, "application/json", body)
+        }
+        (&Method::GET, "/metrics") => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            render_metrics(&published.get()).into_bytes(),
+        ),
+        (_, "/v1/status" | "/metrics") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{} {path}: only GET is allowed", req.method()),
+        ),
+        _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+    }
+}
+
+fn error(code: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default();
+    respond(code, "application/json", body)
+}
+
+fn respond(code: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Published {
+        let p = Published::default();
+        p.publish(Status {
+            node: "alpha".into(),
+            vrrp: vec![VrrpStatus {
+                name: "web".into(),
+                state: "MASTER".into(),
+                priority: 150,
+                effective_priority: 120,
+                vips: vec!["10.10.10.10/24".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        p
+    }
+
+    fn get(path: &str) -> Request<()> {
+        Request::builder().uri(path).body(()).unwrap()
+    }
+
+    #[test]
+    fn status_has_the_contract_fields() {
+        let r = route(&get("/v1/status"), &sample());
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = futures_body(r);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["node"], "alpha");
+        let w = &v["vrrp"][0];
+        assert_eq!(w["name"], "web");
+        assert_eq!(w["state"], "MASTER");
+        assert_eq!(w["priority"], 150);
+        assert_eq!(w["effective_priority"], 120);
+        assert_eq!(w["vips"][0], "10.10.10.10/24");
+    }
+
+    #[test]
+    fn unknown_paths_and_methods_get_clear_errors() {
+        let r = route(&get("/v2/nope"), &sample());
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert!(
+            String::from_utf8(futures_body(r))
+                .unwrap()
+                .contains("/v2/nope")
+        );
+        let post = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/status")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            route(&post, &sample()).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    fn futures_body(r: Response<Full<Bytes>>) -> Vec<u8> {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async { r.into_body().collect().await.unwrap().to_bytes().to_vec() })
+    }
+}

@@ -1,0 +1,191 @@
+//! Prometheus text exposition (format 0.0.4) of a [`Status`].
+//!
+//! Hand-written: a few gauges and counters do not need a registry, and rendering straight from
+//! the published snapshot keeps the daemon free of metric bookkeeping.
+
+use std::fmt::Write;
+
+use crate::Status;
+
+/// A metric name, its help text and how to read it from `T`.
+type Metric<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
+const STATES: [&str; 4] = ["INIT", "BACKUP", "MASTER", "FAULT"];
+
+/// Renders every metric of the snapshot.
+pub fn render(s: &Status) -> String {
+    let mut out = String::with_capacity(2048);
+    let w = family(&mut out, "duet_up", "gauge", "1 while the daemon runs.");
+    let mut lines = vec![w.line(&[("node", &s.node)], 1.0)];
+    let w = family(
+        &mut out,
+        "duet_uptime_seconds",
+        "gauge",
+        "Seconds since the daemon started.",
+    );
+    lines.push(w.line(&[], s.uptime_seconds));
+    flush(&mut out, &mut lines);
+
+    let w = family(
+        &mut out,
+        "duet_vrrp_state",
+        "gauge",
+        "1 for the instance's current state (INIT, BACKUP, MASTER, FAULT).",
+    );
+    for v in &s.vrrp {
+        for st in STATES {
+            let on = if v.state == st { 1.0 } else { 0.0 };
+            lines.push(w.line(&[("instance", &v.name), ("state", st)], on));
+        }
+    }
+    flush(&mut out, &mut lines);
+
+    let gauges: [Metric<crate::VrrpStatus, f64>; 3] = [
+        ("duet_vrrp_priority", "Configured priority.", |v| {
+            f64::from(v.priority)
+        }),
+        (
+            "duet_vrrp_effective_priority",
+            "Priority after tracking weights.",
+            |v| f64::from(v.effective_priority),
+        ),
+        (
+            "duet_vrrp_in_state_seconds",
+            "Seconds since the last transition.",
+            |v| v.in_state_seconds,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        let w = family(&mut out, name, "gauge", help);
+        for v in &s.vrrp {
+            lines.push(w.line(&[("instance", &v.name)], get(v)));
+        }
+        flush(&mut out, &mut lines);
+    }
+
+    let counters: [Metric<crate::VrrpCounters, u64>; 5] = [
+        (
+            "duet_vrrp_adverts_received_total",
+            "Adverts received and processed.",
+            |c| c.adverts_received,
+        ),
+        ("duet_vrrp_adverts_sent_total", "Adverts sent.", |c| {
+            c.adverts_sent
+        }),
+        (
+            "duet_vrrp_priority_zero_received_total",
+            "Priority-0 adverts received.",
+            |c| c.priority_zero_received,
+        ),
+        (
+            "duet_vrrp_priority_zero_sent_total",
+            "Priority-0 adverts sent.",
+            |c| c.priority_zero_sent,
+        ),
+        (
+            "duet_vrrp_became_master_total",
+            "Transitions to MASTER.",
+            |c| c.became_master,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let w = family(&mut out, name, "counter", help);
+        for v in &s.vrrp {
+            lines.push(w.line(&[("instance", &v.name)], get(&v.counters) as f64));
+        }
+        flush(&mut out, &mut lines);
+    }
+
+    let w = family(
+        &mut out,
+        "duet_vrrp_dropped_total",
+        "counter",
+        "VRRP packets dropped, by reason; instance is empty when no instance matched.",
+    );
+    for v in &s.vrrp {
+        for (reason, n) in &v.counters.dropped {
+            lines.push(w.line(&[("instance", &v.name), ("reason", reason)], *n as f64));
+        }
+    }
+    for (reason, n) in &s.unmatched_drops {
+        lines.push(w.line(&[("instance", ""), ("reason", reason)], *n as f64));
+    }
+    flush(&mut out, &mut lines);
+    out
+}
+
+/// Writes a family's HELP and TYPE lines and returns a writer for its samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) -> FamilyWriter {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    FamilyWriter { name: name.into() }
+}
+
+struct FamilyWriter {
+    name: String,
+}
+
+impl FamilyWriter {
+    fn line(&self, labels: &[(&str, &str)], value: f64) -> String {
+        let mut l = self.name.clone();
+        if !labels.is_empty() {
+            l.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    l.push(',');
+                }
+                let _ = write!(l, "{k}=\"{}\"", escape(v));
+            }
+            l.push('}');
+        }
+        let _ = write!(l, " {value}");
+        l
+    }
+}
+
+fn flush(out: &mut String, lines: &mut Vec<String>) {
+    for l in lines.drain(..) {
+        out.push_str(&l);
+        out.push('\n');
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{VrrpCounters, VrrpStatus};
+
+    #[test]
+    fn renders_state_priority_and_drops() {
+        let mut counters = VrrpCounters {
+            adverts_sent: 7,
+            ..Default::default()
+        };
+        counters.dropped.insert("checksum".into(), 2);
+        let s = Status {
+            node: "al\"pha".into(),
+            vrrp: vec![VrrpStatus {
+                name: "web".into(),
+                state: "MASTER".into(),
+                priority: 150,
+                effective_priority: 120,
+                counters,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(text.contains("duet_up{node=\"al\\\"pha\"} 1\n"), "{text}");
+        assert!(text.contains("duet_vrrp_state{instance=\"web\",state=\"MASTER\"} 1\n"));
+        assert!(text.contains("duet_vrrp_state{instance=\"web\",state=\"BACKUP\"} 0\n"));
+        assert!(text.contains("duet_vrrp_effective_priority{instance=\"web\"} 120\n"));
+        assert!(text.contains("duet_vrrp_adverts_sent_total{instance=\"web\"} 7\n"));
+        assert!(text.contains("duet_vrrp_dropped_total{instance=\"web\",reason=\"checksum\"} 2\n"));
+        assert!(text.contains("# TYPE duet_vrrp_dropped_total counter\n"));
+    }
+}

@@ -1,0 +1,131 @@
+//! Command-line interface: parsed here, then handed to the module that does the work.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+const DEFAULT_CONFIG: &str = "/etc/duet/duet.toml";
+
+/// duet turns two or more Linux servers into one highly available service.
+#[derive(Debug, Parser)]
+#[command(name = "duet", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (systemd runs it this way).
+    Run {
+        /// Config file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file; prints `file:line:col: message` per problem, exits 2 if any.
+    Check {
+        /// Config file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show the state of a running node (reads its admin API).
+    Status {
+        /// Config file to find the admin address in.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Admin address, instead of reading it from the config.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Print the raw JSON of GET /v1/status.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a throw-away lab of two nodes and a client, kill the master, watch the VIP move.
+    Demo {
+        /// Advert interval used in the demo.
+        #[arg(long, default_value = "100ms")]
+        advert_interval: String,
+    },
+    /// (internal) VIP guardian; started by `duet run`.
+    #[command(hide = true)]
+    Guardian,
+    /// (internal) lab HTTP responder that answers with a node name.
+    #[command(hide = true)]
+    LabResponder {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        name: String,
+    },
+    /// (internal) lab client that polls a target and prints one JSON line per answer.
+    #[command(hide = true)]
+    LabProbe {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value = "10ms")]
+        interval: String,
+        #[arg(long, default_value = "50ms")]
+        timeout: String,
+    },
+}
+
+/// Entry point; returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            init_logging();
+            crate::daemon::run(&config)
+        }
+        Command::Check { config } => match duet_config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: OK (node {:?}, {} vrrp instance(s), {} track script(s))",
+                    config.display(),
+                    c.node.name,
+                    c.vrrp.len(),
+                    c.track_script.len()
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                2
+            }
+        },
+        Command::Status {
+            config,
+            admin,
+            json,
+        } => crate::status::run(&config, admin, json),
+        Command::Demo { advert_interval } => crate::demo::run(&advert_interval),
+        Command::Guardian => {
+            let stdin = std::io::stdin();
+            match duet_sys::guardian::run(stdin.lock(), &mut std::io::stderr()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("duet guardian: {e}");
+                    1
+                }
+            }
+        }
+        Command::LabResponder { listen, name } => crate::labtools::responder(listen, &name),
+        Command::LabProbe {
+            target,
+            interval,
+            timeout,
+        } => crate::labtools::probe(target, &interval, &timeout),
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("DUET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

@@ -1,0 +1,208 @@
+//! Child processes on their own thread: notify hooks and track scripts.
+//!
+//! Spawning a process, waiting for it and killing it on timeout never happens on the control
+//! plane thread, so a slow `fork` or a stuck hook cannot delay an advert. Hooks of one instance
+//! run strictly one after another, in transition order; different instances run independently.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+/// One hook run.
+#[derive(Debug, Clone)]
+pub struct HookJob {
+    /// Instance name (hooks of one instance are serialised).
+    pub instance: String,
+    /// Which hook, for logs: `notify`, `notify_master`, ...
+    pub hook: &'static str,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Kill after this long.
+    pub timeout: Duration,
+}
+
+/// Result of one track script run.
+#[derive(Debug, Clone)]
+pub struct ScriptResult {
+    /// Script name.
+    pub name: String,
+    /// Exit status 0 within the timeout.
+    pub passed: bool,
+    /// Why it failed, for logs.
+    pub detail: String,
+}
+
+/// Handle to the process thread.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    rt: Arc<Runtime>,
+    queues: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<HookJob>>>>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Hooks {
+    /// Starts the thread.
+    pub fn start() -> std::io::Result<Hooks> {
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        );
+        let driver = rt.clone();
+        std::thread::Builder::new()
+            .name("duet-hooks".into())
+            .spawn(move || driver.block_on(std::future::pending::<()>()))?;
+        Ok(Hooks {
+            rt,
+            queues: Default::default(),
+            pending: Default::default(),
+        })
+    }
+
+    /// Queues a hook behind the instance's earlier hooks.
+    pub fn submit(&self, job: HookJob) {
+        use std::sync::atomic::Ordering;
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = queues.entry(job.instance.clone()).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<HookJob>();
+            let pending = self.pending.clone();
+            self.rt.spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    run_hook(job).await;
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                }
+            });
+            tx
+        });
+        let _ = tx.send(job);
+    }
+
+    /// Waits until every queued hook has finished, or `limit` passes. Used on shutdown.
+    pub fn wait_idle(&self, limit: Duration) {
+        use std::sync::atomic::Ordering;
+        let deadline = std::time::Instant::now() + limit;
+        while self.pending.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Runs a track script every `interval` (first run at once), sending each result to `tx`.
+    pub fn start_script(
+        &self,
+        name: String,
+        argv: Vec<String>,
+        interval: Duration,
+        timeout: Duration,
+        tx: mpsc::UnboundedSender<ScriptResult>,
+    ) -> AbortHandle {
+        self.rt
+            .spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let (passed, detail) = run_script(&argv, timeout).await;
+                    let result = ScriptResult {
+                        name: name.clone(),
+                        passed,
+                        detail,
+                    };
+                    if tx.send(result).is_err() {
+                        return;
+                    }
+                }
+            })
+            .abort_handle()
+    }
+}
+
+async fn run_hook(job: HookJob) {
+    let Some((program, args)) = job.argv.split_first() else {
+        return;
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(job.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .process_group(0);
+    let started = std::time::Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(
+                "{}: {} {program:?} could not start: {e}",
+                job.instance,
+                job.hook
+            );
+            return;
+        }
+    };
+    match tokio::time::timeout(job.timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => tracing::debug!(
+            "{}: {} finished in {:?}",
+            job.instance,
+            job.hook,
+            started.elapsed()
+        ),
+        Ok(Ok(status)) => tracing::warn!("{}: {} {program:?} {status}", job.instance, job.hook),
+        Ok(Err(e)) => tracing::warn!("{}: {} {program:?}: {e}", job.instance, job.hook),
+        Err(_) => {
+            kill_group(&child);
+            let _ = child.kill().await;
+            tracing::warn!(
+                "{}: {} {program:?} still running after {}; killed",
+                job.instance,
+                job.hook,
+                duet_time::format_duration(job.timeout)
+            );
+        }
+    }
+}
+
+/// Runs a script once: passed when it exits 0 within `timeout`.
+pub async fn run_script(argv: &[String], timeout: Duration) -> (bool, String) {
+    let Some((program, args)) = argv.split_first() else {
+        return (false, "empty command".into());
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return (false, format!("cannot start {program:?}: {e}")),
+    };
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => (true, String::new()),
+        Ok(Ok(status)) => (false, status.to_string()),
+        Ok(Err(e)) => (false, e.to_string()),
+        Err(_) => {
+            kill_group(&child);
+            let _ = child.kill().await;
+            (
+                false,
+                format!("timed out after {}", duet_time::format_duration(timeout)),
+            )
+        }
+    }
+}
+
+/// Kills the whole process group of a hook, so a shell script's children go too.
+fn kill_group(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = duet_sys::process::send_signal(pid, duet_sys::process::SIGKILL, true);
+    }
+}

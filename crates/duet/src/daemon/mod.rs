@@ -1,0 +1,140 @@
+//! `duet run`: wires the config to the cores and shells and runs until SIGTERM.
+//!
+//! Threads:
+//! - `duet-control`: the control plane (VRRP) on its own current-thread runtime, so nothing else
+//!   can delay an advert;
+//! - `duet-hooks`: notify hooks and track scripts (process spawning and waiting);
+//! - `duet-admin`: the admin HTTP API, reading published snapshots.
+//!
+//! Plus the guardian child process (see `duet_sys::guardian`).
+
+mod control;
+mod hooks;
+mod instance;
+mod vips;
+mod watch;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use duet_admin::Published;
+
+pub use watch::read_track_file;
+
+/// Runs the daemon. Returns the process exit code.
+pub fn run(config_path: &Path) -> i32 {
+    let config = match duet_config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    match start(config, config_path) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("duet: {e}");
+            1
+        }
+    }
+}
+
+fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> {
+    let published = Arc::new(Published::default());
+    let admin =
+        duet_admin::spawn(config.node.admin, published.clone()).map_err(|e| e.to_string())?;
+    tracing::info!(
+        "duet {} starting as node {:?}; admin API on http://{admin}",
+        env!("CARGO_PKG_VERSION"),
+        config.node.name
+    );
+    for v in config.vrrp.iter().filter(|v| !v.accept) {
+        tracing::warn!(
+            "{}: accept = false is not enforced yet; the master answers on its VIPs",
+            v.name
+        );
+    }
+    let hooks = hooks::Hooks::start().map_err(|e| format!("hooks thread: {e}"))?;
+    let mut vips = vips::VipManager::new(&config.node.state_dir, config.node.vip_lifetime.0)
+        .map_err(|e| e.to_string())?;
+    vips.remove_leftovers(&config);
+    if config.node.guardian {
+        vips.start_guardian().map_err(|e| e.to_string())?;
+    }
+    let max_notify = config
+        .vrrp
+        .iter()
+        .map(|v| v.notify_timeout.0)
+        .max()
+        .unwrap_or_default();
+    let path = config_path.to_path_buf();
+    let control_hooks = hooks.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let control = std::thread::Builder::new()
+        .name("duet-control".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("control runtime: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let built =
+                    control::ControlPlane::new(config, path, vips, control_hooks, published);
+                let (cp, inputs, input_tx) = match built {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                if let Err(e) = forward_signals(input_tx) {
+                    let _ = ready_tx.send(Err(format!("signals: {e}")));
+                    return;
+                }
+                let _ = ready_tx.send(Ok(()));
+                cp.run(inputs).await;
+            });
+        })
+        .map_err(|e| format!("control thread: {e}"))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = control.join();
+            return Err(e);
+        }
+        Err(_) => return Err("control thread died during start".into()),
+    }
+    let _ = control.join();
+    // Let STOP hooks finish, but never hang the exit on a stuck one.
+    hooks.wait_idle(max_notify + Duration::from_millis(500));
+    tracing::info!("duet stopped");
+    Ok(())
+}
+
+fn forward_signals(tx: tokio::sync::mpsc::UnboundedSender<control::Input>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            let input = tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: stepping down"); control::Input::Shutdown }
+                _ = int.recv() => { tracing::info!("SIGINT: stepping down"); control::Input::Shutdown }
+                _ = hup.recv() => { tracing::info!("SIGHUP: reloading"); control::Input::Reload }
+            };
+            if tx.send(input).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}

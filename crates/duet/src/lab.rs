@@ -1,0 +1,416 @@
+//! A throw-away network of namespaces: a switch (a Linux bridge in its own namespace) and hosts,
+//! each with an `eth0` plugged into the switch. Used by `duet demo`, the namespace tests and the
+//! benchmarks. Everything stays inside the namespaces: no traffic touches the host's interfaces.
+//!
+//! Addresses: host `n` gets `10.99.0.n/24` and `2001:db8:99::n/64` on `eth0`.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// One host of the lab.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Short name (`alpha`).
+    pub name: String,
+    /// Its network namespace.
+    pub ns: String,
+    /// Its IPv4 address on `eth0`.
+    pub ipv4: Ipv4Addr,
+    /// Its global IPv6 address on `eth0`.
+    pub ipv6: Ipv6Addr,
+    /// Host index (last octet).
+    pub index: u8,
+}
+
+/// The lab; dropping it kills what it started and deletes its namespaces.
+#[derive(Debug)]
+pub struct Lab {
+    tag: String,
+    switch: String,
+    hosts: Vec<Host>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Lab {
+    /// Creates the switch. `tag` prefixes every namespace name so parallel labs do not collide.
+    pub fn new(tag: &str) -> io::Result<Lab> {
+        let tag = format!(
+            "{tag}{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(format!("duet-lab-{tag}"));
+        std::fs::create_dir_all(&dir)?;
+        let switch = format!("{tag}-sw");
+        let lab = Lab {
+            tag,
+            switch: switch.clone(),
+            hosts: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        run("ip", &["netns", "add", &switch])?;
+        run("ip", &["-n", &switch, "link", "set", "lo", "up"])?;
+        run(
+            "ip",
+            &["-n", &switch, "link", "add", "br0", "type", "bridge"],
+        )?;
+        // No STP, no forwarding delay: ports forward at once.
+        run(
+            "ip",
+            &[
+                "-n",
+                &switch,
+                "link",
+                "set",
+                "br0",
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+            ],
+        )?;
+        run("ip", &["-n", &switch, "link", "set", "br0", "up"])?;
+        Ok(lab)
+    }
+
+    /// A scratch directory that lives as long as the lab.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Adds a host with index `index` (its address's last byte).
+    pub fn add_host(&mut self, name: &str, index: u8) -> io::Result<Host> {
+        let ns = format!("{}-{name}", self.tag);
+        run("ip", &["netns", "add", &ns])?;
+        // Addresses must be usable at once: no duplicate address detection in the lab.
+        for key in ["default", "all"] {
+            let _ = run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{key}.accept_dad=0"),
+                ],
+            );
+        }
+        let port = format!("p-{name}");
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.switch,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns,
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.switch,
+                "link",
+                "set",
+                &port,
+                "master",
+                "br0",
+                "up",
+            ],
+        )?;
+        let host = Host {
+            name: name.to_string(),
+            ns: ns.clone(),
+            ipv4: Ipv4Addr::new(10, 99, 0, index),
+            ipv6: Ipv6Addr::new(0x2001, 0xdb8, 0x99, 0, 0, 0, 0, u16::from(index)),
+            index,
+        };
+        run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", host.ipv4),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/64", host.ipv6),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
+        run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+        self.hosts.push(host.clone());
+        Ok(host)
+    }
+
+    /// A command that runs `program` inside `host`'s namespace, in its own process group.
+    pub fn command(&self, host: &Host, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &host.ns]).arg(program);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd
+    }
+
+    /// Starts a long-running process in `host`; the lab kills it on drop. Returns its pid.
+    pub fn spawn(&mut self, mut cmd: Command) -> io::Result<u32> {
+        let child = cmd.stdin(Stdio::null()).spawn()?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Takes ownership of a started child so the caller can read its output; still killed on drop
+    /// if the caller hands it back with [`Lab::adopt`].
+    pub fn adopt(&mut self, child: Child) {
+        self.children.push(child);
+    }
+
+    /// Waits for a started child that exited (reaps it), if it is ours.
+    pub fn reap(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
+        let i = self.children.iter().position(|c| c.id() == pid)?;
+        let mut child = self.children.remove(i);
+        child.wait().ok()
+    }
+
+    /// Sets the switch side of `host`'s cable down or up: its `eth0` loses or regains carrier.
+    pub fn set_link(&self, host: &Host, up: bool) -> io::Result<()> {
+        let port = format!("p-{}", host.name);
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.switch,
+                "link",
+                "set",
+                &port,
+                if up { "up" } else { "down" },
+            ],
+        )
+    }
+
+    /// Addresses on `host`'s `eth0`.
+    pub fn addresses(&self, host: &Host) -> io::Result<Vec<IpAddr>> {
+        let out = output("ip", &["-n", &host.ns, "-o", "addr", "show", "dev", "eth0"])?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                f.find(|w| *w == "inet" || *w == "inet6")?;
+                f.next()?.split('/').next()?.parse().ok()
+            })
+            .collect())
+    }
+
+    /// Whether `host` currently has `addr` on `eth0`.
+    pub fn has_address(&self, host: &Host, addr: IpAddr) -> bool {
+        self.addresses(host)
+            .map(|a| a.contains(&addr))
+            .unwrap_or(false)
+    }
+
+    /// Adds an address to `host`'s `eth0` (e.g. to simulate a VIP left by a crash).
+    pub fn add_address(&self, host: &Host, addr_prefix: &str) -> io::Result<()> {
+        run(
+            "ip",
+            &[
+                "-n",
+                &host.ns,
+                "addr",
+                "add",
+                addr_prefix,
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = duet_sys::process::send_signal(c.id(), duet_sys::process::SIGKILL, true);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for h in &self.hosts {
+            let _ = run("ip", &["netns", "del", &h.ns]);
+        }
+        let _ = run("ip", &["netns", "del", &self.switch]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs a command to completion; a non-zero exit becomes an error with its stderr.
+pub fn run(program: &str, args: &[&str]) -> io::Result<()> {
+    let out = output(program, args)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn output(program: &str, args: &[&str]) -> io::Result<Output> {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes; returns the time it took.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether this process may build labs (root, or inside a user namespace where it is root).
+pub fn can_build_labs() -> Result<(), String> {
+    let probe = format!("duet-probe-{}", std::process::id());
+    match run("ip", &["netns", "add", &probe]) {
+        Ok(()) => {
+            let _ = run("ip", &["netns", "del", &probe]);
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot create network namespaces: {e}")),
+    }
+}
+
+/// A duet daemon running in a lab host.
+#[derive(Debug, Clone)]
+pub struct DuetNode {
+    /// The host it runs on.
+    pub host: Host,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its log (stderr).
+    pub log: PathBuf,
+    /// Its pid (also its process group id), while running.
+    pub pid: Option<u32>,
+}
+
+impl DuetNode {
+    /// Writes `config` for `host` into the lab directory (state_dir is set per node).
+    pub fn new(lab: &Lab, host: &Host, config: &str) -> io::Result<DuetNode> {
+        let dir = lab.dir().join(&host.name);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("duet.toml");
+        let config = config.replace("@STATE@", &dir.join("state").display().to_string());
+        std::fs::write(&path, config)?;
+        Ok(DuetNode {
+            host: host.clone(),
+            config: path,
+            log: dir.join("duet.log"),
+            pid: None,
+        })
+    }
+
+    /// Starts `duet run` (the binary at `exe`) in the node's namespace.
+    pub fn start(&mut self, lab: &mut Lab, exe: &Path) -> io::Result<u32> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = lab.command(&self.host, exe);
+        cmd.arg("run")
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let pid = lab.spawn(cmd)?;
+        self.pid = Some(pid);
+        Ok(pid)
+    }
+
+    /// Its admin API status, via `duet status --json` inside its namespace.
+    pub fn status(&self, lab: &Lab, exe: &Path) -> Option<duet_admin::Status> {
+        let out = lab
+            .command(&self.host, exe)
+            .args(["status", "--json", "-c"])
+            .arg(&self.config)
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// State of its first VRRP instance (`MASTER`, ...), if it answers.
+    pub fn state(&self, lab: &Lab, exe: &Path) -> Option<String> {
+        self.status(lab, exe)?.vrrp.first().map(|v| v.state.clone())
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A two-node config in the lab's address plan: VIP 10.99.0.100/24 on eth0, VRID 51.
+pub fn vrrp_config(name: &str, priority: u8, interval: &str, extra: &str) -> String {
+    let version = if interval.ends_with("ms") { 3 } else { 2 };
+    format!(
+        r#"[node]
+name = "{name}"
+admin = "127.0.0.1:9900"
+state_dir = "@STATE@"
+
+[[vrrp]]
+name = "web"
+interface = "eth0"
+vrid = 51
+priority = {priority}
+version = {version}
+advert_interval = "{interval}"
+vips = ["10.99.0.100/24"]
+{extra}
+"#
+    )
+}

@@ -1,0 +1,12 @@
+//! duet: two Linux servers, one highly available service.
+//!
+//! The binary's modules live in this library so that integration tests, the demo and the
+//! benchmarks share one implementation of the lab and the CLI.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod daemon;
+pub mod demo;
+pub mod lab;
+pub mod labtools;
+pub mod status;

@@ -1,0 +1,115 @@
+//! `duet status`: asks a running node's admin API and prints a table (or the raw JSON).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use duet_admin::Status;
+
+/// Runs `duet status`; returns the exit code.
+pub fn run(config: &Path, admin: Option<SocketAddr>, json: bool) -> i32 {
+    let addr = match admin {
+        Some(a) => a,
+        None => match duet_config::load(config) {
+            Ok(c) => c.node.admin,
+            Err(e) => {
+                eprintln!("{e}\n(use --admin ADDR to query a node without its config)");
+                return 2;
+            }
+        },
+    };
+    let body = match http_get(addr, "/v1/status") {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!(
+                "duet status: cannot reach the admin API at {addr}: {e}\nIs `duet run` running on this node?"
+            );
+            return 1;
+        }
+    };
+    if json {
+        println!("{body}");
+        return 0;
+    }
+    match serde_json::from_str::<Status>(&body) {
+        Ok(s) => {
+            print!("{}", render(&s));
+            0
+        }
+        Err(e) => {
+            eprintln!("duet status: unexpected answer from {addr}: {e}");
+            1
+        }
+    }
+}
+
+/// Minimal HTTP/1.0 GET; the admin API is local and small.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("malformed HTTP response"))?;
+    let status_line = head.lines().next().unwrap_or_default();
+    if !status_line.contains(" 200 ") {
+        return Err(std::io::Error::other(format!("{status_line}: {body}")));
+    }
+    Ok(body.to_string())
+}
+
+/// The table `duet status` prints.
+pub fn render(s: &Status) -> String {
+    let mut out = format!(
+        "node {} (duet {}, up {})\n",
+        s.node,
+        s.version,
+        duet_time::format_duration(Duration::from_secs(s.uptime_seconds as u64))
+    );
+    let header = [
+        "INSTANCE", "STATE", "PRIO", "EFF", "VRID", "IFACE", "VIPS", "MASTER", "SINCE", "REASON",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for v in &s.vrrp {
+        let master = if v.state == "MASTER" {
+            "(this node)".to_string()
+        } else {
+            v.master.clone().unwrap_or_else(|| "-".into())
+        };
+        let reason = match &v.fault {
+            Some(f) => format!("fault: {f}"),
+            None => v.reason.clone(),
+        };
+        rows.push(vec![
+            v.name.clone(),
+            v.state.clone(),
+            v.priority.to_string(),
+            v.effective_priority.to_string(),
+            v.vrid.to_string(),
+            v.interface.clone(),
+            v.vips.join(","),
+            master,
+            duet_time::format_duration(Duration::from_secs(v.in_state_seconds as u64)),
+            reason,
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if s.vrrp.is_empty() {
+        out.push_str("(no vrrp instances)\n");
+    }
+    out
+}
