@@ -7,15 +7,14 @@
 //! and how long the VIP was unreachable, restarts alpha and shows it take the VIP back. When the
 //! demo ends, or on Ctrl-C, its namespaces vanish with it: nothing touches the host's network.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::lab::{DuetNode, Host, Lab, vrrp_config, wait_for};
+use crate::lab::{DuetNode, Lab, vrrp_config, wait_for};
 use crate::labtools::ProbeLine;
 
 const SANDBOX_ENV: &str = "DUET_DEMO_SANDBOX";
@@ -160,7 +159,9 @@ fn demo(interval: &str, stop: &AtomicBool) -> Result<(), String> {
         return Ok(());
     }
     println!("  alpha is MASTER, beta is BACKUP\n");
-    let probe_rx = start_probe(&mut lab, &exe, &client)?;
+    let probe_rx = lab
+        .probe(&exe, &client, &format!("{VIP}:8080"))
+        .map_err(e)?;
     let mut d = Demo {
         lab,
         exe,
@@ -233,39 +234,6 @@ fn demo(interval: &str, stop: &AtomicBool) -> Result<(), String> {
     }
     println!("  done: the lab is being removed (namespaces vanish with the demo)");
     Ok(())
-}
-
-fn start_probe(
-    lab: &mut Lab,
-    exe: &PathBuf,
-    client: &Host,
-) -> Result<mpsc::Receiver<ProbeLine>, String> {
-    let mut cmd = lab.command(client, exe);
-    cmd.args([
-        "lab-probe",
-        "--target",
-        &format!("{VIP}:8080"),
-        "--interval",
-        "10ms",
-        "--timeout",
-        "40ms",
-    ])
-    .stdout(Stdio::piped())
-    .stdin(Stdio::null());
-    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
-    let stdout = child.stdout.take().ok_or("probe has no stdout")?;
-    lab.adopt(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(p) = serde_json::from_str::<ProbeLine>(&line)
-                && tx.send(p).is_err()
-            {
-                return;
-            }
-        }
-    });
-    Ok(rx)
 }
 
 impl Demo {

@@ -191,17 +191,51 @@ impl Lab {
         Ok(pid)
     }
 
-    /// Takes ownership of a started child so the caller can read its output; still killed on drop
-    /// if the caller hands it back with [`Lab::adopt`].
-    pub fn adopt(&mut self, child: Child) {
-        self.children.push(child);
-    }
-
     /// Waits for a started child that exited (reaps it), if it is ours.
     pub fn reap(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
         let i = self.children.iter().position(|c| c.id() == pid)?;
         let mut child = self.children.remove(i);
         child.wait().ok()
+    }
+
+    /// Starts `duet lab-probe` in `host` against `target` (`ip:port`, IPv6 in brackets), polling
+    /// every 10 ms with a 40 ms timeout; returns its results as they come.
+    pub fn probe(
+        &mut self,
+        exe: &Path,
+        host: &Host,
+        target: &str,
+    ) -> io::Result<std::sync::mpsc::Receiver<crate::labtools::ProbeLine>> {
+        use std::io::BufRead;
+        let mut cmd = self.command(host, exe);
+        cmd.args([
+            "lab-probe",
+            "--target",
+            target,
+            "--interval",
+            "10ms",
+            "--timeout",
+            "40ms",
+        ])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null());
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        self.children.push(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(p) = serde_json::from_str(&line)
+                    && tx.send(p).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 
     /// Sets the switch side of `host`'s cable down or up: its `eth0` loses or regains carrier.
@@ -332,6 +366,8 @@ pub struct DuetNode {
     pub log: PathBuf,
     /// Its pid (also its process group id), while running.
     pub pid: Option<u32>,
+    /// Its admin API address (inside its namespace), as first configured.
+    pub admin: std::net::SocketAddr,
 }
 
 impl DuetNode {
@@ -341,12 +377,16 @@ impl DuetNode {
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("duet.toml");
         let config = config.replace("@STATE@", &dir.join("state").display().to_string());
+        let admin = duet_config::parse("lab", &config)
+            .map(|c| c.node.admin)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         std::fs::write(&path, config)?;
         Ok(DuetNode {
             host: host.clone(),
             config: path,
             log: dir.join("duet.log"),
             pid: None,
+            admin,
         })
     }
 
@@ -371,8 +411,8 @@ impl DuetNode {
     pub fn status(&self, lab: &Lab, exe: &Path) -> Option<duet_admin::Status> {
         let out = lab
             .command(&self.host, exe)
-            .args(["status", "--json", "-c"])
-            .arg(&self.config)
+            .args(["status", "--json", "--admin"])
+            .arg(self.admin.to_string())
             .stderr(Stdio::null())
             .output()
             .ok()?;

@@ -1,0 +1,150 @@
+//! Shared fixture for the namespace tests: a lab with alpha (priority 150), beta (100) and a
+//! client polling the VIP. Needs root (network namespaces); tests skip with a message otherwise.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use duet::lab::{DuetNode, Host, Lab, wait_for};
+use duet::labtools::ProbeLine;
+
+pub const VIP: &str = "10.99.0.100";
+pub const VIP6: &str = "2001:db8:99::100";
+
+pub struct Pair {
+    pub lab: Lab,
+    pub exe: PathBuf,
+    pub alpha: DuetNode,
+    pub beta: DuetNode,
+    pub client: Host,
+    pub probe: Receiver<ProbeLine>,
+}
+
+pub fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_duet"))
+}
+
+/// `None` (with a message) when this process cannot build namespaces.
+pub fn lab(tag: &str) -> Option<Lab> {
+    if let Err(e) = duet::lab::can_build_labs() {
+        eprintln!("skipping: {e} (these tests need root)");
+        return None;
+    }
+    Some(Lab::new(tag).expect("lab"))
+}
+
+/// Builds the pair with the given configs, starts responders and both daemons, waits until alpha
+/// is MASTER and the client gets answers from it. `target` is what the client polls.
+pub fn pair(tag: &str, alpha_cfg: &str, beta_cfg: &str, target: &str) -> Option<Pair> {
+    let mut lab = lab(tag)?;
+    let exe = exe();
+    let a = lab.add_host("alpha", 2).unwrap();
+    let b = lab.add_host("beta", 3).unwrap();
+    let client = lab.add_host("client", 10).unwrap();
+    for h in [&a, &b] {
+        let mut cmd = lab.command(h, &exe);
+        cmd.args(["lab-responder", "--listen", "[::]:8080", "--name", &h.name]);
+        lab.spawn(cmd).unwrap();
+    }
+    let mut alpha = DuetNode::new(&lab, &a, alpha_cfg).unwrap();
+    let mut beta = DuetNode::new(&lab, &b, beta_cfg).unwrap();
+    beta.start(&mut lab, &exe).unwrap();
+    alpha.start(&mut lab, &exe).unwrap();
+    let probe = lab.probe(&exe, &client, target).unwrap();
+    let p = Pair {
+        lab,
+        exe,
+        alpha,
+        beta,
+        client,
+        probe,
+    };
+    let ok = wait_for(Duration::from_secs(15), || {
+        p.state(Node::Alpha).as_deref() == Some("MASTER")
+            && p.state(Node::Beta).as_deref() == Some("BACKUP")
+    });
+    assert!(
+        ok.is_some(),
+        "alpha never became MASTER with beta BACKUP\nalpha log:\n{}\nbeta log:\n{}",
+        p.alpha.log_text(),
+        p.beta.log_text()
+    );
+    assert!(
+        p.wait_answer("alpha", Duration::from_secs(10)).is_some(),
+        "client never reached the VIP on alpha\n{}",
+        p.alpha.log_text()
+    );
+    Some(p)
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Node {
+    Alpha,
+    Beta,
+}
+
+impl Pair {
+    pub fn node(&self, n: Node) -> &DuetNode {
+        match n {
+            Node::Alpha => &self.alpha,
+            Node::Beta => &self.beta,
+        }
+    }
+
+    pub fn state(&self, n: Node) -> Option<String> {
+        self.node(n).state(&self.lab, &self.exe)
+    }
+
+    pub fn status(&self, n: Node) -> Option<duet_admin::Status> {
+        self.node(n).status(&self.lab, &self.exe)
+    }
+
+    /// Waits for the first client answer from `node` that arrives from now on.
+    pub fn wait_answer(&self, node: &str, limit: Duration) -> Option<Duration> {
+        while self.probe.try_recv().is_ok() {}
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(line) = self.probe.recv_timeout(Duration::from_millis(100))
+                && line.node.as_deref() == Some(node)
+            {
+                return Some(start.elapsed());
+            }
+        }
+        None
+    }
+
+    /// Waits until `addr` is (or is not) configured on a node.
+    pub fn wait_vip(
+        &self,
+        n: Node,
+        addr: &str,
+        present: bool,
+        limit: Duration,
+    ) -> Option<Duration> {
+        let addr = addr.parse().unwrap();
+        let host = &self.node(n).host;
+        wait_for(limit, || self.lab.has_address(host, addr) == present)
+    }
+
+    pub fn signal(&self, n: Node, signal: i32, group: bool) {
+        let pid = self.node(n).pid.expect("running");
+        duet_sys::process::send_signal(pid, signal, group).unwrap();
+    }
+
+    pub fn logs(&self) -> String {
+        format!(
+            "--- alpha log:\n{}\n--- beta log:\n{}",
+            self.alpha.log_text(),
+            self.beta.log_text()
+        )
+    }
+}
+
+/// alpha/beta configs for the lab's address plan.
+pub fn configs(interval: &str, extra: &str) -> (String, String) {
+    (
+        duet::lab::vrrp_config("alpha", 150, interval, extra),
+        duet::lab::vrrp_config("beta", 100, interval, extra),
+    )
+}
