@@ -454,3 +454,122 @@ vips = ["10.99.0.100/24"]
 "#
     )
 }
+
+/// A keepalived daemon (Debian package) in a lab host, for interop tests and benchmarks.
+#[derive(Debug, Clone)]
+pub struct KeepalivedNode {
+    /// The host it runs on.
+    pub host: Host,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its log (console output).
+    pub log: PathBuf,
+    dir: PathBuf,
+    /// Its pid (and process group), while running.
+    pub pid: Option<u32>,
+}
+
+impl KeepalivedNode {
+    /// Writes a keepalived config for the lab's VIP: `interval` like `"100ms"` (v3) or `"1s"`
+    /// (v2), `unicast_peer` for unicast mode.
+    pub fn new(
+        lab: &Lab,
+        host: &Host,
+        priority: u8,
+        interval: &str,
+        unicast_peer: Option<Ipv4Addr>,
+    ) -> io::Result<KeepalivedNode> {
+        let dir = lab.dir().join(format!("{}-keepalived", host.name));
+        std::fs::create_dir_all(&dir)?;
+        let d = duet_time::parse_duration(interval)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let version = if d.subsec_nanos() == 0 { 2 } else { 3 };
+        let advert = d.as_secs_f64();
+        let unicast = unicast_peer
+            .map(|p| {
+                format!(
+                    "    unicast_src_ip {}\n    unicast_peer {{\n        {p}\n    }}\n",
+                    host.ipv4
+                )
+            })
+            .unwrap_or_default();
+        let config = format!(
+            "global_defs {{\n    router_id {name}\n    vrrp_version {version}\n    script_user root\n}}\n\
+             vrrp_instance web {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n\
+             \x20   priority {priority}\n    advert_int {advert}\n{unicast}\
+             \x20   virtual_ipaddress {{\n        10.99.0.100/24 dev eth0\n    }}\n}}\n",
+            name = host.name
+        );
+        let path = dir.join("keepalived.conf");
+        std::fs::write(&path, config)?;
+        Ok(KeepalivedNode {
+            host: host.clone(),
+            config: path,
+            log: dir.join("keepalived.log"),
+            dir,
+            pid: None,
+        })
+    }
+
+    /// Starts keepalived (VRRP only, foreground, own pid files) in the host's namespace.
+    pub fn start(&mut self, lab: &mut Lab) -> io::Result<u32> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = lab.command(&self.host, "keepalived");
+        cmd.args([
+            "--dont-fork",
+            "--log-console",
+            "--log-detail",
+            "--vrrp",
+            "-f",
+        ])
+        .arg(&self.config)
+        .arg("-p")
+        .arg(self.dir.join("k.pid"))
+        .arg("-r")
+        .arg(self.dir.join("v.pid"))
+        .arg("-c")
+        .arg(self.dir.join("c.pid"))
+        .stdout(log.try_clone()?)
+        .stderr(log);
+        let pid = lab.spawn(cmd)?;
+        self.pid = Some(pid);
+        Ok(pid)
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Lines of the log in which keepalived complains about a received packet.
+    pub fn complaints(&self) -> Vec<String> {
+        const PATTERNS: [&str; 8] = [
+            "invalid",
+            "Invalid",
+            "wrong version",
+            "mismatch",
+            "bogus",
+            "Discarding",
+            "checksum",
+            "TTL",
+        ];
+        self.log_text()
+            .lines()
+            .filter(|l| PATTERNS.iter().any(|p| l.contains(p)))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Whether a program is on PATH.
+pub fn have_program(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
