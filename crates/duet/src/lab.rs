@@ -206,6 +206,18 @@ impl Lab {
         host: &Host,
         target: &str,
     ) -> io::Result<std::sync::mpsc::Receiver<crate::labtools::ProbeLine>> {
+        self.probe_with(exe, host, target, "10ms", "40ms")
+    }
+
+    /// [`Lab::probe`] with a chosen poll interval and timeout.
+    pub fn probe_with(
+        &mut self,
+        exe: &Path,
+        host: &Host,
+        target: &str,
+        interval: &str,
+        timeout: &str,
+    ) -> io::Result<std::sync::mpsc::Receiver<crate::labtools::ProbeLine>> {
         use std::io::BufRead;
         let mut cmd = self.command(host, exe);
         cmd.args([
@@ -213,9 +225,9 @@ impl Lab {
             "--target",
             target,
             "--interval",
-            "10ms",
+            interval,
             "--timeout",
-            "40ms",
+            timeout,
         ])
         .stdout(Stdio::piped())
         .stdin(Stdio::null());

@@ -27,12 +27,12 @@ fn keepalived_available() -> bool {
 }
 
 fn interop(interval: &str, tag: &str) {
-    if !keepalived_available() {
-        return;
-    }
     let Some(mut lab) = common::lab(tag) else {
         return;
     };
+    if !keepalived_available() {
+        return;
+    }
     let exe = exe();
     let a = lab.add_host("alpha", 2).unwrap();
     let b = lab.add_host("beta", 3).unwrap();

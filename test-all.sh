@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test of duet, installing what the tests need first. CI runs exactly this.
+#
+# The namespace tests need root (they build labs with `ip netns`); without root they skip with a
+# message. DUET_REQUIRE_TOOLS=1 turns a missing reference tool (keepalived) into a failure.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v keepalived >/dev/null || need+=(keepalived)
+command -v python3 >/dev/null || need+=(python3)
+command -v unshare >/dev/null || need+=(util-linux)
+if ((${#need[@]})); then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "installing: ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "missing ${need[*]}; install them or run as root" >&2
+    fi
+fi
+
+export DUET_REQUIRE_TOOLS=1
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace

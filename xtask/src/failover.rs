@@ -1,0 +1,306 @@
+//! VIP failover time, duet vs keepalived, in one namespace lab.
+//!
+//! Both nodes run the same implementation (keepalived pair or duet pair), priorities 150/100, the
+//! same advert interval. A client polls `http://VIP:8080/` every 2 ms (10 ms timeout) and each
+//! node's responder answers with its name. Time = from the fault to the first answer that comes
+//! from the new master (the old node may still answer after a kill, from a stale ARP entry).
+//! Runs alternate between the implementations so machine noise hits both alike.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use duet::lab::{DuetNode, Host, KeepalivedNode, Lab, vrrp_config, wait_for};
+use duet::labtools::ProbeLine;
+use duet_sys::process::{SIGKILL, SIGTERM};
+
+const VIP: &str = "10.99.0.100";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Impl {
+    Keepalived,
+    Duet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// SIGKILL to every process of the master's daemon (keepalived's parent and children; duet's
+    /// daemon and guardian): nothing can say goodbye.
+    KillGroup,
+    /// SIGKILL to the process that runs VRRP (keepalived's VRRP child; duet's daemon, whose
+    /// guardian survives).
+    KillVrrp,
+    /// The master's cable goes dead (switch port down).
+    LinkDown,
+    /// SIGTERM: priority 0.
+    Graceful,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::KillGroup => "kill -9, all daemon processes",
+            Mode::KillVrrp => "kill -9, VRRP process only",
+            Mode::LinkDown => "master link down",
+            Mode::Graceful => "graceful stop (SIGTERM)",
+        }
+    }
+    fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "kill-group" => Some(Mode::KillGroup),
+            "kill-vrrp" => Some(Mode::KillVrrp),
+            "link-down" => Some(Mode::LinkDown),
+            "graceful" => Some(Mode::Graceful),
+            _ => None,
+        }
+    }
+}
+
+struct Sample {
+    takeover: Duration,
+    vip_left: bool,
+}
+
+struct Rig {
+    lab: Lab,
+    exe: PathBuf,
+    alpha: Host,
+    beta: Host,
+    probe: Receiver<ProbeLine>,
+}
+
+pub fn main(args: &[&str]) -> i32 {
+    let mut runs = 10usize;
+    let mut interval = "100ms".to_string();
+    let mut modes = vec![
+        Mode::KillGroup,
+        Mode::KillVrrp,
+        Mode::LinkDown,
+        Mode::Graceful,
+    ];
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(runs),
+            "--interval" => interval = it.next().map(|s| s.to_string()).unwrap_or(interval),
+            "--modes" => {
+                modes = it
+                    .next()
+                    .map(|m| m.split(',').filter_map(Mode::parse).collect())
+                    .unwrap_or(modes)
+            }
+            other => {
+                eprintln!("unknown argument {other}");
+                return 2;
+            }
+        }
+    }
+    match bench(runs, &interval, &modes) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("bench failover: {e}");
+            1
+        }
+    }
+}
+
+fn bench(runs: usize, interval: &str, modes: &[Mode]) -> Result<(), String> {
+    duet::lab::can_build_labs()?;
+    crate::ensure_packages(&[("keepalived", "keepalived")])?;
+    let exe = crate::build_duet()?;
+    let mut rig = rig(&exe)?;
+    let mut results = Vec::new();
+    for &mode in modes {
+        let mut k = Vec::new();
+        let mut d = Vec::new();
+        for run in 0..runs {
+            for imp in [Impl::Keepalived, Impl::Duet] {
+                let s = run_once(&mut rig, imp, mode, interval)
+                    .map_err(|e| format!("{} run {run} {imp:?}: {e}", mode.label()))?;
+                eprintln!(
+                    "{:<32} run {run:>2} {:<10} {:>7.1} ms{}",
+                    mode.label(),
+                    format!("{imp:?}"),
+                    s.takeover.as_secs_f64() * 1000.0,
+                    if s.vip_left { "  (VIP left on old master)" } else { "" }
+                );
+                match imp {
+                    Impl::Keepalived => k.push(s),
+                    Impl::Duet => d.push(s),
+                }
+            }
+        }
+        results.push((mode, k, d));
+    }
+    print_table(runs, interval, &results);
+    Ok(())
+}
+
+fn rig(exe: &Path) -> Result<Rig, String> {
+    let e = |e: std::io::Error| e.to_string();
+    let mut lab = Lab::new("bf").map_err(e)?;
+    let alpha = lab.add_host("alpha", 2).map_err(e)?;
+    let beta = lab.add_host("beta", 3).map_err(e)?;
+    let client = lab.add_host("client", 10).map_err(e)?;
+    for h in [&alpha, &beta] {
+        let mut cmd = lab.command(h, exe);
+        cmd.args(["lab-responder", "--listen", "0.0.0.0:8080", "--name", &h.name]);
+        lab.spawn(cmd).map_err(e)?;
+    }
+    let probe = lab
+        .probe_with(exe, &client, &format!("{VIP}:8080"), "2ms", "10ms")
+        .map_err(e)?;
+    Ok(Rig {
+        lab,
+        exe: exe.to_path_buf(),
+        alpha,
+        beta,
+        probe,
+    })
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Waits for an answer from `node` probed at or after `since` (epoch seconds).
+fn answer_from(probe: &Receiver<ProbeLine>, node: &str, since: f64, limit: Duration) -> Option<f64> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(l) = probe.recv_timeout(Duration::from_millis(50))
+            && l.t >= since
+            && l.node.as_deref() == Some(node)
+        {
+            return Some(l.t);
+        }
+    }
+    None
+}
+
+fn run_once(rig: &mut Rig, imp: Impl, mode: Mode, interval: &str) -> Result<Sample, String> {
+    let e = |e: std::io::Error| e.to_string();
+    // Start backup first, then master, as an operator would.
+    let (alpha_pid, vrrp_pid_file, beta_pid) = match imp {
+        Impl::Keepalived => {
+            let mut b = KeepalivedNode::new(&rig.lab, &rig.beta, 100, interval, None).map_err(e)?;
+            let mut a = KeepalivedNode::new(&rig.lab, &rig.alpha, 150, interval, None).map_err(e)?;
+            let bp = b.start(&mut rig.lab).map_err(e)?;
+            let ap = a.start(&mut rig.lab).map_err(e)?;
+            let vrrp_pid = a.config.parent().map(|d| d.join("v.pid"));
+            (ap, vrrp_pid, bp)
+        }
+        Impl::Duet => {
+            let mut b = DuetNode::new(&rig.lab, &rig.beta, &vrrp_config("beta", 100, interval, ""))
+                .map_err(e)?;
+            let mut a = DuetNode::new(&rig.lab, &rig.alpha, &vrrp_config("alpha", 150, interval, ""))
+                .map_err(e)?;
+            let bp = b.start(&mut rig.lab, &rig.exe).map_err(e)?;
+            let ap = a.start(&mut rig.lab, &rig.exe).map_err(e)?;
+            (ap, None, bp)
+        }
+    };
+    let settle = now_epoch();
+    answer_from(&rig.probe, "alpha", settle, Duration::from_secs(15))
+        .ok_or("alpha never answered on the VIP")?;
+    // Steady state: alpha answered, beta has heard several adverts.
+    std::thread::sleep(Duration::from_millis(500));
+    while rig.probe.try_recv().is_ok() {}
+
+    let t0 = now_epoch();
+    match mode {
+        Mode::KillGroup => duet_sys::process::send_signal(alpha_pid, SIGKILL, true).map_err(e)?,
+        Mode::KillVrrp => {
+            let pid = match &vrrp_pid_file {
+                Some(f) => std::fs::read_to_string(f)
+                    .map_err(|err| format!("keepalived VRRP pid file: {err}"))?
+                    .trim()
+                    .parse()
+                    .map_err(|_| "bad pid file")?,
+                None => alpha_pid,
+            };
+            duet_sys::process::send_signal(pid, SIGKILL, false).map_err(e)?
+        }
+        Mode::LinkDown => rig.lab.set_link(&rig.alpha, false).map_err(e)?,
+        Mode::Graceful => duet_sys::process::send_signal(alpha_pid, SIGTERM, false).map_err(e)?,
+    }
+    let t1 = answer_from(&rig.probe, "beta", t0, Duration::from_secs(15))
+        .ok_or("beta never answered after the fault")?;
+    // Is the VIP still configured on the old master 3 s after the fault?
+    let wait = (t0 + 3.0 - now_epoch()).max(0.0);
+    std::thread::sleep(Duration::from_secs_f64(wait));
+    let vip: IpAddr = VIP.parse().expect("VIP");
+    let vip_left = rig.lab.has_address(&rig.alpha, vip);
+
+    // Clean up for the next run.
+    for pid in [alpha_pid, beta_pid] {
+        let _ = duet_sys::process::send_signal(pid, SIGKILL, true);
+        rig.lab.reap(pid);
+    }
+    rig.lab.set_link(&rig.alpha, true).map_err(e)?;
+    for h in [&rig.alpha, &rig.beta] {
+        if rig.lab.has_address(h, vip) {
+            let _ = duet::lab::run("ip", &["-n", &h.ns, "addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
+        }
+    }
+    let _ = wait_for(Duration::from_secs(2), || {
+        !rig.lab.has_address(&rig.alpha, vip) && !rig.lab.has_address(&rig.beta, vip)
+    });
+    Ok(Sample {
+        takeover: Duration::from_secs_f64((t1 - t0).max(0.0)),
+        vip_left,
+    })
+}
+
+fn stats(samples: &[Sample]) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = samples.iter().map(|s| s.takeover.as_secs_f64()).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    (v[0], median, v[v.len() - 1])
+}
+
+fn shell(cmd: &str) -> String {
+    std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn print_table(runs: usize, interval: &str, results: &[(Mode, Vec<Sample>, Vec<Sample>)]) {
+    let date = shell("date -u '+%Y-%m-%d %H:%M UTC'");
+    let cpu = shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
+    let kernel = shell("uname -sr");
+    let keepalived = shell("keepalived --version 2>&1 | head -1");
+    println!("\n### VIP failover, {date}");
+    println!();
+    println!(
+        "Machine: {} cores,{cpu}, {kernel}. {keepalived}. Advert interval {interval}, {runs} runs per mode and tool, runs alternating.",
+        shell("nproc")
+    );
+    println!("Time from the fault to the first client answer from the new master (seconds, min / median / max).");
+    println!();
+    println!("| fault | keepalived | duet | duet ÷ keepalived (median) | VIP left on old master after 3 s (keepalived / duet) |");
+    println!("|---|---|---|---|---|");
+    for (mode, k, d) in results {
+        let (kmin, kmed, kmax) = stats(k);
+        let (dmin, dmed, dmax) = stats(d);
+        let left = |s: &[Sample]| s.iter().filter(|x| x.vip_left).count();
+        println!(
+            "| {} | {kmin:.3} / {kmed:.3} / {kmax:.3} | {dmin:.3} / {dmed:.3} / {dmax:.3} | {:.2} | {}/{} / {}/{} |",
+            mode.label(),
+            dmed / kmed,
+            left(k),
+            k.len(),
+            left(d),
+            d.len()
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! `cargo xtask bench failover`: duet against keepalived in the same namespace lab.
+//!
+//! Benchmarks are separate commands, not part of the test run: they take minutes and their
+//! numbers belong in `docs/benchmarks.md`, not in assertions.
+
+mod failover;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["bench", "failover", rest @ ..] => failover::main(rest),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask bench failover [--runs N] [--interval 100ms] [--modes a,b]\n\
+                 \n\
+                 bench failover   VIP takeover time, duet vs keepalived, per fault mode"
+            );
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Builds the release `duet` binary and returns its path.
+pub fn build_duet() -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(&cargo)
+        .args(["build", "--release", "--quiet", "-p", "duet", "--bin", "duet"])
+        .status()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !st.success() {
+        return Err("cargo build --release -p duet failed".into());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    Ok(target.join("release/duet"))
+}
+
+/// Installs Debian packages that are missing (the benchmark needs the reference tools).
+pub fn ensure_packages(pkgs: &[(&str, &str)]) -> Result<(), String> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .filter(|(program, _)| !duet::lab::have_program(program))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing {} with apt-get", missing.join(" "));
+    let ok = Command::new("apt-get")
+        .arg("update")
+        .arg("-qq")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+        && Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("could not install {}", missing.join(" ")))
+    }
+}
