@@ -10,7 +10,12 @@ use std::process::Command;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let code = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["bench", "failover", rest @ ..] => failover::main(rest),
         _ => {
             eprintln!(
@@ -28,7 +33,15 @@ fn main() {
 pub fn build_duet() -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(&cargo)
-        .args(["build", "--release", "--quiet", "-p", "duet", "--bin", "duet"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "duet",
+            "--bin",
+            "duet",
+        ])
         .status()
         .map_err(|e| format!("running cargo: {e}"))?;
     if !st.success() {

@@ -391,3 +391,22 @@ send(bytes([0x71]) + good[1:])
     );
     assert!(p.wait_answer("alpha", S(2)).is_some());
 }
+
+#[test]
+fn message_only_checksum_mode_interoperates_with_pseudo_header_mode() {
+    // alpha sends RFC-text (message-only) checksums, beta keepalived-style: both accept both.
+    let a = duet::lab::vrrp_config("alpha", 150, "100ms", "v3_checksum = \"rfc\"");
+    let b = duet::lab::vrrp_config("beta", 100, "100ms", "v3_checksum = \"pseudo-header\"");
+    let Some(p) = pair("ck", &a, &b, &format!("{VIP}:8080")) else {
+        return;
+    };
+    let beta = p.status(Node::Beta).unwrap();
+    assert!(beta.vrrp[0].counters.adverts_received > 0);
+    assert!(
+        beta.vrrp[0].counters.dropped.is_empty(),
+        "{:?}",
+        beta.vrrp[0].counters.dropped
+    );
+    p.signal(Node::Alpha, SIGTERM, false);
+    assert!(p.wait_answer("beta", S(2)).is_some(), "{}", p.logs());
+}

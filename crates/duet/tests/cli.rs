@@ -1,0 +1,117 @@
+//! The CLI as a user meets it: exit codes and messages. No root needed.
+
+use std::process::Command;
+
+fn duet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_duet"))
+}
+
+fn scratch(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("duet-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_reports_file_line_col_and_exits_2() {
+    let bad = scratch(
+        "bad.toml",
+        "[node]\nname = \"a\"\n\n[[vrrp]]\nname = \"web\"\ninterface = \"eth0\"\nvrid = 51\npriority = 100\nvips = [\"10.0.0.1/24\"]\nadvert_interval = \"1x\"\n",
+    );
+    let out = duet().args(["check", "-c"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:10:19: invalid duration \"1x\"", bad.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let good = scratch(
+        "good.toml",
+        "[node]\nname = \"a\"\n\n[[vrrp]]\nname = \"web\"\ninterface = \"eth0\"\nvrid = 51\npriority = 100\nvips = [\"10.0.0.1/24\"]\n",
+    );
+    let out = duet().args(["check", "-c"]).arg(&good).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (node \"a\", 1 vrrp instance(s)"));
+}
+
+#[test]
+fn check_of_a_missing_file_says_so() {
+    let out = duet()
+        .args(["check", "-c", "/nonexistent/duet.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/nonexistent/duet.toml:1:1: cannot read config")
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let out = duet().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("duet "));
+    let out = duet().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["run", "check", "status", "demo"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    assert!(
+        !help.contains("guardian"),
+        "internal commands are hidden: {help}"
+    );
+}
+
+#[test]
+fn status_without_a_daemon_explains_what_is_wrong() {
+    // Port 1 on loopback: nothing listens there.
+    let out = duet()
+        .args(["status", "--admin", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the admin API at 127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(err.contains("Is `duet run` running"), "{err}");
+}
+
+#[test]
+fn admin_server_answers_status_and_metrics_over_http() {
+    use std::sync::Arc;
+    let published = Arc::new(duet_admin::Published::default());
+    published.publish(duet_admin::Status {
+        node: "alpha".into(),
+        vrrp: vec![duet_admin::VrrpStatus {
+            name: "web".into(),
+            state: "BACKUP".into(),
+            priority: 100,
+            effective_priority: 100,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let addr = duet_admin::spawn("127.0.0.1:0".parse().unwrap(), published).unwrap();
+    let body = duet::status::http_get(addr, "/v1/status").unwrap();
+    let status: duet_admin::Status = serde_json::from_str(&body).unwrap();
+    assert_eq!(status.vrrp[0].state, "BACKUP");
+    let metrics = duet::status::http_get(addr, "/metrics").unwrap();
+    assert!(metrics.contains("duet_vrrp_state{instance=\"web\",state=\"BACKUP\"} 1"));
+    let table = duet::status::render(&status);
+    assert!(table.contains("web") && table.contains("BACKUP"), "{table}");
+    let missing = duet::status::http_get(addr, "/nope").unwrap_err();
+    assert!(missing.to_string().contains("404"), "{missing}");
+}
