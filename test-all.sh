@@ -21,7 +21,20 @@ if ((${#need[@]})); then
     fi
 fi
 
+if [ "$(id -u)" -ne 0 ]; then
+    echo "note: not root, so the network-namespace tests will pass without running (they print 'skipping')" >&2
+fi
+
 export DUET_REQUIRE_TOOLS=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo's own last line is a crate's doc-tests).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
