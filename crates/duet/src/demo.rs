@@ -8,7 +8,6 @@
 //! demo ends, or on Ctrl-C, its namespaces vanish with it: nothing touches the host's network.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -37,6 +36,7 @@ pub fn run(interval: &str) -> i32 {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let worker_stop = stop.clone();
+    let worker_flag = stop.clone();
     let interval = interval.to_string();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let worker = std::thread::spawn(move || {
@@ -60,12 +60,17 @@ pub fn run(interval: &str) -> i32 {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("\ninterrupted: cleaning up the lab");
-                stop.store(true, Ordering::SeqCst);
+                worker_flag.store(true, Ordering::SeqCst);
             }
             _ = done => {}
         }
     });
-    worker.join().unwrap_or(1)
+    let code = worker.join().unwrap_or(1);
+    if stop.load(Ordering::SeqCst) {
+        130
+    } else {
+        code
+    }
 }
 
 fn enter_sandbox(interval: &str) -> i32 {
@@ -76,12 +81,31 @@ fn enter_sandbox(interval: &str) -> i32 {
             return 1;
         }
     };
-    let status = Command::new("unshare")
-        .args(["-r", "-n", "-m", "--propagation", "private", "--"])
-        .arg(&exe)
-        .args(["demo", "--advert-interval", interval])
-        .env(SANDBOX_ENV, "1")
-        .status();
+    // Ctrl-C reaches both processes; the inner one cleans up, so this one keeps waiting for it.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("duet demo: {e}");
+            return 1;
+        }
+    };
+    let status = rt.block_on(async {
+        let mut child = tokio::process::Command::new("unshare")
+            .args(["-r", "-n", "-m", "--propagation", "private", "--"])
+            .arg(&exe)
+            .args(["demo", "--advert-interval", interval])
+            .env(SANDBOX_ENV, "1")
+            .spawn()?;
+        loop {
+            tokio::select! {
+                status = child.wait() => return status,
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+    });
     match status {
         Ok(s) if s.success() => 0,
         Ok(s) => {
