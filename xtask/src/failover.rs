@@ -119,7 +119,9 @@ fn bench(runs: usize, interval: &str, modes: &[Mode]) -> Result<(), String> {
         let mut d = Vec::new();
         for run in 0..runs {
             for imp in [Impl::Keepalived, Impl::Duet] {
-                let s = run_once(&mut rig, imp, mode, interval)
+                // Golden-ratio steps cover [0, 1) evenly whatever the number of runs.
+                let phase = (run as f64 * 0.618_033_988_7).fract();
+                let s = run_once(&mut rig, imp, mode, interval, phase)
                     .map_err(|e| format!("{} run {run} {imp:?}: {e}", mode.label()))?;
                 let time = match s.takeover {
                     Some(t) => format!("{:>7.1} ms", t.as_secs_f64() * 1000.0),
@@ -153,17 +155,7 @@ fn rig(exe: &Path) -> Result<Rig, String> {
     let alpha = lab.add_host("alpha", 2).map_err(e)?;
     let beta = lab.add_host("beta", 3).map_err(e)?;
     let client = lab.add_host("client", 10).map_err(e)?;
-    for h in [&alpha, &beta] {
-        let mut cmd = lab.command(h, exe);
-        cmd.args([
-            "lab-responder",
-            "--listen",
-            "0.0.0.0:8080",
-            "--name",
-            &h.name,
-        ]);
-        lab.spawn(cmd).map_err(e)?;
-    }
+    lab.start_responders(exe, &[&alpha, &beta]).map_err(e)?;
     let probe = lab
         .probe_with(exe, &client, &format!("{VIP}:8080"), "2ms", "10ms")
         .map_err(e)?;
@@ -202,7 +194,13 @@ fn answer_from(
     None
 }
 
-fn run_once(rig: &mut Rig, imp: Impl, mode: Mode, interval: &str) -> Result<Sample, String> {
+fn run_once(
+    rig: &mut Rig,
+    imp: Impl,
+    mode: Mode,
+    interval: &str,
+    phase: f64,
+) -> Result<Sample, String> {
     let e = |e: std::io::Error| e.to_string();
     // Start backup first, then master, as an operator would.
     let (alpha_pid, vrrp_pid_file, beta_pid) = match imp {
@@ -232,13 +230,16 @@ fn run_once(rig: &mut Rig, imp: Impl, mode: Mode, interval: &str) -> Result<Samp
     let settle = now_epoch();
     answer_from(&rig.probe, "alpha", settle, Duration::from_secs(15))
         .ok_or("alpha never answered on the VIP")?;
-    // Steady state: alpha answered, beta has heard several adverts. The random extra delay puts
-    // the fault at a random point of the advert cycle, as in real life.
+    // Steady state: alpha answered, beta has heard several adverts. `phase` (a fraction of the
+    // advert interval, spread evenly over the runs and the same for both tools in a run) puts the
+    // fault at a different point of the advert cycle each run: the takeover time depends on it
+    // by up to one interval, so pairing it keeps that spread out of the comparison.
     let interval_ms = duet_time::parse_duration(interval)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(100);
-    let jitter = (now_epoch().fract() * 1e6) as u64 % interval_ms.max(1);
-    std::thread::sleep(Duration::from_millis(500 + jitter));
+        .map(|d| d.as_millis() as f64)
+        .unwrap_or(100.0);
+    std::thread::sleep(Duration::from_secs_f64(
+        (500.0 + phase * interval_ms) / 1000.0,
+    ));
     while rig.probe.try_recv().is_ok() {}
 
     let t0 = now_epoch();

@@ -148,17 +148,8 @@ fn demo(interval: &str, stop: &AtomicBool) -> Result<(), String> {
         alpha_host.ipv4, beta_host.ipv4, client.ipv4
     );
     println!("  VIP     {VIP}/24, VRRPv3, alpha priority 150, beta priority 100, preempt on");
-    for h in [&alpha_host, &beta_host] {
-        let mut cmd = lab.command(h, &exe);
-        cmd.args([
-            "lab-responder",
-            "--listen",
-            "0.0.0.0:8080",
-            "--name",
-            &h.name,
-        ]);
-        lab.spawn(cmd).map_err(e)?;
-    }
+    lab.start_responders(&exe, &[&alpha_host, &beta_host])
+        .map_err(e)?;
     let garp = "garp = { count = 3, interval = \"10ms\" }";
     let mut alpha = DuetNode::new(
         &lab,

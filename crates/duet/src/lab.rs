@@ -250,6 +250,17 @@ impl Lab {
         Ok(rx)
     }
 
+    /// Starts an HTTP responder on port 8080 (IPv4 and IPv6) in each host, answering with the
+    /// host's name: the client can then tell which node holds the VIP.
+    pub fn start_responders(&mut self, exe: &Path, hosts: &[&Host]) -> io::Result<()> {
+        for h in hosts {
+            let mut cmd = self.command(h, exe);
+            cmd.args(["lab-responder", "--listen", "[::]:8080", "--name", &h.name]);
+            self.spawn(cmd)?;
+        }
+        Ok(())
+    }
+
     /// Sets the switch side of `host`'s cable down or up: its `eth0` loses or regains carrier.
     pub fn set_link(&self, host: &Host, up: bool) -> io::Result<()> {
         let port = format!("p-{}", host.name);

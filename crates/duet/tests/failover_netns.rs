@@ -410,3 +410,63 @@ fn message_only_checksum_mode_interoperates_with_pseudo_header_mode() {
     p.signal(Node::Alpha, SIGTERM, false);
     assert!(p.wait_answer("beta", S(2)).is_some(), "{}", p.logs());
 }
+
+#[test]
+fn track_file_and_track_interface_move_the_priority() {
+    let file = std::env::temp_dir().join(format!("duet-weight-{}", std::process::id()));
+    std::fs::write(&file, "0\n").unwrap();
+    let extra = format!(
+        "track_files = [{{ path = \"{}\", weight = -10 }}]\ntrack_interfaces = [{{ name = \"eth1\", weight = -60 }}]",
+        file.display()
+    );
+    let a = duet::lab::vrrp_config("alpha", 150, "100ms", &extra);
+    let (_, b) = configs("100ms", "");
+    let Some(p) = pair_with_eth1("tf", &a, &b) else {
+        return;
+    };
+    // File value 6 × weight -10 = -60: 150 - 60 = 90 < 100, beta preempts.
+    std::fs::write(&file, "6\n").unwrap();
+    assert!(p.wait_answer("beta", S(5)).is_some(), "{}", p.logs());
+    assert_eq!(
+        p.status(Node::Alpha).unwrap().vrrp[0].effective_priority,
+        90
+    );
+    std::fs::write(&file, "0\n").unwrap();
+    assert!(p.wait_answer("alpha", S(5)).is_some(), "{}", p.logs());
+    // eth1 loses carrier: weight -60, beta preempts again; carrier back, alpha returns.
+    duet::lab::run(
+        "ip",
+        &["-n", &p.alpha.host.ns, "link", "set", "eth1p", "down"],
+    )
+    .unwrap();
+    assert!(p.wait_answer("beta", S(5)).is_some(), "{}", p.logs());
+    let s = p.status(Node::Alpha).unwrap();
+    assert_eq!(
+        s.vrrp[0].trackers.get("interface eth1").map(String::as_str),
+        Some("down")
+    );
+    duet::lab::run(
+        "ip",
+        &["-n", &p.alpha.host.ns, "link", "set", "eth1p", "up"],
+    )
+    .unwrap();
+    assert!(p.wait_answer("alpha", S(5)).is_some(), "{}", p.logs());
+    let _ = std::fs::remove_file(&file);
+}
+
+/// [`common::pair`], with a veth pair `eth1`/`eth1p` inside alpha's namespace created before
+/// the daemons start.
+fn pair_with_eth1(tag: &str, a: &str, b: &str) -> Option<common::Pair> {
+    common::pair_with(tag, a, b, &format!("{VIP}:8080"), |alpha| {
+        let ns = alpha.ns.as_str();
+        for args in [
+            vec![
+                "-n", ns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
+            ],
+            vec!["-n", ns, "link", "set", "eth1", "up"],
+            vec!["-n", ns, "link", "set", "eth1p", "up"],
+        ] {
+            duet::lab::run("ip", &args).unwrap();
+        }
+    })
+}

@@ -37,11 +37,7 @@ fn interop(interval: &str, tag: &str) {
     let a = lab.add_host("alpha", 2).unwrap();
     let b = lab.add_host("beta", 3).unwrap();
     let client = lab.add_host("client", 10).unwrap();
-    for h in [&a, &b] {
-        let mut cmd = lab.command(h, &exe);
-        cmd.args(["lab-responder", "--listen", "[::]:8080", "--name", &h.name]);
-        lab.spawn(cmd).unwrap();
-    }
+    lab.start_responders(&exe, &[&a, &b]).unwrap();
     let probe = lab.probe(&exe, &client, &format!("{VIP}:8080")).unwrap();
     let wait_answer = |node: &str, limit: Duration| {
         while probe.try_recv().is_ok() {}

@@ -1,9 +1,8 @@
 //! The control plane: one task on its own thread that owns every VRRP instance.
 //!
 //! It loops: wait for a packet, a tracker change, a signal or the earliest timer; feed the cores;
-//! then drain their outputs (adverts to send, VIPs to add or remove, transitions to log and hand
-//! to the notify hooks). Nothing here blocks for long: netlink round trips take microseconds and
-//! child processes live on the hooks thread.
+//! then drain their outputs through [`Effects`]. Nothing here blocks for long: netlink round
+//! trips take microseconds and child processes live on the hooks thread.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -11,20 +10,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duet_admin::{Published, Status, VrrpCounters, VrrpStatus};
+use duet_admin::Published;
 use duet_config::Config;
-use duet_sys::guardian::Goodbye;
-use duet_sys::{Announcer, Netlink, VrrpSocket};
+use duet_sys::Netlink;
 use duet_time::Instant;
-use duet_vrrp::{
-    Action, Advert, DropReason, RiseFall, State, SyncGroup, TrackedHealth, Tracker, TrackerReading,
-    packet::check_hop_limit,
-};
+use duet_vrrp::{Advert, DropReason, SyncGroup, packet::check_hop_limit};
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 
-use super::hooks::{HookJob, Hooks, ScriptResult};
+use super::effects::{Effects, SocketEntry};
+use super::hooks::{Hooks, ScriptResult};
 use super::instance::{Inst, SocketKey};
+use super::readings::Readings;
 use super::vips::VipManager;
 use super::watch::{self, WatchList};
 
@@ -69,18 +65,6 @@ impl Clock {
     }
 }
 
-struct SocketEntry {
-    sock: Arc<VrrpSocket>,
-    reader: AbortHandle,
-    announcer: Option<Announcer>,
-}
-
-struct ScriptSlot {
-    cfg: duet_config::TrackScriptConfig,
-    state: RiseFall,
-    task: AbortHandle,
-}
-
 /// The control plane.
 pub struct ControlPlane {
     config: Config,
@@ -89,28 +73,15 @@ pub struct ControlPlane {
     nl: Netlink,
     instances: Vec<Inst>,
     groups: Vec<SyncGroup>,
-    sockets: HashMap<SocketKey, SocketEntry>,
-    vips: VipManager,
-    hooks: Hooks,
-    scripts: BTreeMap<String, ScriptSlot>,
-    links: BTreeMap<String, bool>,
-    files: BTreeMap<PathBuf, i64>,
+    fx: Effects,
+    readings: Readings,
     input_tx: mpsc::UnboundedSender<Input>,
     script_tx: mpsc::UnboundedSender<ScriptResult>,
     watch_list: tokio::sync::watch::Sender<WatchList>,
     published: Arc<Published>,
     unmatched_drops: [u64; DropReason::ALL.len()],
     drop_logged: HashMap<(DropReason, IpAddr), std::time::Instant>,
-    next_refresh: Option<Instant>,
     started: std::time::Instant,
-}
-
-impl std::fmt::Debug for ControlPlane {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlPlane")
-            .field("instances", &self.instances.len())
-            .finish_non_exhaustive()
-    }
 }
 
 /// Receivers the loop waits on.
@@ -139,30 +110,28 @@ impl ControlPlane {
             clock: Clock::new(),
             instances: Vec::new(),
             groups: Vec::new(),
-            sockets: HashMap::new(),
-            vips,
-            hooks,
-            scripts: BTreeMap::new(),
-            links: BTreeMap::new(),
-            files: BTreeMap::new(),
+            fx: Effects {
+                node: config.node.name.clone(),
+                sockets: HashMap::new(),
+                vips,
+                hooks,
+                next_refresh: None,
+            },
+            readings: Readings::default(),
             input_tx: input_tx.clone(),
             script_tx,
             watch_list,
             published,
             unmatched_drops: [0; DropReason::ALL.len()],
             drop_logged: HashMap::new(),
-            next_refresh: None,
             started: std::time::Instant::now(),
         };
         cp.apply_config(config)?;
-        Ok((
-            cp,
-            Inputs {
-                input_rx,
-                script_rx,
-            },
-            input_tx,
-        ))
+        let inputs = Inputs {
+            input_rx,
+            script_rx,
+        };
+        Ok((cp, inputs, input_tx))
     }
 
     /// Runs until shutdown; returns after every instance has stepped down.
@@ -184,7 +153,11 @@ impl ControlPlane {
                     Some(Input::Reload) => self.reload(),
                     Some(input) => self.handle(input),
                 },
-                Some(result) = inputs.script_rx.recv() => self.script_result(result),
+                Some(result) = inputs.script_rx.recv() => {
+                    if self.readings.record_script(&result) {
+                        self.retrack();
+                    }
+                }
                 () = sleep => self.timers(),
             }
         }
@@ -203,15 +176,15 @@ impl ControlPlane {
             } => self.packet(key, at, src, dst, hop_limit, &bytes),
             Input::Links(links) => {
                 for (name, up) in &links {
-                    if self.links.get(name) != Some(up) {
+                    if self.readings.links.get(name) != Some(up) {
                         tracing::info!("interface {name} is {}", if *up { "up" } else { "down" });
                     }
                 }
-                self.links = links;
+                self.readings.links = links;
                 self.retrack();
             }
             Input::Files(files) => {
-                self.files = files;
+                self.readings.files = files;
                 self.retrack();
             }
             Input::Shutdown | Input::Reload => {}
@@ -245,13 +218,16 @@ impl ControlPlane {
             matched = true;
             if !inst.cfg.unicast_peers.is_empty() && !inst.cfg.unicast_peers.contains(&src) {
                 inst.core.count_drop(DropReason::UnknownPeer);
+                log_drop(
+                    &mut self.drop_logged,
+                    &inst.cfg.name,
+                    src,
+                    DropReason::UnknownPeer,
+                );
                 continue;
             }
-            if let Err(reason) = inst.core.handle_advert(at, src, &advert)
-                && !matches!(reason, DropReason::OwnAdvert)
-            {
-                let name = inst.cfg.name.clone();
-                log_drop(&mut self.drop_logged, &name, src, reason);
+            if let Err(reason) = inst.core.handle_advert(at, src, &advert) {
+                log_drop(&mut self.drop_logged, &inst.cfg.name, src, reason);
             }
         }
         if !matched {
@@ -259,6 +235,7 @@ impl ControlPlane {
         }
     }
 
+    /// Counts a packet that failed validation, on the instance its VRID byte names if any.
     fn count_drop(&mut self, key: SocketKey, vrid: Option<u8>, src: IpAddr, reason: DropReason) {
         let inst = self
             .instances
@@ -267,126 +244,51 @@ impl ControlPlane {
         let name = match inst {
             Some(i) => {
                 i.core.count_drop(reason);
-                i.cfg.name.clone()
+                i.cfg.name.as_str()
             }
             None => {
                 self.unmatched_drops[reason.index()] += 1;
-                String::from("-")
+                "-"
             }
         };
-        log_drop(&mut self.drop_logged, &name, src, reason);
-    }
-
-    fn script_result(&mut self, r: ScriptResult) {
-        let Some(slot) = self.scripts.get_mut(&r.name) else {
-            return;
-        };
-        if let Some(up) = slot.state.record(r.passed) {
-            if up {
-                tracing::info!("track script {} is up", r.name);
-            } else {
-                tracing::warn!("track script {} is down: {}", r.name, r.detail);
-            }
-            self.retrack();
-        }
+        log_drop(&mut self.drop_logged, name, src, reason);
     }
 
     /// Recomputes every instance's tracking input from the latest readings.
     fn retrack(&mut self) {
         let now = self.clock.now();
-        for i in 0..self.instances.len() {
-            let health = self.tracking_of(&self.instances[i]);
-            if *self.instances[i].core.tracking() != health {
-                self.instances[i].core.set_tracking(now, health);
+        for inst in &mut self.instances {
+            let health = self.readings.tracking_of(&inst.cfg);
+            if *inst.core.tracking() != health {
+                inst.core.set_tracking(now, health);
             }
         }
-    }
-
-    fn trackers_of(&self, inst: &Inst) -> Vec<Tracker> {
-        let link = |name: &str| TrackerReading::Health(self.links.get(name).copied());
-        // The instance's own interface is always tracked: no VIP on a link without carrier.
-        let mut trackers = vec![Tracker {
-            name: format!("interface {}", inst.cfg.interface),
-            weight: 0,
-            reading: link(&inst.cfg.interface),
-        }];
-        for s in &inst.cfg.track_scripts {
-            if let Some(slot) = self.scripts.get(s) {
-                trackers.push(Tracker {
-                    name: format!("script {s}"),
-                    weight: slot.cfg.weight,
-                    reading: TrackerReading::Health(slot.state.is_up()),
-                });
-            }
-        }
-        for t in &inst.cfg.track_interfaces {
-            trackers.push(Tracker {
-                name: format!("interface {}", t.name),
-                weight: t.weight,
-                reading: link(&t.name),
-            });
-        }
-        for f in &inst.cfg.track_files {
-            trackers.push(Tracker {
-                name: format!("file {}", f.path.display()),
-                weight: f.weight,
-                reading: TrackerReading::Value(self.files.get(&f.path).copied().unwrap_or(0)),
-            });
-        }
-        trackers
-    }
-
-    fn tracking_of(&self, inst: &Inst) -> TrackedHealth {
-        duet_vrrp::combine(&self.trackers_of(inst))
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let mut t = self.next_refresh;
-        for i in &self.instances {
-            for d in [
-                i.core.poll_timeout(),
-                i.garp.map(|(at, _)| at),
-                i.garp_refresh,
-            ]
-            .into_iter()
+        self.instances
+            .iter()
+            .flat_map(|i| {
+                [
+                    i.core.poll_timeout(),
+                    i.garp.map(|(at, _)| at),
+                    i.garp_refresh,
+                ]
+            })
+            .chain([self.fx.next_refresh])
             .flatten()
-            {
-                t = Some(t.map_or(d, |t| t.min(d)));
-            }
-        }
-        t
+            .min()
     }
 
     fn timers(&mut self) {
         let now = self.clock.now();
-        for i in 0..self.instances.len() {
-            self.instances[i].core.handle_timeout(now);
-            let inst = &mut self.instances[i];
-            if inst.garp_refresh.is_some_and(|t| t <= now) {
-                let every = inst.cfg.garp.refresh.0;
-                inst.garp_refresh = Some(now + every);
-                inst.garp = Some((now, inst.cfg.garp.count));
-            }
-            if let Some((at, remaining)) = inst.garp
-                && at <= now
-            {
-                if let Some(a) = self
-                    .sockets
-                    .get(&inst.key)
-                    .and_then(|s| s.announcer.as_ref())
-                {
-                    for vip in &inst.cfg.vips {
-                        if let Err(e) = a.announce(vip.address) {
-                            tracing::debug!("announcing {vip}: {e}");
-                        }
-                    }
-                }
-                inst.garp = (remaining > 1).then(|| (now + inst.garp_interval(), remaining - 1));
-            }
+        for inst in &mut self.instances {
+            inst.core.handle_timeout(now);
+            self.fx.announce_due(inst, now);
         }
-        if self.next_refresh.is_some_and(|t| t <= now) {
-            self.vips.refresh();
-            self.next_refresh = self.vips.refresh_interval().map(|d| now + d);
+        if self.fx.next_refresh.is_some_and(|t| t <= now) {
+            self.fx.vips.refresh();
+            self.fx.next_refresh = self.fx.vips.refresh_interval().map(|d| now + d);
         }
     }
 
@@ -399,158 +301,76 @@ impl ControlPlane {
         for g in &mut self.groups {
             g.reconcile_with(now, &mut self.instances, core);
         }
-        for i in 0..self.instances.len() {
-            while let Some(action) = self.instances[i].core.poll_action() {
-                self.act(i, action, now);
-            }
-            while let Some(advert) = self.instances[i].core.poll_transmit() {
-                let inst = &self.instances[i];
-                let Some(entry) = self.sockets.get(&inst.key) else {
-                    continue;
-                };
-                for (dst, bytes) in inst.encode(&advert) {
-                    if let Err(e) = entry.sock.send(inst.source, dst, &bytes) {
-                        tracing::debug!("{}: sending advert to {dst}: {e}", inst.cfg.name);
-                    }
-                }
-            }
+        for inst in &mut self.instances {
+            self.fx.drain(inst, now);
         }
     }
 
-    fn act(&mut self, i: usize, action: Action, now: Instant) {
-        let node = self.config.node.name.clone();
-        let inst = &mut self.instances[i];
-        match action {
-            Action::Transition { from, to, reason } => {
-                let priority = inst.core.effective_priority();
-                tracing::info!(
-                    "{}: {from} -> {to} ({reason}), effective priority {priority}",
-                    inst.cfg.name
-                );
-                inst.last_reason = reason.to_string();
-                inst.since = std::time::Instant::now();
-                if to != State::Master {
-                    inst.garp = None;
-                    inst.garp_refresh = None;
-                }
-                submit_hooks(&self.hooks, &node, inst, from, to, &reason.to_string());
-            }
-            Action::AddVips => {
-                let (name, ifname, ifindex) = (
-                    inst.cfg.name.clone(),
-                    inst.cfg.interface.clone(),
-                    inst.ifindex,
-                );
-                let goodbyes = inst
-                    .encode(&inst.goodbye())
-                    .into_iter()
-                    .map(|(dst, message)| Goodbye {
-                        ifname: ifname.clone(),
-                        ifindex,
-                        src: inst.source,
-                        dst,
-                        message,
-                    })
-                    .collect();
-                let vips = inst.cfg.vips.clone();
-                self.vips.add(&ifname, ifindex, &vips);
-                self.vips.set_goodbyes(&name, goodbyes);
-                if self.next_refresh.is_none() {
-                    self.next_refresh = self.vips.refresh_interval().map(|d| now + d);
-                }
-            }
-            Action::RemoveVips => {
-                let (name, ifname, ifindex) = (
-                    inst.cfg.name.clone(),
-                    inst.cfg.interface.clone(),
-                    inst.ifindex,
-                );
-                let vips = inst.cfg.vips.clone();
-                self.vips.remove(&ifname, ifindex, &vips);
-                self.vips.clear_goodbyes(&name);
-            }
-            Action::Announce => {
-                if inst.cfg.garp.count > 0 {
-                    inst.garp = Some((now, inst.cfg.garp.count));
-                }
-                let refresh = inst.cfg.garp.refresh.0;
-                inst.garp_refresh = (!refresh.is_zero()).then(|| now + refresh);
-            }
-        }
-    }
-
-    /// Builds instances, sockets and scripts for `config`, keeping unchanged instances as they
-    /// are (no flap on reload). On error nothing changes.
+    /// Switches to `config`. Instances whose config is unchanged keep running untouched (no
+    /// flap on reload); changed and removed ones step down; new ones start. Everything that can
+    /// fail (interfaces, addresses, sockets) is prepared first: on error nothing changes.
     fn apply_config(&mut self, config: Config) -> Result<(), String> {
         let all_vips: Vec<IpAddr> = config
             .vrrp
             .iter()
             .flat_map(|v| v.vips.iter().map(|x| x.address))
             .collect();
+        // Prepare: for each configured instance, an unchanged running one or a new one.
+        let mut claimed = vec![false; self.instances.len()];
+        let mut plan: Vec<Result<usize, Inst>> = Vec::new();
+        for v in &config.vrrp {
+            let same =
+                (0..self.instances.len()).find(|&i| !claimed[i] && self.instances[i].cfg == *v);
+            match same {
+                Some(i) => {
+                    claimed[i] = true;
+                    plan.push(Ok(i));
+                }
+                None => plan.push(Err(Inst::new(&self.nl, v, &all_vips)?)),
+            }
+        }
+        let mut new_sockets = HashMap::new();
+        for inst in plan.iter().filter_map(|p| p.as_ref().err()) {
+            if !self.fx.sockets.contains_key(&inst.key) && !new_sockets.contains_key(&inst.key) {
+                let entry = SocketEntry::open(
+                    &self.nl,
+                    &inst.cfg.interface,
+                    inst.key,
+                    self.clock,
+                    self.input_tx.clone(),
+                )?;
+                new_sockets.insert(inst.key, entry);
+            }
+        }
+
+        // Commit.
+        let now = self.clock.now();
+        self.fx.sockets.extend(new_sockets);
         let mut old: Vec<Option<Inst>> = std::mem::take(&mut self.instances)
             .into_iter()
             .map(Some)
             .collect();
-        let mut next = Vec::new();
         let mut fresh = Vec::new();
-        let mut failed = None;
-        for v in &config.vrrp {
-            let kept = old
-                .iter_mut()
-                .find(|o| o.as_ref().is_some_and(|o| o.cfg == *v))
-                .and_then(Option::take);
-            match kept {
-                Some(inst) => next.push(inst),
-                None => match Inst::new(&self.nl, v, &all_vips) {
-                    Ok(inst) => {
-                        fresh.push(next.len());
-                        next.push(inst);
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                },
+        for (n, p) in plan.into_iter().enumerate() {
+            match p {
+                Ok(i) => self.instances.push(old[i].take().expect("claimed once")),
+                Err(inst) => {
+                    fresh.push(n);
+                    self.instances.push(inst);
+                }
             }
         }
-        if let Some(e) = failed {
-            // Put the running instances back untouched.
-            let mut restored: Vec<Inst> = next
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| !fresh.contains(i))
-                .map(|(_, x)| x)
-                .collect();
-            restored.extend(old.into_iter().flatten());
-            self.instances = restored;
-            return Err(e);
+        for mut gone in old.into_iter().flatten() {
+            gone.core.shutdown(now);
+            self.fx.drain(&mut gone, now);
         }
-        for key in next.iter().map(|i| i.key) {
-            if !self.sockets.contains_key(&key) {
-                let entry = self.open_socket(key, &config, &next)?;
-                self.sockets.insert(key, entry);
-            }
-        }
-        // Instances that are gone or changed step down.
-        let now = self.clock.now();
-        for mut inst in old.into_iter().flatten() {
-            inst.core.shutdown(now);
-            self.instances = vec![inst];
-            self.drain_one(0, now);
-            self.instances.clear();
-        }
-        self.instances = next;
-        self.sockets.retain(|key, entry| {
-            let used = self.instances.iter().any(|i| i.key == *key);
-            if !used {
-                entry.reader.abort();
-            }
-            used
-        });
-        self.config = config;
-        self.restart_scripts();
-        self.groups = self
-            .config
+        let instances = &self.instances;
+        self.fx
+            .sockets
+            .retain(|key, _| instances.iter().any(|i| i.key == *key));
+        self.readings
+            .restart_scripts(&config.track_script, &self.fx.hooks, &self.script_tx);
+        self.groups = config
             .sync_group
             .iter()
             .map(|(name, g)| {
@@ -562,95 +382,15 @@ impl ControlPlane {
                 SyncGroup::new(name.clone(), members)
             })
             .collect();
+        self.config = config;
         self.update_watch_list();
         for i in fresh {
-            let health = self.tracking_of(&self.instances[i]);
-            self.instances[i].core.set_tracking(now, health);
-            self.instances[i].core.start(now);
+            let inst = &mut self.instances[i];
+            let health = self.readings.tracking_of(&inst.cfg);
+            inst.core.set_tracking(now, health);
+            inst.core.start(now);
         }
         Ok(())
-    }
-
-    fn drain_one(&mut self, i: usize, now: Instant) {
-        while let Some(action) = self.instances[i].core.poll_action() {
-            self.act(i, action, now);
-        }
-        while let Some(advert) = self.instances[i].core.poll_transmit() {
-            let inst = &self.instances[i];
-            if let Some(entry) = self.sockets.get(&inst.key) {
-                for (dst, bytes) in inst.encode(&advert) {
-                    let _ = entry.sock.send(inst.source, dst, &bytes);
-                }
-            }
-        }
-    }
-
-    fn open_socket(
-        &self,
-        key: SocketKey,
-        config: &Config,
-        instances: &[Inst],
-    ) -> Result<SocketEntry, String> {
-        let inst = instances
-            .iter()
-            .find(|i| i.key == key)
-            .expect("socket for an instance");
-        let ifname = inst.cfg.interface.clone();
-        let sock = Arc::new(VrrpSocket::open(&ifname, key.0, key.1).map_err(|e| e.to_string())?);
-        let link = self.nl.link(&ifname).map_err(|e| e.to_string())?;
-        let wants_garp = config
-            .vrrp
-            .iter()
-            .any(|v| v.interface == ifname && v.garp.count > 0);
-        let announcer = if wants_garp {
-            let v4 = key.1 == duet_vrrp::Family::V4;
-            match Announcer::new(&ifname, key.0, &link.mac, v4, !v4) {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    tracing::warn!("{ifname}: gratuitous ARP/NA disabled: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let reader = tokio::spawn(read_packets(
-            key,
-            sock.clone(),
-            self.clock,
-            self.input_tx.clone(),
-        ))
-        .abort_handle();
-        Ok(SocketEntry {
-            sock,
-            reader,
-            announcer,
-        })
-    }
-
-    fn restart_scripts(&mut self) {
-        let wanted = self.config.track_script.clone();
-        self.scripts.retain(|name, slot| {
-            let keep = wanted.get(name) == Some(&slot.cfg);
-            if !keep {
-                slot.task.abort();
-            }
-            keep
-        });
-        for (name, cfg) in wanted {
-            if self.scripts.contains_key(&name) {
-                continue;
-            }
-            let task = self.hooks.start_script(
-                name.clone(),
-                cfg.command.clone(),
-                cfg.interval.0,
-                cfg.timeout.0,
-                self.script_tx.clone(),
-            );
-            let state = RiseFall::new(cfg.rise, cfg.fall);
-            self.scripts.insert(name, ScriptSlot { cfg, state, task });
-        }
     }
 
     fn update_watch_list(&mut self) {
@@ -689,134 +429,21 @@ impl ControlPlane {
         let now = self.clock.now();
         for inst in &mut self.instances {
             inst.core.shutdown(now);
+            self.fx.drain(inst, now);
         }
-        for i in 0..self.instances.len() {
-            self.drain_one(i, now);
-        }
-        for slot in self.scripts.values() {
-            slot.task.abort();
-        }
-        self.vips.dismiss_guardian();
+        self.readings.stop_scripts();
+        self.fx.vips.dismiss_guardian();
         self.publish();
     }
 
     fn publish(&self) {
-        let vrrp = self
-            .instances
-            .iter()
-            .map(|i| {
-                let stats = i.core.stats();
-                let dropped = DropReason::ALL
-                    .iter()
-                    .filter(|r| stats.drops(**r) > 0)
-                    .map(|r| (r.label().to_string(), stats.drops(*r)))
-                    .collect();
-                let trackers = self
-                    .trackers_of(i)
-                    .into_iter()
-                    .map(|t| {
-                        let v = match t.reading {
-                            TrackerReading::Health(Some(true)) => "up".to_string(),
-                            TrackerReading::Health(Some(false)) => "down".to_string(),
-                            TrackerReading::Health(None) => "unknown".to_string(),
-                            TrackerReading::Value(v) => v.to_string(),
-                        };
-                        (t.name, v)
-                    })
-                    .collect();
-                VrrpStatus {
-                    name: i.cfg.name.clone(),
-                    state: i.core.state().as_str().to_string(),
-                    priority: i.cfg.priority,
-                    effective_priority: i.core.effective_priority(),
-                    vips: i.cfg.vips.iter().map(ToString::to_string).collect(),
-                    interface: i.cfg.interface.clone(),
-                    vrid: i.cfg.vrid,
-                    version: i.cfg.version,
-                    advert_interval_ms: i.cfg.advert_interval.0.as_millis() as u64,
-                    master: i.core.master().map(|m| m.address.to_string()),
-                    fault: i.core.fault().map(str::to_string),
-                    reason: i.last_reason.clone(),
-                    in_state_seconds: i.since.elapsed().as_secs_f64(),
-                    trackers,
-                    counters: VrrpCounters {
-                        adverts_received: stats.adverts_received,
-                        adverts_sent: stats.adverts_sent,
-                        priority_zero_received: stats.priority_zero_received,
-                        priority_zero_sent: stats.priority_zero_sent,
-                        became_master: stats.became_master,
-                        dropped,
-                    },
-                }
-            })
-            .collect();
-        let unmatched_drops = DropReason::ALL
-            .iter()
-            .filter(|r| self.unmatched_drops[r.index()] > 0)
-            .map(|r| (r.label().to_string(), self.unmatched_drops[r.index()]))
-            .collect();
-        self.published.publish(Status {
-            node: self.config.node.name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            uptime_seconds: self.started.elapsed().as_secs_f64(),
-            vrrp,
-            unmatched_drops,
-        });
-    }
-}
-
-fn submit_hooks(hooks: &Hooks, node: &str, inst: &Inst, from: State, to: State, reason: &str) {
-    // keepalived passes STOP for an instance that is shutting down; existing scripts expect it.
-    let state_word = match to {
-        State::Initialize => "STOP",
-        s => s.as_str(),
-    };
-    let per_state = match to {
-        State::Master => inst
-            .cfg
-            .notify_master
-            .as_ref()
-            .map(|c| ("notify_master", c)),
-        State::Backup => inst
-            .cfg
-            .notify_backup
-            .as_ref()
-            .map(|c| ("notify_backup", c)),
-        State::Fault => inst.cfg.notify_fault.as_ref().map(|c| ("notify_fault", c)),
-        State::Initialize => inst.cfg.notify_stop.as_ref().map(|c| ("notify_stop", c)),
-    };
-    let env = vec![
-        ("DUET_INSTANCE".to_string(), inst.cfg.name.clone()),
-        ("DUET_NODE".to_string(), node.to_string()),
-        ("DUET_OLD_STATE".to_string(), from.as_str().to_string()),
-        ("DUET_NEW_STATE".to_string(), to.as_str().to_string()),
-        ("DUET_REASON".to_string(), reason.to_string()),
-    ];
-    let timeout = inst.cfg.notify_timeout.0;
-    if let Some((hook, cmd)) = per_state {
-        hooks.submit(HookJob {
-            instance: inst.cfg.name.clone(),
-            hook,
-            argv: cmd.0.clone(),
-            env: env.clone(),
-            timeout,
-        });
-    }
-    if let Some(cmd) = &inst.cfg.notify {
-        let mut argv = cmd.0.clone();
-        argv.extend([
-            "INSTANCE".to_string(),
-            inst.cfg.name.clone(),
-            state_word.to_string(),
-            inst.core.effective_priority().to_string(),
-        ]);
-        hooks.submit(HookJob {
-            instance: inst.cfg.name.clone(),
-            hook: "notify",
-            argv,
-            env,
-            timeout,
-        });
+        self.published.publish(super::publish::status(
+            &self.config.node.name,
+            self.started,
+            &self.instances,
+            &self.readings,
+            &self.unmatched_drops,
+        ));
     }
 }
 
@@ -827,20 +454,22 @@ fn log_drop(
     src: IpAddr,
     reason: DropReason,
 ) {
-    if reason == DropReason::UnknownVrid {
-        return; // other virtual routers on the LAN are normal
+    // Other virtual routers on the LAN, and our own adverts, are normal.
+    if matches!(reason, DropReason::UnknownVrid | DropReason::OwnAdvert) {
+        return;
     }
     let now = std::time::Instant::now();
-    let last = logged
-        .entry((reason, src))
-        .or_insert(now - Duration::from_secs(3600));
-    if now.duration_since(*last) >= Duration::from_secs(60) {
-        *last = now;
-        tracing::warn!(
-            "{instance}: dropped VRRP packet from {src}: {}",
-            describe(reason)
-        );
+    if logged
+        .get(&(reason, src))
+        .is_some_and(|last| now.duration_since(*last) < Duration::from_secs(60))
+    {
+        return;
     }
+    logged.insert((reason, src), now);
+    tracing::warn!(
+        "{instance}: dropped VRRP packet from {src}: {}",
+        describe(reason)
+    );
 }
 
 fn describe(reason: DropReason) -> &'static str {
@@ -857,49 +486,5 @@ fn describe(reason: DropReason) -> &'static str {
         DropReason::IntervalMismatch => "advert interval differs from ours (VRRPv2)",
         DropReason::OwnAdvert => "our own advert",
         DropReason::UnknownPeer => "sender is not a configured unicast peer",
-    }
-}
-
-async fn read_packets(
-    key: SocketKey,
-    sock: Arc<VrrpSocket>,
-    clock: Clock,
-    tx: mpsc::UnboundedSender<Input>,
-) {
-    let fd = match duet_sys::vrrp_socket::register_rx(sock.clone()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::error!("VRRP socket: {e}");
-            return;
-        }
-    };
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let Ok(mut guard) = fd.readable().await else {
-            return;
-        };
-        loop {
-            match sock.recv(&mut buf) {
-                Ok(r) => {
-                    let bytes = buf[r.offset..r.offset + r.len].to_vec();
-                    let input = Input::Packet {
-                        key,
-                        at: clock.now(),
-                        src: r.src,
-                        dst: r.dst,
-                        hop_limit: r.hop_limit,
-                        bytes,
-                    };
-                    if tx.send(input).is_err() {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    guard.clear_ready();
-                    break;
-                }
-                Err(e) => tracing::debug!("VRRP receive: {e}"),
-            }
-        }
     }
 }

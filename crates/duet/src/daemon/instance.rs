@@ -2,7 +2,6 @@
 //! (interface index, source address, MAC) and the shell-side timers (GARP bursts).
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use duet_config::{V3Checksum, VrrpConfig};
 use duet_sys::Netlink;
@@ -120,11 +119,6 @@ impl Inst {
             interval: c.advert_interval,
             addresses: c.vips.clone(),
         }
-    }
-
-    /// The GARP interval from the config.
-    pub fn garp_interval(&self) -> Duration {
-        self.cfg.garp.interval.0
     }
 }
 

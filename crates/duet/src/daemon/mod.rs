@@ -9,8 +9,11 @@
 //! Plus the guardian child process (see `duet_sys::guardian`).
 
 mod control;
+mod effects;
 mod hooks;
 mod instance;
+mod publish;
+mod readings;
 mod vips;
 mod watch;
 

@@ -37,16 +37,24 @@ pub fn lab(tag: &str) -> Option<Lab> {
 /// Builds the pair with the given configs, starts responders and both daemons, waits until alpha
 /// is MASTER and the client gets answers from it. `target` is what the client polls.
 pub fn pair(tag: &str, alpha_cfg: &str, beta_cfg: &str, target: &str) -> Option<Pair> {
+    pair_with(tag, alpha_cfg, beta_cfg, target, |_| {})
+}
+
+/// [`pair`], running `prepare(alpha)` after the hosts exist and before the daemons start.
+pub fn pair_with(
+    tag: &str,
+    alpha_cfg: &str,
+    beta_cfg: &str,
+    target: &str,
+    prepare: impl FnOnce(&Host),
+) -> Option<Pair> {
     let mut lab = lab(tag)?;
     let exe = exe();
     let a = lab.add_host("alpha", 2).unwrap();
     let b = lab.add_host("beta", 3).unwrap();
     let client = lab.add_host("client", 10).unwrap();
-    for h in [&a, &b] {
-        let mut cmd = lab.command(h, &exe);
-        cmd.args(["lab-responder", "--listen", "[::]:8080", "--name", &h.name]);
-        lab.spawn(cmd).unwrap();
-    }
+    prepare(&a);
+    lab.start_responders(&exe, &[&a, &b]).unwrap();
     let mut alpha = DuetNode::new(&lab, &a, alpha_cfg).unwrap();
     let mut beta = DuetNode::new(&lab, &b, beta_cfg).unwrap();
     beta.start(&mut lab, &exe).unwrap();

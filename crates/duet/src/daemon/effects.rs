@@ -1,0 +1,263 @@
+//! Carrying out what the cores decide: adverts on the wire, VIPs on the interface, GARP bursts,
+//! log lines and notify hooks. Everything here acts on one instance at a time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use duet_sys::guardian::Goodbye;
+use duet_sys::{Announcer, Netlink, VrrpSocket};
+use duet_time::Instant;
+use duet_vrrp::{Action, Advert, State};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use super::control::{Clock, Input};
+use super::hooks::{HookJob, Hooks};
+use super::instance::{Inst, SocketKey};
+use super::vips::VipManager;
+
+/// The VRRP socket of one interface and family, its reader task and its announcer.
+pub struct SocketEntry {
+    sock: Arc<VrrpSocket>,
+    reader: AbortHandle,
+    announcer: Option<Announcer>,
+}
+
+impl Drop for SocketEntry {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl SocketEntry {
+    /// Opens the socket for `key` on `ifname` and starts its reader task (needs the runtime).
+    pub fn open(
+        nl: &Netlink,
+        ifname: &str,
+        key: SocketKey,
+        clock: Clock,
+        tx: mpsc::UnboundedSender<Input>,
+    ) -> Result<SocketEntry, String> {
+        let sock = Arc::new(VrrpSocket::open(ifname, key.0, key.1).map_err(|e| e.to_string())?);
+        let link = nl.link(ifname).map_err(|e| e.to_string())?;
+        let v4 = key.1 == duet_vrrp::Family::V4;
+        let announcer = match Announcer::new(ifname, key.0, &link.mac, v4, !v4) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!("{ifname}: gratuitous ARP/NA disabled: {e}");
+                None
+            }
+        };
+        let reader = tokio::spawn(read_packets(key, sock.clone(), clock, tx)).abort_handle();
+        Ok(SocketEntry {
+            sock,
+            reader,
+            announcer,
+        })
+    }
+}
+
+/// The side-effecting half of the control plane.
+pub struct Effects {
+    /// Node name, for hooks.
+    pub node: String,
+    /// Sockets by interface and family.
+    pub sockets: HashMap<SocketKey, SocketEntry>,
+    /// VIPs on the interfaces.
+    pub vips: VipManager,
+    /// The hooks thread.
+    pub hooks: Hooks,
+    /// When VIP lifetimes must next be refreshed.
+    pub next_refresh: Option<Instant>,
+}
+
+impl Effects {
+    /// Performs every pending output of `inst`: actions first (VIPs, logs, hooks), then adverts.
+    pub fn drain(&mut self, inst: &mut Inst, now: Instant) {
+        while let Some(action) = inst.core.poll_action() {
+            self.act(inst, action, now);
+        }
+        while let Some(advert) = inst.core.poll_transmit() {
+            self.send(inst, &advert);
+        }
+    }
+
+    fn send(&self, inst: &Inst, advert: &Advert) {
+        let Some(entry) = self.sockets.get(&inst.key) else {
+            return;
+        };
+        for (dst, bytes) in inst.encode(advert) {
+            if let Err(e) = entry.sock.send(inst.source, dst, &bytes) {
+                tracing::debug!("{}: sending advert to {dst}: {e}", inst.cfg.name);
+            }
+        }
+    }
+
+    fn act(&mut self, inst: &mut Inst, action: Action, now: Instant) {
+        let (ifname, ifindex) = (inst.cfg.interface.clone(), inst.ifindex);
+        match action {
+            Action::Transition { from, to, reason } => {
+                let reason = reason.to_string();
+                tracing::info!(
+                    "{}: {from} -> {to} ({reason}), effective priority {}",
+                    inst.cfg.name,
+                    inst.core.effective_priority()
+                );
+                inst.last_reason = reason.clone();
+                inst.since = std::time::Instant::now();
+                if to != State::Master {
+                    inst.garp = None;
+                    inst.garp_refresh = None;
+                }
+                self.submit_hooks(inst, from, to, &reason);
+            }
+            Action::AddVips => {
+                let goodbyes = inst
+                    .encode(&inst.goodbye())
+                    .into_iter()
+                    .map(|(dst, message)| Goodbye {
+                        ifname: ifname.clone(),
+                        ifindex,
+                        src: inst.source,
+                        dst,
+                        message,
+                    })
+                    .collect();
+                self.vips.add(&ifname, ifindex, &inst.cfg.vips);
+                self.vips.set_goodbyes(&inst.cfg.name, goodbyes);
+                if self.next_refresh.is_none() {
+                    self.next_refresh = self.vips.refresh_interval().map(|d| now + d);
+                }
+            }
+            Action::RemoveVips => {
+                self.vips.remove(&ifname, ifindex, &inst.cfg.vips);
+                self.vips.clear_goodbyes(&inst.cfg.name);
+            }
+            Action::Announce => {
+                if inst.cfg.garp.count > 0 {
+                    inst.garp = Some((now, inst.cfg.garp.count));
+                }
+                let refresh = inst.cfg.garp.refresh.0;
+                inst.garp_refresh = (!refresh.is_zero()).then(|| now + refresh);
+            }
+        }
+    }
+
+    /// Sends the due announcements of `inst`'s GARP burst and schedules the next.
+    pub fn announce_due(&self, inst: &mut Inst, now: Instant) {
+        if inst.garp_refresh.is_some_and(|t| t <= now) {
+            inst.garp_refresh = Some(now + inst.cfg.garp.refresh.0);
+            inst.garp = Some((now, inst.cfg.garp.count));
+        }
+        let Some((at, remaining)) = inst.garp else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        if let Some(a) = self
+            .sockets
+            .get(&inst.key)
+            .and_then(|s| s.announcer.as_ref())
+        {
+            for vip in &inst.cfg.vips {
+                if let Err(e) = a.announce(vip.address) {
+                    tracing::debug!("announcing {vip}: {e}");
+                }
+            }
+        }
+        inst.garp = (remaining > 1).then(|| (now + inst.cfg.garp.interval.0, remaining - 1));
+    }
+
+    fn submit_hooks(&self, inst: &Inst, from: State, to: State, reason: &str) {
+        // keepalived passes STOP for an instance that is shutting down; existing scripts expect it.
+        let state_word = match to {
+            State::Initialize => "STOP",
+            s => s.as_str(),
+        };
+        let per_state = match to {
+            State::Master => inst
+                .cfg
+                .notify_master
+                .as_ref()
+                .map(|c| ("notify_master", c)),
+            State::Backup => inst
+                .cfg
+                .notify_backup
+                .as_ref()
+                .map(|c| ("notify_backup", c)),
+            State::Fault => inst.cfg.notify_fault.as_ref().map(|c| ("notify_fault", c)),
+            State::Initialize => inst.cfg.notify_stop.as_ref().map(|c| ("notify_stop", c)),
+        };
+        let env = vec![
+            ("DUET_INSTANCE".to_string(), inst.cfg.name.clone()),
+            ("DUET_NODE".to_string(), self.node.clone()),
+            ("DUET_OLD_STATE".to_string(), from.as_str().to_string()),
+            ("DUET_NEW_STATE".to_string(), to.as_str().to_string()),
+            ("DUET_REASON".to_string(), reason.to_string()),
+        ];
+        let job = |hook, argv| HookJob {
+            instance: inst.cfg.name.clone(),
+            hook,
+            argv,
+            env: env.clone(),
+            timeout: inst.cfg.notify_timeout.0,
+        };
+        if let Some((hook, cmd)) = per_state {
+            self.hooks.submit(job(hook, cmd.0.clone()));
+        }
+        if let Some(cmd) = &inst.cfg.notify {
+            let mut argv = cmd.0.clone();
+            argv.extend([
+                "INSTANCE".to_string(),
+                inst.cfg.name.clone(),
+                state_word.to_string(),
+                inst.core.effective_priority().to_string(),
+            ]);
+            self.hooks.submit(job("notify", argv));
+        }
+    }
+}
+
+async fn read_packets(
+    key: SocketKey,
+    sock: Arc<VrrpSocket>,
+    clock: Clock,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    let fd = match duet_sys::vrrp_socket::register_rx(sock.clone()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!("VRRP socket: {e}");
+            return;
+        }
+    };
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok(mut guard) = fd.readable().await else {
+            return;
+        };
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(r) => {
+                    let input = Input::Packet {
+                        key,
+                        at: clock.now(),
+                        src: r.src,
+                        dst: r.dst,
+                        hop_limit: r.hop_limit,
+                        bytes: buf[r.offset..r.offset + r.len].to_vec(),
+                    };
+                    if tx.send(input).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    break;
+                }
+                Err(e) => tracing::debug!("VRRP receive: {e}"),
+            }
+        }
+    }
+}
