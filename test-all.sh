@@ -10,6 +10,7 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v keepalived >/dev/null || need+=(keepalived)
 command -v python3 >/dev/null || need+=(python3)
+command -v nft >/dev/null || need+=(nftables)
 command -v unshare >/dev/null || need+=(util-linux)
 if ((${#need[@]})); then
     if [ "$(id -u)" -eq 0 ]; then

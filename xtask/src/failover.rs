@@ -319,6 +319,27 @@ fn stats(samples: &[Sample]) -> Option<(f64, f64, f64)> {
     Some((v[0], median, v[v.len() - 1]))
 }
 
+/// Runs of one index share the fault phase, so their difference is free of the phase spread;
+/// the median of those differences is the sharpest single number for "which is faster".
+fn paired_difference(k: &[Sample], d: &[Sample]) -> String {
+    let mut diffs: Vec<f64> = k
+        .iter()
+        .zip(d)
+        .filter_map(|(k, d)| Some(d.takeover?.as_secs_f64() - k.takeover?.as_secs_f64()))
+        .collect();
+    if diffs.is_empty() {
+        return "n/a".into();
+    }
+    diffs.sort_by(|a, b| a.total_cmp(b));
+    let n = diffs.len();
+    let median = if n % 2 == 1 {
+        diffs[n / 2]
+    } else {
+        (diffs[n / 2 - 1] + diffs[n / 2]) / 2.0
+    };
+    format!("{:+.1} ms", median * 1000.0)
+}
+
 fn shell(cmd: &str) -> String {
     std::process::Command::new("sh")
         .args(["-c", cmd])
@@ -365,10 +386,11 @@ fn print_table(runs: usize, interval: &str, results: &[(Mode, Vec<Sample>, Vec<S
         };
         let left = |s: &[Sample]| s.iter().filter(|x| x.vip_left).count();
         println!(
-            "| {} | {} | {} | {ratio} | {}/{} / {}/{} |",
+            "| {} | {} | {} | {ratio} | {} | {}/{} / {}/{} |",
             mode.label(),
             cell(k),
             cell(d),
+            paired_difference(k, d),
             left(k),
             k.len(),
             left(d),

@@ -470,3 +470,61 @@ fn pair_with_eth1(tag: &str, a: &str, b: &str) -> Option<common::Pair> {
         }
     })
 }
+
+#[test]
+fn accept_false_holds_the_vip_but_refuses_traffic_to_it() {
+    if !duet::lab::have_program("nft") {
+        assert!(
+            std::env::var("DUET_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "nft is not installed but DUET_REQUIRE_TOOLS=1"
+        );
+        eprintln!("skipping: nft is not installed (apt-get install nftables)");
+        return;
+    }
+    let Some(mut lab) = common::lab("acc") else {
+        return;
+    };
+    let exe = common::exe();
+    let a = lab.add_host("alpha", 2).unwrap();
+    let client = lab.add_host("client", 10).unwrap();
+    lab.start_responders(&exe, &[&a]).unwrap();
+    let cfg = duet::lab::vrrp_config("alpha", 150, "100ms", "accept = false");
+    let mut alpha = duet::lab::DuetNode::new(&lab, &a, &cfg).unwrap();
+    alpha.start(&mut lab, &exe).unwrap();
+    let probe = lab.probe(&exe, &client, &format!("{VIP}:8080")).unwrap();
+    let master = duet::lab::wait_for(S(5), || {
+        alpha.state(&lab, &exe).as_deref() == Some("MASTER")
+    });
+    assert!(master.is_some(), "{}", alpha.log_text());
+    assert!(lab.has_address(&a, VIP.parse().unwrap()));
+    // Not one answer on the VIP, while the node's own address still answers.
+    std::thread::sleep(Duration::from_millis(500));
+    while probe.try_recv().is_ok() {}
+    let mut answered = 0;
+    let mut attempts = 0;
+    let until = std::time::Instant::now() + S(1);
+    while std::time::Instant::now() < until {
+        if let Ok(l) = probe.recv_timeout(Duration::from_millis(100)) {
+            attempts += 1;
+            answered += usize::from(l.node.is_some());
+        }
+    }
+    assert!(attempts > 5, "probe stalled");
+    assert_eq!(answered, 0, "the VIP answered despite accept = false");
+    let own = lab.probe(&exe, &client, "10.99.0.2:8080").unwrap();
+    assert!(
+        (0..50).any(|_| own
+            .recv_timeout(Duration::from_millis(100))
+            .is_ok_and(|l| l.node.is_some())),
+        "the node's own address must still answer"
+    );
+    // SIGTERM removes the table.
+    duet_sys::process::send_signal(alpha.pid.unwrap(), SIGTERM, false).unwrap();
+    assert!(lab.reap(alpha.pid.unwrap()).is_some_and(|s| s.success()));
+    let out = lab
+        .command(&a, "nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("duet_accept"));
+}

@@ -419,9 +419,17 @@ impl ControlPlane {
         if config.node.admin != self.config.node.admin {
             tracing::warn!("reload: node.admin changes take effect after a restart");
         }
+        if let Err(e) = super::accept::apply(&config) {
+            tracing::error!("reload rejected, keeping the running config: {e}");
+            let _ = super::accept::apply(&self.config);
+            return;
+        }
         match self.apply_config(config) {
             Ok(()) => tracing::info!("reloaded {}", path.display()),
-            Err(e) => tracing::error!("reload rejected, keeping the running config: {e}"),
+            Err(e) => {
+                tracing::error!("reload rejected, keeping the running config: {e}");
+                let _ = super::accept::apply(&self.config);
+            }
         }
     }
 

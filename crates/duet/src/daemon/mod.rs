@@ -8,6 +8,7 @@
 //!
 //! Plus the guardian child process (see `duet_sys::guardian`).
 
+mod accept;
 mod control;
 mod effects;
 mod hooks;
@@ -53,12 +54,7 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
         env!("CARGO_PKG_VERSION"),
         config.node.name
     );
-    for v in config.vrrp.iter().filter(|v| !v.accept) {
-        tracing::warn!(
-            "{}: accept = false is not enforced yet; the master answers on its VIPs",
-            v.name
-        );
-    }
+    accept::apply(&config)?;
     let hooks = hooks::Hooks::start().map_err(|e| format!("hooks thread: {e}"))?;
     let mut vips = vips::VipManager::new(&config.node.state_dir, config.node.vip_lifetime.0)
         .map_err(|e| e.to_string())?;
@@ -111,11 +107,13 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             let _ = control.join();
+            accept::clear();
             return Err(e);
         }
         Err(_) => return Err("control thread died during start".into()),
     }
     let _ = control.join();
+    accept::clear();
     // Let STOP hooks finish, but never hang the exit on a stuck one.
     hooks.wait_idle(max_notify + Duration::from_millis(500));
     tracing::info!("duet stopped");
