@@ -356,7 +356,7 @@ fn print_table(runs: usize, interval: &str, results: &[(Mode, Vec<Sample>, Vec<S
     println!("\n### VIP failover, {date}");
     println!();
     println!(
-        "Machine: {} cores,{cpu}, {kernel}. {keepalived}. Advert interval {interval}, {runs} runs per mode and tool, runs alternating.",
+        "Machine: {} cores, {cpu}, {kernel}. {keepalived}. Advert interval {interval}, {runs} runs per mode and tool, runs alternating.",
         shell("nproc")
     );
     println!(
@@ -364,9 +364,9 @@ fn print_table(runs: usize, interval: &str, results: &[(Mode, Vec<Sample>, Vec<S
     );
     println!();
     println!(
-        "| fault | keepalived | duet | duet ÷ keepalived (median) | VIP left on old master after 3 s (keepalived / duet) |"
+        "| fault | keepalived | duet | duet ÷ keepalived (median) | median of paired differences, duet − keepalived | VIP left on old master after 3 s (keepalived / duet) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for (mode, k, d) in results {
         let cell = |s: &[Sample]| match stats(s) {
             Some((min, med, max)) => {

@@ -45,10 +45,14 @@ pub struct VrrpSocket {
 impl VrrpSocket {
     /// Opens and configures both sockets on `interface`.
     pub fn open(interface: &str, ifindex: u32, family: Family) -> io::Result<VrrpSocket> {
+        let name = match family {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        };
         let context = |what: &str, e: io::Error| {
             io::Error::new(
                 e.kind(),
-                format!("VRRP {family:?} socket on {interface}: {what}: {e}"),
+                format!("VRRP {name} socket on {interface}: {what}: {e}"),
             )
         };
         let domain = match family {

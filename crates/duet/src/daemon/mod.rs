@@ -39,13 +39,17 @@ pub fn run(config_path: &Path) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("duet: {e}");
             1
         }
     }
 }
 
 fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> {
+    if duet_sys::process::effective_uid() != 0 {
+        tracing::warn!(
+            "not running as root: duet needs CAP_NET_ADMIN (VIPs) and CAP_NET_RAW (VRRP sockets)"
+        );
+    }
     let published = Arc::new(Published::default());
     let admin =
         duet_admin::spawn(config.node.admin, published.clone()).map_err(|e| e.to_string())?;
