@@ -56,30 +56,14 @@ impl Lab {
             children: Vec::new(),
             dir,
         };
-        run("ip", &["netns", "add", &switch])?;
-        run("ip", &["-n", &switch, "link", "set", "lo", "up"])?;
-        run(
-            "ip",
-            &["-n", &switch, "link", "add", "br0", "type", "bridge"],
-        )?;
+        ip(&format!("netns add {switch}"))?;
+        ip(&format!("-n {switch} link set lo up"))?;
+        ip(&format!("-n {switch} link add br0 type bridge"))?;
         // No STP, no forwarding delay: ports forward at once.
-        run(
-            "ip",
-            &[
-                "-n",
-                &switch,
-                "link",
-                "set",
-                "br0",
-                "type",
-                "bridge",
-                "stp_state",
-                "0",
-                "forward_delay",
-                "0",
-            ],
-        )?;
-        run("ip", &["-n", &switch, "link", "set", "br0", "up"])?;
+        ip(&format!(
+            "-n {switch} link set br0 type bridge stp_state 0 forward_delay 0"
+        ))?;
+        ip(&format!("-n {switch} link set br0 up"))?;
         Ok(lab)
     }
 
@@ -91,52 +75,18 @@ impl Lab {
     /// Adds a host with index `index` (its address's last byte).
     pub fn add_host(&mut self, name: &str, index: u8) -> io::Result<Host> {
         let ns = format!("{}-{name}", self.tag);
-        run("ip", &["netns", "add", &ns])?;
+        ip(&format!("netns add {ns}"))?;
         // Addresses must be usable at once: no duplicate address detection in the lab.
         for key in ["default", "all"] {
-            let _ = run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &ns,
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv6.conf.{key}.accept_dad=0"),
-                ],
-            );
+            let _ = ip(&format!(
+                "netns exec {ns} sysctl -qw net.ipv6.conf.{key}.accept_dad=0"
+            ));
         }
-        let port = format!("p-{name}");
-        run(
-            "ip",
-            &[
-                "-n",
-                &self.switch,
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &ns,
-            ],
-        )?;
-        run(
-            "ip",
-            &[
-                "-n",
-                &self.switch,
-                "link",
-                "set",
-                &port,
-                "master",
-                "br0",
-                "up",
-            ],
-        )?;
+        let (sw, port) = (&self.switch, format!("p-{name}"));
+        ip(&format!(
+            "-n {sw} link add {port} type veth peer name eth0 netns {ns}"
+        ))?;
+        ip(&format!("-n {sw} link set {port} master br0 up"))?;
         let host = Host {
             name: name.to_string(),
             ns: ns.clone(),
@@ -144,33 +94,10 @@ impl Lab {
             ipv6: Ipv6Addr::new(0x2001, 0xdb8, 0x99, 0, 0, 0, 0, u16::from(index)),
             index,
         };
-        run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
-        run(
-            "ip",
-            &[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", host.ipv4),
-                "dev",
-                "eth0",
-            ],
-        )?;
-        run(
-            "ip",
-            &[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/64", host.ipv6),
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        )?;
-        run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+        ip(&format!("-n {ns} link set lo up"))?;
+        ip(&format!("-n {ns} addr add {}/24 dev eth0", host.ipv4))?;
+        ip(&format!("-n {ns} addr add {}/64 dev eth0 nodad", host.ipv6))?;
+        ip(&format!("-n {ns} link set eth0 up"))?;
         self.hosts.push(host.clone());
         Ok(host)
     }
@@ -264,17 +191,12 @@ impl Lab {
     /// Sets the switch side of `host`'s cable down or up: its `eth0` loses or regains carrier.
     pub fn set_link(&self, host: &Host, up: bool) -> io::Result<()> {
         let port = format!("p-{}", host.name);
-        run(
-            "ip",
-            &[
-                "-n",
-                &self.switch,
-                "link",
-                "set",
-                &port,
-                if up { "up" } else { "down" },
-            ],
-        )
+        ip(&format!(
+            "-n {} link set {} {}",
+            self.switch,
+            port,
+            if up { "up" } else { "down" }
+        ))
     }
 
     /// Addresses on `host`'s `eth0`.
@@ -299,19 +221,10 @@ impl Lab {
 
     /// Adds an address to `host`'s `eth0` (e.g. to simulate a VIP left by a crash).
     pub fn add_address(&self, host: &Host, addr_prefix: &str) -> io::Result<()> {
-        run(
-            "ip",
-            &[
-                "-n",
-                &host.ns,
-                "addr",
-                "add",
-                addr_prefix,
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        )
+        ip(&format!(
+            "-n {} addr add {} dev eth0 nodad",
+            host.ns, addr_prefix
+        ))
     }
 }
 
@@ -323,11 +236,16 @@ impl Drop for Lab {
             let _ = c.wait();
         }
         for h in &self.hosts {
-            let _ = run("ip", &["netns", "del", &h.ns]);
+            let _ = ip(&format!("netns del {}", h.ns));
         }
-        let _ = run("ip", &["netns", "del", &self.switch]);
+        let _ = ip(&format!("netns del {}", self.switch));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Runs `ip` with whitespace-separated arguments (lab names never contain spaces).
+fn ip(args: &str) -> io::Result<()> {
+    run("ip", &args.split_whitespace().collect::<Vec<_>>())
 }
 
 /// Runs a command to completion; a non-zero exit becomes an error with its stderr.
@@ -369,9 +287,9 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Durat
 /// Whether this process may build labs (root, or inside a user namespace where it is root).
 pub fn can_build_labs() -> Result<(), String> {
     let probe = format!("duet-probe-{}", std::process::id());
-    match run("ip", &["netns", "add", &probe]) {
+    match ip(&format!("netns add {probe}")) {
         Ok(()) => {
-            let _ = run("ip", &["netns", "del", &probe]);
+            let _ = ip(&format!("netns del {probe}"));
             Ok(())
         }
         Err(e) => Err(format!("cannot create network namespaces: {e}")),
