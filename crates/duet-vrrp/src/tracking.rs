@@ -17,6 +17,8 @@
 
 use std::fmt;
 
+pub use duet_health::RiseFall;
+
 /// The combined effect of every tracker of one instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrackedHealth {
@@ -86,58 +88,6 @@ pub fn combine<'a>(trackers: impl IntoIterator<Item = &'a Tracker>) -> TrackedHe
     health
 }
 
-/// Rise/fall debouncing of a pass/fail signal (track scripts, health checks).
-///
-/// The first result decides at once; afterwards `rise` consecutive passes are needed to go up
-/// and `fall` consecutive failures to go down.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RiseFall {
-    rise: u32,
-    fall: u32,
-    up: Option<bool>,
-    streak: u32,
-}
-
-impl RiseFall {
-    /// A new counter; `rise` and `fall` of 0 are treated as 1.
-    pub fn new(rise: u32, fall: u32) -> RiseFall {
-        RiseFall {
-            rise: rise.max(1),
-            fall: fall.max(1),
-            up: None,
-            streak: 0,
-        }
-    }
-
-    /// Current state: `None` until the first result.
-    pub fn is_up(&self) -> Option<bool> {
-        self.up
-    }
-
-    /// Records one result; returns the new state if it changed.
-    pub fn record(&mut self, passed: bool) -> Option<bool> {
-        match self.up {
-            None => {
-                self.up = Some(passed);
-                self.streak = 0;
-                return self.up;
-            }
-            Some(up) if up == passed => {
-                self.streak = 0;
-                return None;
-            }
-            Some(_) => self.streak += 1,
-        }
-        let needed = if passed { self.rise } else { self.fall };
-        if self.streak >= needed {
-            self.up = Some(passed);
-            self.streak = 0;
-            return self.up;
-        }
-        None
-    }
-}
-
 impl fmt::Display for TrackedHealth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.fault {
@@ -200,19 +150,5 @@ mod tests {
             delta: -50,
         };
         assert_eq!(h.apply(255), 255);
-    }
-
-    #[test]
-    fn rise_fall_debounces() {
-        let mut rf = RiseFall::new(2, 3);
-        assert_eq!(rf.record(true), Some(true));
-        assert_eq!(rf.record(false), None);
-        assert_eq!(rf.record(false), None);
-        assert_eq!(rf.record(true), None); // streak broken
-        assert_eq!(rf.record(false), None);
-        assert_eq!(rf.record(false), None);
-        assert_eq!(rf.record(false), Some(false));
-        assert_eq!(rf.record(true), None);
-        assert_eq!(rf.record(true), Some(true));
     }
 }
