@@ -1,0 +1,206 @@
+//! Writing the head a proxy forwards: hop-by-hop headers removed (RFC 9110 §7.6.1), the
+//! client's address and scheme added (`X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded`,
+//! RFC 7239), and the connection semantics of the next hop set explicitly.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use httparse::Header;
+
+use super::head::{RequestHead, ResponseHead, listed_in_connection};
+
+/// Headers that describe one connection, never the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// Who the client is, for the forwarding headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The client's address (after PROXY protocol, if any).
+    pub addr: IpAddr,
+    /// `"http"` or `"https"`.
+    pub proto: &'static str,
+}
+
+fn hop_by_hop(headers: &[Header<'_>], name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || listed_in_connection(headers, name)
+}
+
+/// Writes the request head to send to a backend into `out` (cleared first). Keeps
+/// `Transfer-Encoding` and `Content-Length`, since the body is forwarded as it came.
+pub fn write_request_head(req: &RequestHead<'_, '_>, client: ClientInfo, out: &mut Vec<u8>) {
+    out.clear();
+    let _ = write!(out, "{} {} HTTP/1.1\r\n", req.method, req.target);
+    let mut xff: Option<&[u8]> = None;
+    let mut forwarded: Option<&[u8]> = None;
+    for h in req.headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            xff = Some(h.value);
+            continue;
+        }
+        if name.eq_ignore_ascii_case("forwarded") {
+            forwarded = Some(h.value);
+            continue;
+        }
+        // The proxy states the scheme it saw; a client cannot claim https.
+        if name.eq_ignore_ascii_case("x-forwarded-proto") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("upgrade") && req.upgrade {
+            write_header(out, name, h.value);
+            continue;
+        }
+        if hop_by_hop(req.headers, name) {
+            continue;
+        }
+        write_header(out, name, h.value);
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(prev) = xff {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{}\r\n", client.addr);
+    let _ = write!(out, "X-Forwarded-Proto: {}\r\n", client.proto);
+    out.extend_from_slice(b"Forwarded: ");
+    if let Some(prev) = forwarded {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    match client.addr {
+        IpAddr::V4(a) => {
+            let _ = write!(out, "for={a};proto={}\r\n", client.proto);
+        }
+        IpAddr::V6(a) => {
+            let _ = write!(out, "for=\"[{a}]\";proto={}\r\n", client.proto);
+        }
+    }
+    if req.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
+    } else {
+        out.extend_from_slice(b"Connection: keep-alive\r\n\r\n");
+    }
+}
+
+/// Writes the response head to send to the client into `out` (cleared first).
+/// `keep_alive`: whether the client connection stays open after this response.
+pub fn write_response_head(res: &ResponseHead<'_, '_>, keep_alive: bool, out: &mut Vec<u8>) {
+    out.clear();
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", res.status, res.reason);
+    let switching = res.status == 101;
+    for h in res.headers {
+        if switching && h.name.eq_ignore_ascii_case("upgrade") {
+            write_header(out, h.name, h.value);
+            continue;
+        }
+        if hop_by_hop(res.headers, h.name) {
+            continue;
+        }
+        write_header(out, h.name, h.value);
+    }
+    out.extend_from_slice(match (switching, keep_alive) {
+        (true, _) => b"Connection: upgrade\r\n\r\n".as_slice(),
+        (false, true) => b"\r\n",
+        (false, false) => b"Connection: close\r\n\r\n",
+    });
+}
+
+fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::head::{Limits, parse_request, parse_response};
+    use super::*;
+
+    fn forward(raw: &str, client: ClientInfo) -> String {
+        let mut h = [httparse::EMPTY_HEADER; 32];
+        let req = parse_request(raw.as_bytes(), &mut h, Limits::default())
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        write_request_head(&req, client, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    const V4: ClientInfo = ClientInfo {
+        addr: IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)),
+        proto: "http",
+    };
+
+    #[test]
+    fn hop_by_hop_headers_go_and_forwarding_headers_come() {
+        let out = forward(
+            "GET /a HTTP/1.0\r\nHost: h\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: 5\r\nX-Secret: s\r\nTE: trailers\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n",
+            V4,
+        );
+        assert_eq!(
+            out,
+            "GET /a HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\nForwarded: for=192.0.2.7;proto=http\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn existing_forwarding_chains_are_extended() {
+        let client = ClientInfo {
+            addr: "2001:db8::1".parse().unwrap(),
+            proto: "https",
+        };
+        let out = forward(
+            "POST /p HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 198.51.100.1\r\nForwarded: for=198.51.100.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            client,
+        );
+        assert!(
+            out.contains("X-Forwarded-For: 198.51.100.1, 2001:db8::1\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Forwarded: for=198.51.100.1, for=\"[2001:db8::1]\";proto=https\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Transfer-Encoding: chunked\r\n"),
+            "body framing is kept: {out}"
+        );
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let out = forward(
+            "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+            V4,
+        );
+        assert!(out.contains("Upgrade: websocket\r\n"), "{out}");
+        assert!(out.ends_with("Connection: upgrade\r\n\r\n"), "{out}");
+        assert!(out.contains("Sec-WebSocket-Key: k\r\n"));
+    }
+
+    #[test]
+    fn response_heads_drop_hop_by_hop_and_state_the_connection() {
+        let raw = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nServer: s\r\n\r\nok";
+        let mut h = [httparse::EMPTY_HEADER; 16];
+        let res = parse_response(raw.as_bytes(), &mut h, Limits::default(), false)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        write_response_head(&res, true, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: s\r\n\r\n"
+        );
+        write_response_head(&res, false, &mut out);
+        assert!(String::from_utf8_lossy(&out).ends_with("Connection: close\r\n\r\n"));
+    }
+}
