@@ -128,6 +128,13 @@ fn sigstop_expires_the_vip_and_sigcont_converges_to_one_master() {
     p.signal(Node::Alpha, SIGCONT, true);
     // alpha resumes with the higher priority and takes the VIP back; exactly one node holds it.
     assert!(p.wait_answer("alpha", S(5)).is_some(), "{}", p.logs());
+    assert!(
+        p.alpha
+            .log_text()
+            .contains("re-announcing the VIPs of every MASTER"),
+        "{}",
+        p.logs()
+    );
     let one = duet::lab::wait_for(S(5), || {
         p.state(Node::Beta).as_deref() == Some("BACKUP")
             && !p.lab.has_address(&p.beta.host, VIP.parse().unwrap())

@@ -286,9 +286,24 @@ impl ControlPlane {
             inst.core.handle_timeout(now);
             self.fx.announce_due(inst, now);
         }
-        if self.fx.next_refresh.is_some_and(|t| t <= now) {
+        if let Some(due) = self.fx.next_refresh.filter(|t| *t <= now) {
             self.fx.vips.refresh();
-            self.fx.next_refresh = self.fx.vips.refresh_interval().map(|d| now + d);
+            let every = self.fx.vips.refresh_interval();
+            self.fx.next_refresh = every.map(|d| now + d);
+            // A refresh more than a whole interval late means this process was frozen (SIGSTOP,
+            // a paused VM): our VIPs may have expired and been taken over meanwhile, and the
+            // refresh just re-added them. Tell the LAN again where they live.
+            if every.is_some_and(|d| now.saturating_since(due) > d) {
+                tracing::warn!(
+                    "resumed after {} without running: re-announcing the VIPs of every MASTER",
+                    duet_time::format_duration(now.saturating_since(due))
+                );
+                for inst in &mut self.instances {
+                    if inst.core.state() == duet_vrrp::State::Master && inst.cfg.garp.count > 0 {
+                        inst.garp = Some((now, inst.cfg.garp.count));
+                    }
+                }
+            }
         }
     }
 
