@@ -1,0 +1,333 @@
+//! The proxy runtime: one thread per core, each with a current-thread tokio runtime and its own
+//! `SO_REUSEPORT` listener; a shared view of backend health; TCP forwarding with retry of
+//! failed connects on another backend. HTTP connection loops build on the same pieces.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use duet_health::{Algorithm, BackendHealth, Candidate, HealthPolicy, Outcome, Selector};
+use tokio::net::{TcpListener, TcpStream};
+
+/// One backend server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// Its address.
+    pub address: SocketAddr,
+    /// Its weight.
+    pub weight: u32,
+}
+
+/// Active TCP connect checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckSpec {
+    /// Time between checks of one backend.
+    pub interval: Duration,
+    /// A connect slower than this fails the check.
+    pub timeout: Duration,
+}
+
+/// What a TCP balancer does.
+#[derive(Debug, Clone)]
+pub struct BalancerSpec {
+    /// Name, for logs.
+    pub name: String,
+    /// Listen address (bound with `SO_REUSEPORT` and `IP_FREEBIND`).
+    pub bind: SocketAddr,
+    /// Backend selection.
+    pub algorithm: Algorithm,
+    /// The backends.
+    pub backends: Vec<BackendSpec>,
+    /// Health rules.
+    pub health: HealthPolicy,
+    /// Active checks, if any.
+    pub check: Option<CheckSpec>,
+    /// Backend connect timeout.
+    pub connect_timeout: Duration,
+    /// Further backends to try when a connect fails.
+    pub retries: u32,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+}
+
+/// Counters of one backend, shared by the worker threads.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Connections forwarded.
+    pub connections: AtomicU64,
+    /// Failed connects.
+    pub connect_errors: AtomicU64,
+    /// Connections open now.
+    pub active: AtomicU32,
+    /// Whether it takes new connections.
+    pub up: AtomicBool,
+}
+
+/// Counters of the balancer.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Per backend, in configuration order.
+    pub backends: Vec<BackendStats>,
+    /// Client connections closed because no backend could be reached.
+    pub client_errors: AtomicU64,
+}
+
+struct Shared {
+    spec: BalancerSpec,
+    health: Mutex<Vec<BackendHealth>>,
+    stats: Stats,
+    clock: std::time::Instant,
+}
+
+impl Shared {
+    fn now(&self) -> duet_time::Instant {
+        duet_time::Instant::from_nanos(self.clock.elapsed().as_nanos() as u64)
+    }
+
+    /// Applies a health input to backend `i` and republishes its availability.
+    fn update(&self, i: usize, f: impl FnOnce(&mut BackendHealth, duet_time::Instant)) {
+        let now = self.now();
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut health[i], now);
+        let up = health[i].accepts_new(now);
+        let was = self.stats.backends[i].up.swap(up, Ordering::Relaxed);
+        if was != up {
+            tracing::warn!(
+                "{}: backend {} is {}",
+                self.spec.name,
+                self.spec.backends[i].address,
+                if up { "up" } else { "down" }
+            );
+        }
+    }
+}
+
+/// A running balancer; dropping it does not stop the threads (they live with the process).
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+    local: SocketAddr,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("name", &self.shared.spec.name)
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// Binds and starts the worker threads (and the checker, on the first one).
+    pub fn start(spec: BalancerSpec) -> std::io::Result<Proxy> {
+        let threads = if spec.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            spec.threads
+        };
+        let health = spec
+            .backends
+            .iter()
+            .map(|_| BackendHealth::new(spec.health.clone()))
+            .collect();
+        let stats = Stats {
+            backends: spec
+                .backends
+                .iter()
+                .map(|_| BackendStats {
+                    up: AtomicBool::new(true),
+                    ..Default::default()
+                })
+                .collect(),
+            client_errors: AtomicU64::new(0),
+        };
+        // Bind every listener before starting anything, so errors reach the caller; with port
+        // 0, the later ones reuse the port the first one got.
+        let first = bind_reuseport(spec.bind)?;
+        let local = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..threads {
+            listeners.push(bind_reuseport(local)?);
+        }
+        let shared = Arc::new(Shared {
+            spec,
+            health: Mutex::new(health),
+            stats,
+            clock: std::time::Instant::now(),
+        });
+        for (n, listener) in listeners.into_iter().enumerate() {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("duet-proxy-{n}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("proxy runtime");
+                    rt.block_on(async move {
+                        if n == 0 && shared.spec.check.is_some() {
+                            tokio::spawn(check_loop(shared.clone()));
+                        }
+                        serve(listener, shared).await;
+                    });
+                })?;
+        }
+        Ok(Proxy { shared, local })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+}
+
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv4() {
+        // The VIP may not be local yet on a backup node.
+        s.set_freebind_v4(true)?;
+    } else {
+        s.set_freebind_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{}: listener: {e}", shared.spec.name);
+            return;
+        }
+    };
+    let backends = &shared.spec.backends;
+    let keys: Vec<String> = backends.iter().map(|b| b.address.to_string()).collect();
+    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    let selector = Arc::new(Mutex::new(Selector::new(
+        shared.spec.algorithm,
+        &keys,
+        &weights,
+    )));
+    loop {
+        let (client, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("{}: accept: {e}", shared.spec.name);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = client.set_nodelay(true);
+        let shared = shared.clone();
+        let selector = selector.clone();
+        tokio::spawn(async move {
+            forward_tcp(client, peer, &shared, &selector).await;
+        });
+    }
+}
+
+/// Picks a backend; `key` is the client's address hash (hash) or random bits (random).
+fn pick(shared: &Shared, selector: &Mutex<Selector>, key: u64, exclude: &[usize]) -> Option<usize> {
+    let now = shared.now();
+    let health = shared.health.lock().unwrap_or_else(|p| p.into_inner());
+    let cands: Vec<Candidate> = shared
+        .spec
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Candidate {
+            weight: health[i].effective_weight(b.weight, now),
+            active: shared.stats.backends[i].active.load(Ordering::Relaxed),
+            available: health[i].accepts_new(now) && !exclude.contains(&i),
+        })
+        .collect();
+    drop(health);
+    selector
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pick(&cands, key, None)
+}
+
+async fn forward_tcp(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    selector: &Mutex<Selector>,
+) {
+    let key = match shared.spec.algorithm {
+        Algorithm::Hash => duet_health::select::hash_bytes(peer.ip().to_string().as_bytes()),
+        _ => random_bits(),
+    };
+    let mut tried = Vec::new();
+    for _attempt in 0..=shared.spec.retries {
+        let Some(i) = pick(shared, selector, key, &tried) else {
+            break;
+        };
+        tried.push(i);
+        let stats = &shared.stats.backends[i];
+        let addr = shared.spec.backends[i].address;
+        let connect = tokio::time::timeout(shared.spec.connect_timeout, TcpStream::connect(addr));
+        let mut server = match connect.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) | Err(_) => {
+                stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                shared.update(i, |h, now| {
+                    h.record_outcome(now, Outcome::ConnectFailed);
+                });
+                continue;
+            }
+        };
+        let _ = server.set_nodelay(true);
+        shared.update(i, |h, now| {
+            h.record_outcome(now, Outcome::Success);
+        });
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        stats.active.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    shared.stats.client_errors.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn check_loop(shared: Arc<Shared>) {
+    let Some(check) = shared.spec.check else {
+        return;
+    };
+    let mut tick = tokio::time::interval(check.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (i, b) in shared.spec.backends.iter().enumerate() {
+            let result = tokio::time::timeout(check.timeout, TcpStream::connect(b.address)).await;
+            let (passed, detail) = match result {
+                Ok(Ok(_)) => (true, String::new()),
+                Ok(Err(e)) => (false, e.to_string()),
+                Err(_) => (false, "connect timed out".to_string()),
+            };
+            shared.update(i, |h, now| {
+                h.record_check(now, passed, &detail);
+            });
+        }
+    }
+}
+
+/// Cheap per-connection randomness (not for security): a counter through a mixer.
+fn random_bits() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0x243f_6a88_85a3_08d3);
+    let x = COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    duet_health::select::hash_bytes(&x.to_le_bytes())
+}
