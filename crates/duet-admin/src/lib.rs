@@ -37,6 +37,41 @@ pub struct Status {
     /// Packets dropped before they could be matched to an instance, by reason.
     #[serde(default)]
     pub unmatched_drops: BTreeMap<String, u64>,
+    /// Load balancers.
+    #[serde(default)]
+    pub balancers: Vec<BalancerStatus>,
+}
+
+/// One load balancer in `GET /v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BalancerStatus {
+    /// Name.
+    pub name: String,
+    /// Listen address.
+    pub bind: String,
+    /// `tcp` or `http`.
+    pub mode: String,
+    /// Client connections closed because no backend could be reached.
+    pub client_errors: u64,
+    /// Backends in configuration order.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend of a balancer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// `ip:port`.
+    pub address: String,
+    /// Takes new connections.
+    pub up: bool,
+    /// Configured weight.
+    pub weight: u32,
+    /// Connections forwarded.
+    pub connections: u64,
+    /// Failed connects.
+    pub connect_errors: u64,
+    /// Open now.
+    pub active: u32,
 }
 
 /// One VRRP instance in `GET /v1/status`.

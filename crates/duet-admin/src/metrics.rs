@@ -9,6 +9,8 @@ use crate::Status;
 
 /// A metric name, its help text and how to read it from `T`.
 type Metric<T, V> = (&'static str, &'static str, fn(&T) -> V);
+/// A metric name, its type (`gauge` / `counter`), its help text and how to read it from `T`.
+type KindedMetric<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64);
 
 const STATES: [&str; 4] = ["INIT", "BACKUP", "MASTER", "FAULT"];
 
@@ -109,6 +111,52 @@ pub fn render(s: &Status) -> String {
     }
     for (reason, n) in &s.unmatched_drops {
         lines.push(w.line(&[("instance", ""), ("reason", reason)], *n as f64));
+    }
+    flush(&mut out, &mut lines);
+
+    let backend_metrics: [KindedMetric<crate::BackendStatus>; 4] = [
+        (
+            "duet_balancer_backend_up",
+            "gauge",
+            "1 while the backend takes new connections.",
+            |b| f64::from(u8::from(b.up)),
+        ),
+        (
+            "duet_balancer_backend_connections_total",
+            "counter",
+            "Connections forwarded.",
+            |b| b.connections as f64,
+        ),
+        (
+            "duet_balancer_backend_connect_errors_total",
+            "counter",
+            "Failed connects.",
+            |b| b.connect_errors as f64,
+        ),
+        (
+            "duet_balancer_backend_active",
+            "gauge",
+            "Connections open now.",
+            |b| f64::from(b.active),
+        ),
+    ];
+    for (name, kind, help, get) in backend_metrics {
+        let w = family(&mut out, name, kind, help);
+        for bal in &s.balancers {
+            for b in &bal.backends {
+                lines.push(w.line(&[("balancer", &bal.name), ("backend", &b.address)], get(b)));
+            }
+        }
+        flush(&mut out, &mut lines);
+    }
+    let w = family(
+        &mut out,
+        "duet_balancer_client_errors_total",
+        "counter",
+        "Client connections closed because no backend could be reached.",
+    );
+    for bal in &s.balancers {
+        lines.push(w.line(&[("balancer", &bal.name)], bal.client_errors as f64));
     }
     flush(&mut out, &mut lines);
     out

@@ -29,6 +29,9 @@ pub struct Config {
     /// Sync groups by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sync_group: BTreeMap<String, SyncGroupConfig>,
+    /// Load balancers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub balancer: Vec<BalancerConfig>,
 }
 
 /// `[node]`.
@@ -361,4 +364,155 @@ fn one() -> u32 {
 }
 fn yes() -> bool {
     true
+}
+
+/// `[[balancer]]`: one listener and its backends.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerConfig {
+    /// Name, for logs, status and metrics.
+    pub name: String,
+    /// Listen address (may be a VIP this node does not hold yet).
+    pub bind: SocketAddr,
+    /// `"tcp"` or `"http"`.
+    #[serde(default)]
+    pub mode: BalancerMode,
+    /// Backend selection.
+    #[serde(default)]
+    pub algorithm: BalancerAlgorithm,
+    /// What `hash` hashes: `"source"` (tcp and http), `"uri"` or `"header:NAME"` (http).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<String>,
+    /// The backends.
+    pub backends: Vec<BackendConfig>,
+    /// Active checks; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckConfig>,
+    /// Passive checks.
+    #[serde(default)]
+    pub passive: PassiveConfig,
+    /// Weight ramp after a backend recovers.
+    #[serde(default)]
+    pub slow_start: Dur,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Further backends to try when connecting fails.
+    #[serde(default = "one")]
+    pub retries: u32,
+}
+
+/// `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BalancerMode {
+    /// HTTP/1.1 and HTTP/2 proxying.
+    #[default]
+    Http,
+    /// L4 pass-through.
+    Tcp,
+}
+
+/// `algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BalancerAlgorithm {
+    /// Smooth weighted round robin.
+    #[default]
+    Roundrobin,
+    /// Fewest connections per weight.
+    Leastconn,
+    /// Power of two random choices.
+    Random,
+    /// Consistent hashing of `hash_key`.
+    Hash,
+}
+
+/// `{ address, weight }` in `backends`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `ip:port`.
+    pub address: SocketAddr,
+    /// Relative share, 1..=256.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// `check = { ... }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// HTTP mode: the path to `GET`; tcp mode: must be absent (a connect is the check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Time between checks of one backend.
+    #[serde(default = "default_check_interval")]
+    pub interval: Dur,
+    /// A check slower than this fails.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+    /// Passing checks to come back.
+    #[serde(default = "two")]
+    pub rise: u32,
+    /// Failing checks to go down.
+    #[serde(default = "three")]
+    pub fall: u32,
+}
+
+/// `passive = { failures, cooldown }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveConfig {
+    /// Consecutive failed connections or requests that take a backend out; 0 disables.
+    #[serde(default = "three")]
+    pub failures: u32,
+    /// Without active checks, how long it stays out.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Dur,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> PassiveConfig {
+        PassiveConfig {
+            failures: 3,
+            cooldown: default_cooldown(),
+        }
+    }
+}
+
+/// `timeouts = { connect }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// Connecting to a backend.
+    #[serde(default = "default_connect_timeout")]
+    pub connect: Dur,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> TimeoutsConfig {
+        TimeoutsConfig {
+            connect: default_connect_timeout(),
+        }
+    }
+}
+
+fn default_check_interval() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn default_check_timeout() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_cooldown() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn two() -> u32 {
+    2
+}
+fn three() -> u32 {
+    3
 }

@@ -264,6 +264,28 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
             },
         )]
         .into(),
+        balancer: vec![BalancerConfig {
+            name: "b".into(),
+            bind: "0.0.0.0:80".parse().unwrap(),
+            mode: BalancerMode::Tcp,
+            algorithm: BalancerAlgorithm::Hash,
+            hash_key: Some("source".into()),
+            backends: vec![BackendConfig {
+                address: "10.0.0.1:80".parse().unwrap(),
+                weight: 1,
+            }],
+            check: Some(CheckConfig {
+                path: Some("/health".into()),
+                interval: Dur::default(),
+                timeout: Dur::default(),
+                rise: 1,
+                fall: 1,
+            }),
+            passive: PassiveConfig::default(),
+            slow_start: Dur::default(),
+            timeouts: TimeoutsConfig::default(),
+            retries: 1,
+        }],
     };
     let value = toml::Value::try_from(&full).unwrap();
     let mut keys = Vec::new();
@@ -311,4 +333,36 @@ fn every_schema_key_is_documented() {
         missing.is_empty(),
         "docs/config.md lacks these keys (write each as `dotted.key`): {missing:?}"
     );
+}
+
+#[test]
+fn tcp_balancer_parses_and_http_mode_says_it_is_not_served_yet() {
+    let text = r#"[node]
+name = "lb"
+
+[[balancer]]
+name = "db"
+bind = "0.0.0.0:5432"
+mode = "tcp"
+algorithm = "leastconn"
+backends = [{ address = "10.0.0.11:5432" }, { address = "10.0.0.12:5432", weight = 2 }]
+check = { interval = "1s" }
+"#;
+    let cfg = parse("duet.toml", text).unwrap();
+    let b = &cfg.balancer[0];
+    assert_eq!(b.algorithm, BalancerAlgorithm::Leastconn);
+    assert_eq!(b.backends[1].weight, 2);
+    assert_eq!(b.check.as_ref().unwrap().fall, 3);
+    assert_eq!(b.retries, 1);
+
+    let http = text.replace("mode = \"tcp\"", "mode = \"http\"");
+    let e = err(&http);
+    assert!(
+        e.contains("duet.toml:7:8: mode = \"http\" is not served by this version yet"),
+        "{e}"
+    );
+    let e = err(&text.replace("check = { interval = \"1s\" }", "check = { path = \"/h\" }"));
+    assert!(e.contains("duet.toml:10:18: tcp checks connect"), "{e}");
+    let e = err(&text.replace("weight = 2", "weight = 0"));
+    assert!(e.contains("duet.toml:9:"), "{e}");
 }

@@ -229,6 +229,8 @@ pub(crate) fn check(cfg: &Config) -> Vec<Problem> {
         }
     }
 
+    check_balancers(cfg, &mut bad);
+
     let mut grouped: BTreeSet<&str> = BTreeSet::new();
     for (name, g) in &cfg.sync_group {
         if g.instances.is_empty() {
@@ -250,4 +252,88 @@ pub(crate) fn check(cfg: &Config) -> Vec<Problem> {
         }
     }
     out
+}
+
+fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
+    use crate::schema::BalancerMode;
+    let mut names = BTreeSet::new();
+    let mut binds = BTreeSet::new();
+    for (i, b) in cfg.balancer.iter().enumerate() {
+        let at = |key: &str| path!["balancer", i, key];
+        if b.name.trim().is_empty() {
+            bad(at("name"), "balancer name must not be empty".into());
+        } else if !names.insert(b.name.as_str()) {
+            bad(at("name"), format!("duplicate balancer name {:?}", b.name));
+        }
+        if !binds.insert(b.bind) {
+            bad(
+                at("bind"),
+                format!("{} is already bound by another balancer", b.bind),
+            );
+        }
+        if b.mode == BalancerMode::Http {
+            bad(
+                at("mode"),
+                "mode = \"http\" is not served by this version yet (in progress); use \"tcp\""
+                    .into(),
+            );
+        }
+        if b.backends.is_empty() {
+            bad(at("backends"), "at least one backend is required".into());
+        }
+        let mut seen = BTreeSet::new();
+        for (j, be) in b.backends.iter().enumerate() {
+            if !(1..=256).contains(&be.weight) {
+                bad(
+                    path!["balancer", i, "backends", j, "weight"],
+                    "weight must be 1..=256".into(),
+                );
+            }
+            if !seen.insert(be.address) {
+                bad(
+                    path!["balancer", i, "backends", j, "address"],
+                    format!("backend {} is listed twice", be.address),
+                );
+            }
+        }
+        match (b.mode, b.hash_key.as_deref()) {
+            (_, None | Some("source")) => {}
+            (BalancerMode::Tcp, Some(k)) => bad(
+                at("hash_key"),
+                format!("hash_key {k:?}: tcp mode can only hash \"source\""),
+            ),
+            (BalancerMode::Http, Some(k)) => {
+                if k != "uri" && k.strip_prefix("header:").is_none_or(str::is_empty) {
+                    bad(
+                        at("hash_key"),
+                        format!("hash_key {k:?}: use \"source\", \"uri\" or \"header:NAME\""),
+                    );
+                }
+            }
+        }
+        if let Some(c) = &b.check {
+            let at = |key: &str| path!["balancer", i, "check", key];
+            if b.mode == BalancerMode::Tcp && c.path.is_some() {
+                bad(
+                    at("path"),
+                    "tcp checks connect; path is for http mode".into(),
+                );
+            }
+            if c.interval.0.is_zero() {
+                bad(at("interval"), "interval must be above 0s".into());
+            }
+            if c.timeout.0.is_zero() {
+                bad(at("timeout"), "timeout must be above 0s".into());
+            }
+            if c.rise == 0 || c.fall == 0 {
+                bad(at("rise"), "rise and fall must be at least 1".into());
+            }
+        }
+        if b.timeouts.connect.0.is_zero() {
+            bad(
+                path!["balancer", i, "timeouts", "connect"],
+                "connect timeout must be above 0s".into(),
+            );
+        }
+    }
 }

@@ -96,9 +96,49 @@ pub fn render(s: &Status) -> String {
             reason,
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
+    out.push_str(&table(rows));
+    if s.vrrp.is_empty() {
+        out.push_str("(no vrrp instances)\n");
+    }
+    for b in &s.balancers {
+        out.push_str(&format!(
+            "\nbalancer {} ({} on {}), client errors {}\n",
+            b.name, b.mode, b.bind, b.client_errors
+        ));
+        let mut rows = vec![
+            [
+                "BACKEND",
+                "STATE",
+                "WEIGHT",
+                "ACTIVE",
+                "CONNECTIONS",
+                "CONNECT ERRORS",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for be in &b.backends {
+            rows.push(vec![
+                be.address.clone(),
+                if be.up { "up" } else { "down" }.to_string(),
+                be.weight.to_string(),
+                be.active.to_string(),
+                be.connections.to_string(),
+                be.connect_errors.to_string(),
+            ]);
+        }
+        out.push_str(&table(rows));
+    }
+    out
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(rows: Vec<Vec<String>>) -> String {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
+    let mut out = String::new();
     for r in rows {
         let line: Vec<String> = r
             .iter()
@@ -107,9 +147,6 @@ pub fn render(s: &Status) -> String {
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
-    }
-    if s.vrrp.is_empty() {
-        out.push_str("(no vrrp instances)\n");
     }
     out
 }

@@ -17,6 +17,7 @@ use duet_time::Instant;
 use duet_vrrp::{Advert, DropReason, SyncGroup, packet::check_hop_limit};
 use tokio::sync::mpsc;
 
+use super::balancers::{self, Balancer};
 use super::effects::{Effects, SocketEntry};
 use super::hooks::{Hooks, ScriptResult};
 use super::instance::{Inst, SocketKey};
@@ -82,6 +83,9 @@ pub struct ControlPlane {
     unmatched_drops: [u64; DropReason::ALL.len()],
     drop_logged: HashMap<(DropReason, IpAddr), std::time::Instant>,
     started: std::time::Instant,
+    balancers: Vec<Balancer>,
+    /// Next periodic status refresh (balancer counters move without control-plane events).
+    publish_at: Instant,
 }
 
 /// Receivers the loop waits on.
@@ -98,6 +102,7 @@ impl ControlPlane {
         vips: VipManager,
         hooks: Hooks,
         published: Arc<Published>,
+        balancers: Vec<Balancer>,
     ) -> Result<(ControlPlane, Inputs, mpsc::UnboundedSender<Input>), String> {
         let (input_tx, input_rx) = mpsc::unbounded_channel();
         let (script_tx, script_rx) = mpsc::unbounded_channel();
@@ -125,6 +130,8 @@ impl ControlPlane {
             unmatched_drops: [0; DropReason::ALL.len()],
             drop_logged: HashMap::new(),
             started: std::time::Instant::now(),
+            balancers,
+            publish_at: Instant::ZERO,
         };
         cp.apply_config(config)?;
         let inputs = Inputs {
@@ -275,13 +282,17 @@ impl ControlPlane {
                     i.garp_refresh,
                 ]
             })
-            .chain([self.fx.next_refresh])
+            .chain([self.fx.next_refresh, Some(self.publish_at)])
             .flatten()
             .min()
     }
 
     fn timers(&mut self) {
         let now = self.clock.now();
+        if self.publish_at <= now {
+            // The loop publishes after every wake-up; this only schedules the next one.
+            self.publish_at = now + balancers::PUBLISH_EVERY;
+        }
         for inst in &mut self.instances {
             inst.core.handle_timeout(now);
             self.fx.announce_due(inst, now);
@@ -434,6 +445,9 @@ impl ControlPlane {
         if config.node.admin != self.config.node.admin {
             tracing::warn!("reload: node.admin changes take effect after a restart");
         }
+        if config.balancer != self.config.balancer {
+            tracing::warn!("reload: [[balancer]] changes take effect after a restart");
+        }
         if let Err(e) = super::accept::apply(&config) {
             tracing::error!("reload rejected, keeping the running config: {e}");
             let _ = super::accept::apply(&self.config);
@@ -460,13 +474,15 @@ impl ControlPlane {
     }
 
     fn publish(&self) {
-        self.published.publish(super::publish::status(
+        let mut status = super::publish::status(
             &self.config.node.name,
             self.started,
             &self.instances,
             &self.readings,
             &self.unmatched_drops,
-        ));
+        );
+        status.balancers = balancers::status(&self.balancers);
+        self.published.publish(status);
     }
 }
 

@@ -9,6 +9,7 @@
 //! Plus the guardian child process (see `duet_sys::guardian`).
 
 mod accept;
+mod balancers;
 mod control;
 mod effects;
 mod hooks;
@@ -59,6 +60,7 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
         config.node.name
     );
     accept::apply(&config)?;
+    let balancers = balancers::start_all(&config.balancer)?;
     let hooks = hooks::Hooks::start().map_err(|e| format!("hooks thread: {e}"))?;
     let mut vips = vips::VipManager::new(&config.node.state_dir, config.node.vip_lifetime.0)
         .map_err(|e| e.to_string())?;
@@ -89,8 +91,14 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
                 }
             };
             rt.block_on(async move {
-                let built =
-                    control::ControlPlane::new(config, path, vips, control_hooks, published);
+                let built = control::ControlPlane::new(
+                    config,
+                    path,
+                    vips,
+                    control_hooks,
+                    published,
+                    balancers,
+                );
                 let (cp, inputs, input_tx) = match built {
                     Ok(x) => x,
                     Err(e) => {

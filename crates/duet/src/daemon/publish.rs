@@ -70,5 +70,6 @@ pub fn status(
         uptime_seconds: started.elapsed().as_secs_f64(),
         vrrp,
         unmatched_drops: by_reason(&|r| unmatched_drops[r.index()]),
+        balancers: Vec::new(),
     }
 }
