@@ -336,7 +336,7 @@ fn every_schema_key_is_documented() {
 }
 
 #[test]
-fn tcp_balancer_parses_and_http_mode_says_it_is_not_served_yet() {
+fn tcp_balancer_parses_and_unserved_http_features_say_so() {
     let text = r#"[node]
 name = "lb"
 
@@ -356,11 +356,17 @@ check = { interval = "1s" }
     assert_eq!(b.retries, 1);
 
     let http = text.replace("mode = \"tcp\"", "mode = \"http\"");
-    let e = err(&http);
+    assert!(parse("duet.toml", &http).is_ok());
+    let e = err(&http.replace("check = { interval = \"1s\" }", "check = { path = \"/h\" }"));
     assert!(
-        e.contains("duet.toml:7:8: mode = \"http\" is not served by this version yet"),
+        e.contains("duet.toml:10:18: HTTP GET checks are not implemented in this version yet"),
         "{e}"
     );
+    let e = err(&http.replace(
+        "algorithm = \"leastconn\"",
+        "algorithm = \"hash\"\nhash_key = \"uri\"",
+    ));
+    assert!(e.contains("this version hashes only \"source\""), "{e}");
     let e = err(&text.replace("check = { interval = \"1s\" }", "check = { path = \"/h\" }"));
     assert!(e.contains("duet.toml:10:18: tcp checks connect"), "{e}");
     let e = err(&text.replace("weight = 2", "weight = 0"));

@@ -271,13 +271,6 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
                 format!("{} is already bound by another balancer", b.bind),
             );
         }
-        if b.mode == BalancerMode::Http {
-            bad(
-                at("mode"),
-                "mode = \"http\" is not served by this version yet (in progress); use \"tcp\""
-                    .into(),
-            );
-        }
         if b.backends.is_empty() {
             bad(at("backends"), "at least one backend is required".into());
         }
@@ -302,22 +295,24 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
                 at("hash_key"),
                 format!("hash_key {k:?}: tcp mode can only hash \"source\""),
             ),
-            (BalancerMode::Http, Some(k)) => {
-                if k != "uri" && k.strip_prefix("header:").is_none_or(str::is_empty) {
-                    bad(
-                        at("hash_key"),
-                        format!("hash_key {k:?}: use \"source\", \"uri\" or \"header:NAME\""),
-                    );
-                }
-            }
+            (BalancerMode::Http, Some(k)) => bad(
+                at("hash_key"),
+                format!(
+                    "hash_key {k:?}: this version hashes only \"source\" (\"uri\" and \"header:NAME\" are planned)"
+                ),
+            ),
         }
         if let Some(c) = &b.check {
             let at = |key: &str| path!["balancer", i, "check", key];
-            if b.mode == BalancerMode::Tcp && c.path.is_some() {
-                bad(
+            match (b.mode, &c.path) {
+                (BalancerMode::Tcp, Some(_)) => {
+                    bad(at("path"), "tcp checks connect; path is for http mode".into())
+                }
+                (BalancerMode::Http, Some(_)) => bad(
                     at("path"),
-                    "tcp checks connect; path is for http mode".into(),
-                );
+                    "HTTP GET checks are not implemented in this version yet; omit path for connect checks".into(),
+                ),
+                _ => {}
             }
             if c.interval.0.is_zero() {
                 bad(at("interval"), "interval must be above 0s".into());

@@ -9,6 +9,8 @@
 #![warn(missing_docs)]
 
 pub mod h1;
+pub mod http;
 pub mod runtime;
 
-pub use runtime::{BackendSpec, BalancerSpec, CheckSpec, Proxy};
+pub use http::HttpTimeouts;
+pub use runtime::{BackendSpec, BalancerSpec, CheckSpec, Mode, Proxy};

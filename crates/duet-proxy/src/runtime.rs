@@ -28,11 +28,24 @@ pub struct CheckSpec {
     pub timeout: Duration,
 }
 
-/// What a TCP balancer does.
+/// What the balancer speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Layer-4 pass-through.
+    Tcp,
+    /// HTTP/1.1 (first cut).
+    Http,
+}
+
+/// What a balancer does.
 #[derive(Debug, Clone)]
 pub struct BalancerSpec {
     /// Name, for logs.
     pub name: String,
+    /// TCP or HTTP.
+    pub mode: Mode,
+    /// HTTP timeouts (ignored in TCP mode).
+    pub http_timeouts: crate::http::HttpTimeouts,
     /// Listen address (bound with `SO_REUSEPORT` and `IP_FREEBIND`).
     pub bind: SocketAddr,
     /// Backend selection.
@@ -73,11 +86,12 @@ pub struct Stats {
     pub client_errors: AtomicU64,
 }
 
-struct Shared {
-    spec: BalancerSpec,
+pub(crate) struct Shared {
+    pub(crate) spec: BalancerSpec,
     health: Mutex<Vec<BackendHealth>>,
-    stats: Stats,
+    pub(crate) stats: Stats,
     clock: std::time::Instant,
+    pub(crate) http_timeouts: crate::http::HttpTimeouts,
 }
 
 impl Shared {
@@ -86,7 +100,7 @@ impl Shared {
     }
 
     /// Applies a health input to backend `i` and republishes its availability.
-    fn update(&self, i: usize, f: impl FnOnce(&mut BackendHealth, duet_time::Instant)) {
+    pub(crate) fn update(&self, i: usize, f: impl FnOnce(&mut BackendHealth, duet_time::Instant)) {
         let now = self.now();
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut health[i], now);
@@ -151,11 +165,13 @@ impl Proxy {
         for _ in 1..threads {
             listeners.push(bind_reuseport(local)?);
         }
+        let http_timeouts = spec.http_timeouts;
         let shared = Arc::new(Shared {
             spec,
             health: Mutex::new(health),
             stats,
             clock: std::time::Instant::now(),
+            http_timeouts,
         });
         for (n, listener) in listeners.into_iter().enumerate() {
             let shared = shared.clone();
@@ -221,6 +237,7 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
         &keys,
         &weights,
     )));
+    let pool = Arc::new(crate::http::Pool::default());
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -233,14 +250,25 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
         let _ = client.set_nodelay(true);
         let shared = shared.clone();
         let selector = selector.clone();
+        let pool = pool.clone();
         tokio::spawn(async move {
-            forward_tcp(client, peer, &shared, &selector).await;
+            match shared.spec.mode {
+                Mode::Tcp => forward_tcp(client, peer, &shared, &selector).await,
+                Mode::Http => {
+                    crate::http::serve_connection(client, peer, &shared, &selector, &pool).await
+                }
+            }
         });
     }
 }
 
 /// Picks a backend; `key` is the client's address hash (hash) or random bits (random).
-fn pick(shared: &Shared, selector: &Mutex<Selector>, key: u64, exclude: &[usize]) -> Option<usize> {
+pub(crate) fn pick(
+    shared: &Shared,
+    selector: &Mutex<Selector>,
+    key: u64,
+    exclude: &[usize],
+) -> Option<usize> {
     let now = shared.now();
     let health = shared.health.lock().unwrap_or_else(|p| p.into_inner());
     let cands: Vec<Candidate> = shared
@@ -326,7 +354,7 @@ async fn check_loop(shared: Arc<Shared>) {
 }
 
 /// Cheap per-connection randomness (not for security): a counter through a mixer.
-fn random_bits() -> u64 {
+pub(crate) fn random_bits() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0x243f_6a88_85a3_08d3);
     let x = COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
     duet_health::select::hash_bytes(&x.to_le_bytes())

@@ -46,6 +46,8 @@ impl Backend {
 fn spec(backends: &[&Backend], weights: &[u32], algorithm: Algorithm) -> BalancerSpec {
     BalancerSpec {
         name: "test".into(),
+        mode: duet_proxy::Mode::Tcp,
+        http_timeouts: Default::default(),
         bind: "127.0.0.1:0".parse().unwrap(),
         algorithm,
         backends: backends

@@ -138,3 +138,73 @@ backends = [{{ address = "{a}" }}, {{ address = "{b}" }}]
     assert!(daemon.0.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn duet_run_serves_http_with_forwarding_headers() {
+    let dir = std::env::temp_dir().join(format!("duet-lbh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // An HTTP backend that answers with the X-Forwarded-For it received.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && c.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let xff = head
+                .lines()
+                .find_map(|l| l.strip_prefix("x-forwarded-for: "))
+                .unwrap_or("")
+                .to_string();
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xff}",
+                xff.len()
+            );
+        }
+    });
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.join("duet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"lb\"\nadmin = \"{admin}\"\nstate_dir = \"{}\"\nguardian = false\n\n[[balancer]]\nname = \"web\"\nbind = \"{bind}\"\nbackends = [{{ address = \"{backend}\" }}]\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let _daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_duet"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    let answer = loop {
+        let got = TcpStream::connect(bind).ok().and_then(|mut s| {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out)
+        });
+        if let Some(a) = got.filter(|a| !a.is_empty()) {
+            break a;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "http balancer never answered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n127.0.0.1"), "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -26,10 +26,7 @@ pub fn start_all(configs: &[BalancerConfig]) -> Result<Vec<Balancer>, String> {
             tracing::info!(
                 "balancer {}: {} mode on {}, {} backend(s)",
                 cfg.name,
-                match cfg.mode {
-                    BalancerMode::Tcp => "tcp",
-                    BalancerMode::Http => "http",
-                },
+                mode_name(cfg.mode),
                 proxy.local_addr(),
                 cfg.backends.len()
             );
@@ -44,6 +41,11 @@ pub fn start_all(configs: &[BalancerConfig]) -> Result<Vec<Balancer>, String> {
 fn spec(cfg: &BalancerConfig) -> BalancerSpec {
     BalancerSpec {
         name: cfg.name.clone(),
+        mode: match cfg.mode {
+            BalancerMode::Tcp => duet_proxy::Mode::Tcp,
+            BalancerMode::Http => duet_proxy::Mode::Http,
+        },
+        http_timeouts: Default::default(),
         bind: cfg.bind,
         algorithm: match cfg.algorithm {
             BalancerAlgorithm::Roundrobin => Algorithm::RoundRobin,
@@ -86,7 +88,7 @@ pub fn status(balancers: &[Balancer]) -> Vec<BalancerStatus> {
             BalancerStatus {
                 name: b.cfg.name.clone(),
                 bind: b.proxy.local_addr().to_string(),
-                mode: "tcp".into(),
+                mode: mode_name(b.cfg.mode).into(),
                 client_errors: stats.client_errors.load(Ordering::Relaxed),
                 backends: b
                     .cfg
@@ -109,3 +111,10 @@ pub fn status(balancers: &[Balancer]) -> Vec<BalancerStatus> {
 
 /// How often the status snapshot is refreshed when nothing else happens.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+fn mode_name(mode: BalancerMode) -> &'static str {
+    match mode {
+        BalancerMode::Tcp => "tcp",
+        BalancerMode::Http => "http",
+    }
+}

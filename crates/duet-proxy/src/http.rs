@@ -1,0 +1,442 @@
+//! HTTP/1.1 connection loop (first cut): keep-alive to clients, pooled keep-alive connections to
+//! backends, bodies streamed by their framing, and retries on another backend only where safe.
+//!
+//! Retry rules (issue #4): a request is retried once more on another backend when the connect
+//! failed (nothing was written), or when it is idempotent, its whole body was buffered, and the
+//! backend closed, reset or answered garbage before any response byte reached the client. Never
+//! after response bytes went to the client. Otherwise the client gets 502 and the failure counts
+//! against the backend.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use duet_health::{Outcome, Selector};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::h1::{self, ClientInfo, Framing, Limits};
+use crate::runtime::Shared;
+
+/// Timeouts of the HTTP path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// Waiting for the next request on an idle keep-alive connection.
+    pub idle: Duration,
+    /// Receiving a request (head and body) once it started: slowloris protection.
+    pub client: Duration,
+    /// Waiting for the backend's response.
+    pub server: Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> HttpTimeouts {
+        HttpTimeouts {
+            idle: Duration::from_secs(60),
+            client: Duration::from_secs(30),
+            server: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Idle keep-alive connections to each backend, per worker thread.
+#[derive(Debug, Default)]
+pub struct Pool(Mutex<Vec<Vec<TcpStream>>>);
+
+impl Pool {
+    fn take(&self, i: usize) -> Option<TcpStream> {
+        self.0.lock().ok()?.get_mut(i)?.pop()
+    }
+
+    fn give(&self, i: usize, conn: TcpStream) {
+        if let Ok(mut p) = self.0.lock() {
+            if p.len() <= i {
+                p.resize_with(i + 1, Vec::new);
+            }
+            if p[i].len() < 64 {
+                p[i].push(conn);
+            }
+        }
+    }
+}
+
+enum Failure {
+    /// Nothing reached the client yet; the request may be retried if the rules allow.
+    BeforeResponse(Outcome),
+    /// Response bytes went out: the client connection must be closed.
+    AfterResponse,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Serves one client connection until it closes.
+pub(crate) async fn serve_connection(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    selector: &Mutex<Selector>,
+    pool: &Pool,
+) {
+    let limits = Limits::default();
+    let timeouts = shared.http_timeouts;
+    let info = ClientInfo {
+        addr: peer.ip(),
+        proto: "http",
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut head_out: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        // 1. The request head (idle timeout before the first byte, client timeout after).
+        let (head_len, framing, keep_alive, idempotent, is_head, upgrade) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            match h1::parse_request(&buf, &mut headers, limits) {
+                Ok(Some(req)) => {
+                    h1::write_request_head(&req, info, &mut head_out);
+                    break (
+                        req.head_len,
+                        req.framing,
+                        req.keep_alive,
+                        req.idempotent(),
+                        req.method == "HEAD",
+                        req.upgrade,
+                    );
+                }
+                Ok(None) => {
+                    let limit = if buf.is_empty() {
+                        timeouts.idle
+                    } else {
+                        timeouts.client
+                    };
+                    match read_some(&mut client, &mut buf, limit).await {
+                        Ok(0) | Err(_) => {
+                            if !buf.is_empty() {
+                                let _ = client
+                                    .write_all(&error_response(408, "request timeout"))
+                                    .await;
+                            }
+                            return;
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                Err(e) => {
+                    let _ = client
+                        .write_all(&error_response(e.status(), e.describe()))
+                        .await;
+                    return;
+                }
+            }
+        };
+        buf.drain(..head_len);
+
+        // 2. Is the whole body already here? Then a retry can resend it.
+        let buffered_body = match framing {
+            Framing::Empty => Some(0),
+            Framing::Length(n) => usize::try_from(n).ok().filter(|n| *n <= buf.len()),
+            Framing::Chunked => {
+                let mut scan = h1::ChunkedScanner::default();
+                match scan.feed(&buf) {
+                    Ok(end) => end,
+                    Err(_) => {
+                        let _ = client
+                            .write_all(&error_response(400, "bad chunked body"))
+                            .await;
+                        return;
+                    }
+                }
+            }
+            Framing::UntilClose => None,
+        };
+
+        // 3. Attempts.
+        let key = crate::runtime::random_bits();
+        let mut tried = Vec::new();
+        let mut done = false;
+        let mut reuse_client = keep_alive && !upgrade;
+        for _ in 0..=shared.spec.retries {
+            let Some(i) = crate::runtime::pick(shared, selector, key, &tried) else {
+                break;
+            };
+            tried.push(i);
+            let result = exchange(
+                &mut client,
+                &mut buf,
+                &head_out,
+                framing,
+                buffered_body,
+                is_head,
+                keep_alive,
+                i,
+                shared,
+                pool,
+            )
+            .await;
+            match result {
+                Ok(client_keep) => {
+                    if let Some(n) = buffered_body {
+                        buf.drain(..n);
+                    }
+                    reuse_client &= client_keep;
+                    done = true;
+                    break;
+                }
+                Err(Failure::BeforeResponse(outcome)) => {
+                    shared.update(i, |h, now| {
+                        h.record_outcome(now, outcome);
+                    });
+                    let safe = outcome == Outcome::ConnectFailed
+                        || (idempotent && buffered_body.is_some());
+                    if !safe {
+                        break;
+                    }
+                }
+                Err(Failure::AfterResponse) => return,
+            }
+        }
+        if !done {
+            shared.stats.client_errors.fetch_add(1, Ordering::Relaxed);
+            let status = if tried.is_empty() { 503 } else { 502 };
+            let _ = client
+                .write_all(&error_response(status, "no backend could answer"))
+                .await;
+            return;
+        }
+        if !reuse_client {
+            return;
+        }
+    }
+}
+
+/// One request/response exchange with backend `i`. `Ok(keep)`: done, and whether the client
+/// connection may be reused.
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &[u8],
+    framing: Framing,
+    buffered_body: Option<usize>,
+    is_head: bool,
+    client_keep_alive: bool,
+    i: usize,
+    shared: &Shared,
+    pool: &Pool,
+) -> Result<bool, Failure> {
+    let timeouts = shared.http_timeouts;
+    let stats = &shared.stats.backends[i];
+    let (mut server, pooled) = match pool.take(i) {
+        Some(s) => (s, true),
+        None => {
+            let addr = shared.spec.backends[i].address;
+            match tokio::time::timeout(shared.spec.connect_timeout, TcpStream::connect(addr)).await
+            {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    (s, false)
+                }
+                _ => {
+                    stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(Failure::BeforeResponse(Outcome::ConnectFailed));
+                }
+            }
+        }
+    };
+    stats.active.fetch_add(1, Ordering::Relaxed);
+    let result = exchange_on(
+        client,
+        &mut server,
+        buf,
+        head,
+        framing,
+        buffered_body,
+        is_head,
+        client_keep_alive,
+        timeouts,
+    )
+    .await;
+    stats.active.fetch_sub(1, Ordering::Relaxed);
+    match result {
+        Ok((client_keep, server_reusable, status)) => {
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            let outcome = if status >= 500 {
+                Outcome::ServerError
+            } else {
+                Outcome::Success
+            };
+            shared.update(i, |h, now| {
+                h.record_outcome(now, outcome);
+            });
+            if server_reusable {
+                pool.give(i, server);
+            }
+            Ok(client_keep)
+        }
+        // A pooled connection the backend had already closed: not the backend's fault.
+        Err(Failure::BeforeResponse(Outcome::Reset)) if pooled => {
+            Err(Failure::BeforeResponse(Outcome::ConnectFailed))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Returns (client keep-alive, backend connection reusable, status).
+#[allow(clippy::too_many_arguments)]
+async fn exchange_on(
+    client: &mut TcpStream,
+    server: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &[u8],
+    framing: Framing,
+    buffered_body: Option<usize>,
+    is_head: bool,
+    client_keep_alive: bool,
+    timeouts: HttpTimeouts,
+) -> Result<(bool, bool, u16), Failure> {
+    let before = |_| Failure::BeforeResponse(Outcome::Reset);
+    // Request: head, then the body as framed.
+    server.write_all(head).await.map_err(before)?;
+    match buffered_body {
+        // Left in `buf` until the exchange succeeds, so a retry can send it again.
+        Some(n) => server.write_all(&buf[..n]).await.map_err(before)?,
+        None => {
+            stream_body(client, server, buf, framing, timeouts.client)
+                .await
+                .map_err(|_| Failure::BeforeResponse(Outcome::Reset))?;
+        }
+    }
+    // Response head.
+    let mut rbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut out = Vec::with_capacity(1024);
+    let (head_len, rframing, server_keep, status) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        match h1::parse_response(&rbuf, &mut headers, Limits::default(), is_head) {
+            Ok(Some(res)) => {
+                let keep = client_keep_alive && res.framing != Framing::UntilClose;
+                h1::write_response_head(&res, keep, &mut out);
+                break (res.head_len, res.framing, res.keep_alive, res.status);
+            }
+            Ok(None) => match read_some(server, &mut rbuf, timeouts.server).await {
+                Ok(0) => return Err(Failure::BeforeResponse(Outcome::Reset)),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(Failure::BeforeResponse(Outcome::Timeout));
+                }
+                Err(_) => return Err(Failure::BeforeResponse(Outcome::Reset)),
+            },
+            Err(_) => return Err(Failure::BeforeResponse(Outcome::BadResponse)),
+        }
+    };
+    rbuf.drain(..head_len);
+    client
+        .write_all(&out)
+        .await
+        .map_err(|_| Failure::AfterResponse)?;
+    if status == 101 {
+        // Protocol switch: tunnel both ways until either side closes.
+        let _ = client.write_all(&rbuf).await;
+        let _ = tokio::io::copy_bidirectional(client, server).await;
+        return Ok((false, false, status));
+    }
+    stream_body(server, client, &mut rbuf, rframing, timeouts.server)
+        .await
+        .map_err(|_| Failure::AfterResponse)?;
+    let client_keep = client_keep_alive && rframing != Framing::UntilClose;
+    Ok((client_keep, server_keep && rbuf.is_empty(), status))
+}
+
+/// Copies one body framed by `framing` from `from` to `to`, starting with the bytes already in
+/// `buf`; leaves any bytes after the body in `buf`.
+async fn stream_body(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    framing: Framing,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    match framing {
+        Framing::Empty => Ok(()),
+        Framing::Length(n) => {
+            let mut left = n;
+            loop {
+                let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                to.write_all(&buf[..take]).await?;
+                buf.drain(..take);
+                left -= take as u64;
+                if left == 0 {
+                    return Ok(());
+                }
+                if read_some(from, buf, timeout).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }
+        Framing::Chunked => {
+            let mut scan = h1::ChunkedScanner::default();
+            loop {
+                let end = scan
+                    .feed(buf)
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+                if let Some(n) = end {
+                    to.write_all(&buf[..n]).await?;
+                    buf.drain(..n);
+                    return Ok(());
+                }
+                // Everything so far belongs to the body: pass it on and read more.
+                to.write_all(buf).await?;
+                buf.clear();
+                if read_some(from, buf, timeout).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }
+        Framing::UntilClose => {
+            to.write_all(buf).await?;
+            buf.clear();
+            tokio::io::copy(from, to).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Appends what is readable now (up to [`READ_CHUNK`]) to `buf`; `Ok(0)` at end of stream.
+async fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + READ_CHUNK, 0);
+    let read = tokio::time::timeout(timeout, stream.read(&mut buf[start..])).await;
+    let n = match read {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            buf.truncate(start);
+            return Err(e);
+        }
+        Err(_) => {
+            buf.truncate(start);
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+    };
+    buf.truncate(start + n);
+    Ok(n)
+}
+
+fn error_response(status: u16, text: &str) -> Vec<u8> {
+    let reason = match status {
+        400 => "Bad Request",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    };
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}\n",
+        text.len() + 1
+    )
+    .into_bytes()
+}

@@ -1,0 +1,257 @@
+//! HTTP/1.1 mode (first cut) against real backends on loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use duet_health::{Algorithm, HealthPolicy};
+use duet_proxy::{BackendSpec, BalancerSpec, Mode, Proxy};
+
+/// A keep-alive HTTP/1.1 backend. `GET /xff` answers with the X-Forwarded-For it got;
+/// `POST /echo` answers with the body; `/chunked` answers chunked; `/500` answers 500;
+/// anything else answers its name.
+struct Backend {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+fn backend(name: &'static str) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if flag.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(conn) = conn else { continue };
+            let flag = flag.clone();
+            std::thread::spawn(move || serve(conn, name, &flag));
+        }
+    });
+    Backend { addr, stop }
+}
+
+fn serve(conn: TcpStream, name: &str, stop: &AtomicBool) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let mut length = 0usize;
+        let mut xff = String::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" {
+                break;
+            }
+            let lower = h.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            if lower.starts_with("x-forwarded-for:") {
+                xff = h["x-forwarded-for:".len()..].trim().to_string();
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).unwrap();
+        let reply = match path.as_str() {
+            "/xff" => format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{xff}",
+                xff.len()
+            ),
+            "/echo" => {
+                let b = String::from_utf8_lossy(&body).to_string();
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{b}", b.len())
+            }
+            "/chunked" => format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{name}\r\n1\r\n!\r\n0\r\n\r\n",
+                name.len()
+            ),
+            "/500" => "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n".to_string(),
+            _ => format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+                name.len()
+            ),
+        };
+        if conn.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+impl Backend {
+    fn kill(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn proxy(backends: &[&Backend]) -> Proxy {
+    Proxy::start(BalancerSpec {
+        name: "http".into(),
+        mode: Mode::Http,
+        http_timeouts: Default::default(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        algorithm: Algorithm::RoundRobin,
+        backends: backends
+            .iter()
+            .map(|b| BackendSpec {
+                address: b.addr,
+                weight: 1,
+            })
+            .collect(),
+        health: HealthPolicy {
+            active_checks: false,
+            ..HealthPolicy::default()
+        },
+        check: None,
+        connect_timeout: Duration::from_secs(1),
+        retries: 1,
+        threads: 2,
+    })
+    .unwrap()
+}
+
+/// Sends `request` on `conn` and reads one response with a Content-Length or chunked body;
+/// returns (status line, body).
+fn roundtrip(conn: &mut BufReader<TcpStream>, request: &str) -> (String, String) {
+    conn.get_mut().write_all(request.as_bytes()).unwrap();
+    let mut status = String::new();
+    conn.read_line(&mut status).unwrap();
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        let mut h = String::new();
+        conn.read_line(&mut h).unwrap();
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = Some(v.trim().parse::<usize>().unwrap());
+        }
+        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            conn.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0u8; n + 2];
+            conn.read_exact(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(n) = length {
+        body.resize(n, 0);
+        conn.read_exact(&mut body).unwrap();
+    }
+    (
+        status.trim_end().to_string(),
+        String::from_utf8(body).unwrap(),
+    )
+}
+
+fn connect(p: &Proxy) -> BufReader<TcpStream> {
+    let s = TcpStream::connect(p.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    BufReader::new(s)
+}
+
+#[test]
+fn keep_alive_requests_alternate_backends_and_carry_forwarding_headers() {
+    let (a, b) = (backend("a"), backend("b"));
+    let p = proxy(&[&a, &b]);
+    let mut c = connect(&p);
+    let mut names = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = roundtrip(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        names.push(body);
+    }
+    names.sort();
+    assert_eq!(names, ["a", "a", "b", "b"]);
+    let (_, xff) = roundtrip(
+        &mut c,
+        "GET /xff HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.9\r\n\r\n",
+    );
+    assert_eq!(xff, "198.51.100.9, 127.0.0.1");
+}
+
+#[test]
+fn bodies_stream_both_ways() {
+    let a = backend("a");
+    let p = proxy(&[&a]);
+    let mut c = connect(&p);
+    let (status, body) = roundtrip(
+        &mut c,
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world",
+    );
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "hello world")
+    );
+    let (_, body) = roundtrip(&mut c, "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(body, "a!");
+    let (status, _) = roundtrip(&mut c, "GET /500 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 500 Oops");
+}
+
+#[test]
+fn malformed_and_oversized_requests_are_refused_and_closed() {
+    let a = backend("a");
+    let p = proxy(&[&a]);
+    for (request, want) in [
+        (
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_string(),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "y".repeat(20_000)
+            ),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+    ] {
+        let mut c = connect(&p);
+        c.get_mut().write_all(request.as_bytes()).unwrap();
+        let mut all = String::new();
+        let _ = c.read_to_string(&mut all);
+        assert!(all.starts_with(want), "{all:?}");
+        assert!(all.contains("Connection: close"));
+    }
+}
+
+#[test]
+fn a_killed_backend_costs_no_client_error() {
+    let (a, b) = (backend("a"), backend("b"));
+    let p = proxy(&[&a, &b]);
+    let mut c = connect(&p);
+    for _ in 0..4 {
+        roundtrip(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    a.kill();
+    // Pooled connections to `a` are now dead and new connects are refused: every request must
+    // still be answered, by b.
+    for _ in 0..40 {
+        let mut c = connect(&p);
+        let (status, body) = roundtrip(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "b"));
+    }
+    assert_eq!(p.stats().client_errors.load(Ordering::Relaxed), 0);
+}
