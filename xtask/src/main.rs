@@ -4,6 +4,7 @@
 //! numbers belong in `docs/benchmarks.md`, not in assertions.
 
 mod failover;
+mod proxy;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,11 +18,13 @@ fn main() {
         .as_slice()
     {
         ["bench", "failover", rest @ ..] => failover::main(rest),
+        ["bench", "proxy", rest @ ..] => proxy::main(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask bench failover [--runs N] [--interval 100ms] [--modes a,b]\n\
                  \n\
-                 bench failover   VIP takeover time, duet vs keepalived, per fault mode"
+                 bench failover   VIP takeover time, duet vs keepalived, per fault mode\n\
+                 bench proxy      HTTP rps, latency and CPU per request, duet vs haproxy and nginx (--seconds N)"
             );
             2
         }

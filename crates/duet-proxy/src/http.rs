@@ -405,22 +405,12 @@ async fn read_some(
     buf: &mut Vec<u8>,
     timeout: Duration,
 ) -> std::io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + READ_CHUNK, 0);
-    let read = tokio::time::timeout(timeout, stream.read(&mut buf[start..])).await;
-    let n = match read {
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => {
-            buf.truncate(start);
-            return Err(e);
-        }
-        Err(_) => {
-            buf.truncate(start);
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-    };
-    buf.truncate(start + n);
-    Ok(n)
+    // `read_buf` fills spare capacity without zeroing it first.
+    buf.reserve(READ_CHUNK);
+    match tokio::time::timeout(timeout, stream.read_buf(buf)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 fn error_response(status: u16, text: &str) -> Vec<u8> {
