@@ -125,6 +125,11 @@ impl BackendHealth {
         self.admin == Admin::Enabled && self.is_up(now)
     }
 
+    /// Consecutive failed requests so far (0 after any success).
+    pub fn failure_streak(&self) -> u32 {
+        self.passive_streak
+    }
+
     /// The operator's setting.
     pub fn admin(&self) -> Admin {
         self.admin

@@ -12,12 +12,12 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use duet_health::{Outcome, Selector};
+use duet_health::Outcome;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::h1::{self, ClientInfo, Framing, Limits};
-use crate::runtime::Shared;
+use crate::runtime::{Picker, Shared};
 
 /// Timeouts of the HTTP path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +75,7 @@ pub(crate) async fn serve_connection(
     mut client: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
-    selector: &Mutex<Selector>,
+    selector: &Mutex<Picker>,
     pool: &Pool,
 ) {
     let limits = Limits::default();
@@ -86,6 +86,9 @@ pub(crate) async fn serve_connection(
     };
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut head_out: Vec<u8> = Vec::with_capacity(1024);
+    // Reused for every response on this connection: no allocation per request.
+    let mut rbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut rhead: Vec<u8> = Vec::with_capacity(1024);
     loop {
         // 1. The request head (idle timeout before the first byte, client timeout after).
         let (head_len, framing, keep_alive, idempotent, is_head, upgrade) = loop {
@@ -162,6 +165,7 @@ pub(crate) async fn serve_connection(
             let result = exchange(
                 &mut client,
                 &mut buf,
+                (&mut rbuf, &mut rhead),
                 &head_out,
                 framing,
                 buffered_body,
@@ -214,6 +218,7 @@ pub(crate) async fn serve_connection(
 async fn exchange(
     client: &mut TcpStream,
     buf: &mut Vec<u8>,
+    scratch: (&mut Vec<u8>, &mut Vec<u8>),
     head: &[u8],
     framing: Framing,
     buffered_body: Option<usize>,
@@ -247,6 +252,7 @@ async fn exchange(
         client,
         &mut server,
         buf,
+        scratch,
         head,
         framing,
         buffered_body,
@@ -264,9 +270,11 @@ async fn exchange(
             } else {
                 Outcome::Success
             };
-            shared.update(i, |h, now| {
-                h.record_outcome(now, outcome);
-            });
+            if outcome != Outcome::Success || stats.success_needs_recording() {
+                shared.update(i, |h, now| {
+                    h.record_outcome(now, outcome);
+                });
+            }
             if server_reusable {
                 pool.give(i, server);
             }
@@ -286,6 +294,7 @@ async fn exchange_on(
     client: &mut TcpStream,
     server: &mut TcpStream,
     buf: &mut Vec<u8>,
+    (rbuf, out): (&mut Vec<u8>, &mut Vec<u8>),
     head: &[u8],
     framing: Framing,
     buffered_body: Option<usize>,
@@ -295,28 +304,33 @@ async fn exchange_on(
 ) -> Result<(bool, bool, u16), Failure> {
     let before = |_| Failure::BeforeResponse(Outcome::Reset);
     // Request: head, then the body as framed.
-    server.write_all(head).await.map_err(before)?;
     match buffered_body {
-        // Left in `buf` until the exchange succeeds, so a retry can send it again.
-        Some(n) => server.write_all(&buf[..n]).await.map_err(before)?,
+        // Head and body in one write; the body stays in `buf` until the exchange succeeds, so a
+        // retry can send it again.
+        Some(n) => {
+            out.clear();
+            out.extend_from_slice(head);
+            out.extend_from_slice(&buf[..n]);
+            server.write_all(out).await.map_err(before)?;
+        }
         None => {
+            server.write_all(head).await.map_err(before)?;
             stream_body(client, server, buf, framing, timeouts.client)
                 .await
                 .map_err(|_| Failure::BeforeResponse(Outcome::Reset))?;
         }
     }
     // Response head.
-    let mut rbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut out = Vec::with_capacity(1024);
+    rbuf.clear();
     let (head_len, rframing, server_keep, status) = loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
-        match h1::parse_response(&rbuf, &mut headers, Limits::default(), is_head) {
+        match h1::parse_response(rbuf, &mut headers, Limits::default(), is_head) {
             Ok(Some(res)) => {
                 let keep = client_keep_alive && res.framing != Framing::UntilClose;
-                h1::write_response_head(&res, keep, &mut out);
+                h1::write_response_head(&res, keep, out);
                 break (res.head_len, res.framing, res.keep_alive, res.status);
             }
-            Ok(None) => match read_some(server, &mut rbuf, timeouts.server).await {
+            Ok(None) => match read_some(server, rbuf, timeouts.server).await {
                 Ok(0) => return Err(Failure::BeforeResponse(Outcome::Reset)),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -328,17 +342,31 @@ async fn exchange_on(
         }
     };
     rbuf.drain(..head_len);
+    // A small response that is already complete goes out in one write with its head.
+    if let Framing::Length(n) = rframing
+        && let Ok(n) = usize::try_from(n)
+        && n <= rbuf.len()
+    {
+        out.extend_from_slice(&rbuf[..n]);
+        rbuf.drain(..n);
+        client
+            .write_all(out)
+            .await
+            .map_err(|_| Failure::AfterResponse)?;
+        let client_keep = client_keep_alive;
+        return Ok((client_keep, server_keep && rbuf.is_empty(), status));
+    }
     client
-        .write_all(&out)
+        .write_all(out)
         .await
         .map_err(|_| Failure::AfterResponse)?;
     if status == 101 {
         // Protocol switch: tunnel both ways until either side closes.
-        let _ = client.write_all(&rbuf).await;
+        let _ = client.write_all(rbuf).await;
         let _ = tokio::io::copy_bidirectional(client, server).await;
         return Ok((false, false, status));
     }
-    stream_body(server, client, &mut rbuf, rframing, timeouts.server)
+    stream_body(server, client, rbuf, rframing, timeouts.server)
         .await
         .map_err(|_| Failure::AfterResponse)?;
     let client_keep = client_keep_alive && rframing != Framing::UntilClose;

@@ -75,6 +75,22 @@ pub struct BackendStats {
     pub active: AtomicU32,
     /// Whether it takes new connections.
     pub up: AtomicBool,
+    /// Whether its passive failure streak is running (successes must then be recorded).
+    failing: AtomicBool,
+}
+
+impl BackendStats {
+    /// Records a success without touching the shared health unless a failure streak runs.
+    pub(crate) fn success_needs_recording(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-thread selection state: the selector and a reused candidate list.
+#[derive(Debug)]
+pub(crate) struct Picker {
+    selector: Selector,
+    cands: Vec<Candidate>,
 }
 
 /// Counters of the balancer.
@@ -104,6 +120,9 @@ impl Shared {
         let now = self.now();
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut health[i], now);
+        self.stats.backends[i]
+            .failing
+            .store(health[i].failure_streak() > 0, Ordering::Relaxed);
         let up = health[i].accepts_new(now);
         let was = self.stats.backends[i].up.swap(up, Ordering::Relaxed);
         if was != up {
@@ -183,8 +202,11 @@ impl Proxy {
                         .build()
                         .expect("proxy runtime");
                     rt.block_on(async move {
-                        if n == 0 && shared.spec.check.is_some() {
-                            tokio::spawn(check_loop(shared.clone()));
+                        if n == 0 {
+                            tokio::spawn(tick_loop(shared.clone()));
+                            if shared.spec.check.is_some() {
+                                tokio::spawn(check_loop(shared.clone()));
+                            }
                         }
                         serve(listener, shared).await;
                     });
@@ -232,11 +254,10 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
     let backends = &shared.spec.backends;
     let keys: Vec<String> = backends.iter().map(|b| b.address.to_string()).collect();
     let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
-    let selector = Arc::new(Mutex::new(Selector::new(
-        shared.spec.algorithm,
-        &keys,
-        &weights,
-    )));
+    let selector = Arc::new(Mutex::new(Picker {
+        selector: Selector::new(shared.spec.algorithm, &keys, &weights),
+        cands: Vec::with_capacity(keys.len()),
+    }));
     let pool = Arc::new(crate::http::Pool::default());
     loop {
         let (client, peer) = match listener.accept().await {
@@ -263,37 +284,39 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
 }
 
 /// Picks a backend; `key` is the client's address hash (hash) or random bits (random).
+/// Availability comes from the published atomics; the shared health is locked only when slow
+/// start scales weights.
 pub(crate) fn pick(
     shared: &Shared,
-    selector: &Mutex<Selector>,
+    picker: &Mutex<Picker>,
     key: u64,
     exclude: &[usize],
 ) -> Option<usize> {
+    let mut guard = picker.lock().unwrap_or_else(|p| p.into_inner());
+    let Picker { selector, cands } = &mut *guard;
+    cands.clear();
+    let ramp = !shared.spec.health.slow_start.is_zero();
     let now = shared.now();
-    let health = shared.health.lock().unwrap_or_else(|p| p.into_inner());
-    let cands: Vec<Candidate> = shared
-        .spec
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| Candidate {
-            weight: health[i].effective_weight(b.weight, now),
-            active: shared.stats.backends[i].active.load(Ordering::Relaxed),
-            available: health[i].accepts_new(now) && !exclude.contains(&i),
-        })
-        .collect();
+    let health = ramp.then(|| shared.health.lock().unwrap_or_else(|p| p.into_inner()));
+    for (i, b) in shared.spec.backends.iter().enumerate() {
+        let s = &shared.stats.backends[i];
+        cands.push(Candidate {
+            weight: health
+                .as_ref()
+                .map_or(b.weight, |h| h[i].effective_weight(b.weight, now)),
+            active: s.active.load(Ordering::Relaxed),
+            available: s.up.load(Ordering::Relaxed) && !exclude.contains(&i),
+        });
+    }
     drop(health);
-    selector
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .pick(&cands, key, None)
+    selector.pick(cands, key, None)
 }
 
 async fn forward_tcp(
     mut client: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
-    selector: &Mutex<Selector>,
+    selector: &Mutex<Picker>,
 ) {
     let key = match shared.spec.algorithm {
         Algorithm::Hash => duet_health::select::hash_bytes(peer.ip().to_string().as_bytes()),
@@ -319,9 +342,11 @@ async fn forward_tcp(
             }
         };
         let _ = server.set_nodelay(true);
-        shared.update(i, |h, now| {
-            h.record_outcome(now, Outcome::Success);
-        });
+        if stats.success_needs_recording() {
+            shared.update(i, |h, now| {
+                h.record_outcome(now, Outcome::Success);
+            });
+        }
         stats.connections.fetch_add(1, Ordering::Relaxed);
         stats.active.fetch_add(1, Ordering::Relaxed);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
@@ -329,6 +354,19 @@ async fn forward_tcp(
         return;
     }
     shared.stats.client_errors.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Republishes availability that changes with time alone (end of a passive cooldown).
+async fn tick_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        for i in 0..shared.spec.backends.len() {
+            shared.update(i, |h, now| {
+                h.handle_timeout(now);
+            });
+        }
+    }
 }
 
 async fn check_loop(shared: Arc<Shared>) {
