@@ -1,12 +1,12 @@
 //! `cargo xtask bench proxy`: duet's HTTP balancer next to HAProxy and nginx, in one run.
 //!
-//! Everything on loopback: one nginx with two tiny backends (ports 18081/18082, keep-alive
+//! Everything on loopback: two nginx processes as tiny backends (ports 18081/18082, keep-alive
 //! effectively unlimited), each proxy in turn on port 18080 with the same two backends and
 //! round robin, and `wrk -t1 -c64 -d10s` against it. Reports rps, p50/p99 latency and CPU time
 //! per request (the proxy's user+system time over the run divided by the requests).
 //!
-//! First cut: the issue also asks for a backend killed mid-run, tcp mode and RSS with 10 000
-//! idle connections; those come with the rest of the HTTP path.
+//! Then each proxy again with the second backend killed (SIGKILL) 3 s into the run, counting the
+//! client errors wrk sees. Not yet: tcp mode and RSS with 10 000 idle connections.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -49,7 +49,7 @@ fn bench(seconds: u64) -> Result<(), String> {
     let exe = crate::build_duet()?;
     let dir = std::env::temp_dir().join(format!("duet-bench-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let _backends = Guard(start_backends(&dir)?);
+    let backends = start_backends(&dir)?;
     std::thread::sleep(Duration::from_millis(300));
     let mut runs = Vec::new();
     for name in ["haproxy", "nginx", "duet"] {
@@ -79,9 +79,70 @@ fn bench(seconds: u64) -> Result<(), String> {
         });
         eprintln!("{name}: {rps:.0} rps");
     }
+    drop(backends);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Backend death: the second backend is killed 3 s into the run; count client errors.
+    let mut deaths = Vec::new();
+    for name in ["haproxy", "nginx", "duet"] {
+        let mut backends = start_backends(&dir)?;
+        let child = match name {
+            "haproxy" => start_haproxy(&dir)?,
+            "nginx" => start_nginx_proxy(&dir)?,
+            _ => start_duet(&dir, &exe)?,
+        };
+        let proxy = Guard(child);
+        wait_port(PROXY_PORT)?;
+        wrk(1)?;
+        let run = Command::new("wrk")
+            .args(["-t1", "-c64", &format!("-d{seconds}s")])
+            .arg(format!("http://127.0.0.1:{PROXY_PORT}/"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("wrk: {e}"))?;
+        std::thread::sleep(Duration::from_secs(3));
+        drop(backends.pop()); // SIGKILL to the second backend
+        let out = run.wait_with_output().map_err(|e| format!("wrk: {e}"))?;
+        drop(proxy);
+        drop(backends);
+        std::thread::sleep(Duration::from_millis(300));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (requests, errors) = client_errors(&text);
+        eprintln!("{name} with a backend killed: {errors} errors in {requests} requests");
+        deaths.push((name, requests, errors));
+    }
     print_table(seconds, &runs);
+    println!();
+    println!("Backend killed 3 s into a {seconds} s run:");
+    println!();
+    println!("| proxy | requests | client errors (non-2xx + socket errors) |");
+    println!("|---|---|---|");
+    for (name, requests, errors) in deaths {
+        println!("| {name} | {requests} | {errors} |");
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// (requests, errors) from wrk's output: non-2xx/3xx responses plus socket errors.
+fn client_errors(out: &str) -> (u64, u64) {
+    let mut requests = 0;
+    let mut errors = 0;
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            [n, "requests", "in", ..] => requests = n.parse().unwrap_or(0),
+            ["Non-2xx", "or", "3xx", "responses:", n] => errors += n.parse::<u64>().unwrap_or(0),
+            ["Socket", "errors:", rest @ ..] => {
+                errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    (requests, errors)
 }
 
 struct Guard(Child);
@@ -103,29 +164,26 @@ fn spawn(mut cmd: Command) -> Result<Child, String> {
         .map_err(|e| format!("{cmd:?}: {e}"))
 }
 
-fn start_backends(dir: &Path) -> Result<Child, String> {
-    let servers: String = BACKENDS
-        .iter()
-        .map(|p| {
-            format!(
-                "server {{ listen 127.0.0.1:{p}; access_log off; keepalive_requests 1000000; location / {{ return 200 \"ok\"; }} }}\n"
-            )
-        })
-        .collect();
-    let conf = format!(
-        "daemon off; master_process off; worker_processes 1; pid {d}/backends.pid; error_log {d}/backends.err;\n\
-         events {{ worker_connections 4096; }}\nhttp {{ {servers} }}\n",
-        d = dir.display()
-    );
-    let path = dir.join("backends.conf");
-    std::fs::write(&path, conf).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("nginx");
-    cmd.arg("-c").arg(&path).arg("-p").arg(dir);
-    let child = spawn(cmd)?;
+/// One nginx process per backend port, so one backend can be killed alone.
+fn start_backends(dir: &Path) -> Result<Vec<Guard>, String> {
+    let mut out = Vec::new();
+    for p in BACKENDS {
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/b{p}.pid; error_log {d}/b{p}.err;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ server {{ listen 127.0.0.1:{p}; access_log off; keepalive_requests 1000000; location / {{ return 200 \"ok\"; }} }} }}\n",
+            d = dir.display()
+        );
+        let path = dir.join(format!("b{p}.conf"));
+        std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new("nginx");
+        cmd.arg("-c").arg(&path).arg("-p").arg(dir);
+        out.push(Guard(spawn(cmd)?));
+    }
     for p in BACKENDS {
         wait_port(p)?;
     }
-    Ok(child)
+    Ok(out)
 }
 
 fn start_haproxy(dir: &Path) -> Result<Child, String> {
@@ -135,7 +193,7 @@ fn start_haproxy(dir: &Path) -> Result<Child, String> {
         .map(|(i, p)| format!("    server b{i} 127.0.0.1:{p}\n"))
         .collect();
     let conf = format!(
-        "global\n    maxconn 8000\n    nbthread 2\n\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    http-reuse always\n\n\
+        "global\n    maxconn 8000\n    nbthread 2\n\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    http-reuse always\n    retries 3\n    option redispatch 1\n    retry-on all-retryable-errors\n\n\
          frontend f\n    bind 127.0.0.1:{PROXY_PORT}\n    default_backend b\n\nbackend b\n    balance roundrobin\n{servers}"
     );
     let path = dir.join("haproxy.cfg");
