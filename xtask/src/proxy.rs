@@ -52,16 +52,8 @@ fn bench(seconds: u64) -> Result<(), String> {
     let backends = start_backends(&dir)?;
     std::thread::sleep(Duration::from_millis(300));
     let mut runs = Vec::new();
-    for name in ["haproxy", "nginx", "duet"] {
-        let child = match name {
-            "haproxy" => start_haproxy(&dir)?,
-            "nginx" => start_nginx_proxy(&dir)?,
-            _ => start_duet(&dir, &exe)?,
-        };
-        let proxy = Guard(child);
-        wait_port(PROXY_PORT)?;
-        // Warm-up: fill pools and caches.
-        wrk(1)?;
+    for name in PROXIES {
+        let proxy = start_proxy(name, &dir, &exe)?;
         let before = cpu_ticks(proxy.0.id());
         let out = wrk(seconds)?;
         let after = cpu_ticks(proxy.0.id());
@@ -84,16 +76,9 @@ fn bench(seconds: u64) -> Result<(), String> {
 
     // Backend death: the second backend is killed 3 s into the run; count client errors.
     let mut deaths = Vec::new();
-    for name in ["haproxy", "nginx", "duet"] {
+    for name in PROXIES {
         let mut backends = start_backends(&dir)?;
-        let child = match name {
-            "haproxy" => start_haproxy(&dir)?,
-            "nginx" => start_nginx_proxy(&dir)?,
-            _ => start_duet(&dir, &exe)?,
-        };
-        let proxy = Guard(child);
-        wait_port(PROXY_PORT)?;
-        wrk(1)?;
+        let proxy = start_proxy(name, &dir, &exe)?;
         let run = Command::new("wrk")
             .args(["-t1", "-c64", &format!("-d{seconds}s")])
             .arg(format!("http://127.0.0.1:{PROXY_PORT}/"))
@@ -143,6 +128,22 @@ fn client_errors(out: &str) -> (u64, u64) {
         }
     }
     (requests, errors)
+}
+
+const PROXIES: [&str; 3] = ["haproxy", "nginx", "duet"];
+
+/// Starts proxy `name` on [`PROXY_PORT`], waits for it and warms it up for a second.
+fn start_proxy(name: &str, dir: &Path, exe: &PathBuf) -> Result<Guard, String> {
+    let child = match name {
+        "haproxy" => start_haproxy(dir)?,
+        "nginx" => start_nginx_proxy(dir)?,
+        _ => start_duet(dir, exe)?,
+    };
+    let proxy = Guard(child);
+    wait_port(PROXY_PORT)?;
+    // Warm-up: fill pools and caches.
+    wrk(1)?;
+    Ok(proxy)
 }
 
 struct Guard(Child);

@@ -145,21 +145,9 @@ pub fn parse_request<'h, 'b>(
     limits: Limits,
 ) -> Result<Option<RequestHead<'h, 'b>>, HeadError> {
     let mut req = httparse::Request::new(headers);
-    let head_len = match req.parse(buf) {
-        Ok(Status::Complete(n)) => n,
-        Ok(Status::Partial) => {
-            return if buf.len() >= limits.max_head_bytes {
-                Err(HeadError::TooLarge)
-            } else {
-                Ok(None)
-            };
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(e) => return Err(HeadError::Malformed(parse_error(e))),
+    let Some(head_len) = head_length(req.parse(buf), buf.len(), limits)? else {
+        return Ok(None);
     };
-    if head_len > limits.max_head_bytes {
-        return Err(HeadError::TooLarge);
-    }
     let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
     else {
         return Err(HeadError::Malformed("incomplete request line"));
@@ -215,21 +203,9 @@ pub fn parse_response<'h, 'b>(
     head_request: bool,
 ) -> Result<Option<ResponseHead<'h, 'b>>, HeadError> {
     let mut res = httparse::Response::new(headers);
-    let head_len = match res.parse(buf) {
-        Ok(Status::Complete(n)) => n,
-        Ok(Status::Partial) => {
-            return if buf.len() >= limits.max_head_bytes {
-                Err(HeadError::TooLarge)
-            } else {
-                Ok(None)
-            };
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(e) => return Err(HeadError::Malformed(parse_error(e))),
+    let Some(head_len) = head_length(res.parse(buf), buf.len(), limits)? else {
+        return Ok(None);
     };
-    if head_len > limits.max_head_bytes {
-        return Err(HeadError::TooLarge);
-    }
     let (Some(status), Some(minor_version)) = (res.code, res.version) else {
         return Err(HeadError::Malformed("incomplete status line"));
     };
@@ -260,6 +236,22 @@ pub fn parse_response<'h, 'b>(
         framing,
         keep_alive: keep_alive(minor_version, conn) && framing != Framing::UntilClose,
     }))
+}
+
+/// The head's length once complete, `None` while more bytes may complete it, or the error.
+fn head_length(
+    parsed: Result<Status<usize>, httparse::Error>,
+    buffered: usize,
+    limits: Limits,
+) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(Status::Complete(n)) if n > limits.max_head_bytes => Err(HeadError::TooLarge),
+        Ok(Status::Complete(n)) => Ok(Some(n)),
+        Ok(Status::Partial) if buffered >= limits.max_head_bytes => Err(HeadError::TooLarge),
+        Ok(Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(e) => Err(HeadError::Malformed(parse_error(e))),
+    }
 }
 
 fn parse_error(e: httparse::Error) -> &'static str {
