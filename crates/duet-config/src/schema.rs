@@ -488,14 +488,36 @@ pub struct TimeoutsConfig {
     /// Connecting to a backend.
     #[serde(default = "default_connect_timeout")]
     pub connect: Dur,
+    /// http: receiving a request once its first byte arrived (slowloris protection).
+    #[serde(default = "default_client_timeout")]
+    pub client: Dur,
+    /// http: waiting for a backend's response.
+    #[serde(default = "default_server_timeout")]
+    pub server: Dur,
+    /// http: an idle keep-alive client connection is closed after this.
+    #[serde(default = "default_idle_timeout")]
+    pub idle: Dur,
 }
 
 impl Default for TimeoutsConfig {
     fn default() -> TimeoutsConfig {
         TimeoutsConfig {
             connect: default_connect_timeout(),
+            client: default_client_timeout(),
+            server: default_server_timeout(),
+            idle: default_idle_timeout(),
         }
     }
+}
+
+fn default_client_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_server_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_idle_timeout() -> Dur {
+    Dur(Duration::from_secs(60))
 }
 
 fn default_check_interval() -> Dur {

@@ -324,11 +324,19 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
                 bad(at("rise"), "rise and fall must be at least 1".into());
             }
         }
-        if b.timeouts.connect.0.is_zero() {
-            bad(
-                path!["balancer", i, "timeouts", "connect"],
-                "connect timeout must be above 0s".into(),
-            );
+        let t = &b.timeouts;
+        for (key, d) in [
+            ("connect", t.connect.0),
+            ("client", t.client.0),
+            ("server", t.server.0),
+            ("idle", t.idle.0),
+        ] {
+            if d.is_zero() {
+                bad(
+                    path!["balancer", i, "timeouts", key],
+                    format!("{key} timeout must be above 0s"),
+                );
+            }
         }
     }
 }

@@ -90,7 +90,10 @@ pub(crate) async fn serve_connection(
     let mut rbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut rhead: Vec<u8> = Vec::with_capacity(1024);
     loop {
-        // 1. The request head (idle timeout before the first byte, client timeout after).
+        // 1. The request head: idle timeout before its first byte, then the whole head must
+        // arrive within the client timeout (a byte now and then does not extend it).
+        let mut head_deadline =
+            (!buf.is_empty()).then(|| tokio::time::Instant::now() + timeouts.client);
         let (head_len, framing, keep_alive, idempotent, is_head, upgrade) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             match h1::parse_request(&buf, &mut headers, limits) {
@@ -106,10 +109,9 @@ pub(crate) async fn serve_connection(
                     );
                 }
                 Ok(None) => {
-                    let limit = if buf.is_empty() {
-                        timeouts.idle
-                    } else {
-                        timeouts.client
+                    let limit = match head_deadline {
+                        None => timeouts.idle,
+                        Some(d) => d.saturating_duration_since(tokio::time::Instant::now()),
                     };
                     match read_some(&mut client, &mut buf, limit).await {
                         Ok(0) | Err(_) => {
@@ -120,7 +122,11 @@ pub(crate) async fn serve_connection(
                             }
                             return;
                         }
-                        Ok(_) => {}
+                        Ok(_) => {
+                            head_deadline.get_or_insert_with(|| {
+                                tokio::time::Instant::now() + timeouts.client
+                            });
+                        }
                     }
                 }
                 Err(e) => {

@@ -98,18 +98,22 @@ impl Backend {
 }
 
 fn proxy(backends: &[&Backend]) -> Proxy {
+    proxy_to(
+        &backends.iter().map(|b| b.addr).collect::<Vec<_>>(),
+        Default::default(),
+    )
+}
+
+fn proxy_to(backends: &[SocketAddr], http_timeouts: duet_proxy::HttpTimeouts) -> Proxy {
     Proxy::start(BalancerSpec {
         name: "http".into(),
         mode: Mode::Http,
-        http_timeouts: Default::default(),
+        http_timeouts,
         bind: "127.0.0.1:0".parse().unwrap(),
         algorithm: Algorithm::RoundRobin,
         backends: backends
             .iter()
-            .map(|b| BackendSpec {
-                address: b.addr,
-                weight: 1,
-            })
+            .map(|&address| BackendSpec { address, weight: 1 })
             .collect(),
         health: HealthPolicy {
             active_checks: false,
@@ -254,4 +258,62 @@ fn a_killed_backend_costs_no_client_error() {
         assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "b"));
     }
     assert_eq!(p.stats().client_errors.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_slowloris_client_is_cut_at_the_client_timeout() {
+    let a = backend("a");
+    let timeouts = duet_proxy::HttpTimeouts {
+        client: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let p = proxy_to(&[a.addr], timeouts);
+    let mut s = TcpStream::connect(p.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let start = std::time::Instant::now();
+    // One byte every 100 ms: each read is quick, the head never completes.
+    let mut cut = false;
+    for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if s.write_all(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if start.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(cut || answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    // Several times the 300 ms budget, far below the 4 s a trickle would otherwise take.
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_garbage_answer_is_a_502_and_counts_against_the_backend() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut head = [0u8; 1024];
+            let _ = c.read(&mut head);
+            let _ = c.write_all(b"this is not HTTP\r\n\r\n");
+        }
+    });
+    let p = proxy_to(&[addr], Default::default());
+    for _ in 0..3 {
+        let mut c = connect(&p);
+        let (status, _) = roundtrip(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(status, "HTTP/1.1 502 Bad Gateway");
+    }
+    // Three failures in a row: taken out, so the next client is told no backend is available.
+    assert!(!p.stats().backends[0].up.load(Ordering::Relaxed));
+    let mut c = connect(&p);
+    let (status, _) = roundtrip(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
 }

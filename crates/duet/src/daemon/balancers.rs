@@ -45,7 +45,11 @@ fn spec(cfg: &BalancerConfig) -> BalancerSpec {
             BalancerMode::Tcp => duet_proxy::Mode::Tcp,
             BalancerMode::Http => duet_proxy::Mode::Http,
         },
-        http_timeouts: Default::default(),
+        http_timeouts: duet_proxy::HttpTimeouts {
+            idle: cfg.timeouts.idle.0,
+            client: cfg.timeouts.client.0,
+            server: cfg.timeouts.server.0,
+        },
         bind: cfg.bind,
         algorithm: match cfg.algorithm {
             BalancerAlgorithm::Roundrobin => Algorithm::RoundRobin,
