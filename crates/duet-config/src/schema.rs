@@ -446,6 +446,9 @@ pub struct CheckConfig {
     /// HTTP mode: the path to `GET`; tcp mode: must be absent (a connect is the check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Passing status codes for HTTP checks: `"200-399"` or a single code.
+    #[serde(default = "default_expect")]
+    pub expect: String,
     /// Time between checks of one backend.
     #[serde(default = "default_check_interval")]
     pub interval: Dur,
@@ -518,6 +521,27 @@ fn default_server_timeout() -> Dur {
 }
 fn default_idle_timeout() -> Dur {
     Dur(Duration::from_secs(60))
+}
+
+fn default_expect() -> String {
+    "200-399".into()
+}
+
+impl CheckConfig {
+    /// The `expect` range, if it is valid: `"200-399"` or `"204"`.
+    pub fn expect_range(&self) -> Option<(u16, u16)> {
+        let parse = |t: &str| {
+            t.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+        };
+        let (lo, hi) = match self.expect.split_once('-') {
+            Some((a, b)) => (parse(a)?, parse(b)?),
+            None => (parse(&self.expect)?, parse(&self.expect)?),
+        };
+        (lo <= hi).then_some((lo, hi))
+    }
 }
 
 fn default_check_interval() -> Dur {

@@ -276,6 +276,7 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
             }],
             check: Some(CheckConfig {
                 path: Some("/health".into()),
+                expect: "200-399".into(),
                 interval: Dur::default(),
                 timeout: Dur::default(),
                 rise: 1,
@@ -357,11 +358,20 @@ check = { interval = "1s" }
 
     let http = text.replace("mode = \"tcp\"", "mode = \"http\"");
     assert!(parse("duet.toml", &http).is_ok());
-    let e = err(&http.replace("check = { interval = \"1s\" }", "check = { path = \"/h\" }"));
-    assert!(
-        e.contains("duet.toml:10:18: HTTP GET checks are not implemented in this version yet"),
-        "{e}"
+    let checked = http.replace(
+        "check = { interval = \"1s\" }",
+        "check = { path = \"/h\", expect = \"204\" }",
     );
+    let cfg = parse("duet.toml", &checked).unwrap();
+    assert_eq!(
+        cfg.balancer[0].check.as_ref().unwrap().expect_range(),
+        Some((204, 204))
+    );
+    let e = err(&http.replace(
+        "check = { interval = \"1s\" }",
+        "check = { path = \"/h\", expect = \"300-200\" }",
+    ));
+    assert!(e.contains("duet.toml:10:33: expect \"300-200\""), "{e}");
     let e = err(&http.replace(
         "algorithm = \"leastconn\"",
         "algorithm = \"hash\"\nhash_key = \"uri\"",

@@ -305,14 +305,28 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
         if let Some(c) = &b.check {
             let at = |key: &str| path!["balancer", i, "check", key];
             match (b.mode, &c.path) {
-                (BalancerMode::Tcp, Some(_)) => {
-                    bad(at("path"), "tcp checks connect; path is for http mode".into())
-                }
-                (BalancerMode::Http, Some(_)) => bad(
+                (BalancerMode::Tcp, Some(_)) => bad(
                     at("path"),
-                    "HTTP GET checks are not implemented in this version yet; omit path for connect checks".into(),
+                    "tcp checks connect; path is for http mode".into(),
                 ),
+                (BalancerMode::Http, Some(p))
+                    if !p.starts_with('/') || p.contains(char::is_whitespace) =>
+                {
+                    bad(
+                        at("path"),
+                        format!("check path {p:?} must start with / and hold no spaces"),
+                    )
+                }
                 _ => {}
+            }
+            if c.expect_range().is_none() {
+                bad(
+                    at("expect"),
+                    format!(
+                        "expect {:?}: write a status range such as \"200-399\" or one code",
+                        c.expect
+                    ),
+                );
             }
             if c.interval.0.is_zero() {
                 bad(at("interval"), "interval must be above 0s".into());

@@ -19,13 +19,18 @@ pub struct BackendSpec {
     pub weight: u32,
 }
 
-/// Active TCP connect checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Active checks: a TCP connect, or with `path` an HTTP `GET` whose status must fall in
+/// `expect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckSpec {
     /// Time between checks of one backend.
     pub interval: Duration,
-    /// A connect slower than this fails the check.
+    /// A check slower than this (connect, request and response head) fails.
     pub timeout: Duration,
+    /// HTTP path to `GET`; `None`: a successful connect passes.
+    pub path: Option<String>,
+    /// Passing status codes, inclusive.
+    pub expect: (u16, u16),
 }
 
 /// What the balancer speaks.
@@ -370,7 +375,7 @@ async fn tick_loop(shared: Arc<Shared>) {
 }
 
 async fn check_loop(shared: Arc<Shared>) {
-    let Some(check) = shared.spec.check else {
+    let Some(check) = shared.spec.check.clone() else {
         return;
     };
     let mut tick = tokio::time::interval(check.interval);
@@ -378,15 +383,51 @@ async fn check_loop(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         for (i, b) in shared.spec.backends.iter().enumerate() {
-            let result = tokio::time::timeout(check.timeout, TcpStream::connect(b.address)).await;
+            let result = tokio::time::timeout(check.timeout, probe(b.address, &check)).await;
             let (passed, detail) = match result {
-                Ok(Ok(_)) => (true, String::new()),
-                Ok(Err(e)) => (false, e.to_string()),
-                Err(_) => (false, "connect timed out".to_string()),
+                Ok(Ok(())) => (true, String::new()),
+                Ok(Err(e)) => (false, e),
+                Err(_) => (false, "timed out".to_string()),
             };
             shared.update(i, |h, now| {
                 h.record_check(now, passed, &detail);
             });
+        }
+    }
+}
+
+/// One check of one backend.
+async fn probe(addr: SocketAddr, check: &CheckSpec) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let Some(path) = &check.path else {
+        return Ok(());
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: duet-check\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        match crate::h1::parse_response(&buf, &mut headers, crate::h1::Limits::default(), false) {
+            Ok(Some(res)) => {
+                let (lo, hi) = check.expect;
+                return if (lo..=hi).contains(&res.status) {
+                    Ok(())
+                } else {
+                    Err(format!("status {}", res.status))
+                };
+            }
+            Ok(None) => {
+                buf.reserve(1024);
+                if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                    return Err("connection closed before a response".into());
+                }
+            }
+            Err(e) => return Err(format!("bad response: {}", e.describe())),
         }
     }
 }

@@ -317,3 +317,69 @@ fn a_garbage_answer_is_a_502_and_counts_against_the_backend() {
     let (status, _) = roundtrip(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
 }
+
+#[test]
+fn http_checks_follow_the_health_endpoint() {
+    // /health answers 200 while `healthy`, 503 otherwise; everything else answers "ok".
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = healthy.clone();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let mut h = String::new();
+            while r.read_line(&mut h).is_ok_and(|n| n > 2) {
+                h.clear();
+            }
+            let status = if line.contains("/health") && !flag.load(Ordering::SeqCst) {
+                "503 Down"
+            } else {
+                "200 OK"
+            };
+            let mut c = c;
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+        }
+    });
+    let p = Proxy::start(BalancerSpec {
+        name: "checks".into(),
+        mode: Mode::Http,
+        http_timeouts: Default::default(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        algorithm: Algorithm::RoundRobin,
+        backends: vec![BackendSpec {
+            address: addr,
+            weight: 1,
+        }],
+        health: HealthPolicy {
+            rise: 2,
+            fall: 2,
+            ..HealthPolicy::default()
+        },
+        check: Some(duet_proxy::CheckSpec {
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(500),
+            path: Some("/health".into()),
+            expect: (200, 399),
+        }),
+        connect_timeout: Duration::from_secs(1),
+        retries: 1,
+        threads: 1,
+    })
+    .unwrap();
+    let up = |want: bool| {
+        (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            p.stats().backends[0].up.load(Ordering::Relaxed) == want
+        })
+    };
+    healthy.store(false, Ordering::SeqCst);
+    assert!(up(false), "503 from /health never took the backend out");
+    healthy.store(true, Ordering::SeqCst);
+    assert!(up(true), "200 from /health never brought it back");
+}

@@ -121,6 +121,8 @@ fn active_checks_take_a_backend_out_and_back() {
     s.check = Some(CheckSpec {
         interval: Duration::from_millis(50),
         timeout: Duration::from_millis(200),
+        path: None,
+        expect: (200, 399),
     });
     let proxy = Proxy::start(s).unwrap();
     a.kill();

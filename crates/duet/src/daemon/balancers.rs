@@ -76,6 +76,8 @@ fn spec(cfg: &BalancerConfig) -> BalancerSpec {
         check: cfg.check.as_ref().map(|c| CheckSpec {
             interval: c.interval.0,
             timeout: c.timeout.0,
+            path: c.path.clone(),
+            expect: c.expect_range().unwrap_or((200, 399)),
         }),
         connect_timeout: cfg.timeouts.connect.0,
         retries: cfg.retries,
