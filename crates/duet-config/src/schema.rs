@@ -400,6 +400,34 @@ pub struct BalancerConfig {
     /// Further backends to try when connecting fails.
     #[serde(default = "one")]
     pub retries: u32,
+    /// PROXY protocol towards backends and from a front load balancer.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocolConfig,
+}
+
+/// `proxy_protocol = { accept, send }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocolConfig {
+    /// Every client connection starts with a PROXY header (v1 or v2) from a front balancer.
+    #[serde(default)]
+    pub accept: bool,
+    /// Send a PROXY header to backends.
+    #[serde(default)]
+    pub send: ProxySend,
+}
+
+/// `proxy_protocol.send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxySend {
+    /// No header.
+    #[default]
+    Off,
+    /// Text header.
+    V1,
+    /// Binary header.
+    V2,
 }
 
 /// `mode`.

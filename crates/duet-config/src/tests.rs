@@ -286,6 +286,10 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
             slow_start: Dur::default(),
             timeouts: TimeoutsConfig::default(),
             retries: 1,
+            proxy_protocol: ProxyProtocolConfig {
+                accept: true,
+                send: ProxySend::V2,
+            },
         }],
     };
     let value = toml::Value::try_from(&full).unwrap();

@@ -338,6 +338,12 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
                 bad(at("rise"), "rise and fall must be at least 1".into());
             }
         }
+        if b.mode == BalancerMode::Http && b.proxy_protocol.send != crate::schema::ProxySend::Off {
+            bad(
+                path!["balancer", i, "proxy_protocol", "send"],
+                "sending PROXY headers is supported in tcp mode only in this version (http mode pools backend connections)".into(),
+            );
+        }
         let t = &b.timeouts;
         for (key, d) in [
             ("connect", t.connect.0),

@@ -74,6 +74,7 @@ const READ_CHUNK: usize = 16 * 1024;
 pub(crate) async fn serve_connection(
     mut client: TcpStream,
     peer: SocketAddr,
+    initial: Vec<u8>,
     shared: &Shared,
     selector: &Mutex<Picker>,
     pool: &Pool,
@@ -84,7 +85,8 @@ pub(crate) async fn serve_connection(
         addr: peer.ip(),
         proto: "http",
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut buf: Vec<u8> = initial;
+    buf.reserve(READ_CHUNK);
     let mut head_out: Vec<u8> = Vec::with_capacity(1024);
     // Reused for every response on this connection: no allocation per request.
     let mut rbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);

@@ -10,6 +10,7 @@
 
 pub mod h1;
 pub mod http;
+pub mod proxy_protocol;
 pub mod runtime;
 
 pub use http::HttpTimeouts;

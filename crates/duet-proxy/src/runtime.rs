@@ -67,6 +67,10 @@ pub struct BalancerSpec {
     pub retries: u32,
     /// Worker threads (0: one per core).
     pub threads: usize,
+    /// Expect a PROXY protocol header (v1 or v2) from a front load balancer on every connection.
+    pub accept_proxy: bool,
+    /// Send a PROXY protocol header to backends (tcp mode).
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 /// Counters of one backend, shared by the worker threads.
@@ -278,10 +282,23 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
         let selector = selector.clone();
         let pool = pool.clone();
         tokio::spawn(async move {
+            let mut client = client;
+            let (peer, initial) = if shared.spec.accept_proxy {
+                match read_proxy_header(&mut client, peer, shared.http_timeouts.client).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!("{}: {peer}: PROXY header: {e}", shared.spec.name);
+                        return;
+                    }
+                }
+            } else {
+                (peer, Vec::new())
+            };
             match shared.spec.mode {
-                Mode::Tcp => forward_tcp(client, peer, &shared, &selector).await,
+                Mode::Tcp => forward_tcp(client, peer, initial, &shared, &selector).await,
                 Mode::Http => {
-                    crate::http::serve_connection(client, peer, &shared, &selector, &pool).await
+                    crate::http::serve_connection(client, peer, initial, &shared, &selector, &pool)
+                        .await
                 }
             }
         });
@@ -317,12 +334,49 @@ pub(crate) fn pick(
     selector.pick(cands, key, None)
 }
 
+/// Reads the PROXY header a front load balancer puts before the client's bytes; returns the
+/// original client address (or `peer` for LOCAL/UNKNOWN) and the bytes read past the header.
+async fn read_proxy_header(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Result<(SocketAddr, Vec<u8>), String> {
+    use crate::proxy_protocol::{Header, parse};
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        match parse(&buf) {
+            Ok(Some((header, n))) => {
+                let source = match header {
+                    Header::Proxied { source, .. } => source,
+                    Header::Local => peer,
+                };
+                return Ok((source, buf.split_off(n)));
+            }
+            Ok(None) => {
+                buf.reserve(256);
+                let read = tokio::time::timeout_at(deadline, client.read_buf(&mut buf)).await;
+                match read {
+                    Ok(Ok(0)) => return Err("closed before the header".into()),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => return Err("timed out".into()),
+                }
+            }
+            Err(e) => return Err(format!("{e:?}")),
+        }
+    }
+}
+
 async fn forward_tcp(
     mut client: TcpStream,
     peer: SocketAddr,
+    initial: Vec<u8>,
     shared: &Shared,
     selector: &Mutex<Picker>,
 ) {
+    use tokio::io::AsyncWriteExt;
     let key = match shared.spec.algorithm {
         Algorithm::Hash => duet_health::select::hash_bytes(peer.ip().to_string().as_bytes()),
         _ => random_bits(),
@@ -347,6 +401,15 @@ async fn forward_tcp(
             }
         };
         let _ = server.set_nodelay(true);
+        let mut preface = Vec::new();
+        if let (Some(v), Ok(local)) = (shared.spec.send_proxy, client.local_addr()) {
+            crate::proxy_protocol::encode(v, peer, local, &mut preface);
+        }
+        preface.extend_from_slice(&initial);
+        if !preface.is_empty() && server.write_all(&preface).await.is_err() {
+            stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if stats.success_needs_recording() {
             shared.update(i, |h, now| {
                 h.record_outcome(now, Outcome::Success);

@@ -123,6 +123,8 @@ fn proxy_to(backends: &[SocketAddr], http_timeouts: duet_proxy::HttpTimeouts) ->
         connect_timeout: Duration::from_secs(1),
         retries: 1,
         threads: 2,
+        accept_proxy: false,
+        send_proxy: None,
     })
     .unwrap()
 }
@@ -370,6 +372,8 @@ fn http_checks_follow_the_health_endpoint() {
         connect_timeout: Duration::from_secs(1),
         retries: 1,
         threads: 1,
+        accept_proxy: false,
+        send_proxy: None,
     })
     .unwrap();
     let up = |want: bool| {
@@ -382,4 +386,77 @@ fn http_checks_follow_the_health_endpoint() {
     assert!(up(false), "503 from /health never took the backend out");
     healthy.store(true, Ordering::SeqCst);
     assert!(up(true), "200 from /health never brought it back");
+}
+
+#[test]
+fn proxy_protocol_is_accepted_from_the_front_and_sent_to_backends() {
+    // Accept: the client address for X-Forwarded-For comes from the PROXY header.
+    let a = backend("a");
+    let mut spec = BalancerSpec {
+        name: "pp".into(),
+        mode: Mode::Http,
+        http_timeouts: Default::default(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        algorithm: Algorithm::RoundRobin,
+        backends: vec![BackendSpec {
+            address: a.addr,
+            weight: 1,
+        }],
+        health: HealthPolicy::default(),
+        check: None,
+        connect_timeout: Duration::from_secs(1),
+        retries: 1,
+        threads: 1,
+        accept_proxy: true,
+        send_proxy: None,
+    };
+    let p = Proxy::start(spec.clone()).unwrap();
+    let mut c = connect(&p);
+    let (_, xff) = roundtrip(
+        &mut c,
+        "PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\nGET /xff HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(xff, "203.0.113.9");
+    let mut c = connect(&p);
+    c.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut rest = String::new();
+    let _ = c.read_to_string(&mut rest);
+    assert_eq!(rest, "", "a connection without a PROXY header is closed");
+
+    // Send (tcp mode): the backend sees a v1 header naming the client, then the client's bytes.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let (mut header, mut data) = (String::new(), String::new());
+            let _ = r.read_line(&mut header);
+            let _ = r.read_line(&mut data);
+            let mut c = c;
+            let _ = write!(c, "{header}{data}");
+        }
+    });
+    spec.mode = Mode::Tcp;
+    spec.accept_proxy = false;
+    spec.send_proxy = Some(duet_proxy::proxy_protocol::Version::V1);
+    spec.backends = vec![BackendSpec {
+        address: backend,
+        weight: 1,
+    }];
+    let p = Proxy::start(spec).unwrap();
+    let mut s = TcpStream::connect(p.local_addr()).unwrap();
+    let client_port = s.local_addr().unwrap().port();
+    s.write_all(b"hello\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    assert_eq!(
+        got,
+        format!(
+            "PROXY TCP4 127.0.0.1 127.0.0.1 {client_port} {}\r\nhello\n",
+            p.local_addr().port()
+        )
+    );
 }

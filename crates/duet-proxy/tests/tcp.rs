@@ -66,6 +66,8 @@ fn spec(backends: &[&Backend], weights: &[u32], algorithm: Algorithm) -> Balance
         connect_timeout: Duration::from_secs(1),
         retries: 1,
         threads: 2,
+        accept_proxy: false,
+        send_proxy: None,
     }
 }
 

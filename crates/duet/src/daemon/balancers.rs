@@ -82,6 +82,12 @@ fn spec(cfg: &BalancerConfig) -> BalancerSpec {
         connect_timeout: cfg.timeouts.connect.0,
         retries: cfg.retries,
         threads: 0,
+        accept_proxy: cfg.proxy_protocol.accept,
+        send_proxy: match cfg.proxy_protocol.send {
+            duet_config::ProxySend::Off => None,
+            duet_config::ProxySend::V1 => Some(duet_proxy::proxy_protocol::Version::V1),
+            duet_config::ProxySend::V2 => Some(duet_proxy::proxy_protocol::Version::V2),
+        },
     }
 }
 
