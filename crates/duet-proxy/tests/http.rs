@@ -9,30 +9,15 @@ use std::time::Duration;
 use duet_health::{Algorithm, HealthPolicy};
 use duet_proxy::{BackendSpec, BalancerSpec, Mode, Proxy};
 
+mod common;
+
+use common::Backend;
+
 /// A keep-alive HTTP/1.1 backend. `GET /xff` answers with the X-Forwarded-For it got;
 /// `POST /echo` answers with the body; `/chunked` answers chunked; `/500` answers 500;
 /// anything else answers its name.
-struct Backend {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
 fn backend(name: &'static str) -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            if flag.load(Ordering::SeqCst) {
-                return;
-            }
-            let Ok(conn) = conn else { continue };
-            let flag = flag.clone();
-            std::thread::spawn(move || serve(conn, name, &flag));
-        }
-    });
-    Backend { addr, stop }
+    common::spawn(name, serve)
 }
 
 fn serve(conn: TcpStream, name: &str, stop: &AtomicBool) {
@@ -86,14 +71,6 @@ fn serve(conn: TcpStream, name: &str, stop: &AtomicBool) {
         if conn.write_all(reply.as_bytes()).is_err() {
             return;
         }
-    }
-}
-
-impl Backend {
-    fn kill(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -2,45 +2,21 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use duet_health::{Algorithm, HealthPolicy};
 use duet_proxy::{BackendSpec, BalancerSpec, CheckSpec, Proxy};
 
-/// A backend that answers every connection with its name; stops accepting when `stop` is set
-/// (its port then refuses connections).
-struct Backend {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
+mod common;
 
+use common::Backend;
+
+/// A backend that answers every connection with its name and closes it.
 fn backend(name: &'static str) -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            if flag.load(Ordering::SeqCst) {
-                return; // drops the listener: the port refuses from now on
-            }
-            if let Ok(mut c) = conn {
-                let _ = c.write_all(name.as_bytes());
-            }
-        }
-    });
-    Backend { addr, stop }
-}
-
-impl Backend {
-    fn kill(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag and drops the listener.
-        let _ = TcpStream::connect(self.addr);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::spawn(name, |mut c, name, _| {
+        let _ = c.write_all(name.as_bytes());
+    })
 }
 
 fn spec(backends: &[&Backend], weights: &[u32], algorithm: Algorithm) -> BalancerSpec {
