@@ -403,6 +403,17 @@ pub struct BalancerConfig {
     /// PROXY protocol towards backends and from a front load balancer.
     #[serde(default)]
     pub proxy_protocol: ProxyProtocolConfig,
+    /// Sticky sessions by cookie (http mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickyConfig>,
+}
+
+/// `sticky = { cookie = "SERVERID" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyConfig {
+    /// Cookie name.
+    pub cookie: String,
 }
 
 /// `proxy_protocol = { accept, send }`.

@@ -290,6 +290,9 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
                 accept: true,
                 send: ProxySend::V2,
             },
+            sticky: Some(StickyConfig {
+                cookie: "SERVERID".into(),
+            }),
         }],
     };
     let value = toml::Value::try_from(&full).unwrap();

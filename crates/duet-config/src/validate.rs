@@ -344,6 +344,24 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
                 "sending PROXY headers is supported in tcp mode only in this version (http mode pools backend connections)".into(),
             );
         }
+        if let Some(sticky) = &b.sticky {
+            let token = !sticky.cookie.is_empty()
+                && sticky
+                    .cookie
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
+            if b.mode == BalancerMode::Tcp {
+                bad(
+                    path!["balancer", i, "sticky"],
+                    "sticky cookies need mode = \"http\"".into(),
+                );
+            } else if !token {
+                bad(
+                    path!["balancer", i, "sticky", "cookie"],
+                    format!("cookie name {:?} is not a valid token", sticky.cookie),
+                );
+            }
+        }
         let t = &b.timeouts;
         for (key, d) in [
             ("connect", t.connect.0),

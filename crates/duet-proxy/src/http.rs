@@ -96,11 +96,18 @@ pub(crate) async fn serve_connection(
         // arrive within the client timeout (a byte now and then does not extend it).
         let mut head_deadline =
             (!buf.is_empty()).then(|| tokio::time::Instant::now() + timeouts.client);
-        let (head_len, framing, keep_alive, idempotent, is_head, upgrade) = loop {
+        let (head_len, framing, keep_alive, idempotent, is_head, upgrade, sticky) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             match h1::parse_request(&buf, &mut headers, limits) {
                 Ok(Some(req)) => {
                     h1::write_request_head(&req, info, &mut head_out);
+                    let sticky = shared.spec.sticky_cookie.as_deref().and_then(|name| {
+                        let id = h1::head::cookie(req.headers, name)?;
+                        shared
+                            .sticky_ids
+                            .iter()
+                            .position(|known| known.as_bytes() == id)
+                    });
                     break (
                         req.head_len,
                         req.framing,
@@ -108,6 +115,7 @@ pub(crate) async fn serve_connection(
                         req.idempotent(),
                         req.method == "HEAD",
                         req.upgrade,
+                        sticky,
                     );
                 }
                 Ok(None) => {
@@ -166,15 +174,29 @@ pub(crate) async fn serve_connection(
         let mut done = false;
         let mut reuse_client = keep_alive && !upgrade;
         for _ in 0..=shared.spec.retries {
-            let Some(i) = crate::runtime::pick(shared, selector, key, &tried) else {
+            // A sticky client goes back to its backend while that one takes new requests.
+            let stuck = sticky.filter(|&i| {
+                !tried.contains(&i) && shared.stats.backends[i].up.load(Ordering::Relaxed)
+            });
+            let Some(i) = stuck.or_else(|| crate::runtime::pick(shared, selector, key, &tried))
+            else {
                 break;
             };
             tried.push(i);
+            let set_cookie = match (&shared.spec.sticky_cookie, stuck) {
+                (Some(name), None) => {
+                    format!(
+                        "Set-Cookie: {name}={}; Path=/; HttpOnly\r\n",
+                        shared.sticky_ids[i]
+                    )
+                }
+                _ => String::new(),
+            };
             let result = exchange(
                 &mut client,
                 &mut buf,
                 (&mut rbuf, &mut rhead),
-                &head_out,
+                (&head_out, set_cookie.as_bytes()),
                 framing,
                 buffered_body,
                 is_head,
@@ -227,7 +249,7 @@ async fn exchange(
     client: &mut TcpStream,
     buf: &mut Vec<u8>,
     scratch: (&mut Vec<u8>, &mut Vec<u8>),
-    head: &[u8],
+    head: (&[u8], &[u8]),
     framing: Framing,
     buffered_body: Option<usize>,
     is_head: bool,
@@ -303,7 +325,7 @@ async fn exchange_on(
     server: &mut TcpStream,
     buf: &mut Vec<u8>,
     (rbuf, out): (&mut Vec<u8>, &mut Vec<u8>),
-    head: &[u8],
+    (head, extra_response_headers): (&[u8], &[u8]),
     framing: Framing,
     buffered_body: Option<usize>,
     is_head: bool,
@@ -335,7 +357,7 @@ async fn exchange_on(
         match h1::parse_response(rbuf, &mut headers, Limits::default(), is_head) {
             Ok(Some(res)) => {
                 let keep = client_keep_alive && res.framing != Framing::UntilClose;
-                h1::write_response_head(&res, keep, out);
+                h1::write_response_head(&res, keep, extra_response_headers, out);
                 break (res.head_len, res.framing, res.keep_alive, res.status);
             }
             Ok(None) => match read_some(server, rbuf, timeouts.server).await {

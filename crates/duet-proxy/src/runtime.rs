@@ -71,6 +71,17 @@ pub struct BalancerSpec {
     pub accept_proxy: bool,
     /// Send a PROXY protocol header to backends (tcp mode).
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// Sticky sessions (http mode): the cookie that names the backend.
+    pub sticky_cookie: Option<String>,
+}
+
+/// The stable id of a backend in sticky cookies: the same on every node and across restarts,
+/// since it derives from the backend's address alone.
+pub fn sticky_id(address: SocketAddr) -> String {
+    format!(
+        "{:016x}",
+        duet_health::select::hash_bytes(address.to_string().as_bytes())
+    )
 }
 
 /// Counters of one backend, shared by the worker threads.
@@ -117,6 +128,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     clock: std::time::Instant,
     pub(crate) http_timeouts: crate::http::HttpTimeouts,
+    /// [`sticky_id`] of each backend, in configuration order.
+    pub(crate) sticky_ids: Vec<String>,
 }
 
 impl Shared {
@@ -194,7 +207,9 @@ impl Proxy {
             listeners.push(bind_reuseport(local)?);
         }
         let http_timeouts = spec.http_timeouts;
+        let sticky_ids = spec.backends.iter().map(|b| sticky_id(b.address)).collect();
         let shared = Arc::new(Shared {
+            sticky_ids,
             spec,
             health: Mutex::new(health),
             stats,

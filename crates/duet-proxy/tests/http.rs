@@ -102,6 +102,7 @@ fn proxy_to(backends: &[SocketAddr], http_timeouts: duet_proxy::HttpTimeouts) ->
         threads: 2,
         accept_proxy: false,
         send_proxy: None,
+        sticky_cookie: None,
     })
     .unwrap()
 }
@@ -351,6 +352,7 @@ fn http_checks_follow_the_health_endpoint() {
         threads: 1,
         accept_proxy: false,
         send_proxy: None,
+        sticky_cookie: None,
     })
     .unwrap();
     let up = |want: bool| {
@@ -386,6 +388,7 @@ fn proxy_protocol_is_accepted_from_the_front_and_sent_to_backends() {
         threads: 1,
         accept_proxy: true,
         send_proxy: None,
+        sticky_cookie: None,
     };
     let p = Proxy::start(spec.clone()).unwrap();
     let mut c = connect(&p);
@@ -436,4 +439,79 @@ fn proxy_protocol_is_accepted_from_the_front_and_sent_to_backends() {
             p.local_addr().port()
         )
     );
+}
+
+/// Like `roundtrip` for Content-Length responses, also returning the `Set-Cookie` value.
+fn roundtrip_cookie(conn: &mut BufReader<TcpStream>, request: &str) -> (String, Option<String>) {
+    conn.get_mut().write_all(request.as_bytes()).unwrap();
+    let mut status = String::new();
+    conn.read_line(&mut status).unwrap();
+    let (mut length, mut cookie) = (0usize, None);
+    loop {
+        let mut h = String::new();
+        conn.read_line(&mut h).unwrap();
+        if h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.strip_prefix("Set-Cookie: ") {
+            cookie = v.split(';').next().map(str::to_string);
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body).unwrap();
+    (String::from_utf8(body).unwrap(), cookie)
+}
+
+#[test]
+fn sticky_cookies_keep_a_client_on_its_backend_until_it_goes() {
+    let (a, b) = (backend("a"), backend("b"));
+    let p = Proxy::start(BalancerSpec {
+        name: "sticky".into(),
+        mode: Mode::Http,
+        http_timeouts: Default::default(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        algorithm: Algorithm::RoundRobin,
+        backends: [&a, &b]
+            .iter()
+            .map(|x| BackendSpec {
+                address: x.addr,
+                weight: 1,
+            })
+            .collect(),
+        health: HealthPolicy {
+            active_checks: false,
+            ..HealthPolicy::default()
+        },
+        check: None,
+        connect_timeout: Duration::from_secs(1),
+        retries: 1,
+        threads: 1,
+        accept_proxy: false,
+        send_proxy: None,
+        sticky_cookie: Some("SRV".into()),
+    })
+    .unwrap();
+    let mut c = connect(&p);
+    let (first, cookie) = roundtrip_cookie(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let cookie = cookie.expect("a new client gets a sticky cookie");
+    assert!(cookie.starts_with("SRV="), "{cookie}");
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nCookie: theme=dark; {cookie}\r\n\r\n");
+    for _ in 0..10 {
+        let (name, again) = roundtrip_cookie(&mut c, &request);
+        assert_eq!(name, first, "round robin must not move a sticky client");
+        assert_eq!(again, None, "no new cookie while the backend serves");
+    }
+    // Its backend goes away: the client is balanced again and gets a new cookie.
+    if first == "a" {
+        a.kill()
+    } else {
+        b.kill()
+    }
+    let mut c = connect(&p);
+    let (name, moved) = roundtrip_cookie(&mut c, &request);
+    assert_ne!(name, first);
+    assert!(moved.is_some_and(|m| m != cookie));
 }

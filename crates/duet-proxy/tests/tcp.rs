@@ -44,6 +44,7 @@ fn spec(backends: &[&Backend], weights: &[u32], algorithm: Algorithm) -> Balance
         threads: 2,
         accept_proxy: false,
         send_proxy: None,
+        sticky_cookie: None,
     }
 }
 

@@ -91,8 +91,14 @@ pub fn write_request_head(req: &RequestHead<'_, '_>, client: ClientInfo, out: &m
 }
 
 /// Writes the response head to send to the client into `out` (cleared first).
-/// `keep_alive`: whether the client connection stays open after this response.
-pub fn write_response_head(res: &ResponseHead<'_, '_>, keep_alive: bool, out: &mut Vec<u8>) {
+/// `keep_alive`: whether the client connection stays open after this response. `extra`: whole
+/// header lines (each ending in CRLF) the proxy adds, e.g. a sticky-session `Set-Cookie`.
+pub fn write_response_head(
+    res: &ResponseHead<'_, '_>,
+    keep_alive: bool,
+    extra: &[u8],
+    out: &mut Vec<u8>,
+) {
     out.clear();
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", res.status, res.reason);
     let switching = res.status == 101;
@@ -106,6 +112,7 @@ pub fn write_response_head(res: &ResponseHead<'_, '_>, keep_alive: bool, out: &m
         }
         write_header(out, h.name, h.value);
     }
+    out.extend_from_slice(extra);
     out.extend_from_slice(match (switching, keep_alive) {
         (true, _) => b"Connection: upgrade\r\n\r\n".as_slice(),
         (false, true) => b"\r\n",
@@ -195,12 +202,15 @@ mod tests {
             .unwrap()
             .unwrap();
         let mut out = Vec::new();
-        write_response_head(&res, true, &mut out);
+        write_response_head(&res, true, b"", &mut out);
         assert_eq!(
             String::from_utf8_lossy(&out),
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: s\r\n\r\n"
         );
-        write_response_head(&res, false, &mut out);
+        write_response_head(&res, false, b"Set-Cookie: S=1\r\n", &mut out);
+        assert!(
+            String::from_utf8_lossy(&out).contains("Set-Cookie: S=1\r\nConnection: close\r\n\r\n")
+        );
         assert!(String::from_utf8_lossy(&out).ends_with("Connection: close\r\n\r\n"));
     }
 }

@@ -519,3 +519,38 @@ mod tests {
         assert!(res("garbage\r\n\r\n", false).is_err());
     }
 }
+
+/// The value of cookie `name` in the request's `Cookie` headers, if present.
+pub fn cookie<'b>(headers: &[Header<'b>], name: &str) -> Option<&'b [u8]> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+        .flat_map(|h| h.value.split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = trim(pair);
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (&pair[..eq] == name.as_bytes()).then(|| trim(&pair[eq + 1..]))
+        })
+}
+
+#[cfg(test)]
+mod cookie_tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_cookie_among_several_headers() {
+        let headers = [
+            Header {
+                name: "Cookie",
+                value: b"a=1; SERVERID=abc",
+            },
+            Header {
+                name: "cookie",
+                value: b"b=2",
+            },
+        ];
+        assert_eq!(cookie(&headers, "SERVERID"), Some(&b"abc"[..]));
+        assert_eq!(cookie(&headers, "b"), Some(&b"2"[..]));
+        assert_eq!(cookie(&headers, "SERVER"), None);
+    }
+}

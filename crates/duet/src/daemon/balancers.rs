@@ -83,6 +83,7 @@ fn spec(cfg: &BalancerConfig) -> BalancerSpec {
         retries: cfg.retries,
         threads: 0,
         accept_proxy: cfg.proxy_protocol.accept,
+        sticky_cookie: cfg.sticky.as_ref().map(|s| s.cookie.clone()),
         send_proxy: match cfg.proxy_protocol.send {
             duet_config::ProxySend::Off => None,
             duet_config::ProxySend::V1 => Some(duet_proxy::proxy_protocol::Version::V1),
