@@ -406,6 +406,20 @@ pub struct BalancerConfig {
     /// Sticky sessions by cookie (http mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky: Option<StickyConfig>,
+    /// Largest request head accepted (http mode); larger gets 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: u32,
+    /// `"off"`, `"stderr"` or a file path: one JSON line per request (http mode).
+    #[serde(default = "default_access_log")]
+    pub access_log: String,
+}
+
+fn default_max_header_bytes() -> u32 {
+    16 * 1024
+}
+
+fn default_access_log() -> String {
+    "off".into()
 }
 
 /// `sticky = { cookie = "SERVERID" }`.

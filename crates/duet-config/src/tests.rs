@@ -293,6 +293,8 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
             sticky: Some(StickyConfig {
                 cookie: "SERVERID".into(),
             }),
+            max_header_bytes: 16384,
+            access_log: "stderr".into(),
         }],
     };
     let value = toml::Value::try_from(&full).unwrap();

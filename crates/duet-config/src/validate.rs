@@ -344,6 +344,18 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
                 "sending PROXY headers is supported in tcp mode only in this version (http mode pools backend connections)".into(),
             );
         }
+        if !(1024..=1024 * 1024).contains(&b.max_header_bytes) {
+            bad(
+                at("max_header_bytes"),
+                "max_header_bytes must be 1024..=1048576".into(),
+            );
+        }
+        if b.access_log.is_empty() {
+            bad(
+                at("access_log"),
+                "access_log: \"off\", \"stderr\" or a file path".into(),
+            );
+        }
         if let Some(sticky) = &b.sticky {
             let token = !sticky.cookie.is_empty()
                 && sticky

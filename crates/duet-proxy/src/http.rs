@@ -79,7 +79,7 @@ pub(crate) async fn serve_connection(
     selector: &Mutex<Picker>,
     pool: &Pool,
 ) {
-    let limits = Limits::default();
+    let limits = shared.spec.limits;
     let timeouts = shared.http_timeouts;
     let info = ClientInfo {
         addr: peer.ip(),
@@ -96,7 +96,7 @@ pub(crate) async fn serve_connection(
         // arrive within the client timeout (a byte now and then does not extend it).
         let mut head_deadline =
             (!buf.is_empty()).then(|| tokio::time::Instant::now() + timeouts.client);
-        let (head_len, framing, keep_alive, idempotent, is_head, upgrade, sticky) = loop {
+        let (head_len, framing, keep_alive, idempotent, is_head, upgrade, sticky, logged) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             match h1::parse_request(&buf, &mut headers, limits) {
                 Ok(Some(req)) => {
@@ -108,6 +108,12 @@ pub(crate) async fn serve_connection(
                             .iter()
                             .position(|known| known.as_bytes() == id)
                     });
+                    // Owned copies only when an access log wants them.
+                    let logged = shared
+                        .spec
+                        .access_log
+                        .as_ref()
+                        .map(|_| (req.method.to_string(), req.target.to_string()));
                     break (
                         req.head_len,
                         req.framing,
@@ -116,6 +122,7 @@ pub(crate) async fn serve_connection(
                         req.method == "HEAD",
                         req.upgrade,
                         sticky,
+                        logged,
                     );
                 }
                 Ok(None) => {
@@ -169,6 +176,8 @@ pub(crate) async fn serve_connection(
         };
 
         // 3. Attempts.
+        let started = std::time::Instant::now();
+        let mut answered: Option<(usize, u16)> = None;
         let key = crate::runtime::random_bits();
         let mut tried = Vec::new();
         let mut done = false;
@@ -207,7 +216,8 @@ pub(crate) async fn serve_connection(
             )
             .await;
             match result {
-                Ok(client_keep) => {
+                Ok((client_keep, status)) => {
+                    answered = Some((i, status));
                     if let Some(n) = buffered_body {
                         buf.drain(..n);
                     }
@@ -228,11 +238,23 @@ pub(crate) async fn serve_connection(
                 Err(Failure::AfterResponse) => return,
             }
         }
+        let failed_status = if tried.is_empty() { 503 } else { 502 };
+        if let (Some(log), Some((method, target))) = (&shared.spec.access_log, &logged) {
+            log.log(&crate::access_log::Entry {
+                balancer: &shared.spec.name,
+                client: peer,
+                method,
+                target,
+                status: answered.map_or(failed_status, |(_, s)| s),
+                backend: answered.map(|(i, _)| shared.spec.backends[i].address),
+                attempts: tried.len(),
+                duration: started.elapsed(),
+            });
+        }
         if !done {
             shared.stats.client_errors.fetch_add(1, Ordering::Relaxed);
-            let status = if tried.is_empty() { 503 } else { 502 };
             let _ = client
-                .write_all(&error_response(status, "no backend could answer"))
+                .write_all(&error_response(failed_status, "no backend could answer"))
                 .await;
             return;
         }
@@ -242,8 +264,8 @@ pub(crate) async fn serve_connection(
     }
 }
 
-/// One request/response exchange with backend `i`. `Ok(keep)`: done, and whether the client
-/// connection may be reused.
+/// One request/response exchange with backend `i`. `Ok((keep, status))`: done, whether the
+/// client connection may be reused, and the status sent.
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
     client: &mut TcpStream,
@@ -257,7 +279,7 @@ async fn exchange(
     i: usize,
     shared: &Shared,
     pool: &Pool,
-) -> Result<bool, Failure> {
+) -> Result<(bool, u16), Failure> {
     let timeouts = shared.http_timeouts;
     let stats = &shared.stats.backends[i];
     let (mut server, pooled) = match pool.take(i) {
@@ -308,7 +330,7 @@ async fn exchange(
             if server_reusable {
                 pool.give(i, server);
             }
-            Ok(client_keep)
+            Ok((client_keep, status))
         }
         // A pooled connection the backend had already closed: not the backend's fault.
         Err(Failure::BeforeResponse(Outcome::Reset)) if pooled => {

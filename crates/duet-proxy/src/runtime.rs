@@ -73,6 +73,10 @@ pub struct BalancerSpec {
     pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// Sticky sessions (http mode): the cookie that names the backend.
     pub sticky_cookie: Option<String>,
+    /// Request head size limit (http mode): larger heads get 431.
+    pub limits: crate::h1::Limits,
+    /// One JSON line per request (http mode), or `None`.
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 /// The stable id of a backend in sticky cookies: the same on every node and across restarts,

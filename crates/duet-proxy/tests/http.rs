@@ -103,6 +103,8 @@ fn proxy_to(backends: &[SocketAddr], http_timeouts: duet_proxy::HttpTimeouts) ->
         accept_proxy: false,
         send_proxy: None,
         sticky_cookie: None,
+        limits: Default::default(),
+        access_log: None,
     })
     .unwrap()
 }
@@ -353,6 +355,8 @@ fn http_checks_follow_the_health_endpoint() {
         accept_proxy: false,
         send_proxy: None,
         sticky_cookie: None,
+        limits: Default::default(),
+        access_log: None,
     })
     .unwrap();
     let up = |want: bool| {
@@ -389,6 +393,8 @@ fn proxy_protocol_is_accepted_from_the_front_and_sent_to_backends() {
         accept_proxy: true,
         send_proxy: None,
         sticky_cookie: None,
+        limits: Default::default(),
+        access_log: None,
     };
     let p = Proxy::start(spec.clone()).unwrap();
     let mut c = connect(&p);
@@ -492,6 +498,8 @@ fn sticky_cookies_keep_a_client_on_its_backend_until_it_goes() {
         accept_proxy: false,
         send_proxy: None,
         sticky_cookie: Some("SRV".into()),
+        limits: Default::default(),
+        access_log: None,
     })
     .unwrap();
     let mut c = connect(&p);

@@ -45,6 +45,8 @@ fn spec(backends: &[&Backend], weights: &[u32], algorithm: Algorithm) -> Balance
         accept_proxy: false,
         send_proxy: None,
         sticky_cookie: None,
+        limits: Default::default(),
+        access_log: None,
     }
 }
 

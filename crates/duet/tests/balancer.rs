@@ -172,8 +172,9 @@ fn duet_run_serves_http_with_forwarding_headers() {
     std::fs::write(
         &config,
         format!(
-            "[node]\nname = \"lb\"\nadmin = \"{admin}\"\nstate_dir = \"{}\"\nguardian = false\n\n[[balancer]]\nname = \"web\"\nbind = \"{bind}\"\nbackends = [{{ address = \"{backend}\" }}]\n",
-            dir.join("state").display()
+            "[node]\nname = \"lb\"\nadmin = \"{admin}\"\nstate_dir = \"{}\"\nguardian = false\n\n[[balancer]]\nname = \"web\"\nbind = \"{bind}\"\nbackends = [{{ address = \"{backend}\" }}]\nmax_header_bytes = 2048\naccess_log = \"{}\"\n",
+            dir.join("state").display(),
+            dir.join("access.log").display()
         ),
     )
     .unwrap();
@@ -206,5 +207,30 @@ fn duet_run_serves_http_with_forwarding_headers() {
     };
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(answer.ends_with("\r\n\r\n127.0.0.1"), "{answer}");
+
+    // max_header_bytes = 2048: a 3000-byte head is refused with 431.
+    let mut s = TcpStream::connect(bind).unwrap();
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "y".repeat(3000)
+    );
+    s.write_all(big.as_bytes()).unwrap();
+    let mut refused = String::new();
+    let _ = s.read_to_string(&mut refused);
+    assert!(refused.starts_with("HTTP/1.1 431 "), "{refused}");
+
+    // The access log has a JSON line for the answered request.
+    let log = dir.join("access.log");
+    let line = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            std::fs::read_to_string(&log).ok().filter(|t| !t.is_empty())
+        })
+        .expect("access log written");
+    let entry: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["backend"], backend.to_string());
+    assert_eq!(entry["balancer"], "web");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -21,7 +21,14 @@ pub fn start_all(configs: &[BalancerConfig]) -> Result<Vec<Balancer>, String> {
     configs
         .iter()
         .map(|cfg| {
-            let proxy = Proxy::start(spec(cfg))
+            let access_log =
+                match cfg.access_log.as_str() {
+                    "off" => None,
+                    target => Some(duet_proxy::access_log::AccessLog::open(target).map_err(
+                        |e| format!("balancer {:?}: access_log {target}: {e}", cfg.name),
+                    )?),
+                };
+            let proxy = Proxy::start(spec(cfg, access_log))
                 .map_err(|e| format!("balancer {:?} on {}: {e}", cfg.name, cfg.bind))?;
             tracing::info!(
                 "balancer {}: {} mode on {}, {} backend(s)",
@@ -38,7 +45,10 @@ pub fn start_all(configs: &[BalancerConfig]) -> Result<Vec<Balancer>, String> {
         .collect()
 }
 
-fn spec(cfg: &BalancerConfig) -> BalancerSpec {
+fn spec(
+    cfg: &BalancerConfig,
+    access_log: Option<duet_proxy::access_log::AccessLog>,
+) -> BalancerSpec {
     BalancerSpec {
         name: cfg.name.clone(),
         mode: match cfg.mode {
@@ -84,6 +94,10 @@ fn spec(cfg: &BalancerConfig) -> BalancerSpec {
         threads: 0,
         accept_proxy: cfg.proxy_protocol.accept,
         sticky_cookie: cfg.sticky.as_ref().map(|s| s.cookie.clone()),
+        limits: duet_proxy::h1::Limits {
+            max_head_bytes: cfg.max_header_bytes as usize,
+        },
+        access_log,
         send_proxy: match cfg.proxy_protocol.send {
             duet_config::ProxySend::Off => None,
             duet_config::ProxySend::V1 => Some(duet_proxy::proxy_protocol::Version::V1),
