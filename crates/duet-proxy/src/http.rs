@@ -201,20 +201,20 @@ pub(crate) async fn serve_connection(
                 }
                 _ => String::new(),
             };
-            let result = exchange(
-                &mut client,
-                &mut buf,
-                (&mut rbuf, &mut rhead),
-                (&head_out, set_cookie.as_bytes()),
+            let forward = Forward {
+                head: &head_out,
+                extra_response_headers: set_cookie.as_bytes(),
                 framing,
                 buffered_body,
                 is_head,
-                keep_alive,
-                i,
-                shared,
-                pool,
-            )
-            .await;
+                client_keep_alive: keep_alive,
+            };
+            let bufs = Buffers {
+                client: &mut buf,
+                response: &mut rbuf,
+                head: &mut rhead,
+            };
+            let result = exchange(&mut client, bufs, &forward, i, shared, pool).await;
             match result {
                 Ok((client_keep, status)) => {
                     answered = Some((i, status));
@@ -264,18 +264,38 @@ pub(crate) async fn serve_connection(
     }
 }
 
+/// The request being forwarded, as each attempt needs it.
+struct Forward<'a> {
+    /// The head to send to the backend.
+    head: &'a [u8],
+    /// Header lines the proxy adds to the response (sticky cookie).
+    extra_response_headers: &'a [u8],
+    /// Request body framing.
+    framing: Framing,
+    /// Body length when the whole body is already in the client buffer.
+    buffered_body: Option<usize>,
+    /// The request was HEAD: the response has no body.
+    is_head: bool,
+    /// The client wants to keep its connection.
+    client_keep_alive: bool,
+}
+
+/// The connection's reusable buffers.
+struct Buffers<'a> {
+    /// Bytes read from the client and not yet forwarded.
+    client: &'a mut Vec<u8>,
+    /// Bytes read from the backend.
+    response: &'a mut Vec<u8>,
+    /// The response head being written.
+    head: &'a mut Vec<u8>,
+}
+
 /// One request/response exchange with backend `i`. `Ok((keep, status))`: done, whether the
 /// client connection may be reused, and the status sent.
-#[allow(clippy::too_many_arguments)]
 async fn exchange(
     client: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    scratch: (&mut Vec<u8>, &mut Vec<u8>),
-    head: (&[u8], &[u8]),
-    framing: Framing,
-    buffered_body: Option<usize>,
-    is_head: bool,
-    client_keep_alive: bool,
+    bufs: Buffers<'_>,
+    forward: &Forward<'_>,
     i: usize,
     shared: &Shared,
     pool: &Pool,
@@ -300,19 +320,7 @@ async fn exchange(
         }
     };
     stats.active.fetch_add(1, Ordering::Relaxed);
-    let result = exchange_on(
-        client,
-        &mut server,
-        buf,
-        scratch,
-        head,
-        framing,
-        buffered_body,
-        is_head,
-        client_keep_alive,
-        timeouts,
-    )
-    .await;
+    let result = exchange_on(client, &mut server, bufs, forward, timeouts).await;
     stats.active.fetch_sub(1, Ordering::Relaxed);
     match result {
         Ok((client_keep, server_reusable, status)) => {
@@ -341,19 +349,26 @@ async fn exchange(
 }
 
 /// Returns (client keep-alive, backend connection reusable, status).
-#[allow(clippy::too_many_arguments)]
 async fn exchange_on(
     client: &mut TcpStream,
     server: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    (rbuf, out): (&mut Vec<u8>, &mut Vec<u8>),
-    (head, extra_response_headers): (&[u8], &[u8]),
-    framing: Framing,
-    buffered_body: Option<usize>,
-    is_head: bool,
-    client_keep_alive: bool,
+    bufs: Buffers<'_>,
+    forward: &Forward<'_>,
     timeouts: HttpTimeouts,
 ) -> Result<(bool, bool, u16), Failure> {
+    let Buffers {
+        client: buf,
+        response: rbuf,
+        head: out,
+    } = bufs;
+    let Forward {
+        head,
+        extra_response_headers,
+        framing,
+        buffered_body,
+        is_head,
+        client_keep_alive,
+    } = *forward;
     let before = |_| Failure::BeforeResponse(Outcome::Reset);
     // Request: head, then the body as framed.
     match buffered_body {
