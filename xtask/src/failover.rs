@@ -302,62 +302,54 @@ fn run_once(
     })
 }
 
-fn stats(samples: &[Sample]) -> Option<(f64, f64, f64)> {
-    let mut v: Vec<f64> = samples
-        .iter()
-        .filter_map(|s| s.takeover.map(|t| t.as_secs_f64()))
-        .collect();
+/// Sorts `v` and returns (min, median, max), or `None` when empty.
+fn min_median_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
     if v.is_empty() {
         return None;
     }
     v.sort_by(|a, b| a.total_cmp(b));
-    let median = if v.len() % 2 == 1 {
-        v[v.len() / 2]
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
     } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     };
-    Some((v[0], median, v[v.len() - 1]))
+    Some((v[0], median, v[n - 1]))
+}
+
+fn stats(samples: &[Sample]) -> Option<(f64, f64, f64)> {
+    min_median_max(
+        samples
+            .iter()
+            .filter_map(|s| s.takeover.map(|t| t.as_secs_f64()))
+            .collect(),
+    )
 }
 
 /// Runs of one index share the fault phase, so their difference is free of the phase spread;
 /// the median of those differences is the sharpest single number for "which is faster".
 fn paired_difference(k: &[Sample], d: &[Sample]) -> String {
-    let mut diffs: Vec<f64> = k
+    let diffs = k
         .iter()
         .zip(d)
         .filter_map(|(k, d)| Some(d.takeover?.as_secs_f64() - k.takeover?.as_secs_f64()))
         .collect();
-    if diffs.is_empty() {
-        return "n/a".into();
+    match min_median_max(diffs) {
+        Some((_, median, _)) => format!("{:+.1} ms", median * 1000.0),
+        None => "n/a".into(),
     }
-    diffs.sort_by(|a, b| a.total_cmp(b));
-    let n = diffs.len();
-    let median = if n % 2 == 1 {
-        diffs[n / 2]
-    } else {
-        (diffs[n / 2 - 1] + diffs[n / 2]) / 2.0
-    };
-    format!("{:+.1} ms", median * 1000.0)
-}
-
-fn shell(cmd: &str) -> String {
-    std::process::Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 fn print_table(runs: usize, interval: &str, results: &[(Mode, Vec<Sample>, Vec<Sample>)]) {
-    let date = shell("date -u '+%Y-%m-%d %H:%M UTC'");
-    let cpu = shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
-    let kernel = shell("uname -sr");
-    let keepalived = shell("keepalived --version 2>&1 | head -1");
+    let date = crate::shell("date -u '+%Y-%m-%d %H:%M UTC'");
+    let cpu = crate::shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
+    let kernel = crate::shell("uname -sr");
+    let keepalived = crate::shell("keepalived --version 2>&1 | head -1");
     println!("\n### VIP failover, {date}");
     println!();
     println!(
         "Machine: {} cores, {cpu}, {kernel}. {keepalived}. Advert interval {interval}, {runs} runs per mode and tool, runs alternating.",
-        shell("nproc")
+        crate::shell("nproc")
     );
     println!(
         "Time from the fault to the first client answer from the new master (seconds, min / median / max)."

@@ -86,3 +86,13 @@ pub fn ensure_packages(pkgs: &[(&str, &str)]) -> Result<(), String> {
         Err(format!("could not install {}", missing.join(" ")))
     }
 }
+
+/// The trimmed standard output of a shell command (for the machine line of benchmark tables);
+/// empty when it fails.
+pub fn shell(cmd: &str) -> String {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}

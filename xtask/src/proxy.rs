@@ -325,13 +325,7 @@ fn cpu_ticks(pgid: u32) -> u64 {
 }
 
 fn print_table(seconds: u64, runs: &[Run]) {
-    let shell = |c: &str| {
-        Command::new("sh")
-            .args(["-c", c])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
+    let shell = crate::shell;
     println!(
         "\n### HTTP proxy, {}",
         shell("date -u '+%Y-%m-%d %H:%M UTC'")

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use duet_health::{Algorithm, HealthPolicy};
+use duet_health::HealthPolicy;
 use duet_proxy::{BackendSpec, BalancerSpec, Mode, Proxy};
 
 mod common;
@@ -83,28 +83,8 @@ fn proxy(backends: &[&Backend]) -> Proxy {
 
 fn proxy_to(backends: &[SocketAddr], http_timeouts: duet_proxy::HttpTimeouts) -> Proxy {
     Proxy::start(BalancerSpec {
-        name: "http".into(),
-        mode: Mode::Http,
         http_timeouts,
-        bind: "127.0.0.1:0".parse().unwrap(),
-        algorithm: Algorithm::RoundRobin,
-        backends: backends
-            .iter()
-            .map(|&address| BackendSpec { address, weight: 1 })
-            .collect(),
-        health: HealthPolicy {
-            active_checks: false,
-            ..HealthPolicy::default()
-        },
-        check: None,
-        connect_timeout: Duration::from_secs(1),
-        retries: 1,
-        threads: 2,
-        accept_proxy: false,
-        send_proxy: None,
-        sticky_cookie: None,
-        limits: Default::default(),
-        access_log: None,
+        ..common::spec(Mode::Http, backends)
     })
     .unwrap()
 }
@@ -329,15 +309,6 @@ fn http_checks_follow_the_health_endpoint() {
         }
     });
     let p = Proxy::start(BalancerSpec {
-        name: "checks".into(),
-        mode: Mode::Http,
-        http_timeouts: Default::default(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        algorithm: Algorithm::RoundRobin,
-        backends: vec![BackendSpec {
-            address: addr,
-            weight: 1,
-        }],
         health: HealthPolicy {
             rise: 2,
             fall: 2,
@@ -349,14 +320,8 @@ fn http_checks_follow_the_health_endpoint() {
             path: Some("/health".into()),
             expect: (200, 399),
         }),
-        connect_timeout: Duration::from_secs(1),
-        retries: 1,
         threads: 1,
-        accept_proxy: false,
-        send_proxy: None,
-        sticky_cookie: None,
-        limits: Default::default(),
-        access_log: None,
+        ..common::spec(Mode::Http, &[addr])
     })
     .unwrap();
     let up = |want: bool| {
@@ -376,25 +341,10 @@ fn proxy_protocol_is_accepted_from_the_front_and_sent_to_backends() {
     // Accept: the client address for X-Forwarded-For comes from the PROXY header.
     let a = backend("a");
     let mut spec = BalancerSpec {
-        name: "pp".into(),
-        mode: Mode::Http,
-        http_timeouts: Default::default(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        algorithm: Algorithm::RoundRobin,
-        backends: vec![BackendSpec {
-            address: a.addr,
-            weight: 1,
-        }],
         health: HealthPolicy::default(),
-        check: None,
-        connect_timeout: Duration::from_secs(1),
-        retries: 1,
         threads: 1,
         accept_proxy: true,
-        send_proxy: None,
-        sticky_cookie: None,
-        limits: Default::default(),
-        access_log: None,
+        ..common::spec(Mode::Http, &[a.addr])
     };
     let p = Proxy::start(spec.clone()).unwrap();
     let mut c = connect(&p);
@@ -475,31 +425,9 @@ fn roundtrip_cookie(conn: &mut BufReader<TcpStream>, request: &str) -> (String, 
 fn sticky_cookies_keep_a_client_on_its_backend_until_it_goes() {
     let (a, b) = (backend("a"), backend("b"));
     let p = Proxy::start(BalancerSpec {
-        name: "sticky".into(),
-        mode: Mode::Http,
-        http_timeouts: Default::default(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        algorithm: Algorithm::RoundRobin,
-        backends: [&a, &b]
-            .iter()
-            .map(|x| BackendSpec {
-                address: x.addr,
-                weight: 1,
-            })
-            .collect(),
-        health: HealthPolicy {
-            active_checks: false,
-            ..HealthPolicy::default()
-        },
-        check: None,
-        connect_timeout: Duration::from_secs(1),
-        retries: 1,
         threads: 1,
-        accept_proxy: false,
-        send_proxy: None,
         sticky_cookie: Some("SRV".into()),
-        limits: Default::default(),
-        access_log: None,
+        ..common::spec(Mode::Http, &[a.addr, b.addr])
     })
     .unwrap();
     let mut c = connect(&p);

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use duet_health::{Algorithm, HealthPolicy};
-use duet_proxy::{BackendSpec, BalancerSpec, CheckSpec, Proxy};
+use duet_proxy::{BalancerSpec, CheckSpec, Proxy};
 
 mod common;
 
@@ -20,34 +20,13 @@ fn backend(name: &'static str) -> Backend {
 }
 
 fn spec(backends: &[&Backend], weights: &[u32], algorithm: Algorithm) -> BalancerSpec {
-    BalancerSpec {
-        name: "test".into(),
-        mode: duet_proxy::Mode::Tcp,
-        http_timeouts: Default::default(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        algorithm,
-        backends: backends
-            .iter()
-            .zip(weights)
-            .map(|(b, &weight)| BackendSpec {
-                address: b.addr,
-                weight,
-            })
-            .collect(),
-        health: HealthPolicy {
-            active_checks: false,
-            ..HealthPolicy::default()
-        },
-        check: None,
-        connect_timeout: Duration::from_secs(1),
-        retries: 1,
-        threads: 2,
-        accept_proxy: false,
-        send_proxy: None,
-        sticky_cookie: None,
-        limits: Default::default(),
-        access_log: None,
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let mut spec = common::spec(duet_proxy::Mode::Tcp, &addrs);
+    spec.algorithm = algorithm;
+    for (b, &w) in spec.backends.iter_mut().zip(weights) {
+        b.weight = w;
     }
+    spec
 }
 
 fn ask(proxy: SocketAddr) -> Option<String> {

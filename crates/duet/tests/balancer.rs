@@ -52,38 +52,25 @@ impl Drop for Daemon {
     }
 }
 
-#[test]
-fn duet_run_serves_a_tcp_balancer_and_survives_a_dead_backend() {
-    let dir = std::env::temp_dir().join(format!("duet-lb-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (a, stop_a) = backend("a");
-    let (b, _stop_b) = backend("b");
+/// Starts `duet run` with a `[node]` on free loopback ports (state in `dir`, no guardian) and
+/// `balancer`, a `[[balancer]]` section in which `@BIND@` stands for its listen address.
+/// Returns the daemon, its admin address and the balancer's address.
+fn run_duet(dir: &std::path::Path, balancer: &str) -> (Daemon, SocketAddr, SocketAddr) {
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = dir.join("duet.toml");
     std::fs::write(
         &config,
         format!(
-            r#"[node]
-name = "lb"
-admin = "{admin}"
-state_dir = "{state}"
-guardian = false
-
-[[balancer]]
-name = "app"
-bind = "{bind}"
-mode = "tcp"
-backends = [{{ address = "{a}" }}, {{ address = "{b}" }}]
-"#,
-            state = dir.join("state").display()
+            "[node]\nname = \"lb\"\nadmin = \"{admin}\"\nstate_dir = \"{}\"\nguardian = false\n\n{}",
+            dir.join("state").display(),
+            balancer.replace("@BIND@", &bind.to_string())
         ),
     )
     .unwrap();
-    let exe = env!("CARGO_BIN_EXE_duet");
     let log = std::fs::File::create(dir.join("log")).unwrap();
-    let mut daemon = Daemon(
-        Command::new(exe)
+    let daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_duet"))
             .args(["run", "-c"])
             .arg(&config)
             .stdin(Stdio::null())
@@ -91,6 +78,22 @@ backends = [{{ address = "{a}" }}, {{ address = "{b}" }}]
             .spawn()
             .unwrap(),
     );
+    (daemon, admin, bind)
+}
+
+#[test]
+fn duet_run_serves_a_tcp_balancer_and_survives_a_dead_backend() {
+    let dir = std::env::temp_dir().join(format!("duet-lb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, stop_a) = backend("a");
+    let (b, _stop_b) = backend("b");
+    let (mut daemon, admin, bind) = run_duet(
+        &dir,
+        &format!(
+            "[[balancer]]\nname = \"app\"\nbind = \"@BIND@\"\nmode = \"tcp\"\nbackends = [{{ address = \"{a}\" }}, {{ address = \"{b}\" }}]\n"
+        ),
+    );
+    let exe = env!("CARGO_BIN_EXE_duet");
     let start = Instant::now();
     while ask(bind).is_none() {
         assert!(
@@ -166,26 +169,12 @@ fn duet_run_serves_http_with_forwarding_headers() {
             );
         }
     });
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = dir.join("duet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nname = \"lb\"\nadmin = \"{admin}\"\nstate_dir = \"{}\"\nguardian = false\n\n[[balancer]]\nname = \"web\"\nbind = \"{bind}\"\nbackends = [{{ address = \"{backend}\" }}]\nmax_header_bytes = 2048\naccess_log = \"{}\"\n",
-            dir.join("state").display(),
+    let (_daemon, _admin, bind) = run_duet(
+        &dir,
+        &format!(
+            "[[balancer]]\nname = \"web\"\nbind = \"@BIND@\"\nbackends = [{{ address = \"{backend}\" }}]\nmax_header_bytes = 2048\naccess_log = \"{}\"\n",
             dir.join("access.log").display()
         ),
-    )
-    .unwrap();
-    let _daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_duet"))
-            .args(["run", "-c"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
     );
     let start = Instant::now();
     let answer = loop {

@@ -41,3 +41,32 @@ impl Backend {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The balancer the tests start from: loopback, round robin, weight 1 each, passive checks
+/// only, one retry, two threads. Tests override what they exercise with struct update syntax.
+pub fn spec(mode: duet_proxy::Mode, backends: &[SocketAddr]) -> duet_proxy::BalancerSpec {
+    duet_proxy::BalancerSpec {
+        name: "test".into(),
+        mode,
+        http_timeouts: Default::default(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        algorithm: duet_health::Algorithm::RoundRobin,
+        backends: backends
+            .iter()
+            .map(|&address| duet_proxy::BackendSpec { address, weight: 1 })
+            .collect(),
+        health: duet_health::HealthPolicy {
+            active_checks: false,
+            ..duet_health::HealthPolicy::default()
+        },
+        check: None,
+        connect_timeout: Duration::from_secs(1),
+        retries: 1,
+        threads: 2,
+        accept_proxy: false,
+        send_proxy: None,
+        sticky_cookie: None,
+        limits: Default::default(),
+        access_log: None,
+    }
+}
