@@ -465,7 +465,6 @@ impl Instance {
                 last_seen: now,
             });
             self.leave_master(
-                now,
                 State::Backup,
                 Reason::HigherPriority {
                     from: src,
@@ -534,7 +533,7 @@ impl Instance {
         match (was_fault, self.fault().map(str::to_string)) {
             (false, Some(fault)) => {
                 if self.state == State::Master {
-                    self.leave_master(now, State::Fault, Reason::Fault(fault));
+                    self.leave_master(State::Fault, Reason::Fault(fault));
                 } else {
                     self.transition(State::Fault, Reason::Fault(fault));
                 }
@@ -563,7 +562,7 @@ impl Instance {
         match to {
             State::Master => self.become_master(now, reason),
             State::Backup => {
-                self.leave_master(now, State::Backup, reason);
+                self.leave_master(State::Backup, reason);
                 self.timer = Some(now + self.master_down_interval());
                 self.timer_reason = TimerReason::Silence;
             }
@@ -591,7 +590,7 @@ impl Instance {
 
     /// Leaves MASTER (if in it) for `to`. A master going to FAULT is not overruled by anyone, so
     /// it sends priority 0: backups take over after their skew time instead of 3 intervals.
-    fn leave_master(&mut self, _now: Instant, to: State, reason: Reason) {
+    fn leave_master(&mut self, to: State, reason: Reason) {
         if self.state == State::Master && to == State::Fault {
             self.send_advert(0);
         }
