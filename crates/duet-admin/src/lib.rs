@@ -62,16 +62,42 @@ pub struct BalancerStatus {
 pub struct BackendStatus {
     /// `ip:port`.
     pub address: String,
+    /// `"default"` or the route (`host/path`) whose pool lists it.
+    #[serde(default)]
+    pub pool: String,
     /// Takes new connections.
     pub up: bool,
+    /// Drained by the operator (finishes what it has, takes nothing new).
+    #[serde(default)]
+    pub draining: bool,
     /// Configured weight.
     pub weight: u32,
-    /// Connections forwarded.
+    /// Configured in-flight limit (0: none).
+    #[serde(default)]
+    pub maxconn: u32,
+    /// Requests (http) or connections (tcp) forwarded.
     pub connections: u64,
     /// Failed connects.
     pub connect_errors: u64,
-    /// Open now.
+    /// Failures by kind: connect, timeout, reset, bad_response, http_5xx.
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
+    /// In flight now.
     pub active: u32,
+    /// Latency from request head to response (http), as a histogram.
+    #[serde(default)]
+    pub latency: Histogram,
+}
+
+/// A latency histogram in Prometheus' shape.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// `(upper bound in seconds, observations at or below it)`, cumulative, without `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+    /// All observations (the `+Inf` bucket).
+    pub count: u64,
+    /// Sum of observations, seconds.
+    pub sum_seconds: f64,
 }
 
 /// One VRRP instance in `GET /v1/status`.
@@ -152,8 +178,56 @@ impl Published {
     }
 }
 
-/// Binds `addr` now (so the caller sees bind errors) and serves on a new thread.
-pub fn spawn(addr: SocketAddr, published: Arc<Published>) -> std::io::Result<SocketAddr> {
+/// What an operator may ask for through `POST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `POST /v1/reload`: re-read the config file, as SIGHUP does.
+    Reload,
+    /// `POST /v1/balancers/{balancer}/backends/{backend}/drain` (`drain: true`) or `…/enable`.
+    Backend {
+        /// Balancer name.
+        balancer: String,
+        /// Backend `ip:port`.
+        backend: String,
+        /// Drain (true) or enable (false).
+        drain: bool,
+    },
+}
+
+/// Why an action failed: the HTTP status to answer and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionError {
+    /// 400, 404, 409, 500…
+    pub status: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Carries out actions; called on a blocking thread, so it may wait for the daemon.
+pub type Operator = Arc<dyn Fn(Action) -> Result<String, ActionError> + Send + Sync>;
+
+/// Who may `POST` and what it does.
+#[derive(Clone)]
+pub struct Control {
+    /// The operator token (`Authorization: Bearer …`).
+    pub token: String,
+    /// Performs the action.
+    pub operator: Operator,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Control { .. }")
+    }
+}
+
+/// Binds `addr` now (so the caller sees bind errors) and serves on a new thread. Without
+/// `control`, the API is read-only.
+pub fn spawn(
+    addr: SocketAddr,
+    published: Arc<Published>,
+    control: Option<Control>,
+) -> std::io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| std::io::Error::new(e.kind(), format!("admin API on {addr}: {e}")))?;
     listener.set_nonblocking(true)?;
@@ -165,12 +239,16 @@ pub fn spawn(addr: SocketAddr, published: Arc<Published>) -> std::io::Result<Soc
                 .enable_all()
                 .build()
                 .expect("admin runtime");
-            rt.block_on(serve(listener, published));
+            rt.block_on(serve(listener, published, control));
         })?;
     Ok(local)
 }
 
-async fn serve(listener: std::net::TcpListener, published: Arc<Published>) {
+async fn serve(
+    listener: std::net::TcpListener,
+    published: Arc<Published>,
+    control: Option<Control>,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -188,11 +266,36 @@ async fn serve(listener: std::net::TcpListener, published: Arc<Published>) {
             }
         };
         let published = published.clone();
+        let control = control.clone();
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
             let service = service_fn(move |req| {
                 let published = published.clone();
-                async move { Ok::<_, Infallible>(route(&req, &published)) }
+                let control = control.clone();
+                async move {
+                    if req.method() != Method::POST {
+                        return Ok::<_, Infallible>(route(&req, &published));
+                    }
+                    let action = match authorize(&req, control.as_ref()) {
+                        Ok(a) => a,
+                        Err(e) => return Ok(action_error(&e)),
+                    };
+                    let Some(control) = control else {
+                        return Ok(error(StatusCode::FORBIDDEN, "read-only"));
+                    };
+                    let op = control.operator.clone();
+                    let done = tokio::task::spawn_blocking(move || op(action)).await;
+                    Ok(match done {
+                        Ok(Ok(message)) => respond(
+                            StatusCode::OK,
+                            "application/json",
+                            serde_json::to_vec(&serde_json::json!({ "ok": message }))
+                                .unwrap_or_default(),
+                        ),
+                        Ok(Err(e)) => action_error(&e),
+                        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "action failed"),
+                    })
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -201,6 +304,58 @@ async fn serve(listener: std::net::TcpListener, published: Arc<Published>) {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
         });
     }
+}
+
+/// Checks a `POST`: the operator token, then the path; returns the action it asks for or why
+/// it is refused.
+pub fn authorize<B>(req: &Request<B>, control: Option<&Control>) -> Result<Action, ActionError> {
+    let path = req.uri().path();
+    let Some(control) = control else {
+        return Err(ActionError {
+            status: 403,
+            message: "the admin API is read-only: set node.operator_token_file to allow POST"
+                .into(),
+        });
+    };
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !same(given.as_bytes(), control.token.as_bytes()) {
+        return Err(ActionError {
+            status: 401,
+            message: "POST needs Authorization: Bearer <operator token>".into(),
+        });
+    }
+    if path == "/v1/reload" {
+        return Ok(Action::Reload);
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        [
+            "v1",
+            "balancers",
+            balancer,
+            "backends",
+            backend,
+            verb @ ("drain" | "enable"),
+        ] => Ok(Action::Backend {
+            balancer: balancer.to_string(),
+            backend: backend.to_string(),
+            drain: *verb == "drain",
+        }),
+        _ => Err(ActionError {
+            status: 404,
+            message: format!("no such endpoint: POST {path}"),
+        }),
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Answers one request.
@@ -222,6 +377,11 @@ pub fn route<B>(req: &Request<B>, published: &Published) -> Response<Full<Bytes>
         ),
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
     }
+}
+
+fn action_error(e: &ActionError) -> Response<Full<Bytes>> {
+    let code = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(code, &e.message)
 }
 
 fn error(code: StatusCode, message: &str) -> Response<Full<Bytes>> {
@@ -295,6 +455,63 @@ mod tests {
         assert_eq!(
             route(&post, &sample()).status(),
             StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    #[test]
+    fn posts_need_the_token_and_a_known_path() {
+        let control = Control {
+            token: "0123456789abcdef".into(),
+            operator: Arc::new(|_| Ok(String::new())),
+        };
+        let post = |path: &str, auth: Option<&str>| {
+            let mut b = Request::builder().method(Method::POST).uri(path);
+            if let Some(a) = auth {
+                b = b.header("authorization", a);
+            }
+            b.body(()).unwrap()
+        };
+        let status = |r: Result<Action, ActionError>| {
+            r.err().map(|e| StatusCode::from_u16(e.status).unwrap())
+        };
+        let good = Some("Bearer 0123456789abcdef");
+        assert_eq!(
+            status(authorize(&post("/v1/reload", good), None)),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            status(authorize(&post("/v1/reload", None), Some(&control))),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            status(authorize(
+                &post("/v1/reload", Some("Bearer 0123456789abcdeX")),
+                Some(&control)
+            )),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            authorize(&post("/v1/reload", good), Some(&control)).ok(),
+            Some(Action::Reload)
+        );
+        assert_eq!(
+            authorize(
+                &post("/v1/balancers/web/backends/10.0.0.1:80/drain", good),
+                Some(&control)
+            )
+            .ok(),
+            Some(Action::Backend {
+                balancer: "web".into(),
+                backend: "10.0.0.1:80".into(),
+                drain: true
+            })
+        );
+        assert_eq!(
+            status(authorize(
+                &post("/v1/balancers/web/backends/10.0.0.1:80/explode", good),
+                Some(&control)
+            )),
+            Some(StatusCode::NOT_FOUND)
         );
     }
 

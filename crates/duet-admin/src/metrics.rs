@@ -114,7 +114,7 @@ pub fn render(s: &Status) -> String {
     }
     flush(&mut out, &mut lines);
 
-    let backend_metrics: [KindedMetric<crate::BackendStatus>; 4] = [
+    let backend_metrics: [KindedMetric<crate::BackendStatus>; 5] = [
         (
             "duet_balancer_backend_up",
             "gauge",
@@ -122,9 +122,15 @@ pub fn render(s: &Status) -> String {
             |b| f64::from(u8::from(b.up)),
         ),
         (
+            "duet_balancer_backend_draining",
+            "gauge",
+            "1 while the operator drains the backend.",
+            |b| f64::from(u8::from(b.draining)),
+        ),
+        (
             "duet_balancer_backend_connections_total",
             "counter",
-            "Connections forwarded.",
+            "Requests (http) or connections (tcp) forwarded.",
             |b| b.connections as f64,
         ),
         (
@@ -136,19 +142,59 @@ pub fn render(s: &Status) -> String {
         (
             "duet_balancer_backend_active",
             "gauge",
-            "Connections open now.",
+            "Requests or connections in flight now.",
             |b| f64::from(b.active),
         ),
     ];
+    let backends = || {
+        s.balancers
+            .iter()
+            .flat_map(|bal| bal.backends.iter().map(move |b| (bal, b)))
+    };
     for (name, kind, help, get) in backend_metrics {
         let w = family(&mut out, name, kind, help);
-        for bal in &s.balancers {
-            for b in &bal.backends {
-                lines.push(w.line(&[("balancer", &bal.name), ("backend", &b.address)], get(b)));
-            }
+        for (bal, b) in backends() {
+            lines.push(w.line(&labels(bal, b), get(b)));
         }
         flush(&mut out, &mut lines);
     }
+    let w = family(
+        &mut out,
+        "duet_balancer_backend_errors_total",
+        "counter",
+        "Failed requests or connections, by kind (connect, timeout, reset, bad_response, http_5xx).",
+    );
+    for (bal, b) in backends() {
+        for (kind, n) in &b.errors {
+            let mut l = labels(bal, b);
+            l.push(("kind", kind));
+            lines.push(w.line(&l, *n as f64));
+        }
+    }
+    flush(&mut out, &mut lines);
+    let name = "duet_balancer_backend_latency_seconds";
+    let w = family(
+        &mut out,
+        name,
+        "histogram",
+        "Time from a request head to the backend's complete response (http mode).",
+    );
+    for (bal, b) in backends() {
+        let h = &b.latency;
+        let base = labels(bal, b);
+        for (le, n) in &h.buckets {
+            let le = le.to_string();
+            let mut l = base.clone();
+            l.push(("le", &le));
+            lines.push(w.suffixed("_bucket", &l, *n as f64));
+        }
+        let mut l = base.clone();
+        l.push(("le", "+Inf"));
+        lines.push(w.suffixed("_bucket", &l, h.count as f64));
+        lines.push(w.suffixed("_sum", &base, h.sum_seconds));
+        lines.push(w.suffixed("_count", &base, h.count as f64));
+    }
+    flush(&mut out, &mut lines);
     let w = family(
         &mut out,
         "duet_balancer_client_errors_total",
@@ -160,6 +206,18 @@ pub fn render(s: &Status) -> String {
     }
     flush(&mut out, &mut lines);
     out
+}
+
+/// The labels of a backend's samples.
+fn labels<'a>(
+    bal: &'a crate::BalancerStatus,
+    b: &'a crate::BackendStatus,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("balancer", &bal.name),
+        ("pool", &b.pool),
+        ("backend", &b.address),
+    ]
 }
 
 /// Writes a family's HELP and TYPE lines and returns a writer for its samples.
@@ -174,7 +232,12 @@ struct FamilyWriter {
 
 impl FamilyWriter {
     fn line(&self, labels: &[(&str, &str)], value: f64) -> String {
-        let mut l = self.name.clone();
+        self.suffixed("", labels, value)
+    }
+
+    /// A sample of `name` + `suffix` (histograms: `_bucket`, `_sum`, `_count`).
+    fn suffixed(&self, suffix: &str, labels: &[(&str, &str)], value: f64) -> String {
+        let mut l = format!("{}{suffix}", self.name);
         if !labels.is_empty() {
             l.push('{');
             for (i, (k, v)) in labels.iter().enumerate() {
@@ -207,6 +270,44 @@ fn escape(v: &str) -> String {
 mod tests {
     use super::*;
     use crate::{VrrpCounters, VrrpStatus};
+
+    #[test]
+    fn renders_backend_errors_and_latency_histograms() {
+        let backend = crate::BackendStatus {
+            address: "10.0.0.1:80".into(),
+            pool: "default".into(),
+            up: true,
+            errors: [("timeout".to_string(), 3)].into(),
+            latency: crate::Histogram {
+                buckets: vec![(0.001, 5), (0.01, 9)],
+                count: 10,
+                sum_seconds: 0.05,
+            },
+            ..Default::default()
+        };
+        let s = Status {
+            balancers: vec![crate::BalancerStatus {
+                name: "web".into(),
+                backends: vec![backend],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = render(&s);
+        let l = "balancer=\"web\",pool=\"default\",backend=\"10.0.0.1:80\"";
+        for want in [
+            format!("duet_balancer_backend_up{{{l}}} 1\n"),
+            format!("duet_balancer_backend_errors_total{{{l},kind=\"timeout\"}} 3\n"),
+            "# TYPE duet_balancer_backend_latency_seconds histogram\n".to_string(),
+            format!("duet_balancer_backend_latency_seconds_bucket{{{l},le=\"0.001\"}} 5\n"),
+            format!("duet_balancer_backend_latency_seconds_bucket{{{l},le=\"0.01\"}} 9\n"),
+            format!("duet_balancer_backend_latency_seconds_bucket{{{l},le=\"+Inf\"}} 10\n"),
+            format!("duet_balancer_backend_latency_seconds_sum{{{l}}} 0.05\n"),
+            format!("duet_balancer_backend_latency_seconds_count{{{l}}} 10\n"),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+    }
 
     #[test]
     fn renders_state_priority_and_drops() {

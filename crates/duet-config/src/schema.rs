@@ -52,6 +52,10 @@ pub struct NodeConfig {
     /// Start a guardian process that removes the VIPs if the daemon dies.
     #[serde(default = "yes")]
     pub guardian: bool,
+    /// File holding the operator token that every admin `POST` must present; absent: the admin
+    /// API is read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_token_file: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +66,7 @@ impl Default for NodeConfig {
             state_dir: default_state_dir(),
             vip_lifetime: default_vip_lifetime(),
             guardian: true,
+            operator_token_file: None,
         }
     }
 }
@@ -412,6 +417,88 @@ pub struct BalancerConfig {
     /// `"off"`, `"stderr"` or a file path: one JSON line per request (http mode).
     #[serde(default = "default_access_log")]
     pub access_log: String,
+    /// `[[balancer.route]]`: requests by host and path prefix to other backends (http mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<RouteConfig>,
+    /// The wait queue for backends at their `maxconn`.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// TLS termination (http mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[[balancer.route]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// `example.com` or `*.example.com`; absent: any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Path prefix; default `/`.
+    #[serde(default = "default_route_path")]
+    pub path: String,
+    /// The route's backends (same algorithm, checks and limits as the balancer's).
+    pub backends: Vec<BackendConfig>,
+}
+
+fn default_route_path() -> String {
+    "/".into()
+}
+
+/// `queue = { size, timeout }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Requests waiting per pool at most when every backend is at its `maxconn`.
+    #[serde(default = "default_queue_size")]
+    pub size: u32,
+    /// Longest wait in the queue; then 503.
+    #[serde(default = "default_queue_timeout")]
+    pub timeout: Dur,
+}
+
+impl Default for QueueConfig {
+    fn default() -> QueueConfig {
+        QueueConfig {
+            size: default_queue_size(),
+            timeout: default_queue_timeout(),
+        }
+    }
+}
+
+fn default_queue_size() -> u32 {
+    1024
+}
+fn default_queue_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+
+/// `tls = { certificates, hsts, redirect_from, http2 }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chains and keys (PEM); chosen by SNI, the first is the default.
+    pub certificates: Vec<CertificateConfig>,
+    /// `Strict-Transport-Security` max-age; absent: no header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<Dur>,
+    /// Plain-HTTP address answering every request with a redirect to https.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_from: Option<SocketAddr>,
+    /// Offer HTTP/2 by ALPN.
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+/// `{ cert, key }` in `tls.certificates`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
 }
 
 fn default_max_header_bytes() -> u32 {
@@ -490,6 +577,9 @@ pub struct BackendConfig {
     /// Relative share, 1..=256.
     #[serde(default = "one")]
     pub weight: u32,
+    /// Requests (http) or connections (tcp) in flight at most; 0: no limit.
+    #[serde(default)]
+    pub maxconn: u32,
 }
 
 /// `check = { ... }`.

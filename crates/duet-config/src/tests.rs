@@ -273,6 +273,7 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
             backends: vec![BackendConfig {
                 address: "10.0.0.1:80".parse().unwrap(),
                 weight: 1,
+                maxconn: 0,
             }],
             check: Some(CheckConfig {
                 path: Some("/health".into()),
@@ -295,6 +296,25 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
             }),
             max_header_bytes: 16384,
             access_log: "stderr".into(),
+            route: vec![RouteConfig {
+                host: Some("a".into()),
+                path: "/".into(),
+                backends: vec![BackendConfig {
+                    address: "10.0.0.2:80".parse().unwrap(),
+                    weight: 1,
+                    maxconn: 0,
+                }],
+            }],
+            queue: QueueConfig::default(),
+            tls: Some(TlsConfig {
+                certificates: vec![CertificateConfig {
+                    cert: "a".into(),
+                    key: "b".into(),
+                }],
+                hsts: Some(Dur::default()),
+                redirect_from: Some("0.0.0.0:80".parse().unwrap()),
+                http2: true,
+            }),
         }],
     };
     let value = toml::Value::try_from(&full).unwrap();
@@ -346,7 +366,7 @@ fn every_schema_key_is_documented() {
 }
 
 #[test]
-fn tcp_balancer_parses_and_unserved_http_features_say_so() {
+fn tcp_balancer_parses_and_http_only_features_say_so() {
     let text = r#"[node]
 name = "lb"
 
@@ -381,13 +401,68 @@ check = { interval = "1s" }
         "check = { path = \"/h\", expect = \"300-200\" }",
     ));
     assert!(e.contains("duet.toml:10:33: expect \"300-200\""), "{e}");
-    let e = err(&http.replace(
+    let hashed = |key: &str| {
+        http.replace(
+            "algorithm = \"leastconn\"",
+            &format!("algorithm = \"hash\"\nhash_key = \"{key}\""),
+        )
+    };
+    assert!(parse("duet.toml", &hashed("uri")).is_ok());
+    assert!(parse("duet.toml", &hashed("header:X-User")).is_ok());
+    let e = err(&hashed("header:"));
+    assert!(e.contains("duet.toml:9:12: hash_key \"header:\""), "{e}");
+    let e = err(&text.replace(
         "algorithm = \"leastconn\"",
         "algorithm = \"hash\"\nhash_key = \"uri\"",
     ));
-    assert!(e.contains("this version hashes only \"source\""), "{e}");
+    assert!(e.contains("tcp mode can only hash \"source\""), "{e}");
     let e = err(&text.replace("check = { interval = \"1s\" }", "check = { path = \"/h\" }"));
     assert!(e.contains("duet.toml:10:18: tcp checks connect"), "{e}");
     let e = err(&text.replace("weight = 2", "weight = 0"));
     assert!(e.contains("duet.toml:9:"), "{e}");
+}
+
+#[test]
+fn routes_queue_and_tls_parse_and_are_checked() {
+    let text = r#"[node]
+name = "lb"
+
+[[balancer]]
+name = "web"
+bind = "0.0.0.0:443"
+backends = [{ address = "10.0.0.11:80", maxconn = 100 }]
+queue = { size = 50, timeout = "2s" }
+tls = { certificates = [{ cert = "/etc/duet/a.pem", key = "/etc/duet/a.key" }], hsts = "24h", redirect_from = "0.0.0.0:80" }
+
+[[balancer.route]]
+host = "*.example.com"
+path = "/api/"
+backends = [{ address = "10.0.0.21:80" }]
+"#;
+    let cfg = parse("duet.toml", text).unwrap();
+    let b = &cfg.balancer[0];
+    assert_eq!(b.backends[0].maxconn, 100);
+    assert_eq!(b.queue.size, 50);
+    assert_eq!(b.route[0].host.as_deref(), Some("*.example.com"));
+    let tls = b.tls.as_ref().unwrap();
+    assert!(tls.http2);
+    assert_eq!(tls.hsts.as_ref().unwrap().0, Duration::from_secs(86_400));
+
+    let e = err(&text.replace("path = \"/api/\"", "path = \"api\""));
+    assert!(e.contains("duet.toml:13:8: route path \"api\""), "{e}");
+    let e = err(&text.replace("\"*.example.com\"", "\"a b\""));
+    assert!(e.contains("duet.toml:12:8: route host"), "{e}");
+    let e = err(&text.replace(
+        "backends = [{ address = \"10.0.0.21:80\" }]",
+        "backends = []",
+    ));
+    assert!(e.contains("duet.toml:14:12: at least one backend"), "{e}");
+    let e = err(&text.replace("0.0.0.0:80\"", "0.0.0.0:443\""));
+    assert!(e.contains("redirect_from must differ from bind"), "{e}");
+    let e = err(&text.replace(
+        "bind = \"0.0.0.0:443\"",
+        "bind = \"0.0.0.0:443\"\nmode = \"tcp\"",
+    ));
+    assert!(e.contains("tls termination needs mode = \"http\""), "{e}");
+    assert!(e.contains("routes need mode = \"http\""), "{e}");
 }

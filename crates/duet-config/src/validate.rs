@@ -271,22 +271,36 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
                 format!("{} is already bound by another balancer", b.bind),
             );
         }
-        if b.backends.is_empty() {
-            bad(at("backends"), "at least one backend is required".into());
-        }
-        let mut seen = BTreeSet::new();
-        for (j, be) in b.backends.iter().enumerate() {
-            if !(1..=256).contains(&be.weight) {
+        check_backends(&b.backends, path!["balancer", i], bad);
+        for (r, route) in b.route.iter().enumerate() {
+            let at = |key: &str| path!["balancer", i, "route", r, key];
+            if b.mode == BalancerMode::Tcp {
+                bad(at("backends"), "routes need mode = \"http\"".into());
+            }
+            check_backends(&route.backends, path!["balancer", i, "route", r], bad);
+            if !route.path.starts_with('/') || route.path.contains(char::is_whitespace) {
                 bad(
-                    path!["balancer", i, "backends", j, "weight"],
-                    "weight must be 1..=256".into(),
+                    at("path"),
+                    format!(
+                        "route path {:?} must start with / and hold no spaces",
+                        route.path
+                    ),
                 );
             }
-            if !seen.insert(be.address) {
-                bad(
-                    path!["balancer", i, "backends", j, "address"],
-                    format!("backend {} is listed twice", be.address),
-                );
+            if let Some(h) = &route.host {
+                let name = h.strip_prefix("*.").unwrap_or(h);
+                let ok = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+                if !ok {
+                    bad(
+                        at("host"),
+                        format!(
+                            "route host {h:?}: write a name such as \"example.com\" or \"*.example.com\""
+                        ),
+                    );
+                }
             }
         }
         match (b.mode, b.hash_key.as_deref()) {
@@ -295,12 +309,48 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
                 at("hash_key"),
                 format!("hash_key {k:?}: tcp mode can only hash \"source\""),
             ),
-            (BalancerMode::Http, Some(k)) => bad(
-                at("hash_key"),
-                format!(
-                    "hash_key {k:?}: this version hashes only \"source\" (\"uri\" and \"header:NAME\" are planned)"
+            (BalancerMode::Http, Some("uri")) => {}
+            (BalancerMode::Http, Some(k)) => match k.strip_prefix("header:") {
+                Some(name) if is_token(name) => {}
+                _ => bad(
+                    at("hash_key"),
+                    format!("hash_key {k:?}: write \"source\", \"uri\" or \"header:NAME\""),
                 ),
-            ),
+            },
+        }
+        if b.queue.timeout.0.is_zero() {
+            bad(
+                path!["balancer", i, "queue", "timeout"],
+                "queue timeout must be above 0s".into(),
+            );
+        }
+        if let Some(tls) = &b.tls {
+            let at = |key: &str| path!["balancer", i, "tls", key];
+            if b.mode == BalancerMode::Tcp {
+                bad(
+                    at("certificates"),
+                    "tls termination needs mode = \"http\"".into(),
+                );
+            }
+            if tls.certificates.is_empty() {
+                bad(
+                    at("certificates"),
+                    "at least one certificate is required".into(),
+                );
+            }
+            if tls.redirect_from == Some(b.bind) {
+                bad(
+                    at("redirect_from"),
+                    "redirect_from must differ from bind".into(),
+                );
+            } else if let Some(r) = tls.redirect_from
+                && !binds.insert(r)
+            {
+                bad(
+                    at("redirect_from"),
+                    format!("{r} is already bound by another balancer"),
+                );
+            }
         }
         if let Some(c) = &b.check {
             let at = |key: &str| path!["balancer", i, "check", key];
@@ -338,12 +388,6 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
                 bad(at("rise"), "rise and fall must be at least 1".into());
             }
         }
-        if b.mode == BalancerMode::Http && b.proxy_protocol.send != crate::schema::ProxySend::Off {
-            bad(
-                path!["balancer", i, "proxy_protocol", "send"],
-                "sending PROXY headers is supported in tcp mode only in this version (http mode pools backend connections)".into(),
-            );
-        }
         if !(1024..=1024 * 1024).contains(&b.max_header_bytes) {
             bad(
                 at("max_header_bytes"),
@@ -357,11 +401,7 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
             );
         }
         if let Some(sticky) = &b.sticky {
-            let token = !sticky.cookie.is_empty()
-                && sticky
-                    .cookie
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
+            let token = is_token(&sticky.cookie);
             if b.mode == BalancerMode::Tcp {
                 bad(
                     path!["balancer", i, "sticky"],
@@ -387,6 +427,43 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
                     format!("{key} timeout must be above 0s"),
                 );
             }
+        }
+    }
+}
+
+/// An HTTP token (RFC 9110 §5.6.2): header and cookie names.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+}
+
+/// A pool's backends: at least one, weights 1..=256, no address twice.
+fn check_backends(
+    backends: &[crate::schema::BackendConfig],
+    at: Vec<Seg>,
+    bad: &mut impl FnMut(Vec<Seg>, String),
+) {
+    let under = |more: Vec<Seg>| at.iter().cloned().chain(more).collect::<Vec<Seg>>();
+    if backends.is_empty() {
+        bad(
+            under(path!["backends"]),
+            "at least one backend is required".into(),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (j, be) in backends.iter().enumerate() {
+        if !(1..=256).contains(&be.weight) {
+            bad(
+                under(path!["backends", j, "weight"]),
+                "weight must be 1..=256".into(),
+            );
+        }
+        if !seen.insert(be.address) {
+            bad(
+                under(path!["backends", j, "address"]),
+                format!("backend {} is listed twice", be.address),
+            );
         }
     }
 }

@@ -140,6 +140,25 @@ impl BackendHealth {
         self.admin = admin;
     }
 
+    /// Applies new rules (a reload) and keeps what is known: the current up/down state, the
+    /// failure streak and the operator's setting.
+    pub fn set_policy(&mut self, policy: HealthPolicy) {
+        if policy == self.policy {
+            return;
+        }
+        let mut active = RiseFall::new(policy.rise, policy.fall);
+        if let Some(up) = self.active.is_up() {
+            active.set(up);
+        }
+        self.active = active;
+        if !policy.active_checks && self.policy.active_checks && self.active.is_up() == Some(false)
+        {
+            // Nothing would ever bring it back: start over as up, as a fresh backend does.
+            self.active = RiseFall::new(policy.rise, policy.fall);
+        }
+        self.policy = policy;
+    }
+
     /// `weight` scaled by slow start: from 1 right after recovery up to `weight` after
     /// `slow_start`.
     pub fn effective_weight(&self, weight: u32, now: Instant) -> u32 {
@@ -255,6 +274,31 @@ mod tests {
 
     fn t(ms: u64) -> Instant {
         Instant::from_nanos(ms * 1_000_000)
+    }
+
+    #[test]
+    fn a_new_policy_keeps_the_state_and_the_operator_setting() {
+        let mut b = BackendHealth::new(HealthPolicy::default());
+        b.record_check(t(0), false, "refused");
+        b.set_admin(Admin::Draining);
+        b.set_policy(HealthPolicy {
+            rise: 1,
+            ..HealthPolicy::default()
+        });
+        assert!(!b.is_up(t(1)), "still down after a reload");
+        assert_eq!(b.admin(), Admin::Draining);
+        // The new rise of 1 applies: one passing check brings it back.
+        assert!(b.record_check(t(2), true, "").unwrap().up);
+        // Active checks switched off: a backend they had taken down must not stay down forever.
+        b.record_check(t(3), false, "x");
+        b.record_check(t(4), false, "x");
+        b.record_check(t(5), false, "x");
+        assert!(!b.is_up(t(5)));
+        b.set_policy(HealthPolicy {
+            active_checks: false,
+            ..HealthPolicy::default()
+        });
+        assert!(b.is_up(t(6)));
     }
 
     #[test]

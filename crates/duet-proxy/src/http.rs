@@ -8,23 +8,25 @@
 //! against the backend.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use duet_health::Outcome;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::backends::{Backend, Lease, NoPick, Shared, request_key};
 use crate::h1::{self, ClientInfo, Framing, Limits};
-use crate::runtime::{Picker, Shared};
+use crate::runtime::Balancer;
 
 /// Timeouts of the HTTP path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpTimeouts {
     /// Waiting for the next request on an idle keep-alive connection.
     pub idle: Duration,
-    /// Receiving a request (head and body) once it started: slowloris protection.
+    /// Receiving a request head once it started (slowloris protection), and each read of a
+    /// request body.
     pub client: Duration,
     /// Waiting for the backend's response.
     pub server: Duration,
@@ -40,27 +42,6 @@ impl Default for HttpTimeouts {
     }
 }
 
-/// Idle keep-alive connections to each backend, per worker thread.
-#[derive(Debug, Default)]
-pub struct Pool(Mutex<Vec<Vec<TcpStream>>>);
-
-impl Pool {
-    fn take(&self, i: usize) -> Option<TcpStream> {
-        self.0.lock().ok()?.get_mut(i)?.pop()
-    }
-
-    fn give(&self, i: usize, conn: TcpStream) {
-        if let Ok(mut p) = self.0.lock() {
-            if p.len() <= i {
-                p.resize_with(i + 1, Vec::new);
-            }
-            if p[i].len() < 64 {
-                p[i].push(conn);
-            }
-        }
-    }
-}
-
 enum Failure {
     /// Nothing reached the client yet; the request may be retried if the rules allow.
     BeforeResponse(Outcome),
@@ -70,20 +51,33 @@ enum Failure {
 
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Who a client connection belongs to.
+pub(crate) struct Conn<'a> {
+    pub(crate) balancer: &'a Balancer,
+    /// The worker thread (its idle backend connections).
+    pub(crate) thread: usize,
+    /// The client (after PROXY protocol).
+    pub(crate) peer: SocketAddr,
+    /// The address the client connected to (for PROXY headers).
+    pub(crate) local: SocketAddr,
+    /// `"http"` or `"https"`.
+    pub(crate) proto: &'static str,
+}
+
+/// With `send_proxy`, backend connections carry one client's address and are not shared: the
+/// client connection keeps its own.
+type Private = Option<(SocketAddr, TcpStream)>;
+
 /// Serves one client connection until it closes.
-pub(crate) async fn serve_connection(
-    mut client: TcpStream,
-    peer: SocketAddr,
+pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut client: S,
     initial: Vec<u8>,
-    shared: &Shared,
-    selector: &Mutex<Picker>,
-    pool: &Pool,
+    conn: Conn<'_>,
+    mut shared: Arc<Shared>,
 ) {
-    let limits = shared.spec.limits;
-    let timeouts = shared.http_timeouts;
     let info = ClientInfo {
-        addr: peer.ip(),
-        proto: "http",
+        addr: conn.peer.ip(),
+        proto: conn.proto,
     };
     let mut buf: Vec<u8> = initial;
     buf.reserve(READ_CHUNK);
@@ -91,46 +85,41 @@ pub(crate) async fn serve_connection(
     // Reused for every response on this connection: no allocation per request.
     let mut rbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut rhead: Vec<u8> = Vec::with_capacity(1024);
+    let mut private: Private = None;
     loop {
+        // A reload applies from the next request on.
+        conn.balancer.refresh(&mut shared);
+        if conn.balancer.is_stopped() && buf.is_empty() {
+            return;
+        }
+        let limits = shared.spec.limits;
+        let timeouts = shared.spec.http_timeouts;
         // 1. The request head: idle timeout before its first byte, then the whole head must
         // arrive within the client timeout (a byte now and then does not extend it).
         let mut head_deadline =
             (!buf.is_empty()).then(|| tokio::time::Instant::now() + timeouts.client);
-        let (head_len, framing, keep_alive, idempotent, is_head, upgrade, sticky, logged) = loop {
+        let request = loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             match h1::parse_request(&buf, &mut headers, limits) {
                 Ok(Some(req)) => {
                     h1::write_request_head(&req, info, &mut head_out);
-                    let sticky = shared.spec.sticky_cookie.as_deref().and_then(|name| {
-                        let id = h1::head::cookie(req.headers, name)?;
-                        shared
-                            .sticky_ids
-                            .iter()
-                            .position(|known| known.as_bytes() == id)
-                    });
-                    // Owned copies only when an access log wants them.
-                    let logged = shared
-                        .spec
-                        .access_log
-                        .as_ref()
-                        .map(|_| (req.method.to_string(), req.target.to_string()));
-                    break (
-                        req.head_len,
-                        req.framing,
-                        req.keep_alive,
-                        req.idempotent(),
-                        req.method == "HEAD",
-                        req.upgrade,
-                        sticky,
-                        logged,
-                    );
+                    break Request::new(&req, &shared, conn.peer);
                 }
                 Ok(None) => {
-                    let limit = match head_deadline {
-                        None => timeouts.idle,
-                        Some(d) => d.saturating_duration_since(tokio::time::Instant::now()),
+                    let read = match head_deadline {
+                        None => {
+                            // Idle between requests: a stopping balancer closes it now.
+                            tokio::select! {
+                                r = read_some(&mut client, &mut buf, timeouts.idle) => r,
+                                () = conn.balancer.stopped() => return,
+                            }
+                        }
+                        Some(d) => {
+                            let left = d.saturating_duration_since(tokio::time::Instant::now());
+                            read_some(&mut client, &mut buf, left).await
+                        }
                     };
-                    match read_some(&mut client, &mut buf, limit).await {
+                    match read {
                         Ok(0) | Err(_) => {
                             if !buf.is_empty() {
                                 let _ = client
@@ -154,10 +143,10 @@ pub(crate) async fn serve_connection(
                 }
             }
         };
-        buf.drain(..head_len);
+        buf.drain(..request.head_len);
 
         // 2. Is the whole body already here? Then a retry can resend it.
-        let buffered_body = match framing {
+        let buffered_body = match request.framing {
             Framing::Empty => Some(0),
             Framing::Length(n) => usize::try_from(n).ok().filter(|n| *n <= buf.len()),
             Framing::Chunked => {
@@ -177,47 +166,74 @@ pub(crate) async fn serve_connection(
 
         // 3. Attempts.
         let started = std::time::Instant::now();
-        let mut answered: Option<(usize, u16)> = None;
-        let key = crate::runtime::random_bits();
+        let mut answered: Option<(SocketAddr, u16)> = None;
         let mut tried = Vec::new();
         let mut done = false;
-        let mut reuse_client = keep_alive && !upgrade;
+        let mut full = false;
+        let mut reuse_client = request.keep_alive && !request.upgrade;
+        let group = request.group;
         for _ in 0..=shared.spec.retries {
-            // A sticky client goes back to its backend while that one takes new requests.
-            let stuck = sticky.filter(|&i| {
-                !tried.contains(&i) && shared.stats.backends[i].up.load(Ordering::Relaxed)
-            });
-            let Some(i) = stuck.or_else(|| crate::runtime::pick(shared, selector, key, &tried))
-            else {
-                break;
+            // A sticky client goes back to its backend while that one is healthy.
+            let stuck = request
+                .sticky
+                .filter(|i| !tried.contains(i))
+                .and_then(|i| shared.try_sticky(group, i));
+            let lease = match stuck {
+                Some(l) => l,
+                None => match shared.pick(conn.thread, group, request.key, &tried).await {
+                    Ok(l) => l,
+                    Err(NoPick::Full) => {
+                        full = true;
+                        break;
+                    }
+                    Err(NoPick::Unavailable) => break,
+                },
             };
-            tried.push(i);
-            let set_cookie = match (&shared.spec.sticky_cookie, stuck) {
-                (Some(name), None) => {
-                    format!(
-                        "Set-Cookie: {name}={}; Path=/; HttpOnly\r\n",
-                        shared.sticky_ids[i]
-                    )
-                }
-                _ => String::new(),
+            tried.push(lease.index);
+            let cookie = match (
+                &shared.spec.sticky_cookie,
+                request.sticky == Some(lease.index),
+            ) {
+                (Some(name), false) => Some(format!(
+                    "Set-Cookie: {name}={}; Path=/; HttpOnly\r\n",
+                    lease.backend.sticky_id
+                )),
+                _ => None,
             };
+            let mut extra = shared.response_headers.as_slice();
+            let joined;
+            if let Some(c) = cookie {
+                joined = [extra, c.as_bytes()].concat();
+                extra = &joined;
+            }
             let forward = Forward {
                 head: &head_out,
-                extra_response_headers: set_cookie.as_bytes(),
-                framing,
+                extra_response_headers: extra,
+                framing: request.framing,
                 buffered_body,
-                is_head,
-                client_keep_alive: keep_alive,
+                is_head: request.is_head,
+                client_keep_alive: request.keep_alive,
             };
             let bufs = Buffers {
                 client: &mut buf,
                 response: &mut rbuf,
                 head: &mut rhead,
             };
-            let result = exchange(&mut client, bufs, &forward, i, shared, pool).await;
+            let address = lease.backend.address;
+            let result = exchange(
+                &mut client,
+                bufs,
+                &forward,
+                &lease,
+                &shared,
+                &conn,
+                &mut private,
+            )
+            .await;
             match result {
                 Ok((client_keep, status)) => {
-                    answered = Some((i, status));
+                    lease.backend.stats.latency.observe(started.elapsed());
+                    answered = Some((address, status));
                     if let Some(n) = buffered_body {
                         buf.drain(..n);
                     }
@@ -226,11 +242,9 @@ pub(crate) async fn serve_connection(
                     break;
                 }
                 Err(Failure::BeforeResponse(outcome)) => {
-                    shared.update(i, |h, now| {
-                        h.record_outcome(now, outcome);
-                    });
+                    lease.backend.record(&shared.spec.name, outcome);
                     let safe = outcome == Outcome::ConnectFailed
-                        || (idempotent && buffered_body.is_some());
+                        || (request.idempotent && buffered_body.is_some());
                     if !safe {
                         break;
                     }
@@ -238,28 +252,160 @@ pub(crate) async fn serve_connection(
                 Err(Failure::AfterResponse) => return,
             }
         }
-        let failed_status = if tried.is_empty() { 503 } else { 502 };
-        if let (Some(log), Some((method, target))) = (&shared.spec.access_log, &logged) {
+        let failed_status = if tried.is_empty() || full { 503 } else { 502 };
+        if let (Some(log), Some((method, target))) = (&shared.spec.access_log, &request.logged) {
             log.log(&crate::access_log::Entry {
                 balancer: &shared.spec.name,
-                client: peer,
+                client: conn.peer,
                 method,
                 target,
                 status: answered.map_or(failed_status, |(_, s)| s),
-                backend: answered.map(|(i, _)| shared.spec.backends[i].address),
+                backend: answered.map(|(a, _)| a),
                 attempts: tried.len(),
                 duration: started.elapsed(),
             });
         }
         if !done {
-            shared.stats.client_errors.fetch_add(1, Ordering::Relaxed);
-            let _ = client
-                .write_all(&error_response(failed_status, "no backend could answer"))
-                .await;
+            conn.balancer.client_errors.fetch_add(1, Ordering::Relaxed);
+            let why = if full {
+                "every backend is at its connection limit"
+            } else {
+                "no backend could answer"
+            };
+            let _ = client.write_all(&error_response(failed_status, why)).await;
             return;
         }
         if !reuse_client {
             return;
+        }
+    }
+}
+
+/// What the loop keeps of a parsed request head once the buffer moves on.
+struct Request {
+    head_len: usize,
+    framing: Framing,
+    keep_alive: bool,
+    idempotent: bool,
+    is_head: bool,
+    upgrade: bool,
+    /// The pool its route chose.
+    group: usize,
+    /// Its backend in that pool, by sticky cookie.
+    sticky: Option<usize>,
+    /// Hash or random key for the pick.
+    key: u64,
+    /// Method and target, when an access log wants them.
+    logged: Option<(String, String)>,
+}
+
+impl Request {
+    fn new(req: &h1::RequestHead<'_, '_>, shared: &Shared, peer: SocketAddr) -> Request {
+        let path = origin_path(req.target.as_bytes());
+        let group = shared.route(req.host, path);
+        let sticky = shared.spec.sticky_cookie.as_deref().and_then(|name| {
+            let id = h1::head::cookie(req.headers, name)?;
+            shared.groups[group]
+                .members
+                .iter()
+                .position(|m| m.backend.sticky_id.as_bytes() == id)
+        });
+        let key = match shared.spec.algorithm {
+            duet_health::Algorithm::Hash => {
+                request_key(&shared.spec.hash_key, peer.ip(), path, |name| {
+                    req.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| h.value.to_vec())
+                })
+            }
+            _ => crate::backends::random_bits(),
+        };
+        Request {
+            head_len: req.head_len,
+            framing: req.framing,
+            keep_alive: req.keep_alive,
+            idempotent: req.idempotent(),
+            is_head: req.method == "HEAD",
+            upgrade: req.upgrade,
+            group,
+            sticky,
+            key,
+            // Owned copies only when an access log wants them.
+            logged: shared
+                .spec
+                .access_log
+                .as_ref()
+                .map(|_| (req.method.to_string(), req.target.to_string())),
+        }
+    }
+}
+
+/// The path of a request target: `/a?b` as is, `http://host/a?b` → `/a?b`.
+fn origin_path(target: &[u8]) -> &[u8] {
+    if target.first() == Some(&b'/') {
+        return target;
+    }
+    let after_scheme = target
+        .windows(3)
+        .position(|w| w == b"://")
+        .map_or(0, |i| i + 3);
+    let rest = &target[after_scheme..];
+    match rest.iter().position(|&b| b == b'/') {
+        Some(i) => &rest[i..],
+        None => b"/",
+    }
+}
+
+/// Answers every request on a plain-HTTP redirect listener with `308` to the same host and
+/// target over https (`port`: the TLS listener's, omitted when 443).
+pub(crate) async fn redirect_to_https(
+    mut client: TcpStream,
+    mut buf: Vec<u8>,
+    port: u16,
+    shared: &Shared,
+) {
+    let timeouts = shared.spec.http_timeouts;
+    let deadline = tokio::time::Instant::now() + timeouts.client;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        match h1::parse_request(&buf, &mut headers, shared.spec.limits) {
+            Ok(Some(req)) => {
+                let Some(host) = req.host.map(|h| String::from_utf8_lossy(h).into_owned()) else {
+                    let _ = client.write_all(&error_response(400, "no Host")).await;
+                    return;
+                };
+                let name = match host.rsplit_once(':') {
+                    Some((name, p)) if !p.contains(']') => name.to_string(),
+                    _ => host,
+                };
+                let authority = if port == 443 {
+                    name
+                } else {
+                    format!("{name}:{port}")
+                };
+                let target =
+                    String::from_utf8_lossy(origin_path(req.target.as_bytes())).into_owned();
+                let location = format!("https://{authority}{target}");
+                let response = format!(
+                    "HTTP/1.1 308 Permanent Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = client.write_all(response.as_bytes()).await;
+                return;
+            }
+            Ok(None) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match read_some(&mut client, &mut buf, left).await {
+                    Ok(n) if n > 0 => {}
+                    _ => return,
+                }
+            }
+            Err(e) => {
+                let _ = client
+                    .write_all(&error_response(e.status(), e.describe()))
+                    .await;
+                return;
+            }
         }
     }
 }
@@ -290,38 +436,45 @@ struct Buffers<'a> {
     head: &'a mut Vec<u8>,
 }
 
-/// One request/response exchange with backend `i`. `Ok((keep, status))`: done, whether the
-/// client connection may be reused, and the status sent.
-async fn exchange(
-    client: &mut TcpStream,
+/// One request/response exchange with the leased backend. `Ok((keep, status))`: done, whether
+/// the client connection may be reused, and the status sent.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut S,
     bufs: Buffers<'_>,
     forward: &Forward<'_>,
-    i: usize,
+    lease: &Lease<'_>,
     shared: &Shared,
-    pool: &Pool,
+    conn: &Conn<'_>,
+    private: &mut Private,
 ) -> Result<(bool, u16), Failure> {
-    let timeouts = shared.http_timeouts;
-    let stats = &shared.stats.backends[i];
-    let (mut server, pooled) = match pool.take(i) {
+    let backend: &Backend = lease.backend;
+    let stats = &backend.stats;
+    let reused = if shared.spec.send_proxy.is_some() {
+        private
+            .take()
+            .filter(|(a, _)| *a == backend.address)
+            .map(|(_, s)| s)
+    } else {
+        backend.take_idle(conn.thread)
+    };
+    let (mut server, pooled) = match reused {
         Some(s) => (s, true),
         None => {
-            let addr = shared.spec.backends[i].address;
-            match tokio::time::timeout(shared.spec.connect_timeout, TcpStream::connect(addr)).await
-            {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    (s, false)
-                }
-                _ => {
-                    stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(Failure::BeforeResponse(Outcome::ConnectFailed));
-                }
+            let local = Some(conn.local);
+            match crate::runtime::connect(shared, backend, conn.peer, local).await {
+                Ok(s) => (s, false),
+                Err(()) => return Err(Failure::BeforeResponse(Outcome::ConnectFailed)),
             }
         }
     };
-    stats.active.fetch_add(1, Ordering::Relaxed);
-    let result = exchange_on(client, &mut server, bufs, forward, timeouts).await;
-    stats.active.fetch_sub(1, Ordering::Relaxed);
+    let result = exchange_on(
+        client,
+        &mut server,
+        bufs,
+        forward,
+        shared.spec.http_timeouts,
+    )
+    .await;
     match result {
         Ok((client_keep, server_reusable, status)) => {
             stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -330,13 +483,13 @@ async fn exchange(
             } else {
                 Outcome::Success
             };
-            if outcome != Outcome::Success || stats.success_needs_recording() {
-                shared.update(i, |h, now| {
-                    h.record_outcome(now, outcome);
-                });
-            }
+            backend.record(&shared.spec.name, outcome);
             if server_reusable {
-                pool.give(i, server);
+                if shared.spec.send_proxy.is_some() {
+                    *private = Some((backend.address, server));
+                } else {
+                    backend.give_idle(conn.thread, server);
+                }
             }
             Ok((client_keep, status))
         }
@@ -349,8 +502,8 @@ async fn exchange(
 }
 
 /// Returns (client keep-alive, backend connection reusable, status).
-async fn exchange_on(
-    client: &mut TcpStream,
+async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut S,
     server: &mut TcpStream,
     bufs: Buffers<'_>,
     forward: &Forward<'_>,
@@ -442,9 +595,9 @@ async fn exchange_on(
 
 /// Copies one body framed by `framing` from `from` to `to`, starting with the bytes already in
 /// `buf`; leaves any bytes after the body in `buf`.
-async fn stream_body(
-    from: &mut TcpStream,
-    to: &mut TcpStream,
+async fn stream_body<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    from: &mut R,
+    to: &mut W,
     buf: &mut Vec<u8>,
     framing: Framing,
     timeout: Duration,
@@ -495,8 +648,8 @@ async fn stream_body(
 }
 
 /// Appends what is readable now (up to [`READ_CHUNK`]) to `buf`; `Ok(0)` at end of stream.
-async fn read_some(
-    stream: &mut TcpStream,
+async fn read_some<R: AsyncRead + Unpin>(
+    stream: &mut R,
     buf: &mut Vec<u8>,
     timeout: Duration,
 ) -> std::io::Result<usize> {

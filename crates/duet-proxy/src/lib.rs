@@ -1,18 +1,29 @@
-//! duet's load balancer data path (issue #4, in progress).
+//! duet's load balancer data path.
 //!
-//! So far: [`h1`], the HTTP/1.1 message rules of the hot path (head parsing and validation,
-//! chunked framing, forwarded heads), and [`runtime`]: thread-per-core listeners with
-//! `SO_REUSEPORT`, TCP forwarding with connect retries on another backend, passive failure
-//! accounting and active TCP checks. HTTP connection loops, pools, TLS and HTTP/2 follow; see
-//! `docs/proxy-design.md`.
+//! - [`runtime`]: thread-per-core listeners with `SO_REUSEPORT`, configuration snapshots swapped
+//!   on reload, TCP mode, active checks.
+//! - [`backends`]: backends shared across snapshots, pools, routes, picking with `maxconn` and a
+//!   bounded queue, per-backend counters and latency histograms.
+//! - [`h1`] and [`http`]: the hand-written HTTP/1.1 hot path; `h2`: HTTP/2 from clients through
+//!   hyper; [`tls`]: rustls termination with SNI; [`proxy_protocol`]; [`access_log`].
+//!
+//! See `docs/proxy-design.md`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod access_log;
+pub mod backends;
 pub mod h1;
+mod h2;
 pub mod http;
 pub mod proxy_protocol;
 pub mod runtime;
+pub mod tls;
 
+pub use backends::{Backend, BackendStats, ErrorKind, LATENCY_BUCKETS};
 pub use http::HttpTimeouts;
-pub use runtime::{BackendSpec, BalancerSpec, CheckSpec, Mode, Proxy};
+pub use runtime::{
+    BackendSpec, BackendView, BalancerSpec, CheckSpec, HashKey, Mode, Proxy, QueueSpec,
+    ReloadError, RouteSpec,
+};
+pub use tls::{CertPaths, TlsSpec};

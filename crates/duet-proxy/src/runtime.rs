@@ -1,14 +1,17 @@
 //! The proxy runtime: one thread per core, each with a current-thread tokio runtime and its own
-//! `SO_REUSEPORT` listener; a shared view of backend health; TCP forwarding with retry of
-//! failed connects on another backend. HTTP connection loops build on the same pieces.
+//! `SO_REUSEPORT` listener; configuration as a snapshot swapped on reload; TCP forwarding with
+//! retry of failed connects on another backend; active checks. The HTTP paths live in
+//! [`crate::http`] and [`crate::h2`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use duet_health::{Algorithm, BackendHealth, Candidate, HealthPolicy, Outcome, Selector};
+use duet_health::{Algorithm, HealthPolicy, Outcome};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::backends::{Backend, NoPick, Shared};
 
 /// One backend server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +20,50 @@ pub struct BackendSpec {
     pub address: SocketAddr,
     /// Its weight.
     pub weight: u32,
+    /// Requests (http) or connections (tcp) in flight at most; 0: no limit. Beyond it,
+    /// requests wait in the pool's queue.
+    pub maxconn: u32,
+}
+
+/// Requests for host and path prefix go to their own backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// `example.com`, `*.example.com` (any name below), or `None` for any host.
+    pub host: Option<String>,
+    /// Path prefix, e.g. `/api/`; `/` matches everything.
+    pub path_prefix: String,
+    /// The pool.
+    pub backends: Vec<BackendSpec>,
+}
+
+/// What `hash` hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HashKey {
+    /// The client's address.
+    #[default]
+    Source,
+    /// The request path (without the query).
+    Uri,
+    /// The value of a request header (random when absent).
+    Header(String),
+}
+
+/// The queue of requests waiting when every backend of a pool is at its `maxconn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// Waiting requests at most, per pool; beyond it requests get 503 at once.
+    pub size: u32,
+    /// Longest wait; then 503.
+    pub timeout: Duration,
+}
+
+impl Default for QueueSpec {
+    fn default() -> QueueSpec {
+        QueueSpec {
+            size: 1024,
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Active checks: a TCP connect, or with `path` an HTTP `GET` whose status must fall in
@@ -38,7 +85,7 @@ pub struct CheckSpec {
 pub enum Mode {
     /// Layer-4 pass-through.
     Tcp,
-    /// HTTP/1.1 (first cut).
+    /// HTTP/1.1, and HTTP/2 over TLS.
     Http,
 }
 
@@ -55,8 +102,14 @@ pub struct BalancerSpec {
     pub bind: SocketAddr,
     /// Backend selection.
     pub algorithm: Algorithm,
-    /// The backends.
+    /// What `hash` hashes.
+    pub hash_key: HashKey,
+    /// The default backends.
     pub backends: Vec<BackendSpec>,
+    /// Host / path routes to other backends (http mode), first match wins.
+    pub routes: Vec<RouteSpec>,
+    /// The wait queue for backends at their `maxconn`.
+    pub queue: QueueSpec,
     /// Health rules.
     pub health: HealthPolicy,
     /// Active checks, if any.
@@ -69,7 +122,7 @@ pub struct BalancerSpec {
     pub threads: usize,
     /// Expect a PROXY protocol header (v1 or v2) from a front load balancer on every connection.
     pub accept_proxy: bool,
-    /// Send a PROXY protocol header to backends (tcp mode).
+    /// Send a PROXY protocol header to backends.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// Sticky sessions (http mode): the cookie that names the backend.
     pub sticky_cookie: Option<String>,
@@ -77,170 +130,207 @@ pub struct BalancerSpec {
     pub limits: crate::h1::Limits,
     /// One JSON line per request (http mode), or `None`.
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// TLS termination (http mode).
+    pub tls: Option<crate::tls::TlsSpec>,
 }
 
-/// The stable id of a backend in sticky cookies: the same on every node and across restarts,
-/// since it derives from the backend's address alone.
-pub fn sticky_id(address: SocketAddr) -> String {
-    format!(
-        "{:016x}",
-        duet_health::select::hash_bytes(address.to_string().as_bytes())
-    )
+/// A balancer for as long as it runs, across reloads.
+pub(crate) struct Balancer {
+    pub(crate) name: String,
+    threads: usize,
+    current: RwLock<Arc<Shared>>,
+    generation: AtomicU64,
+    /// Requests or connections that got no backend.
+    pub(crate) client_errors: AtomicU64,
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Client connections open now.
+    live: AtomicUsize,
 }
 
-/// Counters of one backend, shared by the worker threads.
-#[derive(Debug, Default)]
-pub struct BackendStats {
-    /// Connections forwarded.
-    pub connections: AtomicU64,
-    /// Failed connects.
-    pub connect_errors: AtomicU64,
-    /// Connections open now.
-    pub active: AtomicU32,
-    /// Whether it takes new connections.
-    pub up: AtomicBool,
-    /// Whether its passive failure streak is running (successes must then be recorded).
-    failing: AtomicBool,
-}
-
-impl BackendStats {
-    /// Records a success without touching the shared health unless a failure streak runs.
-    pub(crate) fn success_needs_recording(&self) -> bool {
-        self.failing.load(Ordering::Relaxed)
-    }
-}
-
-/// Per-thread selection state: the selector and a reused candidate list.
-#[derive(Debug)]
-pub(crate) struct Picker {
-    selector: Selector,
-    cands: Vec<Candidate>,
-}
-
-/// Counters of the balancer.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Per backend, in configuration order.
-    pub backends: Vec<BackendStats>,
-    /// Client connections closed because no backend could be reached.
-    pub client_errors: AtomicU64,
-}
-
-pub(crate) struct Shared {
-    pub(crate) spec: BalancerSpec,
-    health: Mutex<Vec<BackendHealth>>,
-    pub(crate) stats: Stats,
-    clock: std::time::Instant,
-    pub(crate) http_timeouts: crate::http::HttpTimeouts,
-    /// [`sticky_id`] of each backend, in configuration order.
-    pub(crate) sticky_ids: Vec<String>,
-}
-
-impl Shared {
-    fn now(&self) -> duet_time::Instant {
-        duet_time::Instant::from_nanos(self.clock.elapsed().as_nanos() as u64)
+impl Balancer {
+    /// The current snapshot.
+    pub(crate) fn snapshot(&self) -> Arc<Shared> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// Applies a health input to backend `i` and republishes its availability.
-    pub(crate) fn update(&self, i: usize, f: impl FnOnce(&mut BackendHealth, duet_time::Instant)) {
-        let now = self.now();
-        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut health[i], now);
-        self.stats.backends[i]
-            .failing
-            .store(health[i].failure_streak() > 0, Ordering::Relaxed);
-        let up = health[i].accepts_new(now);
-        let was = self.stats.backends[i].up.swap(up, Ordering::Relaxed);
-        if was != up {
-            tracing::warn!(
-                "{}: backend {} is {}",
-                self.spec.name,
-                self.spec.backends[i].address,
-                if up { "up" } else { "down" }
-            );
+    /// Moves `shared` to the current snapshot if a reload happened (one atomic load if not).
+    pub(crate) fn refresh(&self, shared: &mut Arc<Shared>) {
+        if self.generation.load(Ordering::Acquire) != shared.generation {
+            *shared = self.snapshot();
         }
     }
+
+    /// Resolves when the balancer is stopped.
+    pub(crate) async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
 }
 
-/// A running balancer; dropping it does not stop the threads (they live with the process).
+/// Counts a client connection while it lives.
+struct Live<'a>(&'a Balancer);
+
+impl<'a> Live<'a> {
+    fn new(b: &'a Balancer) -> Live<'a> {
+        b.live.fetch_add(1, Ordering::Relaxed);
+        Live(b)
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A running balancer. Clones share it; [`Proxy::stop`] ends it.
 #[derive(Clone)]
 pub struct Proxy {
-    shared: Arc<Shared>,
+    inner: Arc<Balancer>,
     local: SocketAddr,
+    redirect_local: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
-            .field("name", &self.shared.spec.name)
+            .field("name", &self.inner.name)
             .field("local", &self.local)
             .finish()
     }
 }
 
+/// A backend as the status and metrics show it.
+#[derive(Debug, Clone)]
+pub struct BackendView {
+    /// `"default"` or the route's label.
+    pub pool: String,
+    /// Configured weight.
+    pub weight: u32,
+    /// Configured in-flight limit (0: none).
+    pub maxconn: u32,
+    /// The backend: address, counters, state.
+    pub backend: Arc<Backend>,
+}
+
+/// Why a reload could not be applied in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadError {
+    /// The listen address, mode, thread count or redirect listener changed: start a new
+    /// balancer and stop this one.
+    NeedsRestart,
+    /// The new configuration is unusable (e.g. a certificate); the old one keeps running.
+    Invalid(String),
+}
+
+/// Longest wait for open connections when a balancer stops.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 impl Proxy {
     /// Binds and starts the worker threads (and the checker, on the first one).
-    pub fn start(spec: BalancerSpec) -> std::io::Result<Proxy> {
+    pub fn start(spec: BalancerSpec) -> Result<Proxy, String> {
         let threads = if spec.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             spec.threads
         };
-        let health = spec
-            .backends
-            .iter()
-            .map(|_| BackendHealth::new(spec.health.clone()))
-            .collect();
-        let stats = Stats {
-            backends: spec
-                .backends
-                .iter()
-                .map(|_| BackendStats {
-                    up: AtomicBool::new(true),
-                    ..Default::default()
-                })
-                .collect(),
-            client_errors: AtomicU64::new(0),
-        };
+        let tls = spec.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         // Bind every listener before starting anything, so errors reach the caller; with port
         // 0, the later ones reuse the port the first one got.
-        let first = bind_reuseport(spec.bind)?;
-        let local = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..threads {
-            listeners.push(bind_reuseport(local)?);
-        }
-        let http_timeouts = spec.http_timeouts;
-        let sticky_ids = spec.backends.iter().map(|b| sticky_id(b.address)).collect();
-        let shared = Arc::new(Shared {
-            sticky_ids,
-            spec,
-            health: Mutex::new(health),
-            stats,
-            clock: std::time::Instant::now(),
-            http_timeouts,
+        let bind_all = |addr: SocketAddr| -> Result<Vec<std::net::TcpListener>, String> {
+            let first = bind_reuseport(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+            let local = first.local_addr().map_err(|e| e.to_string())?;
+            let mut all = vec![first];
+            for _ in 1..threads {
+                all.push(bind_reuseport(local).map_err(|e| format!("bind {local}: {e}"))?);
+            }
+            Ok(all)
+        };
+        let listeners = bind_all(spec.bind)?;
+        let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
+        let redirect_from = spec.tls.as_ref().and_then(|t| t.redirect_from);
+        let mut redirects: Vec<Option<std::net::TcpListener>> = match redirect_from {
+            Some(addr) => bind_all(addr)?.into_iter().map(Some).collect(),
+            None => (0..threads).map(|_| None).collect(),
+        };
+        let redirect_local = redirects
+            .first()
+            .and_then(|l| l.as_ref())
+            .and_then(|l| l.local_addr().ok());
+        let name = spec.name.clone();
+        let shared = Arc::new(Shared::build(spec, None, threads, 0, tls));
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let inner = Arc::new(Balancer {
+            name,
+            threads,
+            current: RwLock::new(shared),
+            generation: AtomicU64::new(0),
+            client_errors: AtomicU64::new(0),
+            stop,
+            live: AtomicUsize::new(0),
         });
         for (n, listener) in listeners.into_iter().enumerate() {
-            let shared = shared.clone();
+            let inner = inner.clone();
+            let redirect = redirects[n].take();
             std::thread::Builder::new()
                 .name(format!("duet-proxy-{n}"))
-                .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("proxy runtime");
-                    rt.block_on(async move {
-                        if n == 0 {
-                            tokio::spawn(tick_loop(shared.clone()));
-                            if shared.spec.check.is_some() {
-                                tokio::spawn(check_loop(shared.clone()));
-                            }
-                        }
-                        serve(listener, shared).await;
-                    });
-                })?;
+                .spawn(move || run_thread(n, listener, redirect, inner))
+                .map_err(|e| e.to_string())?;
         }
-        Ok(Proxy { shared, local })
+        Ok(Proxy {
+            inner,
+            local,
+            redirect_local,
+        })
+    }
+
+    /// Applies a new configuration in place when only backends, routes, checks, timeouts,
+    /// limits or certificates changed: new requests use it at once, requests in flight finish
+    /// with the old one, health and counters carry over by backend address. Certificates are
+    /// read again even when their paths are unchanged.
+    pub fn reload(&self, spec: BalancerSpec) -> Result<(), ReloadError> {
+        let old = self.inner.snapshot();
+        let threads = if spec.threads == 0 {
+            self.inner.threads
+        } else {
+            spec.threads
+        };
+        let redirect = |s: &BalancerSpec| s.tls.as_ref().and_then(|t| t.redirect_from);
+        if spec.bind != old.spec.bind
+            || spec.mode != old.spec.mode
+            || threads != self.inner.threads
+            || redirect(&spec) != redirect(&old.spec)
+        {
+            return Err(ReloadError::NeedsRestart);
+        }
+        let tls = spec
+            .tls
+            .as_ref()
+            .map(crate::tls::acceptor)
+            .transpose()
+            .map_err(ReloadError::Invalid)?;
+        let generation = old.generation + 1;
+        let next = Arc::new(Shared::build(spec, Some(&old), threads, generation, tls));
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = next;
+        self.inner.generation.store(generation, Ordering::Release);
+        Ok(())
+    }
+
+    /// Stops accepting, closes idle keep-alive connections and lets requests in flight finish
+    /// (for at most 30 s); then the worker threads end.
+    pub fn stop(&self) {
+        self.inner.stop.send_replace(true);
     }
 
     /// The bound address (useful with port 0).
@@ -248,10 +338,83 @@ impl Proxy {
         self.local
     }
 
-    /// Counters.
-    pub fn stats(&self) -> &Stats {
-        &self.shared.stats
+    /// The bound address of the plain-HTTP redirect listener, if any.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_local
     }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Requests or connections that no backend could serve.
+    pub fn client_errors(&self) -> u64 {
+        self.inner.client_errors.load(Ordering::Relaxed)
+    }
+
+    /// Every backend of the current configuration, pool by pool, in configuration order.
+    pub fn backends(&self) -> Vec<BackendView> {
+        let shared = self.inner.snapshot();
+        shared
+            .groups
+            .iter()
+            .flat_map(|g| {
+                g.members.iter().map(|m| BackendView {
+                    pool: g.label.clone(),
+                    weight: m.weight,
+                    maxconn: m.maxconn,
+                    backend: m.backend.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Drains backend `address` (it finishes what it has and takes no new requests; sticky
+    /// sessions still reach it) or re-enables it. Errors if no pool lists it.
+    pub fn set_draining(&self, address: SocketAddr, drain: bool) -> Result<(), String> {
+        let shared = self.inner.snapshot();
+        let Some(b) = shared.backends().into_iter().find(|b| b.address == address) else {
+            return Err(format!(
+                "balancer {} has no backend {address}",
+                self.inner.name
+            ));
+        };
+        let admin = if drain {
+            duet_health::Admin::Draining
+        } else {
+            duet_health::Admin::Enabled
+        };
+        b.update(&self.inner.name, |h, _| h.set_admin(admin));
+        Ok(())
+    }
+}
+
+fn run_thread(
+    n: usize,
+    listener: std::net::TcpListener,
+    redirect: Option<std::net::TcpListener>,
+    inner: Arc<Balancer>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("proxy runtime");
+    rt.block_on(async move {
+        if n == 0 {
+            tokio::spawn(tick_loop(inner.clone()));
+            tokio::spawn(check_loop(inner.clone()));
+        }
+        if let Some(r) = redirect {
+            tokio::spawn(serve(r, inner.clone(), n, Listener::Redirect));
+        }
+        serve(listener, inner.clone(), n, Listener::Main).await;
+        // Stopped: give open connections time to finish.
+        let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+        while inner.live.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
 }
 
 fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -267,90 +430,120 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    s.listen(1024)?;
+    s.listen(4096)?;
     Ok(s.into())
 }
 
-async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    /// The balancer's own listener.
+    Main,
+    /// Plain HTTP that only redirects to https.
+    Redirect,
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    inner: Arc<Balancer>,
+    thread: usize,
+    kind: Listener,
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!("{}: listener: {e}", shared.spec.name);
+            tracing::error!("{}: listener: {e}", inner.name);
             return;
         }
     };
-    let backends = &shared.spec.backends;
-    let keys: Vec<String> = backends.iter().map(|b| b.address.to_string()).collect();
-    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
-    let selector = Arc::new(Mutex::new(Picker {
-        selector: Selector::new(shared.spec.algorithm, &keys, &weights),
-        cands: Vec::with_capacity(keys.len()),
-    }));
-    let pool = Arc::new(crate::http::Pool::default());
     loop {
-        let (client, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = inner.stopped() => return,
+        };
+        let (client, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!("{}: accept: {e}", shared.spec.name);
+                tracing::warn!("{}: accept: {e}", inner.name);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = client.set_nodelay(true);
-        let shared = shared.clone();
-        let selector = selector.clone();
-        let pool = pool.clone();
+        let inner = inner.clone();
         tokio::spawn(async move {
-            let mut client = client;
-            let (peer, initial) = if shared.spec.accept_proxy {
-                match read_proxy_header(&mut client, peer, shared.http_timeouts.client).await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::debug!("{}: {peer}: PROXY header: {e}", shared.spec.name);
-                        return;
-                    }
-                }
-            } else {
-                (peer, Vec::new())
-            };
-            match shared.spec.mode {
-                Mode::Tcp => forward_tcp(client, peer, initial, &shared, &selector).await,
-                Mode::Http => {
-                    crate::http::serve_connection(client, peer, initial, &shared, &selector, &pool)
-                        .await
-                }
-            }
+            let _live = Live::new(&inner);
+            let shared = inner.snapshot();
+            handle(client, peer, &inner, shared, thread, kind).await;
         });
     }
 }
 
-/// Picks a backend; `key` is the client's address hash (hash) or random bits (random).
-/// Availability comes from the published atomics; the shared health is locked only when slow
-/// start scales weights.
-pub(crate) fn pick(
-    shared: &Shared,
-    picker: &Mutex<Picker>,
-    key: u64,
-    exclude: &[usize],
-) -> Option<usize> {
-    let mut guard = picker.lock().unwrap_or_else(|p| p.into_inner());
-    let Picker { selector, cands } = &mut *guard;
-    cands.clear();
-    let ramp = !shared.spec.health.slow_start.is_zero();
-    let now = shared.now();
-    let health = ramp.then(|| shared.health.lock().unwrap_or_else(|p| p.into_inner()));
-    for (i, b) in shared.spec.backends.iter().enumerate() {
-        let s = &shared.stats.backends[i];
-        cands.push(Candidate {
-            weight: health
-                .as_ref()
-                .map_or(b.weight, |h| h[i].effective_weight(b.weight, now)),
-            active: s.active.load(Ordering::Relaxed),
-            available: s.up.load(Ordering::Relaxed) && !exclude.contains(&i),
-        });
+async fn handle(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    inner: &Arc<Balancer>,
+    shared: Arc<Shared>,
+    thread: usize,
+    kind: Listener,
+) {
+    let local = client.local_addr().unwrap_or(shared.spec.bind);
+    let timeout = shared.spec.http_timeouts.client;
+    let (peer, initial) = if shared.spec.accept_proxy {
+        match read_proxy_header(&mut client, peer, timeout).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("{}: {peer}: PROXY header: {e}", inner.name);
+                return;
+            }
+        }
+    } else {
+        (peer, Vec::new())
+    };
+    if kind == Listener::Redirect {
+        let port = shared.spec.bind.port();
+        crate::http::redirect_to_https(client, initial, port, &shared).await;
+        return;
     }
-    drop(health);
-    selector.pick(cands, key, None)
+    if shared.spec.mode == Mode::Tcp {
+        forward_tcp(client, peer, initial, &shared, inner, thread).await;
+        return;
+    }
+    let Some(acceptor) = shared.tls.clone() else {
+        let conn = crate::http::Conn {
+            balancer: inner,
+            thread,
+            peer,
+            local,
+            proto: "http",
+        };
+        crate::http::serve_connection(client, initial, conn, shared).await;
+        return;
+    };
+    if !initial.is_empty() {
+        tracing::debug!("{}: {peer}: bytes before the TLS handshake", inner.name);
+        return;
+    }
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(client)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!("{}: {peer}: TLS handshake: {e}", inner.name);
+            return;
+        }
+        Err(_) => return,
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 {
+        crate::h2::serve_connection(tls, peer, local, inner.clone(), thread).await;
+    } else {
+        let conn = crate::http::Conn {
+            balancer: inner,
+            thread,
+            peer,
+            local,
+            proto: "https",
+        };
+        crate::http::serve_connection(tls, Vec::new(), conn, shared).await;
+    }
 }
 
 /// Reads the PROXY header a front load balancer puts before the client's bytes; returns the
@@ -388,93 +581,103 @@ async fn read_proxy_header(
     }
 }
 
+/// Connects to `backend`, and sends the PROXY header for `peer` first when configured.
+pub(crate) async fn connect(
+    shared: &Shared,
+    backend: &Backend,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Result<TcpStream, ()> {
+    use tokio::io::AsyncWriteExt;
+    let connect = TcpStream::connect(backend.address);
+    let mut server = match tokio::time::timeout(shared.spec.connect_timeout, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) | Err(_) => return Err(()),
+    };
+    let _ = server.set_nodelay(true);
+    if let (Some(v), Some(local)) = (shared.spec.send_proxy, local) {
+        let mut preface = Vec::with_capacity(64);
+        crate::proxy_protocol::encode(v, peer, local, &mut preface);
+        server.write_all(&preface).await.map_err(|_| ())?;
+    }
+    Ok(server)
+}
+
 async fn forward_tcp(
     mut client: TcpStream,
     peer: SocketAddr,
     initial: Vec<u8>,
     shared: &Shared,
-    selector: &Mutex<Picker>,
+    inner: &Balancer,
+    thread: usize,
 ) {
     use tokio::io::AsyncWriteExt;
-    let key = match shared.spec.algorithm {
-        Algorithm::Hash => duet_health::select::hash_bytes(peer.ip().to_string().as_bytes()),
-        _ => random_bits(),
+    let key = match shared.spec.hash_key {
+        HashKey::Source => crate::backends::hash_ip(peer.ip()),
+        _ => crate::backends::random_bits(),
     };
+    let local = client.local_addr().ok();
     let mut tried = Vec::new();
     for _attempt in 0..=shared.spec.retries {
-        let Some(i) = pick(shared, selector, key, &tried) else {
-            break;
+        let lease = match shared.pick(thread, 0, key, &tried).await {
+            Ok(l) => l,
+            Err(NoPick::Full | NoPick::Unavailable) => break,
         };
-        tried.push(i);
-        let stats = &shared.stats.backends[i];
-        let addr = shared.spec.backends[i].address;
-        let connect = tokio::time::timeout(shared.spec.connect_timeout, TcpStream::connect(addr));
-        let mut server = match connect.await {
-            Ok(Ok(s)) => s,
-            Ok(Err(_)) | Err(_) => {
-                stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                shared.update(i, |h, now| {
-                    h.record_outcome(now, Outcome::ConnectFailed);
-                });
-                continue;
-            }
+        tried.push(lease.index);
+        let backend = lease.backend;
+        let Ok(mut server) = connect(shared, backend, peer, local).await else {
+            backend.record(&inner.name, Outcome::ConnectFailed);
+            continue;
         };
-        let _ = server.set_nodelay(true);
-        let mut preface = Vec::new();
-        if let (Some(v), Ok(local)) = (shared.spec.send_proxy, client.local_addr()) {
-            crate::proxy_protocol::encode(v, peer, local, &mut preface);
-        }
-        preface.extend_from_slice(&initial);
-        if !preface.is_empty() && server.write_all(&preface).await.is_err() {
-            stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+        if !initial.is_empty() && server.write_all(&initial).await.is_err() {
+            backend.record(&inner.name, Outcome::Reset);
             continue;
         }
-        if stats.success_needs_recording() {
-            shared.update(i, |h, now| {
-                h.record_outcome(now, Outcome::Success);
-            });
-        }
-        stats.connections.fetch_add(1, Ordering::Relaxed);
-        stats.active.fetch_add(1, Ordering::Relaxed);
+        backend.record(&inner.name, Outcome::Success);
+        backend.stats.connections.fetch_add(1, Ordering::Relaxed);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-        stats.active.fetch_sub(1, Ordering::Relaxed);
         return;
     }
-    shared.stats.client_errors.fetch_add(1, Ordering::Relaxed);
+    inner.client_errors.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Republishes availability that changes with time alone (end of a passive cooldown).
-async fn tick_loop(shared: Arc<Shared>) {
+async fn tick_loop(inner: Arc<Balancer>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
+    while !inner.is_stopped() {
         tick.tick().await;
-        for i in 0..shared.spec.backends.len() {
-            shared.update(i, |h, now| {
+        let shared = inner.snapshot();
+        for b in shared.backends() {
+            b.update(&inner.name, |h, now| {
                 h.handle_timeout(now);
             });
         }
     }
 }
 
-async fn check_loop(shared: Arc<Shared>) {
-    let Some(check) = shared.spec.check.clone() else {
-        return;
-    };
-    let mut tick = tokio::time::interval(check.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        for (i, b) in shared.spec.backends.iter().enumerate() {
+/// Checks every backend of the current snapshot, one round per interval; a reload takes effect
+/// at the next round.
+async fn check_loop(inner: Arc<Balancer>) {
+    while !inner.is_stopped() {
+        let shared = inner.snapshot();
+        let Some(check) = shared.spec.check.clone() else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let round = tokio::time::Instant::now();
+        for b in shared.backends() {
             let result = tokio::time::timeout(check.timeout, probe(b.address, &check)).await;
             let (passed, detail) = match result {
                 Ok(Ok(())) => (true, String::new()),
                 Ok(Err(e)) => (false, e),
                 Err(_) => (false, "timed out".to_string()),
             };
-            shared.update(i, |h, now| {
+            b.update(&inner.name, |h, now| {
                 h.record_check(now, passed, &detail);
             });
         }
+        drop(shared);
+        tokio::time::sleep_until(round + check.interval).await;
     }
 }
 
@@ -512,11 +715,4 @@ async fn probe(addr: SocketAddr, check: &CheckSpec) -> Result<(), String> {
             Err(e) => return Err(format!("bad response: {}", e.describe())),
         }
     }
-}
-
-/// Cheap per-connection randomness (not for security): a counter through a mixer.
-pub(crate) fn random_bits() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0x243f_6a88_85a3_08d3);
-    let x = COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-    duet_health::select::hash_bytes(&x.to_le_bytes())
 }

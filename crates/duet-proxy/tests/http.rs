@@ -219,7 +219,7 @@ fn a_killed_backend_costs_no_client_error() {
         let (status, body) = roundtrip(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "b"));
     }
-    assert_eq!(p.stats().client_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(p.client_errors(), 0);
 }
 
 #[test]
@@ -274,7 +274,7 @@ fn a_garbage_answer_is_a_502_and_counts_against_the_backend() {
         assert_eq!(status, "HTTP/1.1 502 Bad Gateway");
     }
     // Three failures in a row: taken out, so the next client is told no backend is available.
-    assert!(!p.stats().backends[0].up.load(Ordering::Relaxed));
+    assert!(!p.backends()[0].backend.stats.up.load(Ordering::Relaxed));
     let mut c = connect(&p);
     let (status, _) = roundtrip(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
@@ -327,7 +327,7 @@ fn http_checks_follow_the_health_endpoint() {
     let up = |want: bool| {
         (0..100).any(|_| {
             std::thread::sleep(Duration::from_millis(20));
-            p.stats().backends[0].up.load(Ordering::Relaxed) == want
+            p.backends()[0].backend.stats.up.load(Ordering::Relaxed) == want
         })
     };
     healthy.store(false, Ordering::SeqCst);
@@ -377,10 +377,7 @@ fn proxy_protocol_is_accepted_from_the_front_and_sent_to_backends() {
     spec.mode = Mode::Tcp;
     spec.accept_proxy = false;
     spec.send_proxy = Some(duet_proxy::proxy_protocol::Version::V1);
-    spec.backends = vec![BackendSpec {
-        address: backend,
-        weight: 1,
-    }];
+    spec.backends = vec![BackendSpec::from(backend)];
     let p = Proxy::start(spec).unwrap();
     let mut s = TcpStream::connect(p.local_addr()).unwrap();
     let client_port = s.local_addr().unwrap().port();

@@ -62,11 +62,11 @@ fn a_dead_backend_costs_no_client_error() {
     for _ in 0..50 {
         assert_eq!(ask(proxy.local_addr()).as_deref(), Some("b"));
     }
-    let stats = proxy.stats();
-    assert_eq!(stats.client_errors.load(Ordering::Relaxed), 0);
-    assert!(stats.backends[0].connect_errors.load(Ordering::Relaxed) >= 3);
+    assert_eq!(proxy.client_errors(), 0);
+    let dead = &proxy.backends()[0].backend;
+    assert!(dead.stats.errors_of(duet_proxy::ErrorKind::Connect) >= 3);
     // Three failed connects in a row took it out (passive check): it is no longer tried.
-    assert!(!stats.backends[0].up.load(Ordering::Relaxed));
+    assert!(!dead.stats.up.load(Ordering::Relaxed));
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn active_checks_take_a_backend_out_and_back() {
     a.kill();
     let down = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
-        !proxy.stats().backends[0].up.load(Ordering::Relaxed)
+        !proxy.backends()[0].backend.stats.up.load(Ordering::Relaxed)
     });
     assert!(down, "the check never marked the dead backend down");
     // A new listener on the same port brings it back after `rise` passing checks.
@@ -100,7 +100,7 @@ fn active_checks_take_a_backend_out_and_back() {
     });
     let up = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
-        proxy.stats().backends[0].up.load(Ordering::Relaxed)
+        proxy.backends()[0].backend.stats.up.load(Ordering::Relaxed)
     });
     assert!(up, "the check never brought the backend back");
 }

@@ -108,23 +108,40 @@ pub fn render(s: &Status) -> String {
         let mut rows = vec![
             [
                 "BACKEND",
+                "POOL",
                 "STATE",
                 "WEIGHT",
                 "ACTIVE",
-                "CONNECTIONS",
-                "CONNECT ERRORS",
+                "FORWARDED",
+                "ERRORS",
             ]
             .map(String::from)
             .to_vec(),
         ];
         for be in &b.backends {
+            let state = match (be.draining, be.up) {
+                (true, _) => "draining",
+                (false, true) => "up",
+                (false, false) => "down",
+            };
+            let errors: Vec<String> = be
+                .errors
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
             rows.push(vec![
                 be.address.clone(),
-                if be.up { "up" } else { "down" }.to_string(),
+                be.pool.clone(),
+                state.to_string(),
                 be.weight.to_string(),
                 be.active.to_string(),
                 be.connections.to_string(),
-                be.connect_errors.to_string(),
+                if errors.is_empty() {
+                    "0".to_string()
+                } else {
+                    errors.join(", ")
+                },
             ]);
         }
         out.push_str(&table(rows));

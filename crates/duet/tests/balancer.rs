@@ -135,7 +135,7 @@ fn duet_run_serves_a_tcp_balancer_and_survives_a_dead_backend() {
         .unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains("balancer app (tcp on"), "{table}");
-    assert!(table.contains(&format!("{a}  down")), "{table}");
+    assert!(table.contains(&format!("{a}  default  down")), "{table}");
 
     duet_sys::process::send_signal(daemon.0.id(), duet_sys::process::SIGTERM, false).unwrap();
     assert!(daemon.0.wait().unwrap().success());

@@ -76,10 +76,10 @@ fn link_down_on_the_master_hands_over_and_link_up_preempts_back() {
         "{}",
         p.logs()
     );
-    assert_eq!(p.state(Node::Alpha).as_deref(), Some("FAULT"));
+    assert!(p.wait_state(Node::Alpha, "FAULT", S(3)), "{}", p.logs());
     p.lab.set_link(&p.alpha.host, true).unwrap();
     assert!(p.wait_answer("alpha", S(5)).is_some(), "{}", p.logs());
-    assert_eq!(p.state(Node::Beta).as_deref(), Some("BACKUP"));
+    assert!(p.wait_state(Node::Beta, "BACKUP", S(3)), "{}", p.logs());
 }
 
 #[test]

@@ -53,8 +53,12 @@ pub fn spec(mode: duet_proxy::Mode, backends: &[SocketAddr]) -> duet_proxy::Bala
         algorithm: duet_health::Algorithm::RoundRobin,
         backends: backends
             .iter()
-            .map(|&address| duet_proxy::BackendSpec { address, weight: 1 })
+            .map(|&address| duet_proxy::BackendSpec::from(address))
             .collect(),
+        hash_key: Default::default(),
+        routes: Vec::new(),
+        queue: Default::default(),
+        tls: None,
         health: duet_health::HealthPolicy {
             active_checks: false,
             ..duet_health::HealthPolicy::default()

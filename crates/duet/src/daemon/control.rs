@@ -45,6 +45,11 @@ pub enum Input {
     Shutdown,
     /// SIGHUP.
     Reload,
+    /// An operator's action from the admin API, and where to send the answer.
+    Action(
+        duet_admin::Action,
+        std::sync::mpsc::Sender<Result<String, duet_admin::ActionError>>,
+    ),
 }
 
 /// Maps the process's monotonic clock onto the cores' time values.
@@ -157,7 +162,12 @@ impl ControlPlane {
                 biased;
                 input = inputs.input_rx.recv() => match input {
                     Some(Input::Shutdown) | None => break,
-                    Some(Input::Reload) => self.reload(),
+                    Some(Input::Reload) => {
+                        let _ = self.reload();
+                    }
+                    Some(Input::Action(action, reply)) => {
+                        let _ = reply.send(self.act(action));
+                    }
                     Some(input) => self.handle(input),
                 },
                 Some(result) = inputs.script_rx.recv() => {
@@ -194,7 +204,7 @@ impl ControlPlane {
                 self.readings.files = files;
                 self.retrack();
             }
-            Input::Shutdown | Input::Reload => {}
+            Input::Shutdown | Input::Reload | Input::Action(..) => {}
         }
     }
 
@@ -431,7 +441,25 @@ impl ControlPlane {
         let _ = self.watch_list.send(list);
     }
 
-    fn reload(&mut self) {
+    fn act(&mut self, action: duet_admin::Action) -> Result<String, duet_admin::ActionError> {
+        match action {
+            duet_admin::Action::Reload => {
+                self.reload().map_err(|message| duet_admin::ActionError {
+                    status: 409,
+                    message,
+                })
+            }
+            duet_admin::Action::Backend {
+                balancer,
+                backend,
+                drain,
+            } => balancers::set_draining(&self.balancers, &balancer, &backend, drain),
+        }
+    }
+
+    /// Re-reads the config file. A file that does not load or VRRP changes that cannot be
+    /// applied change nothing; a balancer whose new settings fail keeps its old ones.
+    fn reload(&mut self) -> Result<String, String> {
         let path = self.config_path.clone();
         let config = match duet_config::load(&path) {
             Ok(c) => c,
@@ -439,26 +467,37 @@ impl ControlPlane {
                 for d in &e.diagnostics {
                     tracing::error!("reload rejected, keeping the running config: {d}");
                 }
-                return;
+                let all: Vec<String> = e.diagnostics.iter().map(|d| d.to_string()).collect();
+                return Err(format!("reload rejected: {}", all.join("; ")));
             }
         };
-        if config.node.admin != self.config.node.admin {
-            tracing::warn!("reload: node.admin changes take effect after a restart");
-        }
-        if config.balancer != self.config.balancer {
-            tracing::warn!("reload: [[balancer]] changes take effect after a restart");
+        if config.node.admin != self.config.node.admin
+            || config.node.operator_token_file != self.config.node.operator_token_file
+        {
+            tracing::warn!(
+                "reload: node.admin and node.operator_token_file take effect after a restart"
+            );
         }
         if let Err(e) = super::accept::apply(&config) {
             tracing::error!("reload rejected, keeping the running config: {e}");
             let _ = super::accept::apply(&self.config);
-            return;
+            return Err(format!("reload rejected: {e}"));
         }
-        match self.apply_config(config) {
-            Ok(()) => tracing::info!("reloaded {}", path.display()),
-            Err(e) => {
-                tracing::error!("reload rejected, keeping the running config: {e}");
-                let _ = super::accept::apply(&self.config);
-            }
+        let balancer_configs = config.balancer.clone();
+        if let Err(e) = self.apply_config(config) {
+            tracing::error!("reload rejected, keeping the running config: {e}");
+            let _ = super::accept::apply(&self.config);
+            return Err(format!("reload rejected: {e}"));
+        }
+        let errors = balancers::reload_all(&mut self.balancers, &balancer_configs);
+        for e in &errors {
+            tracing::error!("reload: {e}");
+        }
+        if errors.is_empty() {
+            tracing::info!("reloaded {}", path.display());
+            Ok(format!("reloaded {}", path.display()))
+        } else {
+            Err(format!("reloaded with errors: {}", errors.join("; ")))
         }
     }
 

@@ -52,8 +52,12 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
         );
     }
     let published = Arc::new(Published::default());
-    let admin =
-        duet_admin::spawn(config.node.admin, published.clone()).map_err(|e| e.to_string())?;
+    // The admin API starts before the control plane; actions wait until it is there.
+    let inbox: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<control::Input>>> =
+        Arc::default();
+    let operator = operator_control(&config, inbox.clone())?;
+    let admin = duet_admin::spawn(config.node.admin, published.clone(), operator)
+        .map_err(|e| e.to_string())?;
     tracing::info!(
         "duet {} starting as node {:?}; admin API on http://{admin}",
         env!("CARGO_PKG_VERSION"),
@@ -106,6 +110,7 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
                         return;
                     }
                 };
+                let _ = inbox.set(input_tx.clone());
                 if let Err(e) = forward_signals(input_tx) {
                     let _ = ready_tx.send(Err(format!("signals: {e}")));
                     return;
@@ -130,6 +135,42 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
     hooks.wait_idle(max_notify + Duration::from_millis(500));
     tracing::info!("duet stopped");
     Ok(())
+}
+
+/// The admin API's write side, when an operator token is configured.
+fn operator_control(
+    config: &duet_config::Config,
+    inbox: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<control::Input>>>,
+) -> Result<Option<duet_admin::Control>, String> {
+    let Some(path) = &config.node.operator_token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| format!("node.operator_token_file {}: {e}", path.display()))?
+        .trim()
+        .to_string();
+    if token.len() < 16 {
+        return Err(format!(
+            "node.operator_token_file {}: the token must have at least 16 characters",
+            path.display()
+        ));
+    }
+    let operator: duet_admin::Operator = Arc::new(move |action| {
+        let unavailable = |message: &str| duet_admin::ActionError {
+            status: 503,
+            message: message.into(),
+        };
+        let tx = inbox
+            .get()
+            .ok_or_else(|| unavailable("the daemon is starting"))?;
+        let (reply, answer) = std::sync::mpsc::channel();
+        tx.send(control::Input::Action(action, reply))
+            .map_err(|_| unavailable("the daemon is stopping"))?;
+        answer
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| unavailable("the daemon did not answer"))?
+    });
+    Ok(Some(duet_admin::Control { token, operator }))
 }
 
 fn forward_signals(tx: tokio::sync::mpsc::UnboundedSender<control::Input>) -> std::io::Result<()> {

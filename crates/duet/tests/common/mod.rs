@@ -104,6 +104,12 @@ impl Pair {
         self.node(n).state(&self.lab, &self.exe)
     }
 
+    /// Waits until node `n` reports `state` (the status is published a moment after a
+    /// transition, so a client answer can arrive first).
+    pub fn wait_state(&self, n: Node, state: &str, limit: Duration) -> bool {
+        wait_for(limit, || self.state(n).as_deref() == Some(state)).is_some()
+    }
+
     pub fn status(&self, n: Node) -> Option<duet_admin::Status> {
         self.node(n).status(&self.lab, &self.exe)
     }

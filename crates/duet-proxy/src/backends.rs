@@ -1,0 +1,709 @@
+//! Backends, the pools they form, and picking one for a request: availability from published
+//! atomics, per-backend `maxconn` reserved at pick time, a bounded queue when every backend of
+//! a pool is full, and routes that send a request to a pool by host and path prefix.
+//!
+//! A [`Backend`] outlives configuration snapshots: a reload that keeps an address keeps its
+//! health, counters, idle connections and in-flight count, so nothing is lost or miscounted.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use duet_health::{Admin, BackendHealth, Candidate, HealthPolicy, Selector};
+use tokio::net::TcpStream;
+
+use crate::runtime::{BackendSpec, BalancerSpec, HashKey, RouteSpec};
+
+/// Monotonic time for health decisions, from one process-wide epoch.
+pub(crate) fn now() -> duet_time::Instant {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    let epoch = EPOCH.get_or_init(std::time::Instant::now);
+    duet_time::Instant::from_nanos(epoch.elapsed().as_nanos() as u64)
+}
+
+/// Why a request or connection to a backend failed, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The connection could not be made.
+    Connect,
+    /// No response within the server timeout.
+    Timeout,
+    /// Closed or reset before a complete response.
+    Reset,
+    /// A response that could not be parsed.
+    BadResponse,
+    /// A 5xx status.
+    ServerError,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order of [`BackendStats::errors`].
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::Reset,
+        ErrorKind::BadResponse,
+        ErrorKind::ServerError,
+    ];
+
+    /// Label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::BadResponse => "bad_response",
+            ErrorKind::ServerError => "http_5xx",
+        }
+    }
+
+    pub(crate) fn of(outcome: duet_health::Outcome) -> Option<ErrorKind> {
+        use duet_health::Outcome;
+        match outcome {
+            Outcome::Success => None,
+            Outcome::ConnectFailed => Some(ErrorKind::Connect),
+            Outcome::Timeout => Some(ErrorKind::Timeout),
+            Outcome::Reset => Some(ErrorKind::Reset),
+            Outcome::BadResponse => Some(ErrorKind::BadResponse),
+            Outcome::ServerError => Some(ErrorKind::ServerError),
+        }
+    }
+}
+
+/// Upper bounds of the latency histogram buckets, in seconds (Prometheus' classic set).
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A lock-free latency histogram: per-bucket counts (not cumulative; the last one is `+Inf`),
+/// the sum in microseconds.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket of [`LATENCY_BUCKETS`], then one for larger values.
+    pub buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of all observations, in microseconds.
+    pub sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Counters of one backend, shared by the worker threads.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Requests (http) or connections (tcp) forwarded.
+    pub connections: AtomicU64,
+    /// Failures by [`ErrorKind`], in the order of [`ErrorKind::ALL`].
+    pub errors: [AtomicU64; 5],
+    /// Requests or connections in flight (reserved at pick time).
+    pub active: AtomicU32,
+    /// Whether it takes new requests (healthy and enabled).
+    pub up: AtomicBool,
+    /// Whether it is healthy, draining or not (sticky clients may still go there).
+    pub healthy: AtomicBool,
+    /// Time from the request head to the end of the response (http) or connection (tcp).
+    pub latency: Histogram,
+    /// Whether its passive failure streak is running (successes must then be recorded).
+    failing: AtomicBool,
+}
+
+impl BackendStats {
+    /// Counts a failure of `kind`.
+    pub(crate) fn count_error(&self, kind: ErrorKind) {
+        let i = ErrorKind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
+        self.errors[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failures of `kind` so far.
+    pub fn errors_of(&self, kind: ErrorKind) -> u64 {
+        let i = ErrorKind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
+        self.errors[i].load(Ordering::Relaxed)
+    }
+}
+
+/// Idle keep-alive connections kept per worker thread.
+const IDLE_PER_THREAD: usize = 64;
+
+/// One backend server, shared by every snapshot that lists its address.
+#[derive(Debug)]
+pub struct Backend {
+    /// Its address.
+    pub address: SocketAddr,
+    /// Its counters.
+    pub stats: BackendStats,
+    health: Mutex<BackendHealth>,
+    /// Its id in sticky cookies.
+    pub(crate) sticky_id: String,
+    /// Idle keep-alive connections, one list per worker thread (uncontended locks).
+    idle: Vec<Mutex<Vec<TcpStream>>>,
+    /// Idle HTTP/1.1 client connections of the HTTP/2 path, one list per worker thread.
+    senders: Vec<crate::h2::Senders>,
+}
+
+impl Backend {
+    fn new(address: SocketAddr, policy: HealthPolicy, threads: usize) -> Backend {
+        let stats = BackendStats::default();
+        stats.up.store(true, Ordering::Relaxed);
+        stats.healthy.store(true, Ordering::Relaxed);
+        Backend {
+            address,
+            stats,
+            health: Mutex::new(BackendHealth::new(policy)),
+            sticky_id: sticky_id(address),
+            idle: (0..threads).map(|_| Mutex::new(Vec::new())).collect(),
+            senders: (0..threads).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
+
+    /// Applies a health input and republishes availability; `balancer` names it in logs.
+    pub(crate) fn update(
+        &self,
+        balancer: &str,
+        f: impl FnOnce(&mut BackendHealth, duet_time::Instant),
+    ) {
+        let now = now();
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut health, now);
+        let s = &self.stats;
+        s.failing
+            .store(health.failure_streak() > 0, Ordering::Relaxed);
+        s.healthy.store(health.is_up(now), Ordering::Relaxed);
+        let up = health.accepts_new(now);
+        if s.up.swap(up, Ordering::Relaxed) != up {
+            let why = if health.admin() == Admin::Draining {
+                "draining"
+            } else if up {
+                "up"
+            } else {
+                "down"
+            };
+            tracing::warn!("{balancer}: backend {} is {why}", self.address);
+        }
+    }
+
+    /// Records a request's outcome: failures always, successes only while a failure streak
+    /// runs (so the common case touches no lock).
+    pub(crate) fn record(&self, balancer: &str, outcome: duet_health::Outcome) {
+        if let Some(kind) = ErrorKind::of(outcome) {
+            self.stats.count_error(kind);
+        } else if !self.stats.failing.load(Ordering::Relaxed) {
+            return;
+        }
+        self.update(balancer, |h, now| {
+            h.record_outcome(now, outcome);
+        });
+    }
+
+    /// Whether the operator drains it.
+    pub fn draining(&self) -> bool {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admin()
+            == Admin::Draining
+    }
+
+    fn effective_weight(&self, weight: u32) -> u32 {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .effective_weight(weight, now())
+    }
+
+    pub(crate) fn take_idle(&self, thread: usize) -> Option<TcpStream> {
+        self.idle.get(thread)?.lock().ok()?.pop()
+    }
+
+    pub(crate) fn take_sender(&self, thread: usize) -> Option<crate::h2::Sender> {
+        crate::h2::take_sender(self.senders.get(thread)?, self.address)
+    }
+
+    pub(crate) fn give_sender(&self, thread: usize, sender: crate::h2::Sender) {
+        if let Some(list) = self.senders.get(thread) {
+            crate::h2::give_sender(list, self.address, sender);
+        }
+    }
+
+    pub(crate) fn give_idle(&self, thread: usize, conn: TcpStream) {
+        if let Some(Ok(mut idle)) = self.idle.get(thread).map(|m| m.lock())
+            && idle.len() < IDLE_PER_THREAD
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+/// The stable id of a backend in sticky cookies: the same on every node and across restarts,
+/// since it derives from the backend's address alone.
+pub fn sticky_id(address: SocketAddr) -> String {
+    format!(
+        "{:016x}",
+        duet_health::select::hash_bytes(address.to_string().as_bytes())
+    )
+}
+
+/// A backend as one pool lists it.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) weight: u32,
+    /// In-flight limit; 0: none.
+    pub(crate) maxconn: u32,
+}
+
+/// A pool: the default backends or those of one route.
+#[derive(Debug)]
+pub(crate) struct Group {
+    /// `"default"` or the route's label.
+    pub(crate) label: String,
+    pub(crate) members: Vec<Member>,
+    /// Requests waiting for a free slot.
+    queued: AtomicU32,
+    /// Signalled when a slot frees up.
+    released: tokio::sync::Notify,
+}
+
+/// Per-thread selection state of one pool: the selector and a reused candidate list.
+#[derive(Debug)]
+pub(crate) struct Picker {
+    selector: Selector,
+    cands: Vec<Candidate>,
+}
+
+/// One configuration snapshot of a balancer: its spec, pools and per-thread pickers.
+pub(crate) struct Shared {
+    pub(crate) spec: BalancerSpec,
+    pub(crate) groups: Vec<Group>,
+    /// `[thread][group]`.
+    pickers: Vec<Vec<Mutex<Picker>>>,
+    /// The reload generation this snapshot belongs to.
+    pub(crate) generation: u64,
+    /// The TLS acceptor, if the balancer terminates TLS.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Header lines added to every HTTP/1.1 response (HSTS).
+    pub(crate) response_headers: Vec<u8>,
+}
+
+/// A slot on a backend, held from the pick to the end of the request (or connection); dropping
+/// it frees the slot and wakes one queued request.
+pub(crate) struct Lease<'a> {
+    pub(crate) index: usize,
+    pub(crate) backend: &'a Backend,
+    group: &'a Group,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.backend.stats.active.fetch_sub(1, Ordering::Relaxed);
+        if self.group.queued.load(Ordering::Relaxed) > 0 {
+            self.group.released.notify_one();
+        }
+    }
+}
+
+/// Why no backend was picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoPick {
+    /// None is available (all down, draining or already tried).
+    Unavailable,
+    /// Some are available but all are at their `maxconn`, and the queue is full or timed out.
+    Full,
+}
+
+/// How a request is keyed for `hash` (and the random bits otherwise).
+pub(crate) fn request_key(
+    hash_key: &HashKey,
+    client: std::net::IpAddr,
+    path: &[u8],
+    header: impl FnOnce(&str) -> Option<Vec<u8>>,
+) -> u64 {
+    use duet_health::select::hash_bytes;
+    match hash_key {
+        HashKey::Source => hash_ip(client),
+        HashKey::Uri => {
+            let end = path.iter().position(|&b| b == b'?').unwrap_or(path.len());
+            hash_bytes(&path[..end])
+        }
+        HashKey::Header(name) => match header(name) {
+            Some(v) => hash_bytes(&v),
+            // As HAProxy: without the header, spread the requests.
+            None => random_bits(),
+        },
+    }
+}
+
+/// The hash of a client address, without allocating.
+pub(crate) fn hash_ip(ip: std::net::IpAddr) -> u64 {
+    match ip {
+        std::net::IpAddr::V4(v4) => duet_health::select::hash_bytes(&v4.octets()),
+        std::net::IpAddr::V6(v6) => duet_health::select::hash_bytes(&v6.octets()),
+    }
+}
+
+/// Cheap per-request randomness (not for security): a counter through a mixer.
+pub(crate) fn random_bits() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0x243f_6a88_85a3_08d3);
+    let x = COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    duet_health::select::hash_bytes(&x.to_le_bytes())
+}
+
+impl Shared {
+    /// Builds a snapshot from `spec`, reusing the [`Backend`]s of `previous` by address.
+    pub(crate) fn build(
+        spec: BalancerSpec,
+        previous: Option<&Shared>,
+        threads: usize,
+        generation: u64,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Shared {
+        let mut known: Vec<Arc<Backend>> = previous
+            .map(|p| {
+                p.groups
+                    .iter()
+                    .flat_map(|g| g.members.iter().map(|m| m.backend.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut member = |b: &BackendSpec| {
+            let backend = match known.iter().find(|k| k.address == b.address) {
+                Some(k) => {
+                    k.update(&spec.name, |h, _| h.set_policy(spec.health.clone()));
+                    k.clone()
+                }
+                None => {
+                    let k = Arc::new(Backend::new(b.address, spec.health.clone(), threads));
+                    known.push(k.clone());
+                    k
+                }
+            };
+            Member {
+                backend,
+                weight: b.weight,
+                maxconn: b.maxconn,
+            }
+        };
+        let mut groups = vec![Group {
+            label: "default".into(),
+            members: spec.backends.iter().map(&mut member).collect(),
+            queued: AtomicU32::new(0),
+            released: tokio::sync::Notify::new(),
+        }];
+        for r in &spec.routes {
+            groups.push(Group {
+                label: r.label(),
+                members: r.backends.iter().map(&mut member).collect(),
+                queued: AtomicU32::new(0),
+                released: tokio::sync::Notify::new(),
+            });
+        }
+        let pickers = (0..threads)
+            .map(|_| {
+                groups
+                    .iter()
+                    .map(|g| {
+                        let keys: Vec<String> = g
+                            .members
+                            .iter()
+                            .map(|m| m.backend.address.to_string())
+                            .collect();
+                        let weights: Vec<u32> = g.members.iter().map(|m| m.weight).collect();
+                        Mutex::new(Picker {
+                            selector: Selector::new(spec.algorithm, &keys, &weights),
+                            cands: Vec::with_capacity(keys.len()),
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let response_headers = match spec.tls.as_ref().and_then(|t| t.hsts) {
+            Some(age) => {
+                format!("Strict-Transport-Security: max-age={}\r\n", age.as_secs()).into_bytes()
+            }
+            None => Vec::new(),
+        };
+        Shared {
+            spec,
+            groups,
+            pickers,
+            generation,
+            tls,
+            response_headers,
+        }
+    }
+
+    /// Every distinct backend of the snapshot.
+    pub(crate) fn backends(&self) -> Vec<&Arc<Backend>> {
+        let mut all: Vec<&Arc<Backend>> = Vec::new();
+        for m in self.groups.iter().flat_map(|g| &g.members) {
+            if !all.iter().any(|b| Arc::ptr_eq(b, &m.backend)) {
+                all.push(&m.backend);
+            }
+        }
+        all
+    }
+
+    /// The pool for a request: the first route whose host and path prefix match, else the
+    /// default pool (0).
+    pub(crate) fn route(&self, host: Option<&[u8]>, path: &[u8]) -> usize {
+        self.spec
+            .routes
+            .iter()
+            .position(|r| r.matches(host, path))
+            .map_or(0, |i| i + 1)
+    }
+
+    /// Picks a backend of pool `g` other than those in `exclude` and reserves a slot on it.
+    /// `key` is the request's hash (hash) or random bits (random).
+    pub(crate) fn try_pick(
+        &self,
+        thread: usize,
+        g: usize,
+        key: u64,
+        exclude: &[usize],
+    ) -> Result<Lease<'_>, NoPick> {
+        let group = &self.groups[g];
+        let mut picker = self.pickers[thread][g]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Picker { selector, cands } = &mut *picker;
+        let ramp = !self.spec.health.slow_start.is_zero();
+        cands.clear();
+        let mut full = false;
+        for (i, m) in group.members.iter().enumerate() {
+            let s = &m.backend.stats;
+            let up = s.up.load(Ordering::Relaxed) && !exclude.contains(&i);
+            let active = s.active.load(Ordering::Relaxed);
+            let room = m.maxconn == 0 || active < m.maxconn;
+            full |= up && !room;
+            cands.push(Candidate {
+                weight: if ramp {
+                    m.backend.effective_weight(m.weight)
+                } else {
+                    m.weight
+                },
+                active,
+                available: up && room,
+            });
+        }
+        // Another thread may take the last slot between the look and the reservation: then
+        // mark that backend full and pick again.
+        while let Some(i) = selector.pick(cands, key, None) {
+            let m = &group.members[i];
+            let before = m.backend.stats.active.fetch_add(1, Ordering::Relaxed);
+            if m.maxconn == 0 || before < m.maxconn {
+                return Ok(Lease {
+                    index: i,
+                    backend: &m.backend,
+                    group,
+                });
+            }
+            m.backend.stats.active.fetch_sub(1, Ordering::Relaxed);
+            cands[i].available = false;
+            full = true;
+        }
+        Err(if full {
+            NoPick::Full
+        } else {
+            NoPick::Unavailable
+        })
+    }
+
+    /// Like [`Shared::try_pick`], but when every available backend is at its `maxconn`, waits in
+    /// the pool's bounded queue for a slot (at most `queue.timeout`).
+    pub(crate) async fn pick(
+        &self,
+        thread: usize,
+        g: usize,
+        key: u64,
+        exclude: &[usize],
+    ) -> Result<Lease<'_>, NoPick> {
+        match self.try_pick(thread, g, key, exclude) {
+            Err(NoPick::Full) => {}
+            other => return other,
+        }
+        let group = &self.groups[g];
+        let queue = self.spec.queue;
+        if group.queued.fetch_add(1, Ordering::Relaxed) >= queue.size {
+            group.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(NoPick::Full);
+        }
+        let deadline = tokio::time::Instant::now() + queue.timeout;
+        let result = loop {
+            // Wake on a released slot, or re-look now and then in case a wake-up went to a
+            // request that no longer needed it.
+            let nap = deadline.min(tokio::time::Instant::now() + Duration::from_millis(50));
+            let _ = tokio::time::timeout_at(nap, group.released.notified()).await;
+            match self.try_pick(thread, g, key, exclude) {
+                Err(NoPick::Full) if tokio::time::Instant::now() < deadline => continue,
+                other => break other,
+            }
+        };
+        group.queued.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// A sticky request's backend `i` of pool `g`, if it is healthy (draining is fine: it
+    /// finishes its sessions) and has room.
+    pub(crate) fn try_sticky(&self, g: usize, i: usize) -> Option<Lease<'_>> {
+        let group = &self.groups[g];
+        let m = group.members.get(i)?;
+        let s = &m.backend.stats;
+        if !s.healthy.load(Ordering::Relaxed) {
+            return None;
+        }
+        let before = s.active.fetch_add(1, Ordering::Relaxed);
+        if m.maxconn != 0 && before >= m.maxconn {
+            s.active.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Lease {
+            index: i,
+            backend: &m.backend,
+            group,
+        })
+    }
+}
+
+impl RouteSpec {
+    /// A label for status and metrics: `host/path`.
+    pub fn label(&self) -> String {
+        format!(
+            "{}{}",
+            self.host.as_deref().unwrap_or("*"),
+            self.path_prefix
+        )
+    }
+
+    /// Whether a request for `host` (the `Host` value, port allowed) and `path` matches.
+    pub fn matches(&self, host: Option<&[u8]>, path: &[u8]) -> bool {
+        if !path.starts_with(self.path_prefix.as_bytes()) {
+            return false;
+        }
+        let Some(want) = &self.host else {
+            return true;
+        };
+        let Some(host) = host else {
+            return false;
+        };
+        let host = strip_port(host);
+        match want.strip_prefix("*.") {
+            // `*.example.com` matches any name below example.com, not example.com itself.
+            Some(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+                    && host[host.len() - suffix.len() - 1] == b'.'
+            }
+            None => host.eq_ignore_ascii_case(want.as_bytes()),
+        }
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
+fn strip_port(host: &[u8]) -> &[u8] {
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) if !host[i..].contains(&b']') => &host[..i],
+        _ => host,
+    }
+}
+
+/// Convenience for tests and configs: a backend with weight 1 and no limit.
+impl From<SocketAddr> for BackendSpec {
+    fn from(address: SocketAddr) -> BackendSpec {
+        BackendSpec {
+            address,
+            weight: 1,
+            maxconn: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: Option<&str>, path: &str) -> RouteSpec {
+        RouteSpec {
+            host: host.map(str::to_string),
+            path_prefix: path.into(),
+            backends: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn routes_match_host_and_path_prefix() {
+        let api = route(Some("api.example.com"), "/v1/");
+        assert!(api.matches(Some(b"api.example.com"), b"/v1/users"));
+        assert!(api.matches(Some(b"API.Example.com:8080"), b"/v1/"));
+        assert!(!api.matches(Some(b"api.example.com"), b"/v2/users"));
+        assert!(!api.matches(Some(b"www.example.com"), b"/v1/users"));
+        assert!(!api.matches(None, b"/v1/users"));
+
+        let any_host = route(None, "/static/");
+        assert!(any_host.matches(None, b"/static/a.css"));
+        assert!(any_host.matches(Some(b"x"), b"/static/"));
+
+        let wild = route(Some("*.example.com"), "/");
+        assert!(wild.matches(Some(b"a.example.com"), b"/"));
+        assert!(wild.matches(Some(b"a.b.example.com:443"), b"/x"));
+        assert!(!wild.matches(Some(b"example.com"), b"/"));
+        assert!(!wild.matches(Some(b"badexample.com"), b"/"));
+    }
+
+    #[test]
+    fn ports_are_stripped_but_not_from_bare_ipv6() {
+        assert_eq!(strip_port(b"a:80"), b"a");
+        assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
+        assert_eq!(strip_port(b"[::1]"), b"[::1]");
+        assert_eq!(strip_port(b"a"), b"a");
+    }
+
+    #[test]
+    fn uri_keys_ignore_the_query_and_header_keys_fall_back_to_random() {
+        let ip = "10.0.0.1".parse().unwrap();
+        let a = request_key(&HashKey::Uri, ip, b"/a?x=1", |_| None);
+        let b = request_key(&HashKey::Uri, ip, b"/a?x=2", |_| None);
+        let c = request_key(&HashKey::Uri, ip, b"/b", |_| None);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let h = HashKey::Header("X-User".into());
+        let u1 = request_key(&h, ip, b"/", |_| Some(b"alice".to_vec()));
+        let u2 = request_key(&h, ip, b"/other", |_| Some(b"alice".to_vec()));
+        assert_eq!(u1, u2);
+        let r1 = request_key(&h, ip, b"/", |_| None);
+        let r2 = request_key(&h, ip, b"/", |_| None);
+        assert_ne!(r1, r2);
+    }
+
+    #[test]
+    fn histogram_buckets_by_upper_bound() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(1));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let counts: Vec<u64> = h
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(counts[0], 2); // ≤ 1 ms
+        assert_eq!(counts[2], 1); // ≤ 5 ms
+        assert_eq!(counts[LATENCY_BUCKETS.len()], 1); // +Inf
+        assert_eq!(
+            h.sum_micros.load(Ordering::Relaxed),
+            500 + 1000 + 3000 + 60_000_000
+        );
+    }
+}
