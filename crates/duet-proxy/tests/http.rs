@@ -12,67 +12,7 @@ use duet_proxy::{BackendSpec, BalancerSpec, Mode, Proxy};
 mod common;
 
 use common::Backend;
-
-/// A keep-alive HTTP/1.1 backend. `GET /xff` answers with the X-Forwarded-For it got;
-/// `POST /echo` answers with the body; `/chunked` answers chunked; `/500` answers 500;
-/// anything else answers its name.
-fn backend(name: &'static str) -> Backend {
-    common::spawn(name, serve)
-}
-
-fn serve(conn: TcpStream, name: &str, stop: &AtomicBool) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut conn = conn;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-        let mut length = 0usize;
-        let mut xff = String::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            if h == "\r\n" {
-                break;
-            }
-            let lower = h.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-            if lower.starts_with("x-forwarded-for:") {
-                xff = h["x-forwarded-for:".len()..].trim().to_string();
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body).unwrap();
-        let reply = match path.as_str() {
-            "/xff" => format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{xff}",
-                xff.len()
-            ),
-            "/echo" => {
-                let b = String::from_utf8_lossy(&body).to_string();
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{b}", b.len())
-            }
-            "/chunked" => format!(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{name}\r\n1\r\n!\r\n0\r\n\r\n",
-                name.len()
-            ),
-            "/500" => "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n".to_string(),
-            _ => format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
-                name.len()
-            ),
-        };
-        if conn.write_all(reply.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
+use common::h1::{backend, connect, roundtrip};
 
 fn proxy(backends: &[&Backend]) -> Proxy {
     proxy_to(
@@ -87,54 +27,6 @@ fn proxy_to(backends: &[SocketAddr], http_timeouts: duet_proxy::HttpTimeouts) ->
         ..common::spec(Mode::Http, backends)
     })
     .unwrap()
-}
-
-/// Sends `request` on `conn` and reads one response with a Content-Length or chunked body;
-/// returns (status line, body).
-fn roundtrip(conn: &mut BufReader<TcpStream>, request: &str) -> (String, String) {
-    conn.get_mut().write_all(request.as_bytes()).unwrap();
-    let mut status = String::new();
-    conn.read_line(&mut status).unwrap();
-    let (mut length, mut chunked) = (None, false);
-    loop {
-        let mut h = String::new();
-        conn.read_line(&mut h).unwrap();
-        if h == "\r\n" || h.is_empty() {
-            break;
-        }
-        let lower = h.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            length = Some(v.trim().parse::<usize>().unwrap());
-        }
-        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            let mut size = String::new();
-            conn.read_line(&mut size).unwrap();
-            let n = usize::from_str_radix(size.trim(), 16).unwrap();
-            let mut chunk = vec![0u8; n + 2];
-            conn.read_exact(&mut chunk).unwrap();
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-    } else if let Some(n) = length {
-        body.resize(n, 0);
-        conn.read_exact(&mut body).unwrap();
-    }
-    (
-        status.trim_end().to_string(),
-        String::from_utf8(body).unwrap(),
-    )
-}
-
-fn connect(p: &Proxy) -> BufReader<TcpStream> {
-    let s = TcpStream::connect(p.local_addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    BufReader::new(s)
 }
 
 #[test]

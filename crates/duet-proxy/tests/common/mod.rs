@@ -2,6 +2,8 @@
 //! refuses connections, as a crashed server's would).
 #![allow(dead_code)]
 
+pub mod h1;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
