@@ -137,6 +137,8 @@ pub struct BalancerSpec {
 /// A balancer for as long as it runs, across reloads.
 pub(crate) struct Balancer {
     pub(crate) name: String,
+    /// The bound address of the main listener (the real port, also when 0 was asked for).
+    local: SocketAddr,
     threads: usize,
     current: RwLock<Arc<Shared>>,
     generation: AtomicU64,
@@ -269,6 +271,7 @@ impl Proxy {
         let (stop, _) = tokio::sync::watch::channel(false);
         let inner = Arc::new(Balancer {
             name,
+            local,
             threads,
             current: RwLock::new(shared),
             generation: AtomicU64::new(0),
@@ -500,8 +503,7 @@ async fn handle(
         (peer, Vec::new())
     };
     if kind == Listener::Redirect {
-        let port = shared.spec.bind.port();
-        crate::http::redirect_to_https(client, initial, port, &shared).await;
+        crate::http::redirect_to_https(client, initial, inner.local.port(), &shared).await;
         return;
     }
     if shared.spec.mode == Mode::Tcp {

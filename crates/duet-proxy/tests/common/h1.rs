@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::Backend;
 
-/// A keep-alive HTTP/1.1 backend. `GET /xff` answers with the X-Forwarded-For it got;
+/// A keep-alive HTTP/1.1 backend. `GET /xff` answers with the X-Forwarded-For it got,
+/// `GET /proto` with the X-Forwarded-Proto;
 /// `POST /echo` answers with the body; `/chunked` answers chunked; `/500` answers 500;
 /// anything else answers its name.
 pub fn backend(name: &'static str) -> Backend {
@@ -26,6 +27,7 @@ pub fn serve(conn: TcpStream, name: &str, stop: &AtomicBool) {
         let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
         let mut length = 0usize;
         let mut xff = String::new();
+        let mut proto = String::new();
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).unwrap_or(0) == 0 {
@@ -38,6 +40,9 @@ pub fn serve(conn: TcpStream, name: &str, stop: &AtomicBool) {
             if let Some(v) = lower.strip_prefix("content-length:") {
                 length = v.trim().parse().unwrap();
             }
+            if lower.starts_with("x-forwarded-proto:") {
+                proto = h["x-forwarded-proto:".len()..].trim().to_string();
+            }
             if lower.starts_with("x-forwarded-for:") {
                 xff = h["x-forwarded-for:".len()..].trim().to_string();
             }
@@ -48,6 +53,10 @@ pub fn serve(conn: TcpStream, name: &str, stop: &AtomicBool) {
             "/xff" => format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{xff}",
                 xff.len()
+            ),
+            "/proto" => format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{proto}",
+                proto.len()
             ),
             "/echo" => {
                 let b = String::from_utf8_lossy(&body).to_string();

@@ -1,0 +1,292 @@
+//! TLS termination and HTTP/2 from clients, with real rustls clients and hyper's HTTP/2
+//! client: SNI across two certificates, TLS 1.2 and 1.3, HSTS, the plain-HTTP redirect,
+//! certificate reload without dropping a connection, and h2 streams forwarded to HTTP/1.1
+//! backends.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use duet_proxy::{BalancerSpec, CertPaths, Mode, Proxy, TlsSpec};
+use http_body_util::{BodyExt, Full};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+mod common;
+
+use common::h1::{backend, connect_to, exchange};
+
+/// A self-signed certificate for `name`, written as PEM into `dir`.
+struct Cert {
+    der: CertificateDer<'static>,
+    paths: CertPaths,
+}
+
+fn cert(dir: &Path, name: &str) -> Cert {
+    let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    Cert {
+        der: c.cert.der().clone(),
+        paths: CertPaths { cert, key },
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("duet-tls-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tls_spec(backends: &[SocketAddr], certs: &[&Cert]) -> BalancerSpec {
+    BalancerSpec {
+        tls: Some(TlsSpec {
+            certificates: certs.iter().map(|c| c.paths.clone()).collect(),
+            hsts: Some(Duration::from_secs(3600)),
+            redirect_from: Some("127.0.0.1:0".parse().unwrap()),
+            http2: true,
+        }),
+        ..common::spec(Mode::Http, backends)
+    }
+}
+
+/// A client that trusts only `trusted`, offers `alpn`, and speaks only `versions`.
+fn client_config(
+    trusted: &Cert,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trusted.der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+async fn handshake(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// One HTTP/1.1 request on a TLS stream; returns the raw response text.
+async fn h1_request(tls: &mut TlsStream<TcpStream>, path: &str, host: &str) -> String {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    // The test backends answer with a Content-Length; read until the whole body is in.
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+const BOTH: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+#[test]
+fn sni_picks_the_certificate_and_tls_12_and_13_both_work() {
+    let dir = temp_dir("sni");
+    let (a, b) = (cert(&dir, "a.test"), cert(&dir, "b.test"));
+    let web = backend("web");
+    let p = Proxy::start(tls_spec(&[web.addr], &[&a, &b])).unwrap();
+    let addr = p.local_addr();
+    rt().block_on(async {
+        for (name, cert) in [("a.test", &a), ("b.test", &b)] {
+            // Trusting only that name's certificate: the handshake succeeds only if SNI chose it.
+            for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+                let config = client_config(cert, &[b"http/1.1"], &[version]);
+                let mut tls = handshake(addr, config, name).await.unwrap();
+                let conn = tls.get_ref().1;
+                assert_eq!(conn.peer_certificates().unwrap()[0], cert.der, "{name}");
+                assert_eq!(conn.protocol_version(), Some(version.version));
+                let text = h1_request(&mut tls, "/proto", name).await;
+                assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+                assert!(text.ends_with("\r\n\r\nhttps"), "backend saw https: {text}");
+                assert!(
+                    text.contains("Strict-Transport-Security: max-age=3600\r\n"),
+                    "{text}"
+                );
+            }
+        }
+        // A name no certificate covers gets the first one (and fails verification as b).
+        let wrong = handshake(addr, client_config(&b, &[], BOTH), "c.test").await;
+        assert!(
+            wrong.is_err(),
+            "c.test must not verify against b's certificate"
+        );
+        let first = handshake(addr, client_config(&a, &[], BOTH), "a.test").await;
+        assert!(first.is_ok());
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn plain_http_on_the_redirect_listener_gets_a_308_to_https() {
+    let dir = temp_dir("redirect");
+    let a = cert(&dir, "a.test");
+    let web = backend("web");
+    let p = Proxy::start(tls_spec(&[web.addr], &[&a])).unwrap();
+    let mut c = connect_to(p.redirect_addr().unwrap());
+    let r = exchange(&mut c, "GET /x/y?z=1 HTTP/1.1\r\nHost: a.test:8080\r\n\r\n");
+    assert_eq!(r.status, "HTTP/1.1 308 Permanent Redirect");
+    let port = p.local_addr().port();
+    let want = format!("https://a.test:{port}/x/y?z=1");
+    assert_eq!(r.header("location"), Some(want.as_str()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_certificate_reload_keeps_open_connections_and_serves_the_new_one() {
+    let dir = temp_dir("reload");
+    let old = cert(&dir, "a.test");
+    let web = backend("web");
+    let spec = tls_spec(&[web.addr], &[&old]);
+    let p = Proxy::start(spec.clone()).unwrap();
+    let addr = p.local_addr();
+    rt().block_on(async {
+        let mut open = handshake(addr, client_config(&old, &[], BOTH), "a.test")
+            .await
+            .unwrap();
+        assert!(h1_request(&mut open, "/", "a.test").await.ends_with("web"));
+        // Renew: new key and certificate in the same files, then reload.
+        let renewed = cert(&dir, "a.test");
+        p.reload(spec.clone()).unwrap();
+        let fresh = handshake(addr, client_config(&renewed, &[], BOTH), "a.test")
+            .await
+            .unwrap();
+        assert_eq!(
+            fresh.get_ref().1.peer_certificates().unwrap()[0],
+            renewed.der
+        );
+        // The connection made before the reload still works.
+        assert!(h1_request(&mut open, "/", "a.test").await.ends_with("web"));
+        // A broken certificate file is refused and the running one stays.
+        std::fs::write(&renewed.paths.cert, "not a certificate").unwrap();
+        let err = p.reload(spec).unwrap_err();
+        assert!(format!("{err:?}").contains("a.test.pem"), "{err:?}");
+        let still = handshake(addr, client_config(&renewed, &[], BOTH), "a.test").await;
+        assert!(still.is_ok());
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_h2_client_gets_concurrent_streams_forwarded_to_http1_backends() {
+    let dir = temp_dir("h2");
+    let a = cert(&dir, "a.test");
+    let (x, y) = (backend("x"), backend("y"));
+    let p = Proxy::start(tls_spec(&[x.addr, y.addr], &[&a])).unwrap();
+    let addr = p.local_addr();
+    rt().block_on(async {
+        let tls = handshake(
+            addr,
+            client_config(&a, &[b"h2", b"http/1.1"], BOTH),
+            "a.test",
+        )
+        .await
+        .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let send = |method: &str, path: &str, body: &'static str| {
+            let mut sender = sender.clone();
+            let req = hyper::Request::builder()
+                .method(method)
+                .uri(format!("https://a.test{path}"))
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap();
+            async move {
+                let res = sender.send_request(req).await.unwrap();
+                let status = res.status();
+                let version = res.version();
+                let hsts = res.headers().get("strict-transport-security").cloned();
+                let body = res.into_body().collect().await.unwrap().to_bytes();
+                (
+                    status,
+                    version,
+                    hsts,
+                    String::from_utf8(body.to_vec()).unwrap(),
+                )
+            }
+        };
+        // Eight concurrent streams on one connection, spread over both backends.
+        let streams: Vec<_> = (0..8).map(|_| tokio::spawn(send("GET", "/", ""))).collect();
+        let mut all = Vec::new();
+        for s in streams {
+            all.push(s.await.unwrap());
+        }
+        let mut names: Vec<String> = all.iter().map(|r| r.3.clone()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names, ["x", "y"]);
+        for (status, version, hsts, _) in &all {
+            assert_eq!(*status, 200);
+            assert_eq!(*version, hyper::Version::HTTP_2);
+            assert_eq!(hsts.as_ref().unwrap(), "max-age=3600");
+        }
+        let (status, _, _, body) = send("POST", "/echo", "a body sent over h2").await;
+        assert_eq!(
+            (status.as_u16(), body.as_str()),
+            (200, "a body sent over h2")
+        );
+        let (_, _, _, proto) = send("GET", "/proto", "").await;
+        assert_eq!(proto, "https");
+        let (_, _, _, xff) = send("GET", "/xff", "").await;
+        assert_eq!(xff, "127.0.0.1");
+        let (_, _, _, chunked) = send("GET", "/chunked", "").await;
+        assert!(chunked == "x!" || chunked == "y!", "{chunked}");
+        let (status, _, _, _) = send("GET", "/500", "").await;
+        assert_eq!(status, 500);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
