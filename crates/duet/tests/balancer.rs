@@ -59,15 +59,7 @@ fn run_duet(dir: &std::path::Path, balancer: &str) -> (Daemon, SocketAddr, Socke
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = dir.join("duet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nname = \"lb\"\nadmin = \"{admin}\"\nstate_dir = \"{}\"\nguardian = false\n\n{}",
-            dir.join("state").display(),
-            balancer.replace("@BIND@", &bind.to_string())
-        ),
-    )
-    .unwrap();
+    write_config(dir, admin, &balancer.replace("@BIND@", &bind.to_string()));
     let log = std::fs::File::create(dir.join("log")).unwrap();
     let daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_duet"))
@@ -79,6 +71,159 @@ fn run_duet(dir: &std::path::Path, balancer: &str) -> (Daemon, SocketAddr, Socke
             .unwrap(),
     );
     (daemon, admin, bind)
+}
+
+/// Writes `dir/duet.toml`: a `[node]` with the admin address, an operator token file
+/// (`dir/token`, holding [`TOKEN`]) and no guardian, then `rest`.
+fn write_config(dir: &std::path::Path, admin: SocketAddr, rest: &str) {
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    std::fs::write(
+        dir.join("duet.toml"),
+        format!(
+            "[node]\nname = \"lb\"\nadmin = \"{admin}\"\nstate_dir = \"{}\"\nguardian = false\noperator_token_file = \"{}\"\n\n{rest}",
+            dir.join("state").display(),
+            dir.join("token").display(),
+        ),
+    )
+    .unwrap();
+}
+
+const TOKEN: &str = "test-operator-token-0123456789";
+
+/// `POST path` on the admin API with `token`; returns (status code, body).
+fn post(admin: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(admin).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        out.split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string(),
+    )
+}
+
+/// Answers over `tries` fresh connections.
+fn answers(bind: SocketAddr, tries: usize) -> std::collections::BTreeSet<String> {
+    (0..tries).filter_map(|_| ask(bind)).collect()
+}
+
+/// Waits (10 s at most) until every answer over 10 connections is in `want`, and all of
+/// `want` appear.
+fn wait_answers(bind: SocketAddr, want: &[&str]) -> bool {
+    let want: std::collections::BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if answers(bind, 10) == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn duet_run_reloads_balancers_in_place_and_drains_backends_through_the_admin_api() {
+    let dir = std::env::temp_dir().join(format!("duet-lbr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ((a, _sa), (b, _sb), (c, _sc)) = (backend("a"), backend("b"), backend("c"));
+    let section = |backends: &[SocketAddr]| {
+        let list: Vec<String> = backends
+            .iter()
+            .map(|x| format!("{{ address = \"{x}\" }}"))
+            .collect();
+        format!(
+            "[[balancer]]\nname = \"app\"\nbind = \"@BIND@\"\nmode = \"tcp\"\nbackends = [{}]\n",
+            list.join(", ")
+        )
+    };
+    let (daemon, admin, bind) = run_duet(&dir, &section(&[a, b]));
+    assert!(
+        wait_answers(bind, &["a", "b"]),
+        "balancer never served a and b"
+    );
+
+    // POSTs need the operator token.
+    let drain_a = format!("/v1/balancers/app/backends/{a}/drain");
+    assert_eq!(post(admin, &drain_a, None).0, 401);
+    assert_eq!(post(admin, &drain_a, Some("wrong-token-0123456789")).0, 401);
+    let (code, body) = post(admin, &drain_a, Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(answers(bind, 20), ["b".to_string()].into(), "a is drained");
+    let status = |admin: SocketAddr| -> duet_admin::Status {
+        let out = Command::new(env!("CARGO_BIN_EXE_duet"))
+            .args(["status", "--json", "--admin", &admin.to_string()])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let s = status(admin);
+    assert!(s.balancers[0].backends[0].draining, "{s:?}");
+    let (code, body) = post(
+        admin,
+        "/v1/balancers/app/backends/10.9.9.9:1/drain",
+        Some(TOKEN),
+    );
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no backend 10.9.9.9:1"), "{body}");
+    let (code, _) = post(
+        admin,
+        &format!("/v1/balancers/app/backends/{a}/enable"),
+        Some(TOKEN),
+    );
+    assert_eq!(code, 200);
+    assert!(wait_answers(bind, &["a", "b"]), "a is back");
+
+    // SIGHUP with a new backend list: applied in place, on the same listener.
+    let config = std::fs::read_to_string(dir.join("duet.toml")).unwrap();
+    let swap = |from: &[SocketAddr], to: &[SocketAddr]| {
+        let bound = |list: &[SocketAddr]| section(list).replace("@BIND@", &bind.to_string());
+        let text = std::fs::read_to_string(dir.join("duet.toml")).unwrap();
+        std::fs::write(
+            dir.join("duet.toml"),
+            text.replace(&bound(from), &bound(to)),
+        )
+        .unwrap();
+    };
+    assert!(config.contains(&format!("\"{b}\" }}]")));
+    swap(&[a, b], &[c]);
+    duet_sys::process::send_signal(daemon.0.id(), duet_sys::process::SIGHUP, false).unwrap();
+    assert!(
+        wait_answers(bind, &["c"]),
+        "SIGHUP did not move the balancer to c"
+    );
+
+    // POST /v1/reload does the same and says how it went.
+    swap(&[c], &[a]);
+    let (code, body) = post(admin, "/v1/reload", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    assert!(wait_answers(bind, &["a"]));
+    // A broken file is refused with its location, and the balancer keeps serving.
+    let good = std::fs::read_to_string(dir.join("duet.toml")).unwrap();
+    std::fs::write(
+        dir.join("duet.toml"),
+        good.replace("mode = \"tcp\"", "mode = \"udp\""),
+    )
+    .unwrap();
+    let (code, body) = post(admin, "/v1/reload", Some(TOKEN));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("duet.toml:"), "{body}");
+    assert_eq!(answers(bind, 5), ["a".to_string()].into());
+    let s = status(admin);
+    assert_eq!(s.balancers[0].client_errors, 0, "{s:?}");
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
