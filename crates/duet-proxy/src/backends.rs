@@ -113,13 +113,48 @@ pub struct BackendStats {
     pub up: AtomicBool,
     /// Whether it is healthy, draining or not (sticky clients may still go there).
     pub healthy: AtomicBool,
-    /// Time from the request head to the end of the response (http) or connection (tcp).
-    pub latency: Histogram,
+    /// Time from the request head to the end of the response (http), one histogram per worker
+    /// thread so that recording never bounces a cache line between cores; see
+    /// [`BackendStats::latency_totals`].
+    latency: Vec<Shard>,
     /// Whether its passive failure streak is running (successes must then be recorded).
     failing: AtomicBool,
 }
 
+/// A histogram on cache lines of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(Histogram);
+
 impl BackendStats {
+    fn new(threads: usize) -> BackendStats {
+        BackendStats {
+            latency: (0..threads).map(|_| Shard::default()).collect(),
+            ..BackendStats::default()
+        }
+    }
+
+    /// Records a request's latency, seen on worker thread `thread`.
+    pub(crate) fn observe(&self, thread: usize, d: Duration) {
+        if let Some(shard) = self.latency.get(thread) {
+            shard.0.observe(d);
+        }
+    }
+
+    /// The latency histogram over every thread: per-bucket counts (not cumulative; the last
+    /// is `+Inf`) and the sum in microseconds.
+    pub fn latency_totals(&self) -> ([u64; LATENCY_BUCKETS.len() + 1], u64) {
+        let mut buckets = [0; LATENCY_BUCKETS.len() + 1];
+        let mut sum = 0;
+        for shard in &self.latency {
+            for (total, b) in buckets.iter_mut().zip(&shard.0.buckets) {
+                *total += b.load(Ordering::Relaxed);
+            }
+            sum += shard.0.sum_micros.load(Ordering::Relaxed);
+        }
+        (buckets, sum)
+    }
+
     /// Counts a failure of `kind`.
     pub(crate) fn count_error(&self, kind: ErrorKind) {
         let i = ErrorKind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
@@ -154,7 +189,7 @@ pub struct Backend {
 
 impl Backend {
     fn new(address: SocketAddr, policy: HealthPolicy, threads: usize) -> Backend {
-        let stats = BackendStats::default();
+        let stats = BackendStats::new(threads);
         stats.up.store(true, Ordering::Relaxed);
         stats.healthy.store(true, Ordering::Relaxed);
         Backend {

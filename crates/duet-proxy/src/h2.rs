@@ -75,7 +75,7 @@ pub(crate) async fn serve_connection<S>(
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
-        () = balancer.stopped() => {
+        () = balancer.stopped(thread) => {
             // Finish the streams in flight, take no new ones.
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
@@ -214,7 +214,10 @@ async fn forward(req: Request<Incoming>, client: &Client) -> Response<ProxyBody>
         };
         match attempt(request, &lease, &shared, client).await {
             Ok(mut response) => {
-                lease.backend.stats.latency.observe(started.elapsed());
+                lease
+                    .backend
+                    .stats
+                    .observe(client.thread, started.elapsed());
                 let h = response.headers_mut();
                 strip_hop_by_hop(h);
                 add_response_headers(h, &shared, &lease, sticky);

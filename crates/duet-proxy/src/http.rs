@@ -111,7 +111,7 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                             // Idle between requests: a stopping balancer closes it now.
                             tokio::select! {
                                 r = read_some(&mut client, &mut buf, timeouts.idle) => r,
-                                () = conn.balancer.stopped() => return,
+                                () = conn.balancer.stopped(conn.thread) => return,
                             }
                         }
                         Some(d) => {
@@ -232,7 +232,7 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             .await;
             match result {
                 Ok((client_keep, status)) => {
-                    lease.backend.stats.latency.observe(started.elapsed());
+                    lease.backend.stats.observe(conn.thread, started.elapsed());
                     answered = Some((address, status));
                     if let Some(n) = buffered_body {
                         buf.drain(..n);
@@ -449,32 +449,47 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(bool, u16), Failure> {
     let backend: &Backend = lease.backend;
     let stats = &backend.stats;
-    let reused = if shared.spec.send_proxy.is_some() {
+    let mut reused = if shared.spec.send_proxy.is_some() {
         private
             .take()
-            .filter(|(a, _)| *a == backend.address)
+            .filter(|(a, s)| *a == backend.address && still_open(s))
             .map(|(_, s)| s)
     } else {
-        backend.take_idle(conn.thread)
+        take_open(backend, conn.thread)
     };
-    let (mut server, pooled) = match reused {
-        Some(s) => (s, true),
-        None => {
-            let local = Some(conn.local);
-            match crate::runtime::connect(shared, backend, conn.peer, local).await {
-                Ok(s) => (s, false),
-                Err(()) => return Err(Failure::BeforeResponse(Outcome::ConnectFailed)),
+    let mut bufs = bufs;
+    let (result, server) = loop {
+        let (mut server, pooled) = match reused.take() {
+            Some(s) => (s, true),
+            None => {
+                let local = Some(conn.local);
+                match crate::runtime::connect(shared, backend, conn.peer, local).await {
+                    Ok(s) => (s, false),
+                    Err(()) => return Err(Failure::BeforeResponse(Outcome::ConnectFailed)),
+                }
             }
+        };
+        let result = exchange_on(
+            client,
+            &mut server,
+            &mut bufs,
+            forward,
+            shared.spec.http_timeouts,
+        )
+        .await;
+        match result {
+            // An idle connection the backend closed just as we used it (its keep-alive
+            // timeout): not the backend's fault and not a retry; the same request again on a
+            // fresh connection, when it can be sent again.
+            Err(Failure::BeforeResponse(Outcome::Reset))
+                if pooled && forward.buffered_body.is_some() =>
+            {
+                continue;
+            }
+            other => break (other, server),
         }
     };
-    let result = exchange_on(
-        client,
-        &mut server,
-        bufs,
-        forward,
-        shared.spec.http_timeouts,
-    )
-    .await;
+    let mut server = Some(server);
     match result {
         Ok((client_keep, server_reusable, status)) => {
             stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -484,7 +499,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                 Outcome::Success
             };
             backend.record(&shared.spec.name, outcome);
-            if server_reusable {
+            if let (true, Some(server)) = (server_reusable, server.take()) {
                 if shared.spec.send_proxy.is_some() {
                     *private = Some((backend.address, server));
                 } else {
@@ -493,19 +508,32 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok((client_keep, status))
         }
-        // A pooled connection the backend had already closed: not the backend's fault.
-        Err(Failure::BeforeResponse(Outcome::Reset)) if pooled => {
-            Err(Failure::BeforeResponse(Outcome::ConnectFailed))
-        }
         Err(e) => Err(e),
     }
+}
+
+/// An idle pooled connection to `backend` that is still open; closed ones are dropped.
+fn take_open(backend: &Backend, thread: usize) -> Option<TcpStream> {
+    while let Some(s) = backend.take_idle(thread) {
+        if still_open(&s) {
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// Whether an idle backend connection can take a request: nothing to read (a FIN, a reset or
+/// stray bytes all mean it cannot).
+fn still_open(s: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Returns (client keep-alive, backend connection reusable, status).
 async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut S,
     server: &mut TcpStream,
-    bufs: Buffers<'_>,
+    bufs: &mut Buffers<'_>,
     forward: &Forward<'_>,
     timeouts: HttpTimeouts,
 ) -> Result<(bool, bool, u16), Failure> {
@@ -514,6 +542,7 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
         response: rbuf,
         head: out,
     } = bufs;
+    let (buf, rbuf, out): (&mut Vec<u8>, &mut Vec<u8>, &mut Vec<u8>) = (buf, rbuf, out);
     let Forward {
         head,
         extra_response_headers,

@@ -144,7 +144,11 @@ pub(crate) struct Balancer {
     generation: AtomicU64,
     /// Requests or connections that got no backend.
     pub(crate) client_errors: AtomicU64,
-    stop: tokio::sync::watch::Sender<bool>,
+    /// Set by [`Proxy::stop`]; read on every request, so a plain atomic.
+    stopping: std::sync::atomic::AtomicBool,
+    /// Wakes a worker thread's waiters (accept loop, idle connections) at stop; one per
+    /// thread, so waiting never touches another thread's lock.
+    stop_signals: Vec<tokio::sync::Notify>,
     /// Client connections open now.
     live: AtomicUsize,
 }
@@ -165,14 +169,20 @@ impl Balancer {
         }
     }
 
-    /// Resolves when the balancer is stopped.
-    pub(crate) async fn stopped(&self) {
-        let mut rx = self.stop.subscribe();
-        let _ = rx.wait_for(|stopped| *stopped).await;
+    /// Resolves when the balancer is stopped; `thread` is the caller's worker thread.
+    pub(crate) async fn stopped(&self, thread: usize) {
+        let notified = self.stop_signals[thread].notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the flag is read: a stop in between still wakes it.
+        notified.as_mut().enable();
+        if self.is_stopped() {
+            return;
+        }
+        notified.await;
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
-        *self.stop.borrow()
+        self.stopping.load(Ordering::Relaxed)
     }
 }
 
@@ -268,7 +278,6 @@ impl Proxy {
             .and_then(|l| l.local_addr().ok());
         let name = spec.name.clone();
         let shared = Arc::new(Shared::build(spec, None, threads, 0, tls));
-        let (stop, _) = tokio::sync::watch::channel(false);
         let inner = Arc::new(Balancer {
             name,
             local,
@@ -276,7 +285,8 @@ impl Proxy {
             current: RwLock::new(shared),
             generation: AtomicU64::new(0),
             client_errors: AtomicU64::new(0),
-            stop,
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            stop_signals: (0..threads).map(|_| tokio::sync::Notify::new()).collect(),
             live: AtomicUsize::new(0),
         });
         for (n, listener) in listeners.into_iter().enumerate() {
@@ -333,7 +343,10 @@ impl Proxy {
     /// Stops accepting, closes idle keep-alive connections and lets requests in flight finish
     /// (for at most 30 s); then the worker threads end.
     pub fn stop(&self) {
-        self.inner.stop.send_replace(true);
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        for signal in &self.inner.stop_signals {
+            signal.notify_waiters();
+        }
     }
 
     /// The bound address (useful with port 0).
@@ -461,7 +474,7 @@ async fn serve(
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            () = inner.stopped() => return,
+            () = inner.stopped(thread) => return,
         };
         let (client, peer) = match accepted {
             Ok(c) => c,

@@ -340,3 +340,64 @@ fn sticky_cookies_keep_a_client_on_its_backend_until_it_goes() {
     assert_ne!(name, first);
     assert!(moved.is_some_and(|m| m != cookie));
 }
+
+/// Like nginx's `keepalive_timeout`: a connection idle for 100 ms is closed by the backend.
+fn closes_idle(conn: TcpStream, name: &str, _stop: &AtomicBool) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    conn.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    loop {
+        let mut line = String::new();
+        loop {
+            match reader.read_line(&mut line) {
+                Ok(n) if n > 0 => {}
+                _ => return, // idle too long (or closed): drop the connection
+            }
+            if line.ends_with("\r\n\r\n") {
+                break;
+            }
+        }
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+            name.len()
+        );
+        if conn.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn pooled_connections_the_backend_closed_while_idle_cost_nothing() {
+    let b = common::spawn("b", closes_idle);
+    let p = Proxy::start(BalancerSpec {
+        threads: 1,
+        ..common::spec(Mode::Http, &[b.addr])
+    })
+    .unwrap();
+    // Fill the pool with a few connections, then let the backend close them all.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let mut c = connect(&p);
+                roundtrip(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            });
+        }
+    });
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut c = connect(&p);
+        let (status, body) = roundtrip(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "b"));
+    }
+    let stats = &p.backends()[0].backend.stats;
+    for kind in duet_proxy::ErrorKind::ALL {
+        assert_eq!(
+            stats.errors_of(kind),
+            0,
+            "{kind:?} counted against the backend"
+        );
+    }
+    assert!(stats.up.load(Ordering::Relaxed));
+}

@@ -243,17 +243,17 @@ pub fn status(balancers: &[Balancer]) -> Vec<BalancerStatus> {
 
 fn backend_status(v: &duet_proxy::BackendView) -> BackendStatus {
     let s = &v.backend.stats;
+    let (counts, sum_micros) = s.latency_totals();
     let mut cumulative = 0;
     let buckets = duet_proxy::LATENCY_BUCKETS
         .iter()
-        .zip(&s.latency.buckets)
+        .zip(counts)
         .map(|(le, n)| {
-            cumulative += n.load(Ordering::Relaxed);
+            cumulative += n;
             (*le, cumulative)
         })
         .collect();
-    let count =
-        cumulative + s.latency.buckets[duet_proxy::LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+    let count = cumulative + counts[duet_proxy::LATENCY_BUCKETS.len()];
     BackendStatus {
         address: v.backend.address.to_string(),
         pool: v.pool.clone(),
@@ -271,7 +271,7 @@ fn backend_status(v: &duet_proxy::BackendView) -> BackendStatus {
         latency: duet_admin::Histogram {
             buckets,
             count,
-            sum_seconds: s.latency.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            sum_seconds: sum_micros as f64 / 1e6,
         },
     }
 }
