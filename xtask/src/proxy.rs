@@ -6,7 +6,9 @@
 //! per request (the proxy's user+system time over the run divided by the requests).
 //!
 //! Then each proxy again with the second backend killed (SIGKILL) 3 s into the run, counting the
-//! client errors wrk sees. Not yet: tcp mode and RSS with 10 000 idle connections.
+//! client errors wrk sees; then tcp mode (HAProxy `mode tcp` and duet `mode = "tcp"`, the same
+//! wrk load passing through at layer 4); then the resident memory of each HTTP proxy holding
+//! 10 000 idle keep-alive client connections, each of which made one request.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +16,13 @@ use std::time::Duration;
 
 const PROXY_PORT: u16 = 18080;
 const BACKENDS: [u16; 2] = [18081, 18082];
+
+/// HTTP or TCP proxying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Http,
+    Tcp,
+}
 
 struct Run {
     name: &'static str,
@@ -46,6 +55,20 @@ pub fn main(args: &[&str]) -> i32 {
 
 fn bench(seconds: u64) -> Result<(), String> {
     crate::ensure_packages(&[("wrk", "wrk"), ("haproxy", "haproxy"), ("nginx", "nginx")])?;
+    // The same room for every proxy (and for the 10 000 client sockets of the memory run):
+    // 65536 open files where the hard limit may be raised, else the hard limit.
+    let fd_limit = match duet_sys::process::set_fd_limit(65536) {
+        Ok(()) => 65536,
+        Err(_) => {
+            let n = duet_sys::process::raise_fd_limit().map_err(|e| e.to_string())?;
+            eprintln!("open files limited to {n} (the hard limit cannot be raised here)");
+            n
+        }
+    };
+    // HAProxy reserves two descriptors per connection and refuses to start when maxconn does
+    // not fit the limit, so the memory run holds what it can (10 000 when the limit allows).
+    let idle_clients = IDLE_CLIENTS.min((fd_limit.saturating_sub(512) / 2) as usize);
+    HAPROXY_MAXCONN.store(idle_clients + 128, std::sync::atomic::Ordering::Relaxed);
     let exe = crate::build_duet()?;
     let dir = std::env::temp_dir().join(format!("duet-bench-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -53,23 +76,15 @@ fn bench(seconds: u64) -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(300));
     let mut runs = Vec::new();
     for name in PROXIES {
-        let proxy = start_proxy(name, &dir, &exe)?;
-        let before = cpu_ticks(proxy.0.id());
-        let out = wrk(seconds)?;
-        let after = cpu_ticks(proxy.0.id());
-        drop(proxy);
-        std::thread::sleep(Duration::from_millis(300));
-        let (rps, p50_ms, p99_ms, requests) = parse_wrk(&out)?;
-        let ticks_per_sec = 100.0; // USER_HZ on Linux
-        let cpu_s = (after - before) as f64 / ticks_per_sec;
-        runs.push(Run {
-            name,
-            rps,
-            p50_ms,
-            p99_ms,
-            cpu_us_per_req: cpu_s * 1e6 / requests.max(1.0),
-        });
-        eprintln!("{name}: {rps:.0} rps");
+        runs.push(measure(name, Mode::Http, &dir, &exe, seconds)?);
+    }
+    let mut tcp_runs = Vec::new();
+    for name in ["haproxy", "duet"] {
+        tcp_runs.push(measure(name, Mode::Tcp, &dir, &exe, seconds)?);
+    }
+    let mut memory = Vec::new();
+    for name in PROXIES {
+        memory.push(idle_memory(name, &dir, &exe, idle_clients)?);
     }
     drop(backends);
     std::thread::sleep(Duration::from_millis(300));
@@ -78,7 +93,7 @@ fn bench(seconds: u64) -> Result<(), String> {
     let mut deaths = Vec::new();
     for name in PROXIES {
         let mut backends = start_backends(&dir)?;
-        let proxy = start_proxy(name, &dir, &exe)?;
+        let proxy = start_proxy(name, Mode::Http, &dir, &exe)?;
         let run = Command::new("wrk")
             .args(["-t1", "-c64", &format!("-d{seconds}s")])
             .arg(format!("http://127.0.0.1:{PROXY_PORT}/"))
@@ -98,6 +113,51 @@ fn bench(seconds: u64) -> Result<(), String> {
     }
     print_table(seconds, &runs);
     println!();
+    println!("tcp mode (layer 4), same load:");
+    println!();
+    print_runs(&tcp_runs);
+    let get = |n: &str| tcp_runs.iter().find(|r| r.name == n);
+    if let (Some(d), Some(h)) = (get("duet"), get("haproxy")) {
+        println!();
+        println!(
+            "duet ÷ haproxy (tcp): rps {:.2}, p99 {:.2}, CPU/request {:.2}",
+            d.rps / h.rps,
+            d.p99_ms / h.p99_ms,
+            d.cpu_us_per_req / h.cpu_us_per_req
+        );
+    }
+    println!();
+    println!(
+        "Resident memory with {idle_clients} idle keep-alive client connections (each made one request){}:",
+        if idle_clients < IDLE_CLIENTS {
+            format!(
+                "; {IDLE_CLIENTS} do not fit HAProxy's two descriptors per connection under this machine's open-file limit of {fd_limit}"
+            )
+        } else {
+            String::new()
+        }
+    );
+    println!();
+    println!("| proxy | RSS before | RSS with the connections | per connection |");
+    println!("|---|---|---|---|");
+    for (name, before, with) in &memory {
+        println!(
+            "| {name} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+            *before as f64 / 1024.0,
+            *with as f64 / 1024.0,
+            with.saturating_sub(*before) as f64 / idle_clients as f64
+        );
+    }
+    let rss = |n: &str| memory.iter().find(|m| m.0 == n).map(|m| m.2 as f64);
+    if let (Some(d), Some(h), Some(n)) = (rss("duet"), rss("haproxy"), rss("nginx")) {
+        println!();
+        println!(
+            "duet ÷ haproxy RSS {:.2}; duet ÷ nginx RSS {:.2}",
+            d / h,
+            d / n
+        );
+    }
+    println!();
     println!("Backend killed 3 s into a {seconds} s run:");
     println!();
     println!("| proxy | requests | client errors (non-2xx + socket errors) |");
@@ -107,6 +167,100 @@ fn bench(seconds: u64) -> Result<(), String> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// One wrk run through proxy `name` in `mode`, with the proxy's CPU time.
+fn measure(
+    name: &'static str,
+    mode: Mode,
+    dir: &Path,
+    exe: &PathBuf,
+    seconds: u64,
+) -> Result<Run, String> {
+    let proxy = start_proxy(name, mode, dir, exe)?;
+    let before = cpu_ticks(proxy.0.id());
+    let out = wrk(seconds)?;
+    let after = cpu_ticks(proxy.0.id());
+    drop(proxy);
+    std::thread::sleep(Duration::from_millis(300));
+    let (rps, p50_ms, p99_ms, requests) = parse_wrk(&out)?;
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let cpu_s = (after - before) as f64 / ticks_per_sec;
+    eprintln!("{name} ({mode:?}): {rps:.0} rps");
+    Ok(Run {
+        name,
+        rps,
+        p50_ms,
+        p99_ms,
+        cpu_us_per_req: cpu_s * 1e6 / requests.max(1.0),
+    })
+}
+
+/// Idle connections of the memory run, when the open-file limit allows.
+const IDLE_CLIENTS: usize = 10_000;
+
+/// HAProxy's `maxconn`, set from the open-file limit at the start of the run.
+static HAPROXY_MAXCONN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(8000);
+
+/// RSS in KiB of proxy `name` (HTTP mode) before and while it holds `clients` idle keep-alive
+/// connections, each of which made one request.
+fn idle_memory(
+    name: &'static str,
+    dir: &Path,
+    exe: &PathBuf,
+    clients: usize,
+) -> Result<(&'static str, u64, u64), String> {
+    use std::io::{Read, Write};
+    let proxy = start_proxy(name, Mode::Http, dir, exe)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_kib(proxy.0.id());
+    let count = clients;
+    let mut clients = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", PROXY_PORT))
+            .map_err(|e| format!("{name}: client {i}: {e}"))?;
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        c.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+            .map_err(|e| format!("{name}: client {i}: {e}"))?;
+        // The response ends with the backend's two-byte body "ok".
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while !got.ends_with(b"ok") {
+            let n = c
+                .read(&mut buf)
+                .map_err(|e| format!("{name}: client {i}: {e}"))?;
+            if n == 0 {
+                return Err(format!("{name}: client {i}: closed"));
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        clients.push(c);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let with = rss_kib(proxy.0.id());
+    eprintln!("{name}: RSS {before} KiB, {with} KiB with {count} idle connections");
+    drop(clients);
+    drop(proxy);
+    std::thread::sleep(Duration::from_millis(300));
+    Ok((name, before, with))
+}
+
+/// Resident memory (KiB) of every process in `pgid`'s process group.
+fn rss_kib(pgid: u32) -> u64 {
+    group_stats(pgid)
+        .iter()
+        .map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                })
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// (requests, errors) from wrk's output: non-2xx/3xx responses plus socket errors.
@@ -133,11 +287,11 @@ fn client_errors(out: &str) -> (u64, u64) {
 const PROXIES: [&str; 3] = ["haproxy", "nginx", "duet"];
 
 /// Starts proxy `name` on [`PROXY_PORT`], waits for it and warms it up for a second.
-fn start_proxy(name: &str, dir: &Path, exe: &PathBuf) -> Result<Guard, String> {
+fn start_proxy(name: &str, mode: Mode, dir: &Path, exe: &PathBuf) -> Result<Guard, String> {
     let child = match name {
-        "haproxy" => start_haproxy(dir)?,
+        "haproxy" => start_haproxy(dir, mode)?,
         "nginx" => start_nginx_proxy(dir)?,
-        _ => start_duet(dir, exe)?,
+        _ => start_duet(dir, exe, mode)?,
     };
     let proxy = Guard(child);
     wait_port(PROXY_PORT)?;
@@ -187,15 +341,22 @@ fn start_backends(dir: &Path) -> Result<Vec<Guard>, String> {
     Ok(out)
 }
 
-fn start_haproxy(dir: &Path) -> Result<Child, String> {
+fn start_haproxy(dir: &Path, mode: Mode) -> Result<Child, String> {
     let servers: String = BACKENDS
         .iter()
         .enumerate()
         .map(|(i, p)| format!("    server b{i} 127.0.0.1:{p}\n"))
         .collect();
     let conf = format!(
-        "global\n    maxconn 8000\n    nbthread 2\n\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    http-reuse always\n    retries 3\n    option redispatch 1\n    retry-on all-retryable-errors\n\n\
-         frontend f\n    bind 127.0.0.1:{PROXY_PORT}\n    default_backend b\n\nbackend b\n    balance roundrobin\n{servers}"
+        "global\n    maxconn {maxconn}\n    nbthread 2\n\ndefaults\n    mode {m}\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n{http}\n\
+         frontend f\n    bind 127.0.0.1:{PROXY_PORT}\n    default_backend b\n\nbackend b\n    balance roundrobin\n{servers}",
+        maxconn = HAPROXY_MAXCONN.load(std::sync::atomic::Ordering::Relaxed),
+        m = if mode == Mode::Tcp { "tcp" } else { "http" },
+        http = if mode == Mode::Tcp {
+            ""
+        } else {
+            "    http-reuse always\n    retries 3\n    option redispatch 1\n    retry-on all-retryable-errors\n"
+        },
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, conf).map_err(|e| e.to_string())?;
@@ -210,8 +371,8 @@ fn start_nginx_proxy(dir: &Path) -> Result<Child, String> {
         .map(|p| format!("server 127.0.0.1:{p};"))
         .collect();
     let conf = format!(
-        "daemon off; worker_processes 2; pid {d}/proxy.pid; error_log {d}/proxy.err;\n\
-         events {{ worker_connections 8192; }}\n\
+        "daemon off; worker_processes 2; worker_rlimit_nofile 65536; pid {d}/proxy.pid; error_log {d}/proxy.err;\n\
+         events {{ worker_connections 30000; }}\n\
          http {{ access_log off; upstream b {{ {servers} keepalive 64; keepalive_requests 1000000; }}\n\
          server {{ listen 127.0.0.1:{PROXY_PORT}; keepalive_requests 1000000;\n\
          location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n",
@@ -224,15 +385,16 @@ fn start_nginx_proxy(dir: &Path) -> Result<Child, String> {
     spawn(cmd)
 }
 
-fn start_duet(dir: &Path, exe: &PathBuf) -> Result<Child, String> {
+fn start_duet(dir: &Path, exe: &PathBuf, mode: Mode) -> Result<Child, String> {
     let backends: Vec<String> = BACKENDS
         .iter()
         .map(|p| format!("{{ address = \"127.0.0.1:{p}\" }}"))
         .collect();
     let conf = format!(
         "[node]\nname = \"bench\"\nadmin = \"127.0.0.1:18089\"\nstate_dir = \"{}\"\nguardian = false\n\n\
-         [[balancer]]\nname = \"web\"\nbind = \"127.0.0.1:{PROXY_PORT}\"\nmode = \"http\"\nbackends = [{}]\n",
+         [[balancer]]\nname = \"web\"\nbind = \"127.0.0.1:{PROXY_PORT}\"\nmode = \"{}\"\nbackends = [{}]\n",
         dir.join("state").display(),
+        if mode == Mode::Tcp { "tcp" } else { "http" },
         backends.join(", ")
     );
     let path = dir.join("duet.toml");
@@ -303,25 +465,35 @@ fn ms(v: &str) -> Option<f64> {
 
 /// User + system clock ticks of every process in `pgid`'s process group.
 fn cpu_ticks(pgid: u32) -> u64 {
+    group_stats(pgid)
+        .iter()
+        .filter_map(|pid| {
+            let f = stat_fields(*pid)?;
+            // f[0] is field 3 (state): utime is field 14, stime 15.
+            Some(f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0))
+        })
+        .sum()
+}
+
+/// The pids of `pgid`'s process group.
+fn group_stats(pgid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
-    let mut total = 0;
-    for e in entries.flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // Fields after the command name (which may contain spaces) start after ") ".
-        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // rest[0] is field 3 (state): pgrp is field 5, utime 14, stime 15.
-        if f.len() > 12 && f[2].parse::<u32>().ok() == Some(pgid) {
-            total += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
-        }
-    }
-    total
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        // f[2] is field 5, the process group.
+        .filter(|pid| stat_fields(*pid).is_some_and(|f| f[2].parse::<u32>().ok() == Some(pgid)))
+        .collect()
+}
+
+/// `/proc/PID/stat` from field 3 on (after the command name, which may hold spaces).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
+    (f.len() > 12).then_some(f)
 }
 
 fn print_table(seconds: u64, runs: &[Run]) {
@@ -339,14 +511,7 @@ fn print_table(seconds: u64, runs: &[Run]) {
         shell("nginx -v 2>&1")
     );
     println!();
-    println!("| proxy | rps | p50 | p99 | CPU per request |");
-    println!("|---|---|---|---|---|");
-    for r in runs {
-        println!(
-            "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.1} µs |",
-            r.name, r.rps, r.p50_ms, r.p99_ms, r.cpu_us_per_req
-        );
-    }
+    print_runs(runs);
     let get = |n: &str| runs.iter().find(|r| r.name == n);
     if let (Some(d), Some(h), Some(n)) = (get("duet"), get("haproxy"), get("nginx")) {
         println!();
@@ -358,6 +523,17 @@ fn print_table(seconds: u64, runs: &[Run]) {
             d.rps / n.rps,
             d.p99_ms / n.p99_ms,
             d.cpu_us_per_req / n.cpu_us_per_req
+        );
+    }
+}
+
+fn print_runs(runs: &[Run]) {
+    println!("| proxy | rps | p50 | p99 | CPU per request |");
+    println!("|---|---|---|---|---|");
+    for r in runs {
+        println!(
+            "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.1} µs |",
+            r.name, r.rps, r.p50_ms, r.p99_ms, r.cpu_us_per_req
         );
     }
 }

@@ -568,6 +568,18 @@ impl Shared {
             Err(NoPick::Full) => {}
             other => return other,
         }
+        // Boxed: waiting is the exception, and its timers would otherwise enlarge every
+        // connection's future.
+        Box::pin(self.wait_in_queue(thread, g, key, exclude)).await
+    }
+
+    async fn wait_in_queue(
+        &self,
+        thread: usize,
+        g: usize,
+        key: u64,
+        exclude: &[usize],
+    ) -> Result<Lease<'_>, NoPick> {
         let group = &self.groups[g];
         let queue = self.spec.queue;
         if group.queued.fetch_add(1, Ordering::Relaxed) >= queue.size {

@@ -68,8 +68,128 @@ pub(crate) struct Conn<'a> {
 /// client connection keeps its own.
 type Private = Option<(SocketAddr, TcpStream)>;
 
+/// A client stream the HTTP/1.1 loop can wait on without holding a read buffer.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin {
+    /// Resolves when a read would make progress. Streams that cannot tell (TLS may hold
+    /// decrypted bytes already) resolve at once and keep their buffers while idle.
+    fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>>;
+}
+
+impl ClientIo for TcpStream {
+    fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> {
+        self.readable()
+    }
+}
+
+impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
+    async fn wait_readable(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Spare buffers of this worker thread. A connection holds buffers only while a request is
+/// in progress, so an idle keep-alive connection costs little memory, and busy ones reuse
+/// the same few buffers instead of allocating.
+mod spare {
+    use std::cell::RefCell;
+
+    /// Buffers kept per thread at most; larger ones are not kept.
+    const KEEP: usize = 256;
+    const MAX_CAPACITY: usize = 64 * 1024;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty buffer, reused when one is spare.
+    pub(super) fn take() -> Vec<u8> {
+        SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    /// Gives an empty-able buffer back (its contents are dropped).
+    pub(super) fn give(mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > MAX_CAPACITY {
+            return;
+        }
+        buf.clear();
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < KEEP {
+                s.push(buf);
+            }
+        });
+    }
+}
+
+/// The connection's buffers, held while a request is in progress.
+#[derive(Default)]
+struct ConnBuffers {
+    /// Bytes read from the client and not yet forwarded.
+    client: Vec<u8>,
+    /// The request head for the backend.
+    head_out: Vec<u8>,
+    /// Bytes read from the backend.
+    response: Vec<u8>,
+    /// The response head for the client.
+    response_head: Vec<u8>,
+}
+
+impl ConnBuffers {
+    fn take() -> ConnBuffers {
+        ConnBuffers {
+            client: spare::take(),
+            head_out: spare::take(),
+            response: spare::take(),
+            response_head: spare::take(),
+        }
+    }
+
+    /// Returns the buffers to the thread's spares; the client buffer must be empty.
+    fn release(&mut self) {
+        for b in [
+            &mut self.client,
+            &mut self.head_out,
+            &mut self.response,
+            &mut self.response_head,
+        ] {
+            spare::give(std::mem::take(b));
+        }
+    }
+}
+
+/// What one look at the client buffer found.
+enum Head {
+    /// A complete, valid request head; its forwarded form is in `head_out`.
+    Complete(Request),
+    /// More bytes needed.
+    Partial,
+    /// Refused: status and reason.
+    Refused(u16, &'static str),
+}
+
+/// Parses the request head in `buf` (sync, so the header array never lives in the
+/// connection's future).
+fn parse_head(
+    buf: &[u8],
+    limits: Limits,
+    info: ClientInfo,
+    head_out: &mut Vec<u8>,
+    shared: &Shared,
+    peer: SocketAddr,
+) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    match h1::parse_request(buf, &mut headers, limits) {
+        Ok(Some(req)) => {
+            h1::write_request_head(&req, info, head_out);
+            Head::Complete(Request::new(&req, shared, peer))
+        }
+        Ok(None) => Head::Partial,
+        Err(e) => Head::Refused(e.status(), e.describe()),
+    }
+}
+
 /// Serves one client connection until it closes.
-pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn serve_connection<S: ClientIo>(
     mut client: S,
     initial: Vec<u8>,
     conn: Conn<'_>,
@@ -79,70 +199,102 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         addr: conn.peer.ip(),
         proto: conn.proto,
     };
-    let mut buf: Vec<u8> = initial;
-    buf.reserve(READ_CHUNK);
-    let mut head_out: Vec<u8> = Vec::with_capacity(1024);
-    // Reused for every response on this connection: no allocation per request.
-    let mut rbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut rhead: Vec<u8> = Vec::with_capacity(1024);
+    let mut bufs = ConnBuffers {
+        client: initial,
+        ..ConnBuffers::default()
+    };
     let mut private: Private = None;
     loop {
         // A reload applies from the next request on.
         conn.balancer.refresh(&mut shared);
-        if conn.balancer.is_stopped() && buf.is_empty() {
+        if conn.balancer.is_stopped() && bufs.client.is_empty() {
             return;
         }
-        let limits = shared.spec.limits;
         let timeouts = shared.spec.http_timeouts;
-        // 1. The request head: idle timeout before its first byte, then the whole head must
-        // arrive within the client timeout (a byte now and then does not extend it).
-        let mut head_deadline =
-            (!buf.is_empty()).then(|| tokio::time::Instant::now() + timeouts.client);
+        // 1. Idle between requests: no buffers held, the idle timeout runs, and a stopping
+        // balancer closes the connection now.
+        if bufs.client.is_empty() {
+            bufs.release();
+            let wait = tokio::time::timeout(timeouts.idle, client.wait_readable());
+            tokio::select! {
+                r = wait => if !matches!(r, Ok(Ok(()))) {
+                    return;
+                },
+                () = conn.balancer.stopped(conn.thread) => return,
+            }
+            bufs = ConnBuffers::take();
+        }
+        // 2. One request: its state lives in a box of its own while it runs, so an idle
+        // connection's future stays small (one allocation per request, measured in
+        // docs/benchmarks.md against the memory it saves).
+        let keep = Box::pin(one_request(
+            &mut client,
+            &mut bufs,
+            &conn,
+            &shared,
+            &mut private,
+            info,
+        ))
+        .await;
+        if !keep {
+            return;
+        }
+    }
+}
+
+/// Reads one request from the client, forwards it and relays the response; whether the
+/// client connection stays open.
+async fn one_request<S: ClientIo>(
+    mut client: &mut S,
+    bufs: &mut ConnBuffers,
+    conn: &Conn<'_>,
+    shared: &Shared,
+    private: &mut Private,
+    info: ClientInfo,
+) -> bool {
+    let limits = shared.spec.limits;
+    let timeouts = shared.spec.http_timeouts;
+    {
+        // 2. The request head: it must be complete within the client timeout from its first
+        // byte on (a byte now and then does not extend it).
+        let head_deadline = tokio::time::Instant::now() + timeouts.client;
         let request = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            match h1::parse_request(&buf, &mut headers, limits) {
-                Ok(Some(req)) => {
-                    h1::write_request_head(&req, info, &mut head_out);
-                    break Request::new(&req, &shared, conn.peer);
-                }
-                Ok(None) => {
-                    let read = match head_deadline {
-                        None => {
-                            // Idle between requests: a stopping balancer closes it now.
-                            tokio::select! {
-                                r = read_some(&mut client, &mut buf, timeouts.idle) => r,
-                                () = conn.balancer.stopped(conn.thread) => return,
-                            }
-                        }
-                        Some(d) => {
-                            let left = d.saturating_duration_since(tokio::time::Instant::now());
-                            read_some(&mut client, &mut buf, left).await
-                        }
-                    };
-                    match read {
+            let parsed = parse_head(
+                &bufs.client,
+                limits,
+                info,
+                &mut bufs.head_out,
+                shared,
+                conn.peer,
+            );
+            match parsed {
+                Head::Complete(r) => break r,
+                Head::Partial => {
+                    let left = head_deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match read_some(&mut client, &mut bufs.client, left).await {
                         Ok(0) | Err(_) => {
-                            if !buf.is_empty() {
+                            if !bufs.client.is_empty() {
                                 let _ = client
                                     .write_all(&error_response(408, "request timeout"))
                                     .await;
                             }
-                            return;
+                            return false;
                         }
-                        Ok(_) => {
-                            head_deadline.get_or_insert_with(|| {
-                                tokio::time::Instant::now() + timeouts.client
-                            });
-                        }
+                        Ok(_) => {}
                     }
                 }
-                Err(e) => {
-                    let _ = client
-                        .write_all(&error_response(e.status(), e.describe()))
-                        .await;
-                    return;
+                Head::Refused(status, why) => {
+                    let _ = client.write_all(&error_response(status, why)).await;
+                    return false;
                 }
             }
         };
+        let ConnBuffers {
+            client: buf,
+            head_out,
+            response: rbuf,
+            response_head: rhead,
+        } = bufs;
         buf.drain(..request.head_len);
 
         // 2. Is the whole body already here? Then a retry can resend it.
@@ -151,13 +303,13 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             Framing::Length(n) => usize::try_from(n).ok().filter(|n| *n <= buf.len()),
             Framing::Chunked => {
                 let mut scan = h1::ChunkedScanner::default();
-                match scan.feed(&buf) {
+                match scan.feed(buf) {
                     Ok(end) => end,
                     Err(_) => {
                         let _ = client
                             .write_all(&error_response(400, "bad chunked body"))
                             .await;
-                        return;
+                        return false;
                     }
                 }
             }
@@ -207,7 +359,7 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 extra = &joined;
             }
             let forward = Forward {
-                head: &head_out,
+                head: head_out,
                 extra_response_headers: extra,
                 framing: request.framing,
                 buffered_body,
@@ -215,21 +367,12 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 client_keep_alive: request.keep_alive,
             };
             let bufs = Buffers {
-                client: &mut buf,
-                response: &mut rbuf,
-                head: &mut rhead,
+                client: &mut *buf,
+                response: &mut *rbuf,
+                head: &mut *rhead,
             };
             let address = lease.backend.address;
-            let result = exchange(
-                &mut client,
-                bufs,
-                &forward,
-                &lease,
-                &shared,
-                &conn,
-                &mut private,
-            )
-            .await;
+            let result = exchange(&mut client, bufs, &forward, &lease, shared, conn, private).await;
             match result {
                 Ok((client_keep, status)) => {
                     lease.backend.stats.observe(conn.thread, started.elapsed());
@@ -249,7 +392,7 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         break;
                     }
                 }
-                Err(Failure::AfterResponse) => return,
+                Err(Failure::AfterResponse) => return false,
             }
         }
         let failed_status = if tried.is_empty() || full { 503 } else { 502 };
@@ -273,11 +416,9 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 "no backend could answer"
             };
             let _ = client.write_all(&error_response(failed_status, why)).await;
-            return;
+            return false;
         }
-        if !reuse_client {
-            return;
-        }
+        reuse_client
     }
 }
 
@@ -463,7 +604,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             Some(s) => (s, true),
             None => {
                 let local = Some(conn.local);
-                match crate::runtime::connect(shared, backend, conn.peer, local).await {
+                // Boxed: a new backend connection is rarer than a request, and its future is
+                // large.
+                match Box::pin(crate::runtime::connect(shared, backend, conn.peer, local)).await {
                     Ok(s) => (s, false),
                     Err(()) => return Err(Failure::BeforeResponse(Outcome::ConnectFailed)),
                 }
@@ -510,6 +653,30 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Parses a response head in `buf` and writes the client's version into `out` (sync, so the
+/// header array never lives in the connection's future). `Some((head length, framing,
+/// backend keep-alive, status))` when complete.
+fn parse_response_head(
+    buf: &[u8],
+    is_head: bool,
+    client_keep_alive: bool,
+    extra: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<Option<(usize, Framing, bool, u16)>, h1::HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let Some(res) = h1::parse_response(buf, &mut headers, Limits::default(), is_head)? else {
+        return Ok(None);
+    };
+    let keep = client_keep_alive && res.framing != Framing::UntilClose;
+    h1::write_response_head(&res, keep, extra, out);
+    Ok(Some((
+        res.head_len,
+        res.framing,
+        res.keep_alive,
+        res.status,
+    )))
 }
 
 /// An idle pooled connection to `backend` that is still open; closed ones are dropped.
@@ -572,13 +739,14 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
     // Response head.
     rbuf.clear();
     let (head_len, rframing, server_keep, status) = loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        match h1::parse_response(rbuf, &mut headers, Limits::default(), is_head) {
-            Ok(Some(res)) => {
-                let keep = client_keep_alive && res.framing != Framing::UntilClose;
-                h1::write_response_head(&res, keep, extra_response_headers, out);
-                break (res.head_len, res.framing, res.keep_alive, res.status);
-            }
+        match parse_response_head(
+            rbuf,
+            is_head,
+            client_keep_alive,
+            extra_response_headers,
+            out,
+        ) {
+            Ok(Some(head)) => break head,
             Ok(None) => match read_some(server, rbuf, timeouts.server).await {
                 Ok(0) => return Err(Failure::BeforeResponse(Outcome::Reset)),
                 Ok(_) => {}
@@ -612,7 +780,7 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
     if status == 101 {
         // Protocol switch: tunnel both ways until either side closes.
         let _ = client.write_all(rbuf).await;
-        let _ = tokio::io::copy_bidirectional(client, server).await;
+        let _ = Box::pin(tokio::io::copy_bidirectional(client, server)).await;
         return Ok((false, false, status));
     }
     stream_body(server, client, rbuf, rframing, timeouts.server)

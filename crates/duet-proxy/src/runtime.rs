@@ -486,11 +486,37 @@ async fn serve(
         };
         let _ = client.set_nodelay(true);
         let inner = inner.clone();
-        tokio::spawn(async move {
-            let _live = Live::new(&inner);
-            let shared = inner.snapshot();
-            handle(client, peer, &inner, shared, thread, kind).await;
-        });
+        tokio::spawn(connection(client, peer, inner, thread, kind));
+    }
+}
+
+/// One client connection. Plain HTTP/1.1 (the common case) runs inline; every other kind
+/// is boxed, so that an idle keep-alive connection's task stays small.
+async fn connection(
+    client: TcpStream,
+    peer: SocketAddr,
+    inner: Arc<Balancer>,
+    thread: usize,
+    kind: Listener,
+) {
+    let _live = Live::new(&inner);
+    let shared = inner.snapshot();
+    let plain = kind == Listener::Main
+        && shared.spec.mode == Mode::Http
+        && !shared.spec.accept_proxy
+        && shared.tls.is_none();
+    if plain {
+        let local = client.local_addr().unwrap_or(shared.spec.bind);
+        let conn = crate::http::Conn {
+            balancer: &inner,
+            thread,
+            peer,
+            local,
+            proto: "http",
+        };
+        crate::http::serve_connection(client, Vec::new(), conn, shared).await;
+    } else {
+        Box::pin(handle(client, peer, &inner, shared, thread, kind)).await;
     }
 }
 
@@ -515,12 +541,18 @@ async fn handle(
     } else {
         (peer, Vec::new())
     };
+    // The task's future is as large as its largest path; the rarer ones are boxed so that a
+    // plain HTTP/1.1 connection carries only its own state.
     if kind == Listener::Redirect {
-        crate::http::redirect_to_https(client, initial, inner.local.port(), &shared).await;
+        let port = inner.local.port();
+        Box::pin(crate::http::redirect_to_https(
+            client, initial, port, &shared,
+        ))
+        .await;
         return;
     }
     if shared.spec.mode == Mode::Tcp {
-        forward_tcp(client, peer, initial, &shared, inner, thread).await;
+        Box::pin(forward_tcp(client, peer, initial, &shared, inner, thread)).await;
         return;
     }
     let Some(acceptor) = shared.tls.clone() else {
@@ -538,7 +570,7 @@ async fn handle(
         tracing::debug!("{}: {peer}: bytes before the TLS handshake", inner.name);
         return;
     }
-    let tls = match tokio::time::timeout(timeout, acceptor.accept(client)).await {
+    let tls = match Box::pin(tokio::time::timeout(timeout, acceptor.accept(client))).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!("{}: {peer}: TLS handshake: {e}", inner.name);
@@ -548,7 +580,14 @@ async fn handle(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     if h2 {
-        crate::h2::serve_connection(tls, peer, local, inner.clone(), thread).await;
+        Box::pin(crate::h2::serve_connection(
+            tls,
+            peer,
+            local,
+            inner.clone(),
+            thread,
+        ))
+        .await;
     } else {
         let conn = crate::http::Conn {
             balancer: inner,
@@ -557,7 +596,7 @@ async fn handle(
             local,
             proto: "https",
         };
-        crate::http::serve_connection(tls, Vec::new(), conn, shared).await;
+        Box::pin(crate::http::serve_connection(tls, Vec::new(), conn, shared)).await;
     }
 }
 

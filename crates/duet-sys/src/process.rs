@@ -18,3 +18,48 @@ pub fn effective_uid() -> u32 {
     // SAFETY: geteuid takes no arguments, cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() }
 }
+
+/// Raises the soft limit on open files to the hard limit (as HAProxy and nginx do), so a
+/// balancer can hold many connections under a default soft limit of 1024. Returns the limit
+/// now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the valid struct passed to it.
+    crate::fd::check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit only reads the valid struct passed to it.
+        crate::fd::check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Sets the soft and hard limits on open files to `n` (raising the hard limit needs root).
+/// Benchmarks use it so that every tool compared gets the same room.
+pub fn set_fd_limit(n: u64) -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: setrlimit only reads the valid struct passed to it.
+    crate::fd::check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_fd_limit_rises_to_the_hard_limit() {
+        let now = super::raise_fd_limit().unwrap();
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: as above.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+        assert_eq!(now, lim.rlim_cur);
+        assert_eq!(lim.rlim_cur, lim.rlim_max);
+    }
+}

@@ -51,6 +51,13 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
             "not running as root: duet needs CAP_NET_ADMIN (VIPs) and CAP_NET_RAW (VRRP sockets)"
         );
     }
+    match duet_sys::process::raise_fd_limit() {
+        Ok(n) if n < 4096 && !config.balancer.is_empty() => tracing::warn!(
+            "open files are limited to {n}: raise LimitNOFILE for balancers with many connections"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
+    }
     let published = Arc::new(Published::default());
     // The admin API starts before the control plane; actions wait until it is there.
     let inbox: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<control::Input>>> =
