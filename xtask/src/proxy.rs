@@ -34,17 +34,25 @@ struct Run {
 
 pub fn main(args: &[&str]) -> i32 {
     let mut seconds = 10u64;
+    let mut rounds = 3usize;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
             "--seconds" => seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(seconds),
+            "--rounds" => {
+                rounds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(rounds)
+                    .max(1)
+            }
             other => {
                 eprintln!("unknown argument {other}");
                 return 2;
             }
         }
     }
-    match bench(seconds) {
+    match bench(seconds, rounds) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("bench proxy: {e}");
@@ -53,7 +61,7 @@ pub fn main(args: &[&str]) -> i32 {
     }
 }
 
-fn bench(seconds: u64) -> Result<(), String> {
+fn bench(seconds: u64, rounds: usize) -> Result<(), String> {
     crate::ensure_packages(&[("wrk", "wrk"), ("haproxy", "haproxy"), ("nginx", "nginx")])?;
     // The same room for every proxy (and for the 10 000 client sockets of the memory run):
     // 65536 open files where the hard limit may be raised, else the hard limit.
@@ -70,17 +78,35 @@ fn bench(seconds: u64) -> Result<(), String> {
     let idle_clients = IDLE_CLIENTS.min((fd_limit.saturating_sub(512) / 2) as usize);
     HAPROXY_MAXCONN.store(idle_clients + 128, std::sync::atomic::Ordering::Relaxed);
     let exe = crate::build_duet()?;
+    // Another listener on these ports would take some of the load (SO_REUSEPORT) and make the
+    // numbers meaningless.
+    for port in [PROXY_PORT, BACKENDS[0], BACKENDS[1]] {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Err(format!(
+                "something already listens on 127.0.0.1:{port}; stop it first"
+            ));
+        }
+    }
     let dir = std::env::temp_dir().join(format!("duet-bench-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let backends = start_backends(&dir)?;
     std::thread::sleep(Duration::from_millis(300));
-    let mut runs = Vec::new();
-    for name in PROXIES {
-        runs.push(measure(name, Mode::Http, &dir, &exe, seconds)?);
-    }
-    let mut tcp_runs = Vec::new();
-    for name in ["haproxy", "duet"] {
-        tcp_runs.push(measure(name, Mode::Tcp, &dir, &exe, seconds)?);
+    // Rounds alternate the proxies, so that the machine's slow drifts hit all of them alike;
+    // the tables show medians over rounds and the median of the per-round ratios.
+    let mut http_rounds = Vec::new();
+    let mut tcp_rounds = Vec::new();
+    for round in 1..=rounds {
+        eprintln!("round {round} of {rounds}");
+        let mut runs = Vec::new();
+        for name in PROXIES {
+            runs.push(measure(name, Mode::Http, &dir, &exe, seconds)?);
+        }
+        http_rounds.push(runs);
+        let mut runs = Vec::new();
+        for name in ["haproxy", "duet"] {
+            runs.push(measure(name, Mode::Tcp, &dir, &exe, seconds)?);
+        }
+        tcp_rounds.push(runs);
     }
     let mut memory = Vec::new();
     for name in PROXIES {
@@ -111,21 +137,17 @@ fn bench(seconds: u64) -> Result<(), String> {
         eprintln!("{name} with a backend killed: {errors} errors in {requests} requests");
         deaths.push((name, requests, errors));
     }
-    print_table(seconds, &runs);
+    print_header(seconds, rounds);
+    print_runs(&medians(&http_rounds));
     println!();
-    println!("tcp mode (layer 4), same load:");
+    print_ratios(&http_rounds, "haproxy");
+    print_ratios(&http_rounds, "nginx");
     println!();
-    print_runs(&tcp_runs);
-    let get = |n: &str| tcp_runs.iter().find(|r| r.name == n);
-    if let (Some(d), Some(h)) = (get("duet"), get("haproxy")) {
-        println!();
-        println!(
-            "duet ÷ haproxy (tcp): rps {:.2}, p99 {:.2}, CPU/request {:.2}",
-            d.rps / h.rps,
-            d.p99_ms / h.p99_ms,
-            d.cpu_us_per_req / h.cpu_us_per_req
-        );
-    }
+    println!("tcp mode (layer 4), same load, medians over {rounds} rounds:");
+    println!();
+    print_runs(&medians(&tcp_rounds));
+    println!();
+    print_ratios(&tcp_rounds, "haproxy");
     println!();
     println!(
         "Resident memory with {idle_clients} idle keep-alive client connections (each made one request){}:",
@@ -293,8 +315,11 @@ fn start_proxy(name: &str, mode: Mode, dir: &Path, exe: &PathBuf) -> Result<Guar
         "nginx" => start_nginx_proxy(dir)?,
         _ => start_duet(dir, exe, mode)?,
     };
-    let proxy = Guard(child);
+    let mut proxy = Guard(child);
     wait_port(PROXY_PORT)?;
+    if let Ok(Some(status)) = proxy.0.try_wait() {
+        return Err(format!("{name} exited at start ({status})"));
+    }
     // Warm-up: fill pools and caches.
     wrk(1)?;
     Ok(proxy)
@@ -496,7 +521,7 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     (f.len() > 12).then_some(f)
 }
 
-fn print_table(seconds: u64, runs: &[Run]) {
+fn print_header(seconds: u64, rounds: usize) {
     let shell = crate::shell;
     println!(
         "\n### HTTP proxy, {}",
@@ -504,27 +529,76 @@ fn print_table(seconds: u64, runs: &[Run]) {
     );
     println!();
     println!(
-        "Machine: {} cores, {}. {}; {}. wrk -t1 -c64 -d{seconds}s, two nginx backends, round robin, all on loopback.",
+        "Machine: {} cores, {}. {}; {}. wrk -t1 -c64 -d{seconds}s, two nginx backends, round robin, all on loopback. Medians over {rounds} rounds; each round runs every proxy once.",
         shell("nproc"),
         shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
         shell("haproxy -v 2>&1 | head -1"),
         shell("nginx -v 2>&1")
     );
     println!();
-    print_runs(runs);
-    let get = |n: &str| runs.iter().find(|r| r.name == n);
-    if let (Some(d), Some(h), Some(n)) = (get("duet"), get("haproxy"), get("nginx")) {
-        println!();
-        println!(
-            "duet ÷ haproxy: rps {:.2}, p99 {:.2}, CPU/request {:.2}; duet ÷ nginx: rps {:.2}, p99 {:.2}, CPU/request {:.2}",
-            d.rps / h.rps,
-            d.p99_ms / h.p99_ms,
-            d.cpu_us_per_req / h.cpu_us_per_req,
-            d.rps / n.rps,
-            d.p99_ms / n.p99_ms,
-            d.cpu_us_per_req / n.cpu_us_per_req
-        );
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
     }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Per proxy, the median of each column over the rounds.
+fn medians(rounds: &[Vec<Run>]) -> Vec<Run> {
+    let names: Vec<&'static str> = rounds
+        .first()
+        .map_or(Vec::new(), |r| r.iter().map(|x| x.name).collect());
+    names
+        .into_iter()
+        .map(|name| {
+            let of = |f: fn(&Run) -> f64| {
+                median(
+                    rounds
+                        .iter()
+                        .flat_map(|r| r.iter().filter(|x| x.name == name).map(f))
+                        .collect(),
+                )
+            };
+            Run {
+                name,
+                rps: of(|r| r.rps),
+                p50_ms: of(|r| r.p50_ms),
+                p99_ms: of(|r| r.p99_ms),
+                cpu_us_per_req: of(|r| r.cpu_us_per_req),
+            }
+        })
+        .collect()
+}
+
+/// duet ÷ `other`: the median over rounds of each round's ratio, and every round's rps ratio.
+fn print_ratios(rounds: &[Vec<Run>], other: &str) {
+    let ratio = |f: fn(&Run) -> f64| -> Vec<f64> {
+        rounds
+            .iter()
+            .filter_map(|r| {
+                let d = r.iter().find(|x| x.name == "duet")?;
+                let o = r.iter().find(|x| x.name == other)?;
+                Some(f(d) / f(o))
+            })
+            .collect()
+    };
+    let rps = ratio(|r| r.rps);
+    let each: Vec<String> = rps.iter().map(|x| format!("{x:.2}")).collect();
+    println!(
+        "duet ÷ {other}: rps {:.2} (rounds: {}), p99 {:.2}, CPU/request {:.2}",
+        median(rps.clone()),
+        each.join(", "),
+        median(ratio(|r| r.p99_ms)),
+        median(ratio(|r| r.cpu_us_per_req)),
+    );
 }
 
 fn print_runs(runs: &[Run]) {
