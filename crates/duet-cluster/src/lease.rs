@@ -1,0 +1,425 @@
+//! Witness leases and terms: the witness side ([`Witness`]) and the node side
+//! ([`LeaseClient`]).
+//!
+//! The witness grants one time-bounded lease at a time. A lease carries a term (fencing token)
+//! that rises with every new holder; a request with a stale term is refused and told the
+//! current one. The witness persists what it promised before it answers, and after a restart
+//! refuses everyone until any lease it may have granted has run out.
+//!
+//! The node counts its lease from the moment it *sent* the request (the witness counts from
+//! receipt, which is later) minus a safety margin, so the node always believes its lease ends
+//! before the witness does, whatever the network delay. Renewal starts at a third of the
+//! lease.
+
+use std::time::Duration;
+
+use duet_time::Instant;
+
+/// A lease the witness granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The holder's node name.
+    pub holder: String,
+    /// Its term.
+    pub term: u64,
+    /// When it ends (the witness's clock).
+    pub expires: Instant,
+}
+
+/// The witness's answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The lease is the requester's for `duration` from now, under `term`.
+    Granted {
+        /// Length.
+        duration: Duration,
+        /// The term it holds.
+        term: u64,
+    },
+    /// Someone else holds it, or the requester's term is stale.
+    Refused {
+        /// The holder (empty when the witness waits out an unknown lease after a restart).
+        holder: String,
+        /// How long the current lease still runs (0 for a stale term).
+        remaining: Duration,
+        /// The highest term the witness knows: ask again with a larger one.
+        term: u64,
+    },
+}
+
+/// What the witness must write to stable storage before answering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promise {
+    /// Highest term ever granted.
+    pub max_term: u64,
+    /// The holder of the latest grant.
+    pub holder: String,
+    /// The longest lease it grants.
+    pub duration: Duration,
+}
+
+/// The witness's decision logic.
+#[derive(Debug, Clone)]
+pub struct Witness {
+    lease: Option<Grant>,
+    max_term: u64,
+    max_duration: Duration,
+    /// After a restart: nobody gets a lease before this.
+    quiet_until: Option<Instant>,
+}
+
+impl Witness {
+    /// A witness granting leases of at most `max_duration`. `restored` is the promise it
+    /// persisted before a restart: then any lease it may have granted is waited out.
+    pub fn new(now: Instant, max_duration: Duration, restored: Option<&Promise>) -> Witness {
+        Witness {
+            lease: None,
+            max_term: restored.map_or(0, |p| p.max_term),
+            max_duration,
+            quiet_until: restored.map(|p| now + p.duration.max(max_duration)),
+        }
+    }
+
+    /// The current lease, if any and unexpired.
+    pub fn lease(&self, now: Instant) -> Option<&Grant> {
+        self.lease.as_ref().filter(|g| now < g.expires)
+    }
+
+    /// Highest term granted.
+    pub fn max_term(&self) -> u64 {
+        self.max_term
+    }
+
+    /// Decides on a request from `from` holding or asking for `term`, for `duration` (capped).
+    /// When the answer is a grant, the returned promise must be persisted before replying.
+    pub fn request(
+        &mut self,
+        now: Instant,
+        from: &str,
+        term: u64,
+        duration: Duration,
+    ) -> (Answer, Option<Promise>) {
+        let duration = duration.min(self.max_duration);
+        if let Some(until) = self.quiet_until {
+            if now < until {
+                return (
+                    Answer::Refused {
+                        holder: String::new(),
+                        remaining: until.saturating_since(now),
+                        term: self.max_term,
+                    },
+                    None,
+                );
+            }
+            self.quiet_until = None;
+        }
+        let renewal = match self.lease(now) {
+            Some(g) if g.holder != from => {
+                return (
+                    Answer::Refused {
+                        holder: g.holder.clone(),
+                        remaining: g.expires.saturating_since(now),
+                        term: self.max_term,
+                    },
+                    None,
+                );
+            }
+            Some(g) => term == g.term,
+            None => false,
+        };
+        // A new lease needs a term above every term granted; a renewal keeps its own. The
+        // holder of a lease that just expired must also move on: someone else may have been
+        // refused meanwhile and be about to ask with the next term.
+        if !renewal && term <= self.max_term {
+            return (
+                Answer::Refused {
+                    holder: self.lease(now).map_or(String::new(), |g| g.holder.clone()),
+                    remaining: Duration::ZERO,
+                    term: self.max_term,
+                },
+                None,
+            );
+        }
+        self.max_term = self.max_term.max(term);
+        self.lease = Some(Grant {
+            holder: from.to_string(),
+            term,
+            expires: now + duration,
+        });
+        let promise = Promise {
+            max_term: self.max_term,
+            holder: from.to_string(),
+            duration: self.max_duration,
+        };
+        (Answer::Granted { duration, term }, Some(promise))
+    }
+}
+
+/// The node's view of its lease.
+#[derive(Debug, Clone)]
+pub struct LeaseClient {
+    duration: Duration,
+    margin: Duration,
+    wanted: bool,
+    /// Term to ask with.
+    term: u64,
+    /// Valid (in our clock) until.
+    valid_until: Option<Instant>,
+    /// Outstanding request: id, when sent, term.
+    pending: Option<(u64, Instant, u64)>,
+    next_request_id: u64,
+    next_send: Option<Instant>,
+}
+
+/// A request for the shell to send to the witness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// Request id (echoed in the answer).
+    pub request: u64,
+    /// Term asked for or held.
+    pub term: u64,
+    /// Length asked for.
+    pub duration: Duration,
+}
+
+impl LeaseClient {
+    /// Leases of `duration`; the node believes a lease ends `margin` before its own count
+    /// does (covers clock-rate differences). `margin` should be well below `duration / 3`.
+    pub fn new(duration: Duration, margin: Duration) -> LeaseClient {
+        LeaseClient {
+            duration,
+            margin,
+            wanted: false,
+            term: 0,
+            valid_until: None,
+            pending: None,
+            next_request_id: 1,
+            next_send: None,
+        }
+    }
+
+    /// Whether this node wants the lease (it is, or wants to become, master). Not wanting it
+    /// stops renewals; the lease then runs out at the witness.
+    pub fn set_wanted(&mut self, now: Instant, wanted: bool) {
+        if wanted && !self.wanted {
+            self.next_send = Some(now);
+        }
+        if !wanted {
+            self.next_send = None;
+            self.pending = None;
+            self.valid_until = None;
+        }
+        self.wanted = wanted;
+    }
+
+    /// Whether the lease is valid now, in this node's conservative view.
+    pub fn valid(&self, now: Instant) -> bool {
+        self.valid_until.is_some_and(|t| now < t)
+    }
+
+    /// The lease's end in this node's view.
+    pub fn valid_until(&self) -> Option<Instant> {
+        self.valid_until.filter(|_| self.wanted)
+    }
+
+    /// The term this node holds (valid lease) or last learned.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// Learns a term seen elsewhere (a peer's heartbeat): the next new lease asks above it.
+    pub fn observe_term(&mut self, term: u64) {
+        if term > self.term && !self.valid_until.is_some_and(|_| self.wanted) {
+            self.term = term;
+        }
+    }
+
+    /// A request to send now, if one is due.
+    pub fn poll_request(&mut self, now: Instant) -> Option<LeaseRequest> {
+        let due = self.wanted && self.next_send.is_some_and(|t| now >= t);
+        if !due {
+            return None;
+        }
+        // Holding a lease: renew under its term. Else ask for a new one above what we know.
+        let term = if self.valid(now) {
+            self.term
+        } else {
+            self.term + 1
+        };
+        let request = self.next_request_id;
+        self.next_request_id += 1;
+        self.pending = Some((request, now, term));
+        // Retry (or renew) at a third of the lease from now.
+        self.next_send = Some(now + self.duration / 3);
+        Some(LeaseRequest {
+            request,
+            term,
+            duration: self.duration,
+        })
+    }
+
+    /// When [`LeaseClient::poll_request`] has something next, or validity ends.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.next_send, self.valid_until.filter(|_| self.wanted)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The witness granted `request` for `duration` under `term`.
+    pub fn granted(&mut self, request: u64, duration: Duration, term: u64) {
+        let Some((id, sent, asked)) = self.pending else {
+            return;
+        };
+        if id != request || term != asked || !self.wanted {
+            return;
+        }
+        self.pending = None;
+        self.term = term;
+        let until = sent + duration.saturating_sub(self.margin);
+        self.valid_until = Some(self.valid_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// The witness refused `request`; `term` is the highest it knows.
+    pub fn refused(&mut self, now: Instant, request: u64, term: u64, remaining: Duration) {
+        if self.pending.is_some_and(|(id, _, _)| id == request) {
+            self.pending = None;
+        }
+        if term > self.term {
+            self.term = term;
+        }
+        // Ask again soon after the holder's lease would end, but not later than a renewal.
+        if self.wanted {
+            let retry = now + remaining.min(self.duration / 3);
+            self.next_send = Some(self.next_send.map_or(retry, |t| t.min(retry)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_nanos(n * 1_000_000)
+    }
+    const TWO: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn one_holder_at_a_time_and_terms_rise() {
+        let mut w = Witness::new(ms(0), TWO, None);
+        let (a, p) = w.request(ms(0), "alpha", 1, TWO);
+        assert_eq!(
+            a,
+            Answer::Granted {
+                duration: TWO,
+                term: 1
+            }
+        );
+        assert_eq!(p.unwrap().max_term, 1);
+        // beta is refused while alpha's lease runs, and told who holds it for how long.
+        let (b, p) = w.request(ms(500), "beta", 2, TWO);
+        assert_eq!(
+            b,
+            Answer::Refused {
+                holder: "alpha".into(),
+                remaining: Duration::from_millis(1500),
+                term: 1
+            }
+        );
+        assert!(p.is_none());
+        // alpha renews under its term.
+        assert!(matches!(
+            w.request(ms(600), "alpha", 1, TWO).0,
+            Answer::Granted { term: 1, .. }
+        ));
+        // alpha stops renewing: after expiry beta gets it with a higher term only.
+        let stale = w.request(ms(2700), "beta", 1, TWO).0;
+        assert!(
+            matches!(stale, Answer::Refused { term: 1, .. }),
+            "{stale:?}"
+        );
+        assert!(matches!(
+            w.request(ms(2700), "beta", 2, TWO).0,
+            Answer::Granted { term: 2, .. }
+        ));
+        // alpha comes back with its old term: refused (fencing).
+        assert!(matches!(
+            w.request(ms(2800), "alpha", 1, TWO).0,
+            Answer::Refused { .. }
+        ));
+        assert!(
+            matches!(
+                w.request(ms(2800), "alpha", 3, TWO).0,
+                Answer::Refused { .. }
+            ),
+            "beta holds it"
+        );
+    }
+
+    #[test]
+    fn a_restarted_witness_waits_out_what_it_may_have_promised() {
+        let promise = Promise {
+            max_term: 7,
+            holder: "alpha".into(),
+            duration: TWO,
+        };
+        let mut w = Witness::new(ms(10_000), TWO, Some(&promise));
+        assert!(matches!(
+            w.request(ms(10_100), "beta", 8, TWO).0,
+            Answer::Refused { term: 7, .. }
+        ));
+        assert!(matches!(
+            w.request(ms(11_900), "alpha", 8, TWO).0,
+            Answer::Refused { .. }
+        ));
+        assert!(matches!(
+            w.request(ms(12_000), "beta", 8, TWO).0,
+            Answer::Granted { term: 8, .. }
+        ));
+    }
+
+    #[test]
+    fn the_node_counts_from_sending_and_ends_before_the_witness() {
+        let margin = Duration::from_millis(100);
+        let mut c = LeaseClient::new(TWO, margin);
+        let mut w = Witness::new(ms(0), TWO, None);
+        c.set_wanted(ms(0), true);
+        let r = c.poll_request(ms(0)).unwrap();
+        assert_eq!(r.term, 1);
+        // The request takes 300 ms to arrive; the witness counts from receipt.
+        let (answer, _) = w.request(ms(300), "alpha", r.term, r.duration);
+        let Answer::Granted { duration, term } = answer else {
+            panic!("{answer:?}")
+        };
+        c.granted(r.request, duration, term);
+        assert!(c.valid(ms(1899)));
+        assert!(!c.valid(ms(1900)), "valid until sent + lease - margin");
+        assert!(c.valid_until().unwrap() < w.lease(ms(0)).unwrap().expires);
+        // Renewal is due at a third of the lease, under the same term.
+        assert!(c.poll_request(ms(600)).is_none());
+        let renew = c.poll_request(ms(667)).unwrap();
+        assert_eq!(renew.term, 1);
+        // A late grant for an old request id changes nothing.
+        c.granted(r.request, TWO, 1);
+        assert!(!c.valid(ms(1900)));
+        // Not wanting it any more: invalid at once, no more requests.
+        c.set_wanted(ms(700), false);
+        assert!(!c.valid(ms(700)));
+        assert!(c.poll_request(ms(5000)).is_none());
+    }
+
+    #[test]
+    fn a_refused_node_asks_again_above_the_term_it_learned() {
+        let mut c = LeaseClient::new(TWO, Duration::from_millis(100));
+        c.set_wanted(ms(0), true);
+        let r = c.poll_request(ms(0)).unwrap();
+        c.refused(ms(10), r.request, 5, Duration::from_millis(400));
+        assert!(c.poll_request(ms(300)).is_none());
+        let again = c.poll_request(ms(410)).unwrap();
+        assert_eq!(again.term, 6);
+        c.observe_term(9);
+        c.refused(ms(420), again.request, 5, Duration::ZERO);
+        assert_eq!(c.poll_request(ms(420)).unwrap().term, 10);
+    }
+}
