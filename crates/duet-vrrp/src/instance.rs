@@ -117,6 +117,9 @@ pub enum Reason {
     },
     /// Local shutdown.
     Shutdown,
+    /// The cluster layer vetoed MASTER (no quorum, or a peer heard serving over the
+    /// heartbeat).
+    Vetoed(String),
 }
 
 impl fmt::Display for Reason {
@@ -139,6 +142,7 @@ impl fmt::Display for Reason {
                 write!(f, "sync group {group} follows {member}")
             }
             Reason::Shutdown => f.write_str("shutdown"),
+            Reason::Vetoed(why) => write!(f, "not allowed to be master: {why}"),
         }
     }
 }
@@ -218,6 +222,10 @@ pub struct Instance {
     started_at: Instant,
     lower_master_since: Option<Instant>,
     master: Option<MasterInfo>,
+    /// Why the cluster layer forbids MASTER now, if it does.
+    veto: Option<String>,
+    /// A takeover the veto held back: its reason, used when the veto lifts.
+    held_takeover: Option<Reason>,
     transmits: VecDeque<Advert>,
     actions: VecDeque<Action>,
     stats: Stats,
@@ -244,6 +252,8 @@ impl Instance {
             started_at: Instant::ZERO,
             lower_master_since: None,
             master: None,
+            veto: None,
+            held_takeover: None,
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
             stats: Stats::default(),
@@ -432,6 +442,7 @@ impl Instance {
             priority: advert.priority,
             last_seen: now,
         });
+        self.held_takeover = None;
         self.timer = Some(now + self.master_down_interval());
         self.timer_reason = TimerReason::Silence;
     }
@@ -490,7 +501,14 @@ impl Instance {
                         interval: self.master_down_interval(),
                     },
                 };
-                self.become_master(now, reason);
+                if self.veto.is_some() {
+                    // Held back: stay BACKUP, keep listening, take over when the veto lifts.
+                    self.held_takeover = Some(reason);
+                    self.timer = Some(now + self.master_down_interval());
+                    self.timer_reason = TimerReason::Silence;
+                } else {
+                    self.become_master(now, reason);
+                }
             }
             State::Master => {
                 self.send_advert(self.effective_priority());
@@ -554,6 +572,41 @@ impl Instance {
         }
     }
 
+    /// Sets or lifts the cluster layer's veto on MASTER. A vetoed MASTER steps down to BACKUP;
+    /// a vetoed BACKUP whose master-down timer fires stays BACKUP and takes over as soon as
+    /// the veto lifts (unless a master was heard meanwhile).
+    pub fn set_veto(&mut self, now: Instant, veto: Option<String>) {
+        if self.veto == veto {
+            return;
+        }
+        self.veto = veto;
+        match (&self.veto, self.state) {
+            (Some(why), State::Master) => {
+                let why = why.clone();
+                self.leave_master(State::Backup, Reason::Vetoed(why));
+                self.timer = Some(now + self.master_down_interval());
+                self.timer_reason = TimerReason::Silence;
+            }
+            (None, State::Backup) => {
+                if let Some(reason) = self.held_takeover.take() {
+                    self.become_master(now, reason);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The current veto, if any.
+    pub fn veto(&self) -> Option<&str> {
+        self.veto.as_deref()
+    }
+
+    /// Whether this instance is MASTER or would be but for the veto: the node then wants the
+    /// witness lease.
+    pub fn wants_master(&self) -> bool {
+        self.state == State::Master || self.held_takeover.is_some()
+    }
+
     /// Forces MASTER or BACKUP on behalf of a sync group. Ignored in FAULT and INIT.
     pub fn force_state(&mut self, now: Instant, to: State, reason: Reason) {
         if self.state == to || matches!(self.state, State::Fault | State::Initialize) {
@@ -571,6 +624,16 @@ impl Instance {
     }
 
     fn become_master(&mut self, now: Instant, reason: Reason) {
+        if let Some(why) = &self.veto {
+            // Never MASTER under a veto (sync groups and address owners included).
+            let why = why.clone();
+            self.held_takeover = Some(reason);
+            if self.state != State::Backup {
+                self.become_backup(now, Reason::Vetoed(why));
+            }
+            return;
+        }
+        self.held_takeover = None;
         self.transition(State::Master, reason);
         self.stats.became_master += 1;
         self.master = None;
@@ -602,6 +665,9 @@ impl Instance {
         if from == to {
             return;
         }
+        if to != State::Backup {
+            self.held_takeover = None;
+        }
         self.state = to;
         self.actions
             .push_back(Action::Transition { from, to, reason });
@@ -631,5 +697,96 @@ fn ip_greater(a: IpAddr, b: IpAddr) -> bool {
         (IpAddr::V4(a), IpAddr::V4(b)) => a.octets() > b.octets(),
         (IpAddr::V6(a), IpAddr::V6(b)) => a.octets() > b.octets(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod veto_tests {
+    use super::*;
+    use crate::packet::{AdvertInterval, Version, Vrid};
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_nanos(n * 1_000_000)
+    }
+
+    fn instance(priority: u8) -> Instance {
+        Instance::new(InstanceConfig {
+            name: "web".into(),
+            vrid: Vrid::new(51).unwrap(),
+            version: Version::V3,
+            priority,
+            advert_interval: AdvertInterval::from_centis(10).unwrap(),
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            vips: vec!["10.0.0.100".parse().unwrap()],
+            primary_address: "10.0.0.1".parse().unwrap(),
+        })
+    }
+
+    fn transitions(i: &mut Instance) -> Vec<(State, State)> {
+        std::iter::from_fn(|| i.poll_action())
+            .filter_map(|a| match a {
+                Action::Transition { from, to, .. } => Some((from, to)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_vetoed_backup_holds_its_takeover_until_the_veto_lifts() {
+        let mut i = instance(100);
+        i.start(ms(0));
+        i.set_veto(ms(0), Some("no quorum".into()));
+        transitions(&mut i);
+        // Silence: the master-down timer fires, but the instance stays BACKUP.
+        let t = i.poll_timeout().unwrap();
+        i.handle_timeout(t);
+        assert_eq!(i.state(), State::Backup);
+        assert!(i.wants_master(), "the node should ask for the lease");
+        assert!(transitions(&mut i).is_empty());
+        // The veto lifts (lease granted): MASTER at once.
+        i.set_veto(t, None);
+        assert_eq!(i.state(), State::Master);
+        assert_eq!(transitions(&mut i), [(State::Backup, State::Master)]);
+    }
+
+    #[test]
+    fn a_vetoed_master_steps_down_and_an_advert_cancels_a_held_takeover() {
+        let mut i = instance(100);
+        i.start(ms(0));
+        let t = i.poll_timeout().unwrap();
+        i.handle_timeout(t);
+        assert_eq!(i.state(), State::Master);
+        transitions(&mut i);
+        i.set_veto(t, Some("lease lost".into()));
+        assert_eq!(i.state(), State::Backup);
+        let actions: Vec<Action> = std::iter::from_fn(|| i.poll_action()).collect();
+        assert!(actions.contains(&Action::RemoveVips), "{actions:?}");
+        // Held takeover, then a master's advert arrives: nothing is pending any more.
+        let t2 = i.poll_timeout().unwrap();
+        i.handle_timeout(t2);
+        assert!(i.wants_master());
+        let advert = Advert {
+            version: Version::V3,
+            vrid: Vrid::new(51).unwrap(),
+            priority: 150,
+            interval: AdvertInterval::from_centis(10).unwrap(),
+            addresses: vec!["10.0.0.100".parse().unwrap()],
+        };
+        i.handle_advert(t2, "10.0.0.2".parse().unwrap(), &advert)
+            .unwrap();
+        assert!(!i.wants_master());
+        i.set_veto(t2, None);
+        assert_eq!(i.state(), State::Backup, "a master serves: no takeover");
+    }
+
+    #[test]
+    fn even_the_address_owner_waits_for_the_veto() {
+        let mut i = instance(255);
+        i.set_veto(ms(0), Some("no quorum".into()));
+        i.start(ms(0));
+        assert_eq!(i.state(), State::Backup);
+        i.set_veto(ms(1), None);
+        assert_eq!(i.state(), State::Master);
     }
 }
