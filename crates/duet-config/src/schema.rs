@@ -32,6 +32,78 @@ pub struct Config {
     /// Load balancers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub balancer: Vec<BalancerConfig>,
+    /// Heartbeats to the other nodes over one or more links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatConfig>,
+    /// The witness that breaks ties in a two-node cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<WitnessConfig>,
+}
+
+/// `[heartbeat]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// Time between heartbeats on each link.
+    #[serde(default = "default_heartbeat_interval")]
+    pub interval: Dur,
+    /// A link is down after this many intervals of silence; the peer is dead when every link
+    /// is down.
+    #[serde(default = "default_misses")]
+    pub misses: u32,
+    /// Shared secret for HMAC-SHA256 (at least 16 bytes).
+    pub key_file: PathBuf,
+    /// The links, business network first; the same peers, in the same order, on each.
+    pub links: Vec<LinkConfig>,
+    /// Two nodes without a witness: `"safe"` or `"available"`.
+    #[serde(default)]
+    pub two_node_policy: TwoNodePolicy,
+}
+
+fn default_heartbeat_interval() -> Dur {
+    Dur(Duration::from_millis(100))
+}
+fn default_misses() -> u32 {
+    5
+}
+
+/// `{ local, peers }` in `heartbeat.links`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// This node's address on the link (UDP).
+    pub local: SocketAddr,
+    /// The other nodes' addresses on the link.
+    pub peers: Vec<SocketAddr>,
+}
+
+/// `heartbeat.two_node_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TwoNodePolicy {
+    /// A node that last saw a serving peer does not take over while it cannot hear it.
+    #[default]
+    Safe,
+    /// keepalived's behaviour: take over; both may serve during a full partition.
+    Available,
+}
+
+/// `[witness]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// Where `duet witness` listens (UDP).
+    pub address: SocketAddr,
+    /// Lease length; must exceed `node.vip_lifetime`.
+    #[serde(default = "default_lease")]
+    pub lease: Dur,
+    /// Key file; default: the heartbeat's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_lease() -> Dur {
+    Dur(Duration::from_secs(2))
 }
 
 /// `[node]`.

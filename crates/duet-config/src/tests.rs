@@ -316,6 +316,21 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
                 http2: true,
             }),
         }],
+        heartbeat: Some(HeartbeatConfig {
+            interval: Dur::default(),
+            misses: 5,
+            key_file: "k".into(),
+            links: vec![LinkConfig {
+                local: "10.0.0.1:7946".parse().unwrap(),
+                peers: vec!["10.0.0.2:7946".parse().unwrap()],
+            }],
+            two_node_policy: TwoNodePolicy::Safe,
+        }),
+        witness: Some(WitnessConfig {
+            address: "10.0.0.3:7947".parse().unwrap(),
+            lease: Dur::default(),
+            key_file: Some("k".into()),
+        }),
     };
     let value = toml::Value::try_from(&full).unwrap();
     let mut keys = Vec::new();
@@ -465,4 +480,58 @@ backends = [{ address = "10.0.0.21:80" }]
     ));
     assert!(e.contains("tls termination needs mode = \"http\""), "{e}");
     assert!(e.contains("routes need mode = \"http\""), "{e}");
+}
+
+#[test]
+fn heartbeat_and_witness_parse_and_are_checked() {
+    let text = r#"[node]
+name = "alpha"
+
+[heartbeat]
+interval = "50ms"
+key_file = "/etc/duet/cluster.key"
+links = [
+  { local = "10.10.10.11:7946", peers = ["10.10.10.12:7946"] },
+  { local = "192.168.100.1:7946", peers = ["192.168.100.2:7946"] },
+]
+
+[witness]
+address = "10.10.10.20:7947"
+"#;
+    let cfg = parse("duet.toml", text).unwrap();
+    let h = cfg.heartbeat.as_ref().unwrap();
+    assert_eq!(h.misses, 5);
+    assert_eq!(h.two_node_policy, TwoNodePolicy::Safe);
+    assert_eq!(
+        cfg.witness.as_ref().unwrap().lease.0,
+        Duration::from_secs(2)
+    );
+
+    let e = err(&text.replace(
+        "address = \"10.10.10.20:7947\"",
+        "address = \"10.10.10.20:7947\"\nlease = \"1s\"",
+    ));
+    assert!(
+        e.contains("duet.toml:14:9: the lease (1s) must be longer than node.vip_lifetime (1s"),
+        "{e}"
+    );
+    let e = err(&text.replace(
+        "peers = [\"192.168.100.2:7946\"]",
+        "peers = [\"192.168.100.2:7946\", \"192.168.100.3:7946\"]",
+    ));
+    assert!(e.contains("every link lists the same peers"), "{e}");
+    let three = text.replace(
+        "peers = [\"10.10.10.12:7946\"]",
+        "peers = [\"10.10.10.12:7946\", \"10.10.10.13:7946\"]",
+    );
+    let e = err(&three.replace(
+        "peers = [\"192.168.100.2:7946\"]",
+        "peers = [\"192.168.100.2:7946\", \"192.168.100.3:7946\"]",
+    ));
+    assert!(
+        e.contains("duet.toml:13:11: a witness serves two-node clusters"),
+        "{e}"
+    );
+    let e = err(&text.replace("[heartbeat]", "[heartbeat]\ntwo_node_policy = \"yolo\""));
+    assert!(e.contains("duet.toml:5:19"), "{e}");
 }

@@ -230,6 +230,7 @@ pub(crate) fn check(cfg: &Config) -> Vec<Problem> {
     }
 
     check_balancers(cfg, &mut bad);
+    check_cluster(cfg, &mut bad);
 
     let mut grouped: BTreeSet<&str> = BTreeSet::new();
     for (name, g) in &cfg.sync_group {
@@ -463,6 +464,76 @@ fn check_backends(
             bad(
                 under(path!["backends", j, "address"]),
                 format!("backend {} is listed twice", be.address),
+            );
+        }
+    }
+}
+
+fn check_cluster(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
+    if let Some(h) = &cfg.heartbeat {
+        let at = |key: &str| path!["heartbeat", key];
+        if h.interval.0 < Duration::from_millis(10) {
+            bad(
+                at("interval"),
+                "heartbeat interval must be at least 10ms".into(),
+            );
+        }
+        if h.misses == 0 {
+            bad(at("misses"), "misses must be at least 1".into());
+        }
+        if h.links.is_empty() {
+            bad(
+                at("links"),
+                "at least one link is required (two or more are recommended)".into(),
+            );
+        }
+        let peers = h.links.first().map_or(0, |l| l.peers.len());
+        let mut locals = BTreeSet::new();
+        for (i, l) in h.links.iter().enumerate() {
+            if l.peers.is_empty() {
+                bad(
+                    path!["heartbeat", "links", i, "peers"],
+                    "a link needs at least one peer".into(),
+                );
+            } else if l.peers.len() != peers {
+                bad(
+                    path!["heartbeat", "links", i, "peers"],
+                    format!(
+                        "every link lists the same peers in the same order: link 0 has {peers}, this one {}",
+                        l.peers.len()
+                    ),
+                );
+            }
+            if !locals.insert(l.local) {
+                bad(
+                    path!["heartbeat", "links", i, "local"],
+                    format!("{} is used by another link", l.local),
+                );
+            }
+        }
+    }
+    if let Some(w) = &cfg.witness {
+        let at = |key: &str| path!["witness", key];
+        match &cfg.heartbeat {
+            None => bad(
+                at("address"),
+                "a witness needs [heartbeat] (it breaks ties between two nodes)".into(),
+            ),
+            Some(h) if h.links.first().is_some_and(|l| l.peers.len() != 1) => bad(
+                at("address"),
+                "a witness serves two-node clusters: each heartbeat link must list exactly one peer".into(),
+            ),
+            Some(_) => {}
+        }
+        let lifetime = cfg.node.vip_lifetime.0;
+        if lifetime.is_zero() || w.lease.0 <= lifetime {
+            bad(
+                at("lease"),
+                format!(
+                    "the lease ({}) must be longer than node.vip_lifetime ({}, and not 0s), so that a frozen node's VIP expires before another node can take over",
+                    duet_time::format_duration(w.lease.0),
+                    duet_time::format_duration(lifetime)
+                ),
             );
         }
     }
