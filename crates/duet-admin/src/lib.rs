@@ -40,6 +40,50 @@ pub struct Status {
     /// Load balancers.
     #[serde(default)]
     pub balancers: Vec<BalancerStatus>,
+    /// Heartbeat peers and the witness lease, when `[heartbeat]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// The cluster layer in `GET /v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// Every peer.
+    pub peers: Vec<PeerStatus>,
+    /// The witness lease, if a witness is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseStatus>,
+    /// Cluster messages dropped, by reason (auth, replay, clock, peer, …).
+    #[serde(default)]
+    pub dropped: BTreeMap<String, u64>,
+}
+
+/// One peer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Its node name (once heard).
+    pub name: String,
+    /// Its address on the first link.
+    pub address: String,
+    /// Heard on at least one link.
+    pub alive: bool,
+    /// Per link, in configuration order: heartbeats arrive.
+    pub links: Vec<bool>,
+    /// The highest term it reported.
+    pub term: u64,
+}
+
+/// This node's witness lease.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// The witness address.
+    pub witness: String,
+    /// Whether this node holds a valid lease.
+    pub valid: bool,
+    /// For how much longer (this node's conservative view).
+    pub valid_for_ms: u64,
+    /// The term held or last learned.
+    pub term: u64,
 }
 
 /// One load balancer in `GET /v1/status`.
@@ -131,6 +175,9 @@ pub struct VrrpStatus {
     /// Fault description (when FAULT).
     #[serde(default)]
     pub fault: Option<String>,
+    /// Why the cluster layer does not allow MASTER now, if it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub veto: Option<String>,
     /// Reason of the last transition.
     #[serde(default)]
     pub reason: String,

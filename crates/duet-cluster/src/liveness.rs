@@ -44,8 +44,10 @@ pub enum LivenessEvent {
 /// What is known of one peer.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    /// Its name.
+    /// Its key (e.g. its address on the first link).
     pub name: String,
+    /// How logs and verdicts name it (its node name once known; the key until then).
+    pub display: String,
     /// Per link: when a heartbeat last arrived.
     last_heard: Vec<Option<Instant>>,
     /// Per link: whether it counts as up.
@@ -87,6 +89,7 @@ impl Liveness {
                 .iter()
                 .map(|name| Peer {
                     name: name.clone(),
+                    display: name.clone(),
                     last_heard: vec![None; links],
                     link_up: vec![false; links],
                     alive: false,
@@ -178,6 +181,13 @@ impl Liveness {
     /// Every peer.
     pub fn peers(&self) -> &[Peer] {
         &self.peers
+    }
+
+    /// Names peer `key` `display` in logs and verdicts.
+    pub fn set_display(&mut self, key: &str, display: &str) {
+        if let Some(p) = self.peers.iter_mut().find(|p| p.name == key) {
+            p.display = display.to_string();
+        }
     }
 
     /// One peer by name.

@@ -85,7 +85,7 @@ pub fn verdict(rules: Rules, live: &Liveness, local: Local) -> Verdict {
         {
             return Verdict::Denied(format!(
                 "{} is MASTER with priority {} (heard over the heartbeat)",
-                p.name, i.priority
+                p.display, i.priority
             ));
         }
     }

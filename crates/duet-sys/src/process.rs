@@ -48,6 +48,17 @@ pub fn set_fd_limit(n: u64) -> io::Result<()> {
     crate::fd::check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })
 }
 
+/// 64 random bits from the kernel (`getrandom(2)`): boot ids, request ids.
+pub fn random_u64() -> io::Result<u64> {
+    let mut buf = [0u8; 8];
+    // SAFETY: getrandom writes at most `buf.len()` bytes into the valid buffer passed to it.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from_ne_bytes(buf))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -47,6 +47,21 @@ enum Command {
         #[arg(long, default_value = "100ms")]
         advert_interval: String,
     },
+    /// Run the witness of a two-node cluster (on a small third host).
+    Witness {
+        /// UDP address to listen on (the nodes' `witness.address`).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The cluster key file (the nodes' `heartbeat.key_file`).
+        #[arg(long, default_value = "/etc/duet/cluster.key")]
+        key_file: PathBuf,
+        /// Where the witness keeps its promises across restarts.
+        #[arg(long, default_value = "/var/lib/duet/witness.state")]
+        state_file: PathBuf,
+        /// Longest lease granted (the nodes' `witness.lease`).
+        #[arg(long, default_value = "2s")]
+        lease: String,
+    },
     /// (internal) VIP guardian; started by `duet run`.
     #[command(hide = true)]
     Guardian,
@@ -100,6 +115,24 @@ pub fn main() -> i32 {
             json,
         } => crate::status::run(&config, admin, json),
         Command::Demo { advert_interval } => crate::demo::run(&advert_interval),
+        Command::Witness {
+            listen,
+            key_file,
+            state_file,
+            lease,
+        } => {
+            init_logging();
+            let Ok(lease) = duet_time::parse_duration(&lease) else {
+                eprintln!("--lease {lease:?}: write a duration such as \"2s\"");
+                return 2;
+            };
+            crate::witness::run(&crate::witness::Options {
+                listen,
+                key_file,
+                state_file,
+                lease,
+            })
+        }
         Command::Guardian => {
             let stdin = std::io::stdin();
             match duet_sys::guardian::run(stdin.lock(), &mut std::io::stderr()) {

@@ -199,6 +199,53 @@ impl Lab {
         ))
     }
 
+    /// Cables `a` and `b` directly (a dedicated heartbeat network): interface `hb0` in each,
+    /// addresses `192.168.99.<index>/24`.
+    pub fn add_direct_link(&self, a: &Host, b: &Host) -> io::Result<()> {
+        ip(&format!(
+            "-n {} link add hb0 type veth peer name hb0 netns {}",
+            a.ns, b.ns
+        ))?;
+        for h in [a, b] {
+            ip(&format!(
+                "-n {} addr add 192.168.99.{}/24 dev hb0",
+                h.ns, h.index
+            ))?;
+            ip(&format!("-n {} link set hb0 up", h.ns))?;
+        }
+        Ok(())
+    }
+
+    /// Sets `host`'s end of the direct link down or up (both ends lose carrier).
+    pub fn set_direct_link(&self, host: &Host, up: bool) -> io::Result<()> {
+        ip(&format!(
+            "-n {} link set hb0 {}",
+            host.ns,
+            if up { "up" } else { "down" }
+        ))
+    }
+
+    /// Isolates `host`'s switch port: isolated ports cannot talk to each other but still reach
+    /// every other port (so two isolated nodes are partitioned while clients and a witness
+    /// reach both).
+    pub fn isolate(&self, host: &Host, on: bool) -> io::Result<()> {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.switch,
+                "bridge",
+                "link",
+                "set",
+                "dev",
+                &format!("p-{}", host.name),
+                "isolated",
+                if on { "on" } else { "off" },
+            ],
+        )
+    }
+
     /// Addresses on `host`'s `eth0`.
     pub fn addresses(&self, host: &Host) -> io::Result<Vec<IpAddr>> {
         let out = output("ip", &["-n", &host.ns, "-o", "addr", "show", "dev", "eth0"])?;

@@ -10,3 +10,4 @@ pub mod demo;
 pub mod lab;
 pub mod labtools;
 pub mod status;
+pub mod witness;

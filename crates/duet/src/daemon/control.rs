@@ -45,6 +45,15 @@ pub enum Input {
     Shutdown,
     /// SIGHUP.
     Reload,
+    /// A datagram on a heartbeat or witness socket.
+    Cluster {
+        /// The socket.
+        via: super::cluster::Via,
+        /// Its sender.
+        from: std::net::SocketAddr,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
     /// An operator's action from the admin API, and where to send the answer.
     Action(
         duet_admin::Action,
@@ -89,6 +98,8 @@ pub struct ControlPlane {
     drop_logged: HashMap<(DropReason, IpAddr), std::time::Instant>,
     started: std::time::Instant,
     balancers: Vec<Balancer>,
+    /// Heartbeats and the witness, when configured.
+    cluster: Option<super::cluster::Cluster>,
     /// Next periodic status refresh (balancer counters move without control-plane events).
     publish_at: Instant,
 }
@@ -136,8 +147,17 @@ impl ControlPlane {
             drop_logged: HashMap::new(),
             started: std::time::Instant::now(),
             balancers,
+            cluster: None,
             publish_at: Instant::ZERO,
         };
+        if let Some(hb) = &config.heartbeat {
+            cp.cluster = Some(super::cluster::Cluster::start(
+                &config.node.name,
+                hb,
+                config.witness.as_ref(),
+                &input_tx,
+            )?);
+        }
         cp.apply_config(config)?;
         let inputs = Inputs {
             input_rx,
@@ -203,6 +223,13 @@ impl ControlPlane {
             Input::Files(files) => {
                 self.readings.files = files;
                 self.retrack();
+            }
+            Input::Cluster { via, from, bytes } => {
+                let now = self.clock.now();
+                if let Some(c) = &mut self.cluster {
+                    c.receive(now, via, from, &bytes);
+                }
+                self.cluster_eval();
             }
             Input::Shutdown | Input::Reload | Input::Action(..) => {}
         }
@@ -292,12 +319,55 @@ impl ControlPlane {
                     i.garp_refresh,
                 ]
             })
-            .chain([self.fx.next_refresh, Some(self.publish_at)])
+            .chain([
+                self.fx.next_refresh,
+                Some(self.publish_at),
+                self.cluster.as_ref().and_then(|c| c.next_deadline()),
+            ])
             .flatten()
             .min()
     }
 
+    /// Sends due heartbeats and lease requests, and applies the cluster's verdict to every
+    /// instance (a veto, or none).
+    fn cluster_eval(&mut self) {
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        let now = self.clock.now();
+        let link_up = |name: &str| self.readings.links.get(name) != Some(&false);
+        let reports: Vec<duet_cluster::wire::InstanceReport> = self
+            .instances
+            .iter()
+            .map(|i| duet_cluster::wire::InstanceReport {
+                vrid: i.cfg.vrid,
+                master: i.core.state() == duet_vrrp::State::Master,
+                priority: i.core.effective_priority(),
+            })
+            .collect();
+        let business_up = self.instances.iter().all(|i| link_up(&i.cfg.interface));
+        c.timers(now, &reports, business_up);
+        let wanted = self.instances.iter().any(|i| i.core.wants_master());
+        c.want_lease(now, wanted);
+        for inst in &mut self.instances {
+            let local = duet_cluster::quorum::Local {
+                vrid: inst.cfg.vrid,
+                priority: inst.core.effective_priority(),
+                master: inst.core.state() == duet_vrrp::State::Master,
+                business_up: self.readings.links.get(&inst.cfg.interface) != Some(&false),
+                lease_valid: false,
+            };
+            let verdict = c.verdict(now, local);
+            let veto = c.note_veto(&inst.cfg.name, &verdict);
+            inst.core.set_veto(now, veto);
+        }
+    }
+
     fn timers(&mut self) {
+        // The cluster first: a lease that ran out while this process was frozen must take the
+        // VIPs away before the refresh below could put them back.
+        self.cluster_eval();
+        self.drain();
         let now = self.clock.now();
         if self.publish_at <= now {
             // The loop publishes after every wake-up; this only schedules the next one.
@@ -521,6 +591,7 @@ impl ControlPlane {
             &self.unmatched_drops,
         );
         status.balancers = balancers::status(&self.balancers);
+        status.cluster = self.cluster.as_ref().map(|c| c.status(self.clock.now()));
         self.published.publish(status);
     }
 }

@@ -10,6 +10,7 @@
 
 mod accept;
 mod balancers;
+mod cluster;
 mod control;
 mod effects;
 mod hooks;

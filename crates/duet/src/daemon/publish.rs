@@ -50,6 +50,7 @@ pub fn status(
                 advert_interval_ms: i.cfg.advert_interval.0.as_millis() as u64,
                 master: i.core.master().map(|m| m.address.to_string()),
                 fault: i.core.fault().map(str::to_string),
+                veto: i.core.veto().map(str::to_string),
                 reason: i.last_reason.clone(),
                 in_state_seconds: i.since.elapsed().as_secs_f64(),
                 trackers,
@@ -71,5 +72,6 @@ pub fn status(
         vrrp,
         unmatched_drops: by_reason(&|r| unmatched_drops[r.index()]),
         balancers: Vec::new(),
+        cluster: None,
     }
 }

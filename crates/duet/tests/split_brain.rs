@@ -1,0 +1,271 @@
+//! Split-brain safety with real processes in namespaces: heartbeats over the business LAN and a
+//! direct heartbeat cable, a witness on a third host, partitions made with bridge port
+//! isolation and link downs. Needs root; skips otherwise.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Node, Pair, VIP, exe};
+use duet::lab::{DuetNode, Host, Lab, wait_for};
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+/// alpha (150) and beta (100), VRRPv3 at 100 ms, heartbeats every 50 ms on two links (the LAN
+/// and a direct cable), `extra` appended (e.g. `[witness]`). A witness host (10.99.0.20)
+/// exists; `witness` starts `duet witness` on it.
+fn cluster(tag: &str, extra: &str, witness: bool) -> Option<(Pair, Host)> {
+    let mut lab: Lab = common::lab(tag)?;
+    let exe = exe();
+    let a = lab.add_host("alpha", 2).unwrap();
+    let b = lab.add_host("beta", 3).unwrap();
+    let client = lab.add_host("client", 10).unwrap();
+    let w = lab.add_host("witness", 20).unwrap();
+    lab.add_direct_link(&a, &b).unwrap();
+    let key = lab.dir().join("cluster.key");
+    std::fs::write(&key, "a shared secret of enough bytes\n").unwrap();
+    if witness {
+        let mut cmd = lab.command(&w, &exe);
+        let log = std::fs::File::create(lab.dir().join("witness.log")).unwrap();
+        cmd.args(["witness", "--listen", "10.99.0.20:7947", "--lease", "2s"])
+            .arg("--key-file")
+            .arg(&key)
+            .arg("--state-file")
+            .arg(lab.dir().join("witness.state"))
+            .stderr(log);
+        lab.spawn(cmd).unwrap();
+    }
+    lab.start_responders(&exe, &[&a, &b]).unwrap();
+    let heartbeat = |me: u8, peer: u8| {
+        format!(
+            r#"
+[heartbeat]
+interval = "50ms"
+misses = 5
+key_file = "{}"
+links = [
+  {{ local = "10.99.0.{me}:7946", peers = ["10.99.0.{peer}:7946"] }},
+  {{ local = "192.168.99.{me}:7946", peers = ["192.168.99.{peer}:7946"] }},
+]
+{extra}
+"#,
+            key.display()
+        )
+    };
+    let (ac, bc) = common::configs("100ms", "");
+    let mut alpha = DuetNode::new(&lab, &a, &(ac + &heartbeat(2, 3))).unwrap();
+    let mut beta = DuetNode::new(&lab, &b, &(bc + &heartbeat(3, 2))).unwrap();
+    beta.start(&mut lab, &exe).unwrap();
+    alpha.start(&mut lab, &exe).unwrap();
+    let probe = lab.probe(&exe, &client, &format!("{VIP}:8080")).unwrap();
+    let p = Pair {
+        lab,
+        exe,
+        alpha,
+        beta,
+        client,
+        probe,
+    };
+    let ok = wait_for(S(15), || {
+        p.state(Node::Alpha).as_deref() == Some("MASTER")
+            && p.state(Node::Beta).as_deref() == Some("BACKUP")
+            && p.status(Node::Beta)
+                .and_then(|s| s.cluster)
+                .is_some_and(|c| c.peers.iter().all(|p| p.links == [true, true]))
+    });
+    assert!(ok.is_some(), "the pair never settled\n{}", p.logs());
+    assert!(p.wait_answer("alpha", S(10)).is_some(), "{}", p.logs());
+    Some((p, w))
+}
+
+/// Samples for `how_long` whether both nodes hold the VIP at once; returns the longest such
+/// stretch seen.
+fn both_hold(p: &Pair, how_long: Duration) -> Duration {
+    let vip = VIP.parse().unwrap();
+    let start = Instant::now();
+    let (mut worst, mut since) = (Duration::ZERO, None::<Instant>);
+    while start.elapsed() < how_long {
+        let both = p.lab.has_address(&p.alpha.host, vip) && p.lab.has_address(&p.beta.host, vip);
+        match (both, since) {
+            (true, None) => since = Some(Instant::now()),
+            (false, Some(t)) => {
+                worst = worst.max(t.elapsed());
+                since = None;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worst.max(since.map_or(Duration::ZERO, |t| t.elapsed()))
+}
+
+fn veto(p: &Pair, n: Node) -> Option<String> {
+    p.status(n)?.vrrp.first()?.veto.clone()
+}
+
+#[test]
+fn a_silent_heartbeat_link_is_a_warning_and_lost_adverts_do_not_split_the_brain() {
+    let Some((p, _w)) = cluster("hb", "", false) else {
+        return;
+    };
+    // The dedicated heartbeat cable goes down: a warning, no failover.
+    p.lab.set_direct_link(&p.alpha.host, false).unwrap();
+    let seen = wait_for(S(5), || {
+        p.status(Node::Beta)
+            .and_then(|s| s.cluster)
+            .is_some_and(|c| c.peers[0].links == [true, false] && c.peers[0].alive)
+    });
+    assert!(
+        seen.is_some(),
+        "beta never saw link 1 go silent\n{}",
+        p.logs()
+    );
+    assert_eq!(both_hold(&p, S(1)), Duration::ZERO);
+    assert_eq!(p.state(Node::Alpha).as_deref(), Some("MASTER"));
+    assert_eq!(p.state(Node::Beta).as_deref(), Some("BACKUP"));
+    assert!(
+        p.beta.log_text().contains(
+            "heartbeat link 1 to alpha is silent (another link still carries heartbeats)"
+        ),
+        "{}",
+        p.logs()
+    );
+    p.lab.set_direct_link(&p.alpha.host, true).unwrap();
+    let back = wait_for(S(5), || {
+        p.status(Node::Beta)
+            .and_then(|s| s.cluster)
+            .is_some_and(|c| c.peers[0].links == [true, true])
+    });
+    assert!(back.is_some(), "{}", p.logs());
+
+    // Now adverts between the nodes are lost (their switch ports are isolated from each
+    // other), while the heartbeat cable still works: beta hears alpha serving and stays BACKUP.
+    // keepalived would make both masters here.
+    p.lab.isolate(&p.alpha.host, true).unwrap();
+    p.lab.isolate(&p.beta.host, true).unwrap();
+    assert_eq!(both_hold(&p, S(3)), Duration::ZERO, "{}", p.logs());
+    assert_eq!(
+        p.state(Node::Beta).as_deref(),
+        Some("BACKUP"),
+        "{}",
+        p.logs()
+    );
+    let why = veto(&p, Node::Beta).unwrap_or_default();
+    assert!(
+        why.contains("alpha is MASTER with priority 150"),
+        "{why}\n{}",
+        p.logs()
+    );
+    assert!(
+        p.wait_answer("alpha", S(2)).is_some(),
+        "clients still reach alpha"
+    );
+}
+
+#[test]
+fn with_a_witness_a_full_partition_leaves_one_master_and_a_dead_master_is_replaced() {
+    let witness = "\n[witness]\naddress = \"10.99.0.20:7947\"\nlease = \"2s\"\n";
+    let Some((mut p, _w)) = cluster("wi", witness, true) else {
+        return;
+    };
+    // alpha, the master, holds the lease.
+    let leased = wait_for(S(5), || {
+        p.status(Node::Alpha)
+            .and_then(|s| s.cluster?.lease)
+            .is_some_and(|l| l.valid)
+    });
+    let wlog = std::fs::read_to_string(p.lab.dir().join("witness.log")).unwrap_or_default();
+    assert!(
+        leased.is_some(),
+        "alpha never got the lease\n{}\n--- witness:\n{wlog}",
+        p.logs()
+    );
+
+    // Full partition between the nodes; both still reach the witness and the client.
+    p.lab.isolate(&p.alpha.host, true).unwrap();
+    p.lab.isolate(&p.beta.host, true).unwrap();
+    p.lab.set_direct_link(&p.alpha.host, false).unwrap();
+    assert_eq!(both_hold(&p, S(4)), Duration::ZERO, "{}", p.logs());
+    assert_eq!(
+        p.state(Node::Alpha).as_deref(),
+        Some("MASTER"),
+        "{}",
+        p.logs()
+    );
+    assert_eq!(
+        p.state(Node::Beta).as_deref(),
+        Some("BACKUP"),
+        "{}",
+        p.logs()
+    );
+    let why = veto(&p, Node::Beta).unwrap_or_default();
+    assert!(why.contains("witness lease"), "{why}\n{}", p.logs());
+
+    // Heal, then kill every alpha process: beta takes over once alpha's lease has run out.
+    p.lab.isolate(&p.alpha.host, false).unwrap();
+    p.lab.isolate(&p.beta.host, false).unwrap();
+    p.lab.set_direct_link(&p.alpha.host, true).unwrap();
+    let healed = wait_for(S(5), || {
+        p.status(Node::Beta)
+            .and_then(|s| s.cluster)
+            .is_some_and(|c| c.peers[0].links == [true, true])
+    });
+    assert!(healed.is_some(), "{}", p.logs());
+    let why = veto(&p, Node::Beta).unwrap_or_default();
+    assert!(why.contains("alpha is MASTER"), "{why}");
+    p.signal(Node::Alpha, duet_sys::process::SIGKILL, true);
+    p.alpha.pid = None;
+    let took = p.wait_answer("beta", S(10));
+    assert!(took.is_some(), "beta never took over\n{}", p.logs());
+    assert_eq!(p.state(Node::Beta).as_deref(), Some("MASTER"));
+}
+
+#[test]
+fn a_dead_witness_does_not_disturb_a_healthy_pair() {
+    let witness = "\n[witness]\naddress = \"10.99.0.20:7947\"\nlease = \"2s\"\n";
+    // No witness process at all: the pair hears itself, so it serves normally.
+    let Some((p, _w)) = cluster("wd", witness, false) else {
+        return;
+    };
+    assert_eq!(both_hold(&p, S(3)), Duration::ZERO);
+    assert_eq!(
+        p.state(Node::Alpha).as_deref(),
+        Some("MASTER"),
+        "{}",
+        p.logs()
+    );
+    assert!(p.wait_answer("alpha", S(2)).is_some());
+}
+
+#[test]
+fn without_a_witness_the_two_node_policy_decides_a_full_partition() {
+    // safe (the default): beta last saw alpha serving and does not take over.
+    let Some((p, _w)) = cluster("sf", "", false) else {
+        return;
+    };
+    p.lab.isolate(&p.alpha.host, true).unwrap();
+    p.lab.isolate(&p.beta.host, true).unwrap();
+    p.lab.set_direct_link(&p.alpha.host, false).unwrap();
+    assert_eq!(both_hold(&p, S(3)), Duration::ZERO, "{}", p.logs());
+    assert_eq!(
+        p.state(Node::Beta).as_deref(),
+        Some("BACKUP"),
+        "{}",
+        p.logs()
+    );
+    drop(p);
+
+    // available: keepalived's behaviour, both serve, and it is said loudly.
+    let Some((p, _w)) = cluster("av", "two_node_policy = \"available\"", false) else {
+        return;
+    };
+    p.lab.isolate(&p.alpha.host, true).unwrap();
+    p.lab.isolate(&p.beta.host, true).unwrap();
+    p.lab.set_direct_link(&p.alpha.host, false).unwrap();
+    assert!(p.wait_state(Node::Beta, "MASTER", S(5)), "{}", p.logs());
+    assert!(
+        p.beta.log_text().contains("without confirmation"),
+        "{}",
+        p.logs()
+    );
+}
