@@ -114,6 +114,79 @@ pub fn render(s: &Status) -> String {
     }
     flush(&mut out, &mut lines);
 
+    if let Some(c) = &s.cluster {
+        let w = family(
+            &mut out,
+            "duet_cluster_peer_alive",
+            "gauge",
+            "1 while heartbeats from the peer arrive on at least one link.",
+        );
+        for p in &c.peers {
+            lines.push(w.line(
+                &[("peer", &p.name), ("address", &p.address)],
+                f64::from(u8::from(p.alive)),
+            ));
+        }
+        flush(&mut out, &mut lines);
+        let w = family(
+            &mut out,
+            "duet_cluster_link_up",
+            "gauge",
+            "1 while heartbeats from the peer arrive on the link.",
+        );
+        for p in &c.peers {
+            for (n, up) in p.links.iter().enumerate() {
+                let link = n.to_string();
+                lines.push(w.line(
+                    &[("peer", &p.name), ("link", &link)],
+                    f64::from(u8::from(*up)),
+                ));
+            }
+        }
+        flush(&mut out, &mut lines);
+        if let Some(l) = &c.lease {
+            let w = family(
+                &mut out,
+                "duet_cluster_lease_valid",
+                "gauge",
+                "1 while this node holds a valid witness lease.",
+            );
+            lines.push(w.line(&[("witness", &l.witness)], f64::from(u8::from(l.valid))));
+            flush(&mut out, &mut lines);
+            let w = family(
+                &mut out,
+                "duet_cluster_term",
+                "gauge",
+                "The term (fencing token) held or last learned.",
+            );
+            lines.push(w.line(&[], l.term as f64));
+            flush(&mut out, &mut lines);
+        }
+        let w = family(
+            &mut out,
+            "duet_cluster_dropped_total",
+            "counter",
+            "Cluster messages dropped, by reason.",
+        );
+        for (reason, n) in &c.dropped {
+            lines.push(w.line(&[("reason", reason)], *n as f64));
+        }
+        flush(&mut out, &mut lines);
+    }
+    let w = family(
+        &mut out,
+        "duet_vrrp_vetoed",
+        "gauge",
+        "1 while the cluster layer does not allow MASTER for the instance.",
+    );
+    for v in &s.vrrp {
+        lines.push(w.line(
+            &[("instance", &v.name)],
+            f64::from(u8::from(v.veto.is_some())),
+        ));
+    }
+    flush(&mut out, &mut lines);
+
     let backend_metrics: [KindedMetric<crate::BackendStatus>; 5] = [
         (
             "duet_balancer_backend_up",
@@ -270,6 +343,45 @@ fn escape(v: &str) -> String {
 mod tests {
     use super::*;
     use crate::{VrrpCounters, VrrpStatus};
+
+    #[test]
+    fn renders_cluster_peers_links_lease_and_vetoes() {
+        let s = Status {
+            vrrp: vec![VrrpStatus {
+                name: "web".into(),
+                veto: Some("no quorum".into()),
+                ..Default::default()
+            }],
+            cluster: Some(crate::ClusterStatus {
+                peers: vec![crate::PeerStatus {
+                    name: "beta".into(),
+                    address: "10.0.0.2".into(),
+                    alive: true,
+                    links: vec![true, false],
+                    term: 3,
+                }],
+                lease: Some(crate::LeaseStatus {
+                    witness: "10.0.0.9:7947".into(),
+                    valid: true,
+                    valid_for_ms: 1500,
+                    term: 4,
+                }),
+                dropped: [("auth".to_string(), 2)].into(),
+            }),
+            ..Default::default()
+        };
+        let text = render(&s);
+        for want in [
+            "duet_cluster_peer_alive{peer=\"beta\",address=\"10.0.0.2\"} 1\n",
+            "duet_cluster_link_up{peer=\"beta\",link=\"1\"} 0\n",
+            "duet_cluster_lease_valid{witness=\"10.0.0.9:7947\"} 1\n",
+            "duet_cluster_term 4\n",
+            "duet_cluster_dropped_total{reason=\"auth\"} 2\n",
+            "duet_vrrp_vetoed{instance=\"web\"} 1\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
 
     #[test]
     fn renders_backend_errors_and_latency_histograms() {

@@ -79,9 +79,10 @@ pub fn render(s: &Status) -> String {
         } else {
             v.master.clone().unwrap_or_else(|| "-".into())
         };
-        let reason = match &v.fault {
-            Some(f) => format!("fault: {f}"),
-            None => v.reason.clone(),
+        let reason = match (&v.fault, &v.veto) {
+            (Some(f), _) => format!("fault: {f}"),
+            (None, Some(why)) => format!("held back: {why}"),
+            (None, None) => v.reason.clone(),
         };
         rows.push(vec![
             v.name.clone(),
@@ -97,6 +98,48 @@ pub fn render(s: &Status) -> String {
         ]);
     }
     out.push_str(&table(rows));
+    if let Some(c) = &s.cluster {
+        out.push('\n');
+        let mut rows = vec![
+            ["PEER", "ADDRESS", "STATE", "LINKS", "TERM"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for p in &c.peers {
+            let links: Vec<&str> = p
+                .links
+                .iter()
+                .map(|up| if *up { "up" } else { "silent" })
+                .collect();
+            rows.push(vec![
+                if p.name.is_empty() {
+                    "?".into()
+                } else {
+                    p.name.clone()
+                },
+                p.address.clone(),
+                if p.alive { "alive" } else { "silent" }.to_string(),
+                links.join(","),
+                p.term.to_string(),
+            ]);
+        }
+        out.push_str(&table(rows));
+        if let Some(l) = &c.lease {
+            out.push_str(&format!(
+                "witness {}: {} (term {})\n",
+                l.witness,
+                if l.valid {
+                    format!(
+                        "lease held, {} left",
+                        duet_time::format_duration(Duration::from_millis(l.valid_for_ms))
+                    )
+                } else {
+                    "no lease".to_string()
+                },
+                l.term
+            ));
+        }
+    }
     if s.vrrp.is_empty() {
         out.push_str("(no vrrp instances)\n");
     }

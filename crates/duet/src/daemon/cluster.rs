@@ -212,6 +212,13 @@ impl Cluster {
         }
     }
 
+    /// Sends one heartbeat on every link now, e.g. the last one before exiting, so peers learn
+    /// at once that this node no longer serves.
+    pub fn beat_now(&mut self, now: Instant, reports: &[InstanceReport], business_up: bool) {
+        self.next_beat = now;
+        self.timers(now, reports, business_up);
+    }
+
     /// Handles a datagram that arrived on `via` from `from`.
     pub fn receive(&mut self, now: Instant, via: Via, from: SocketAddr, bytes: &[u8]) {
         let key = if via == Via::Witness {

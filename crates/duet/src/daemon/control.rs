@@ -328,15 +328,9 @@ impl ControlPlane {
             .min()
     }
 
-    /// Sends due heartbeats and lease requests, and applies the cluster's verdict to every
-    /// instance (a veto, or none).
-    fn cluster_eval(&mut self) {
-        let Some(c) = &mut self.cluster else {
-            return;
-        };
-        let now = self.clock.now();
-        let link_up = |name: &str| self.readings.links.get(name) != Some(&false);
-        let reports: Vec<duet_cluster::wire::InstanceReport> = self
+    /// What this node's heartbeats say: its instances, and whether its business link is up.
+    fn reports(&self) -> (Vec<duet_cluster::wire::InstanceReport>, bool) {
+        let reports = self
             .instances
             .iter()
             .map(|i| duet_cluster::wire::InstanceReport {
@@ -345,7 +339,24 @@ impl ControlPlane {
                 priority: i.core.effective_priority(),
             })
             .collect();
-        let business_up = self.instances.iter().all(|i| link_up(&i.cfg.interface));
+        let business_up = self
+            .instances
+            .iter()
+            .all(|i| self.readings.links.get(&i.cfg.interface) != Some(&false));
+        (reports, business_up)
+    }
+
+    /// Sends due heartbeats and lease requests, and applies the cluster's verdict to every
+    /// instance (a veto, or none).
+    fn cluster_eval(&mut self) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let now = self.clock.now();
+        let (reports, business_up) = self.reports();
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
         c.timers(now, &reports, business_up);
         let wanted = self.instances.iter().any(|i| i.core.wants_master());
         c.want_lease(now, wanted);
@@ -576,6 +587,12 @@ impl ControlPlane {
         for inst in &mut self.instances {
             inst.core.shutdown(now);
             self.fx.drain(inst, now);
+        }
+        // Tell the peers at once that this node no longer serves, so they need not wait for
+        // the heartbeat to go silent.
+        let (reports, business_up) = self.reports();
+        if let Some(c) = &mut self.cluster {
+            c.beat_now(now, &reports, business_up);
         }
         self.readings.stop_scripts();
         self.fx.vips.dismiss_guardian();
