@@ -258,7 +258,15 @@ impl LeaseClient {
         })
     }
 
-    /// When [`LeaseClient::poll_request`] has something next, or validity ends.
+    /// Forgets a lease whose validity has ended, so [`LeaseClient::poll_timeout`] moves on.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.valid_until.is_some_and(|t| t <= now) {
+            self.valid_until = None;
+        }
+    }
+
+    /// When [`LeaseClient::poll_request`] has something next, or validity ends. Call
+    /// [`LeaseClient::handle_timeout`] at that time.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [self.next_send, self.valid_until.filter(|_| self.wanted)]
             .into_iter()
@@ -407,6 +415,25 @@ mod tests {
         c.set_wanted(ms(700), false);
         assert!(!c.valid(ms(700)));
         assert!(c.poll_request(ms(5000)).is_none());
+    }
+
+    #[test]
+    fn an_ended_lease_no_longer_asks_to_be_woken() {
+        let mut c = LeaseClient::new(TWO, Duration::from_millis(100));
+        c.set_wanted(ms(0), true);
+        let r = c.poll_request(ms(0)).unwrap();
+        c.granted(r.request, TWO, r.term);
+        // Renewals keep failing (no answer): the lease ends at 1.9 s.
+        let _ = c.poll_request(ms(667));
+        let _ = c.poll_request(ms(1334));
+        let t = c.poll_timeout().unwrap();
+        assert!(t <= ms(1900));
+        c.handle_timeout(ms(1900));
+        assert!(!c.valid(ms(1900)));
+        assert!(
+            c.poll_timeout().is_some_and(|t| t > ms(1900)),
+            "a timer in the past would spin the caller's loop"
+        );
     }
 
     #[test]

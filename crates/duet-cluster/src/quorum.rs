@@ -5,7 +5,9 @@
 //! | situation | verdict |
 //! |---|---|
 //! | own business link down | no (VRRP is in FAULT anyway) |
-//! | a live peer (any link) reports MASTER with a higher priority | no: adverts were lost on one path, the heartbeat says the peer serves |
+//! | not MASTER, and a live peer (any link) reports MASTER | no: the peer serves (adverts may be lost on one path); a preempting node waits for the master to yield |
+//! | MASTER, and a live peer reports MASTER and outranks this node | no (two masters: the lower one yields) |
+//! | MASTER, and a live peer that outranks this node waits to take over | no: yield, so the handover never has two masters |
 //! | two nodes, peer alive on some link | yes (VRRP decides between the two) |
 //! | two nodes, peer silent on every link, witness configured | only with a valid witness lease |
 //! | two nodes, peer silent, no witness, `available` | yes (keepalived's behaviour; both may serve; alerted) |
@@ -69,22 +71,31 @@ pub struct Local {
     pub lease_valid: bool,
 }
 
-/// Decides whether this node may hold the instance described by `local` as MASTER.
-pub fn verdict(rules: Rules, live: &Liveness, local: Local) -> Verdict {
+/// Decides whether this node (named `me`, for tie-breaks between equal priorities) may hold
+/// the instance described by `local` as MASTER.
+pub fn verdict(rules: Rules, live: &Liveness, me: &str, local: Local) -> Verdict {
     if !local.business_up {
         return Verdict::Denied("this node's business link is down".into());
     }
     for p in live.peers().iter().filter(|p| p.alive()) {
-        let claims = p
+        let Some(i) = p
             .report
             .as_ref()
             .and_then(|r| r.instances.iter().find(|i| i.vrid == local.vrid))
-            .filter(|i| i.master);
-        if let Some(i) = claims
-            && i.priority > local.priority
-        {
+        else {
+            continue;
+        };
+        // Higher priority wins; equal priorities go to the larger name.
+        let outranks = (i.priority, p.display.as_str()) > (local.priority, me);
+        if i.master && (!local.master || outranks) {
             return Verdict::Denied(format!(
                 "{} is MASTER with priority {} (heard over the heartbeat)",
+                p.display, i.priority
+            ));
+        }
+        if local.master && i.wants && outranks {
+            return Verdict::Denied(format!(
+                "yielding to {} (priority {}), which takes over",
                 p.display, i.priority
             ));
         }
@@ -150,9 +161,16 @@ mod tests {
             instances: vec![InstanceReport {
                 vrid: 51,
                 master,
+                wants: false,
                 priority,
             }],
         }
+    }
+
+    fn wanting(priority: u8) -> Heartbeat {
+        let mut h = report(false, priority, true);
+        h.instances[0].wants = true;
+        h
     }
 
     /// A two-link liveness with peer beta last heard with `hb`; `silent`: all links timed out.
@@ -182,11 +200,43 @@ mod tests {
     #[test]
     fn a_peer_heard_over_the_heartbeat_as_master_blocks_a_takeover() {
         let l = live(&report(true, 150, true), false);
-        let v = verdict(PAIR, &l, BACKUP);
+        let v = verdict(PAIR, &l, "alpha", BACKUP);
         assert!(!v.allowed(), "{v:?}");
-        // A peer with lower priority does not block (VRRP preemption decides).
+        // Even a lower-priority master: the preempting node waits for it to yield.
         let l = live(&report(true, 90, true), false);
-        assert_eq!(verdict(PAIR, &l, BACKUP), Verdict::Allowed);
+        assert!(!verdict(PAIR, &l, "alpha", BACKUP).allowed());
+        // Two masters: the one the other outranks yields; the other stays.
+        let master = Local {
+            master: true,
+            ..BACKUP
+        };
+        let l = live(&report(true, 150, true), false);
+        assert!(!verdict(PAIR, &l, "alpha", master).allowed());
+        let l = live(&report(true, 90, true), false);
+        assert_eq!(verdict(PAIR, &l, "alpha", master), Verdict::Allowed);
+        // Equal priorities: the larger name wins.
+        let l = live(&report(true, 100, true), false);
+        assert!(
+            verdict(PAIR, &l, "alpha", master).allowed()
+                != verdict(PAIR, &l, "zulu", master).allowed()
+        );
+    }
+
+    #[test]
+    fn a_master_yields_to_a_higher_priority_peer_that_waits() {
+        let master = Local {
+            master: true,
+            ..BACKUP
+        };
+        let l = live(&wanting(150), false);
+        let v = verdict(PAIR, &l, "alpha", master);
+        assert!(
+            matches!(&v, Verdict::Denied(why) if why.contains("yielding to beta")),
+            "{v:?}"
+        );
+        // A lower-priority peer that waits does not make a master yield.
+        let l = live(&wanting(90), false);
+        assert_eq!(verdict(PAIR, &l, "alpha", master), Verdict::Allowed);
     }
 
     #[test]
@@ -197,7 +247,7 @@ mod tests {
             lease_valid: true,
             ..BACKUP
         };
-        assert!(!verdict(PAIR, &l, local).allowed());
+        assert!(!verdict(PAIR, &l, "alpha", local).allowed());
     }
 
     #[test]
@@ -207,28 +257,28 @@ mod tests {
             ..PAIR
         };
         let l = live(&report(true, 150, true), true);
-        assert!(!verdict(rules, &l, BACKUP).allowed());
+        assert!(!verdict(rules, &l, "alpha", BACKUP).allowed());
         let leased = Local {
             lease_valid: true,
             ..BACKUP
         };
-        assert_eq!(verdict(rules, &l, leased), Verdict::Allowed);
+        assert_eq!(verdict(rules, &l, "alpha", leased), Verdict::Allowed);
         // A master that loses its peer and cannot renew steps down.
         let master = Local {
             master: true,
             ..BACKUP
         };
-        assert!(!verdict(rules, &l, master).allowed());
+        assert!(!verdict(rules, &l, "alpha", master).allowed());
         // While the peer is heard, a dead witness disturbs nothing.
         let l = live(&report(false, 100, true), false);
-        assert_eq!(verdict(rules, &l, master), Verdict::Allowed);
+        assert_eq!(verdict(rules, &l, "alpha", master), Verdict::Allowed);
     }
 
     #[test]
     fn without_a_witness_the_policy_decides() {
         let serving = live(&report(true, 150, true), true);
         assert!(
-            !verdict(PAIR, &serving, BACKUP).allowed(),
+            !verdict(PAIR, &serving, "alpha", BACKUP).allowed(),
             "safe: the peer was serving"
         );
         let master = Local {
@@ -236,20 +286,26 @@ mod tests {
             ..BACKUP
         };
         assert_eq!(
-            verdict(PAIR, &serving, master),
+            verdict(PAIR, &serving, "alpha", master),
             Verdict::Allowed,
             "safe: keep serving"
         );
         let not_serving = live(&report(false, 150, true), true);
-        assert_eq!(verdict(PAIR, &not_serving, BACKUP), Verdict::Allowed);
+        assert_eq!(
+            verdict(PAIR, &not_serving, "alpha", BACKUP),
+            Verdict::Allowed
+        );
         let lost_its_link = live(&report(true, 150, false), true);
-        assert_eq!(verdict(PAIR, &lost_its_link, BACKUP), Verdict::Allowed);
+        assert_eq!(
+            verdict(PAIR, &lost_its_link, "alpha", BACKUP),
+            Verdict::Allowed
+        );
         let available = Rules {
             policy: TwoNodePolicy::Available,
             ..PAIR
         };
         assert_eq!(
-            verdict(available, &serving, BACKUP),
+            verdict(available, &serving, "alpha", BACKUP),
             Verdict::AllowedUnconfirmed
         );
     }
@@ -265,8 +321,12 @@ mod tests {
         let mut l = Liveness::new(1, &peers, Duration::from_millis(50), 5);
         let hb = report(false, 100, true);
         l.heard(ms(0), "beta", 0, 1, &hb);
-        assert_eq!(verdict(rules, &l, BACKUP), Verdict::Allowed, "2 of 3");
+        assert_eq!(
+            verdict(rules, &l, "alpha", BACKUP),
+            Verdict::Allowed,
+            "2 of 3"
+        );
         l.handle_timeout(ms(1000));
-        assert!(!verdict(rules, &l, BACKUP).allowed(), "1 of 3");
+        assert!(!verdict(rules, &l, "alpha", BACKUP).allowed(), "1 of 3");
     }
 }

@@ -64,6 +64,9 @@ pub struct InstanceReport {
     pub vrid: u8,
     /// Whether the sender holds it as MASTER.
     pub master: bool,
+    /// Whether the sender would take it over but is held back (it waits for the current
+    /// master to yield).
+    pub wants: bool,
     /// Effective priority.
     pub priority: u8,
 }
@@ -172,7 +175,8 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
             body.push(u8::from(h.business_up));
             body.push(h.instances.len().min(255) as u8);
             for i in h.instances.iter().take(255) {
-                body.extend_from_slice(&[i.vrid, u8::from(i.master), i.priority]);
+                let flags = u8::from(i.master) | (u8::from(i.wants) << 1);
+                body.extend_from_slice(&[i.vrid, flags, i.priority]);
             }
         }
         Body::LeaseRequest {
@@ -282,9 +286,13 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
             let mut instances = Vec::with_capacity(usize::from(n));
             for _ in 0..n {
                 let x = b.take(3)?;
+                if x[1] & !0b11 != 0 {
+                    return Err(WireError::Malformed);
+                }
                 instances.push(InstanceReport {
                     vrid: x[0],
-                    master: x[1] != 0,
+                    master: x[1] & 1 != 0,
+                    wants: x[1] & 2 != 0,
                     priority: x[2],
                 });
             }
@@ -414,6 +422,7 @@ mod tests {
                 instances: vec![InstanceReport {
                     vrid: 51,
                     master: true,
+                    wants: false,
                     priority: 150,
                 }],
             }),

@@ -10,6 +10,8 @@
 //! Nothing sleeps: a thousand seeds of a failover scenario run in well under a second.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -177,6 +177,9 @@ impl Cluster {
     /// Sends what is due: heartbeats on every link, a lease request.
     pub fn timers(&mut self, now: Instant, reports: &[InstanceReport], business_up: bool) {
         self.liveness.handle_timeout(now);
+        if let Some(l) = &mut self.lease {
+            l.handle_timeout(now);
+        }
         self.log_events();
         let term = self.lease.as_ref().map_or(0, LeaseClient::term);
         if now >= self.next_beat {
@@ -362,6 +365,7 @@ impl Cluster {
         quorum::verdict(
             self.rules,
             &self.liveness,
+            &self.node,
             Local {
                 lease_valid,
                 ..local

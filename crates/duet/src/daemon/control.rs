@@ -336,6 +336,7 @@ impl ControlPlane {
             .map(|i| duet_cluster::wire::InstanceReport {
                 vrid: i.cfg.vrid,
                 master: i.core.state() == duet_vrrp::State::Master,
+                wants: i.core.state() != duet_vrrp::State::Master && i.core.wants_master(),
                 priority: i.core.effective_priority(),
             })
             .collect();

@@ -1,0 +1,219 @@
+//! Split-brain safety under thousands of seeded fault schedules: two nodes, two links, a
+//! witness. Invariants: never both nodes with the VIP configured, never both holding a valid
+//! lease, terms rise with every new lease holder; after the faults heal, exactly one node
+//! serves within lease + detection time.
+
+use std::time::Duration;
+
+use duet_cluster::quorum::TwoNodePolicy;
+use duet_sim::cluster::{ClusterConfig, ClusterSim, Process, WITNESS};
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+fn started(seed: u64, cfg: ClusterConfig) -> ClusterSim {
+    let mut sim = ClusterSim::new(seed, cfg);
+    let first = (seed % 2) as usize;
+    sim.start(first);
+    let gap = sim.rng().range(0, 500);
+    sim.run_for(MS(gap));
+    sim.start(1 - first);
+    sim.run_for(Duration::from_secs(3));
+    sim
+}
+
+/// One random fault, applied now; returns a description for failure messages.
+fn fault(sim: &mut ClusterSim) -> String {
+    // `range` is inclusive.
+    let node = sim.rng().range(0, 1) as usize;
+    let link = sim.rng().range(0, 1) as usize;
+    match sim.rng().range(0, 10) {
+        0 => {
+            for l in 0..2 {
+                sim.set_cut(l, 0, 1, true);
+                sim.set_cut(l, 1, 0, true);
+            }
+            "full partition".into()
+        }
+        1 => {
+            sim.set_cut(link, 0, 1, true);
+            sim.set_cut(link, 1, 0, true);
+            format!("cut link {link}")
+        }
+        2 => {
+            for l in 0..2 {
+                sim.set_cut(l, node, 1 - node, true);
+            }
+            format!("asymmetric: {node} unheard")
+        }
+        3 => {
+            sim.set_cut(0, node, WITNESS, true);
+            sim.set_cut(0, WITNESS, node, true);
+            format!("{node} cut from the witness")
+        }
+        4 => {
+            sim.set_loss(link, 0.3);
+            format!("30 % loss on link {link}")
+        }
+        5 => {
+            sim.pause(node);
+            let d = sim.rng().range(100, 10_000);
+            sim.run_for(MS(d));
+            sim.resume(node);
+            format!("pause {node} for {d} ms")
+        }
+        6 => {
+            sim.crash(node);
+            let d = sim.rng().range(100, 5_000);
+            sim.run_for(MS(d));
+            sim.start(node);
+            format!("crash and restart {node} after {d} ms")
+        }
+        7 => {
+            sim.crash_witness();
+            let d = sim.rng().range(100, 5_000);
+            sim.run_for(MS(d));
+            sim.restart_witness();
+            format!("witness down {d} ms")
+        }
+        8 => {
+            sim.crash(node);
+            format!("crash {node}")
+        }
+        _ => {
+            sim.heal();
+            "heal".into()
+        }
+    }
+}
+
+fn check_terms(sim: &ClusterSim, log: &[String]) {
+    for w in sim.grants.windows(2) {
+        if w[1].holder != w[0].holder {
+            assert!(
+                w[1].term > w[0].term,
+                "a new holder got term {} after {}: {log:?}",
+                w[1].term,
+                w[0].term
+            );
+        } else {
+            assert!(w[1].term >= w[0].term, "{log:?}");
+        }
+    }
+}
+
+fn chaos(seed: u64, cfg: ClusterConfig) -> (ClusterSim, Vec<String>) {
+    let mut sim = started(seed, cfg);
+    let mut log = Vec::new();
+    for _ in 0..6 {
+        log.push(fault(&mut sim));
+        let d = sim.rng().range(50, 3_000);
+        sim.run_for(MS(d));
+    }
+    (sim, log)
+}
+
+#[test]
+fn steady_state_has_one_master() {
+    let mut sim = started(1, ClusterConfig::default());
+    sim.run_for(Duration::from_secs(5));
+    assert!(sim.has_vip(0) && !sim.has_vip(1));
+}
+
+/// Heals every fault and restarts what is down; `serve_within` later exactly one node must
+/// serve.
+fn heal_and_check(sim: &mut ClusterSim, serve_within: Duration, what: &str) {
+    sim.heal();
+    sim.restart_witness();
+    for n in 0..2 {
+        if sim.process(n) != Process::Up {
+            sim.start(n);
+        }
+    }
+    sim.run_for(serve_within);
+    let serving = (0..2).filter(|&n| sim.has_vip(n)).count();
+    assert_eq!(serving, 1, "{what}: {serving} nodes serve after healing");
+}
+
+#[test]
+fn with_a_witness_leases_never_overlap_terms_rise_and_service_returns() {
+    for seed in 0..1000 {
+        let (mut sim, log) = chaos(seed, ClusterConfig::default());
+        assert_eq!(sim.both_leases, Duration::ZERO, "seed {seed}: {log:?}");
+        check_terms(&sim, &log);
+        // Lease (2 s) + detection (250 ms) + VRRP's timers, with room to spare.
+        heal_and_check(
+            &mut sim,
+            Duration::from_secs(6),
+            &format!("seed {seed}: {log:?}"),
+        );
+    }
+}
+
+#[test]
+fn without_a_witness_both_policies_recover_after_healing() {
+    for policy in [TwoNodePolicy::Safe, TwoNodePolicy::Available] {
+        for seed in 0..300 {
+            let cfg = ClusterConfig {
+                lease: None,
+                policy,
+                ..ClusterConfig::default()
+            };
+            let (mut sim, log) = chaos(seed, cfg);
+            heal_and_check(
+                &mut sim,
+                Duration::from_secs(4),
+                &format!("{policy:?} seed {seed}: {log:?}"),
+            );
+        }
+    }
+}
+
+// The invariants below are the goal and do not hold yet: a takeover is decided by
+// each node alone (its peer silent, or a lease the witness grants at once when the old
+// master's had lapsed), so the old master's VIP can still be up — a crashed node's until its
+// kernel lifetime ends, a node that still hears its peer until the next heartbeat, two nodes
+// whose master-down timers fire together until their adverts cross. The fix (votes with
+// time-bounded promises from the peer and the witness; docs/status.md) makes them pass.
+
+#[test]
+#[ignore = "known gap: takeovers are not yet serialized by peer and witness votes (docs/status.md)"]
+fn with_a_witness_no_schedule_ever_gives_two_vips() {
+    for seed in 0..1000 {
+        let (sim, log) = chaos(seed, ClusterConfig::default());
+        assert_eq!(sim.both_vip, Duration::ZERO, "seed {seed}: {log:?}");
+    }
+}
+
+#[test]
+#[ignore = "known gap: takeovers are not yet serialized by peer and witness votes (docs/status.md)"]
+fn handovers_and_startups_never_overlap() {
+    for seed in 0..200 {
+        let mut sim = started(seed, ClusterConfig::default());
+        assert_eq!(sim.both_vip, Duration::ZERO, "seed {seed}: start");
+        sim.crash(0);
+        sim.run_for(Duration::from_secs(5));
+        assert!(sim.has_vip(1), "seed {seed}: beta never took over");
+        sim.start(0);
+        sim.run_for(Duration::from_secs(3));
+        assert!(
+            sim.has_vip(0) && !sim.has_vip(1),
+            "seed {seed}: alpha never took back"
+        );
+        assert_eq!(sim.both_vip, Duration::ZERO, "seed {seed}");
+    }
+}
+
+#[test]
+#[ignore]
+fn debug_seed() {
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let (sim, log) = chaos(seed, ClusterConfig::default());
+    println!("{log:?}");
+    for t in &sim.trace {
+        println!("{t}");
+    }
+    println!("both_vip {:?}", sim.both_vip);
+}
