@@ -6,6 +6,7 @@
 //!   silent.
 //! - [`lease`]: the witness's one-lease-at-a-time logic with terms (fencing tokens) and
 //!   persisted promises, and the node's conservative view of its lease.
+//! - [`votes`]: time-bounded promises between peers, carried in heartbeats.
 //! - [`quorum`]: whether this node may be MASTER, combining VRRP's wish with the heartbeat,
 //!   the lease and the two-node policy.
 #![forbid(unsafe_code)]
@@ -14,4 +15,5 @@
 pub mod lease;
 pub mod liveness;
 pub mod quorum;
+pub mod votes;
 pub mod wire;

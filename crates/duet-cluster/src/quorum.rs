@@ -1,18 +1,22 @@
 //! Who may be MASTER: VRRP proposes, this module can veto.
 //!
-//! The decision table (documented for operators in `docs/split-brain.md`):
+//! The decision table, in order (documented for operators in `docs/split-brain.md`):
 //!
 //! | situation | verdict |
 //! |---|---|
 //! | own business link down | no (VRRP is in FAULT anyway) |
-//! | not MASTER, and a live peer (any link) reports MASTER | no: the peer serves (adverts may be lost on one path); a preempting node waits for the master to yield |
+//! | this node promised its vote to a peer and the promise runs | no |
+//! | not MASTER, and a live peer (any link) reports MASTER | no: the peer serves; a preempting node waits for the master to yield |
 //! | MASTER, and a live peer reports MASTER and outranks this node | no (two masters: the lower one yields) |
-//! | MASTER, and a live peer that outranks this node waits to take over | no: yield, so the handover never has two masters |
-//! | two nodes, peer alive on some link | yes (VRRP decides between the two) |
-//! | two nodes, peer silent on every link, witness configured | only with a valid witness lease |
-//! | two nodes, peer silent, no witness, `available` | yes (keepalived's behaviour; both may serve; alerted) |
-//! | two nodes, peer silent, no witness, `safe` | yes if this node is already MASTER or the peer was last seen not serving (not MASTER, or its business link down); else no, until the peer is heard again |
-//! | three or more nodes | only with a majority: this node plus the live peers are more than half |
+//! | MASTER, and a live peer that outranks this node waits to take over | no: yield, so a handover never has two masters |
+//! | a majority of voters (nodes, and the witness if any): itself, peers' promises, the lease | yes |
+//! | three or more nodes without a majority | no |
+//! | two nodes, peer alive, no vote yet | no: its vote comes within a round trip |
+//! | two nodes, peer silent, witness configured, no lease | no |
+//! | two nodes, peer silent, no witness, `available` | yes (both may serve; alerted) |
+//! | two nodes, peer silent, no witness, `safe` | yes if already MASTER, or the peer was last seen not serving and this node did not vote for it since |
+//!
+//! The caller counts votes and the lease only while they outlast the VIP's kernel lifetime.
 
 use crate::liveness::Liveness;
 
@@ -71,11 +75,27 @@ pub struct Local {
     pub lease_valid: bool,
 }
 
+/// The votes side of a decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ballot {
+    /// Peers whose promise to this node holds now.
+    pub peer_votes: usize,
+    /// The peer this node promised its own vote to, while that promise holds.
+    pub promised_to: Option<String>,
+    /// This node last voted for a peer that has not been heard idle since: it may be serving.
+    pub voted_for: bool,
+}
+
 /// Decides whether this node (named `me`, for tie-breaks between equal priorities) may hold
 /// the instance described by `local` as MASTER.
-pub fn verdict(rules: Rules, live: &Liveness, me: &str, local: Local) -> Verdict {
+pub fn verdict(rules: Rules, live: &Liveness, me: &str, local: Local, ballot: &Ballot) -> Verdict {
     if !local.business_up {
         return Verdict::Denied("this node's business link is down".into());
+    }
+    if let Some(peer) = &ballot.promised_to {
+        return Verdict::Denied(format!(
+            "this node promised its vote to {peer} and waits for the promise to end"
+        ));
     }
     for p in live.peers().iter().filter(|p| p.alive()) {
         let Some(i) = p
@@ -100,29 +120,23 @@ pub fn verdict(rules: Rules, live: &Liveness, me: &str, local: Local) -> Verdict
             ));
         }
     }
-    let alive = live.peers().iter().filter(|p| p.alive()).count();
-    if rules.nodes >= 3 {
-        let votes = alive + 1;
-        return if votes * 2 > rules.nodes {
-            Verdict::Allowed
-        } else {
-            Verdict::Denied(format!(
-                "no majority: {votes} of {} nodes reachable",
-                rules.nodes
-            ))
-        };
-    }
-    if alive > 0 {
+    // A majority of the voters: the nodes, and the witness when there is one.
+    let voters = rules.nodes + usize::from(rules.witness);
+    let votes = 1 + ballot.peer_votes + usize::from(rules.witness && local.lease_valid);
+    if votes * 2 > voters {
         return Verdict::Allowed;
     }
+    let alive = live.peers().iter().filter(|p| p.alive()).count();
+    if rules.nodes >= 3 {
+        return Verdict::Denied(format!("no majority: {votes} of {voters} votes"));
+    }
+    if alive > 0 {
+        return Verdict::Denied("waiting for the peer's vote".into());
+    }
     if rules.witness {
-        return if local.lease_valid {
-            Verdict::Allowed
-        } else {
-            Verdict::Denied(
-                "the peer is silent on every link and the witness lease is not ours".into(),
-            )
-        };
+        return Verdict::Denied(
+            "the peer is silent on every link and the witness lease is not ours".into(),
+        );
     }
     match rules.policy {
         TwoNodePolicy::Available => Verdict::AllowedUnconfirmed,
@@ -132,7 +146,7 @@ pub fn verdict(rules: Rules, live: &Liveness, me: &str, local: Local) -> Verdict
                     r.business_up && r.instances.iter().any(|i| i.vrid == local.vrid && i.master)
                 })
             });
-            if local.master || !last_seen_serving {
+            if local.master || !(last_seen_serving || ballot.voted_for) {
                 Verdict::Allowed
             } else {
                 Verdict::Denied(
@@ -164,6 +178,8 @@ mod tests {
                 wants: false,
                 priority,
             }],
+            ask: 0,
+            grant: None,
         }
     }
 
@@ -184,6 +200,17 @@ mod tests {
         l
     }
 
+    const NONE: Ballot = Ballot {
+        peer_votes: 0,
+        promised_to: None,
+        voted_for: false,
+    };
+    const VOTED: Ballot = Ballot {
+        peer_votes: 1,
+        promised_to: None,
+        voted_for: false,
+    };
+
     const BACKUP: Local = Local {
         vrid: 51,
         priority: 100,
@@ -200,25 +227,25 @@ mod tests {
     #[test]
     fn a_peer_heard_over_the_heartbeat_as_master_blocks_a_takeover() {
         let l = live(&report(true, 150, true), false);
-        let v = verdict(PAIR, &l, "alpha", BACKUP);
+        let v = verdict(PAIR, &l, "alpha", BACKUP, &NONE);
         assert!(!v.allowed(), "{v:?}");
         // Even a lower-priority master: the preempting node waits for it to yield.
         let l = live(&report(true, 90, true), false);
-        assert!(!verdict(PAIR, &l, "alpha", BACKUP).allowed());
+        assert!(!verdict(PAIR, &l, "alpha", BACKUP, &NONE).allowed());
         // Two masters: the one the other outranks yields; the other stays.
         let master = Local {
             master: true,
             ..BACKUP
         };
         let l = live(&report(true, 150, true), false);
-        assert!(!verdict(PAIR, &l, "alpha", master).allowed());
+        assert!(!verdict(PAIR, &l, "alpha", master, &NONE).allowed());
         let l = live(&report(true, 90, true), false);
-        assert_eq!(verdict(PAIR, &l, "alpha", master), Verdict::Allowed);
+        assert_eq!(verdict(PAIR, &l, "alpha", master, &VOTED), Verdict::Allowed);
         // Equal priorities: the larger name wins.
         let l = live(&report(true, 100, true), false);
         assert!(
-            verdict(PAIR, &l, "alpha", master).allowed()
-                != verdict(PAIR, &l, "zulu", master).allowed()
+            verdict(PAIR, &l, "alpha", master, &VOTED).allowed()
+                != verdict(PAIR, &l, "zulu", master, &VOTED).allowed()
         );
     }
 
@@ -229,14 +256,14 @@ mod tests {
             ..BACKUP
         };
         let l = live(&wanting(150), false);
-        let v = verdict(PAIR, &l, "alpha", master);
+        let v = verdict(PAIR, &l, "alpha", master, &NONE);
         assert!(
             matches!(&v, Verdict::Denied(why) if why.contains("yielding to beta")),
             "{v:?}"
         );
         // A lower-priority peer that waits does not make a master yield.
         let l = live(&wanting(90), false);
-        assert_eq!(verdict(PAIR, &l, "alpha", master), Verdict::Allowed);
+        assert_eq!(verdict(PAIR, &l, "alpha", master, &VOTED), Verdict::Allowed);
     }
 
     #[test]
@@ -247,7 +274,7 @@ mod tests {
             lease_valid: true,
             ..BACKUP
         };
-        assert!(!verdict(PAIR, &l, "alpha", local).allowed());
+        assert!(!verdict(PAIR, &l, "alpha", local, &NONE).allowed());
     }
 
     #[test]
@@ -257,28 +284,33 @@ mod tests {
             ..PAIR
         };
         let l = live(&report(true, 150, true), true);
-        assert!(!verdict(rules, &l, "alpha", BACKUP).allowed());
+        assert!(!verdict(rules, &l, "alpha", BACKUP, &NONE).allowed());
         let leased = Local {
             lease_valid: true,
             ..BACKUP
         };
-        assert_eq!(verdict(rules, &l, "alpha", leased), Verdict::Allowed);
+        assert_eq!(verdict(rules, &l, "alpha", leased, &NONE), Verdict::Allowed);
         // A master that loses its peer and cannot renew steps down.
         let master = Local {
             master: true,
             ..BACKUP
         };
-        assert!(!verdict(rules, &l, "alpha", master).allowed());
+        assert!(!verdict(rules, &l, "alpha", master, &NONE).allowed());
         // While the peer is heard, a dead witness disturbs nothing.
         let l = live(&report(false, 100, true), false);
-        assert_eq!(verdict(rules, &l, "alpha", master), Verdict::Allowed);
+        assert_eq!(
+            verdict(rules, &l, "alpha", master, &VOTED),
+            Verdict::Allowed
+        );
+        // Without the peer's vote yet, it waits for it.
+        assert!(!verdict(rules, &l, "alpha", master, &NONE).allowed());
     }
 
     #[test]
     fn without_a_witness_the_policy_decides() {
         let serving = live(&report(true, 150, true), true);
         assert!(
-            !verdict(PAIR, &serving, "alpha", BACKUP).allowed(),
+            !verdict(PAIR, &serving, "alpha", BACKUP, &NONE).allowed(),
             "safe: the peer was serving"
         );
         let master = Local {
@@ -286,18 +318,18 @@ mod tests {
             ..BACKUP
         };
         assert_eq!(
-            verdict(PAIR, &serving, "alpha", master),
+            verdict(PAIR, &serving, "alpha", master, &NONE),
             Verdict::Allowed,
             "safe: keep serving"
         );
         let not_serving = live(&report(false, 150, true), true);
         assert_eq!(
-            verdict(PAIR, &not_serving, "alpha", BACKUP),
+            verdict(PAIR, &not_serving, "alpha", BACKUP, &NONE),
             Verdict::Allowed
         );
         let lost_its_link = live(&report(true, 150, false), true);
         assert_eq!(
-            verdict(PAIR, &lost_its_link, "alpha", BACKUP),
+            verdict(PAIR, &lost_its_link, "alpha", BACKUP, &NONE),
             Verdict::Allowed
         );
         let available = Rules {
@@ -305,7 +337,7 @@ mod tests {
             ..PAIR
         };
         assert_eq!(
-            verdict(available, &serving, "alpha", BACKUP),
+            verdict(available, &serving, "alpha", BACKUP, &NONE),
             Verdict::AllowedUnconfirmed
         );
     }
@@ -322,11 +354,51 @@ mod tests {
         let hb = report(false, 100, true);
         l.heard(ms(0), "beta", 0, 1, &hb);
         assert_eq!(
-            verdict(rules, &l, "alpha", BACKUP),
+            verdict(rules, &l, "alpha", BACKUP, &VOTED),
             Verdict::Allowed,
             "2 of 3"
         );
         l.handle_timeout(ms(1000));
-        assert!(!verdict(rules, &l, "alpha", BACKUP).allowed(), "1 of 3");
+        assert!(
+            !verdict(rules, &l, "alpha", BACKUP, &NONE).allowed(),
+            "1 of 3"
+        );
+    }
+}
+
+#[cfg(test)]
+mod ballot_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_node_that_promised_its_vote_is_never_master() {
+        let l = Liveness::new(1, &["beta".to_string()], Duration::from_millis(50), 5);
+        let rules = Rules {
+            nodes: 2,
+            witness: true,
+            policy: TwoNodePolicy::Safe,
+        };
+        let local = Local {
+            vrid: 51,
+            priority: 100,
+            master: false,
+            business_up: true,
+            lease_valid: true,
+        };
+        let promised = Ballot {
+            peer_votes: 0,
+            promised_to: Some("beta".into()),
+            voted_for: true,
+        };
+        let v = verdict(rules, &l, "alpha", local, &promised);
+        assert!(
+            matches!(&v, Verdict::Denied(w) if w.contains("promised its vote to beta")),
+            "{v:?}"
+        );
+        assert!(
+            verdict(rules, &l, "alpha", local, &Ballot::default()).allowed(),
+            "the lease alone is 2 of 3"
+        );
     }
 }

@@ -55,6 +55,21 @@ pub struct Heartbeat {
     pub business_up: bool,
     /// Per VRRP instance: (vrid, state, effective priority).
     pub instances: Vec<InstanceReport>,
+    /// Non-zero: the sender asks for votes; the id to echo in a grant.
+    pub ask: u64,
+    /// The sender's vote, if it gives one.
+    pub grant: Option<Grant>,
+}
+
+/// A vote in a heartbeat: a promise not to become MASTER for `duration_ms` from its sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The node voted for.
+    pub to: String,
+    /// The ask it answers.
+    pub ask: u64,
+    /// How long the promise lasts.
+    pub duration_ms: u32,
 }
 
 /// One VRRP instance as a heartbeat reports it.
@@ -178,6 +193,16 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
                 let flags = u8::from(i.master) | (u8::from(i.wants) << 1);
                 body.extend_from_slice(&[i.vrid, flags, i.priority]);
             }
+            body.extend_from_slice(&h.ask.to_be_bytes());
+            match &h.grant {
+                None => body.push(0),
+                Some(g) => {
+                    body.push(1);
+                    put_name(&mut body, &g.to);
+                    body.extend_from_slice(&g.ask.to_be_bytes());
+                    body.extend_from_slice(&g.duration_ms.to_be_bytes());
+                }
+            }
         }
         Body::LeaseRequest {
             request,
@@ -296,10 +321,22 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                     priority: x[2],
                 });
             }
+            let ask = b.u64()?;
+            let grant = match b.u8()? {
+                0 => None,
+                1 => Some(Grant {
+                    to: b.name()?,
+                    ask: b.u64()?,
+                    duration_ms: b.u32()?,
+                }),
+                _ => return Err(WireError::Malformed),
+            };
             Body::Heartbeat(Heartbeat {
                 link,
                 business_up,
                 instances,
+                ask,
+                grant,
             })
         }
         2 | 3 => {
@@ -425,6 +462,12 @@ mod tests {
                     wants: false,
                     priority: 150,
                 }],
+                ask: 12,
+                grant: Some(Grant {
+                    to: "beta".into(),
+                    ask: 40,
+                    duration_ms: 2000,
+                }),
             }),
         }
     }

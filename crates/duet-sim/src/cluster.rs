@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use duet_cluster::lease::{Answer, LeaseClient, Promise, Witness};
 use duet_cluster::liveness::Liveness;
-use duet_cluster::quorum::{self, Local, Rules, TwoNodePolicy};
-use duet_cluster::wire::{self, Body, Heartbeat, InstanceReport, Key, Message, ReplayGuard};
+use duet_cluster::quorum::{self, Ballot, Local, Rules, TwoNodePolicy};
+use duet_cluster::votes::{Votes, may_grant};
+use duet_cluster::wire::{self, Body, Grant, Heartbeat, InstanceReport, Key, Message, ReplayGuard};
 use duet_time::Instant;
 use duet_vrrp::{Action, Advert, ChecksumMode, Instance, InstanceConfig, State};
 
@@ -81,6 +82,9 @@ struct Node {
     inst: Instance,
     live: Liveness,
     lease: Option<LeaseClient>,
+    votes: Votes,
+    /// The peer's latest ask and when it arrived.
+    last_ask: Option<(u64, Instant)>,
     guards: [ReplayGuard; 2],
     witness_guard: ReplayGuard,
     boot: u64,
@@ -159,6 +163,15 @@ impl std::fmt::Debug for ClusterSim {
     }
 }
 
+/// Votes last as long as the witness lease, or twice the VIP lifetime (at least 2 s) without a
+/// witness: always longer than a frozen or killed node's VIP lives.
+fn votes_for(cfg: &ClusterConfig) -> Votes {
+    let d = cfg
+        .lease
+        .unwrap_or((cfg.vip_lifetime * 2).max(Duration::from_secs(2)));
+    Votes::new(1, d, (d / 20).max(Duration::from_millis(20)))
+}
+
 fn ms(d: Duration) -> u32 {
     d.as_millis() as u32
 }
@@ -197,6 +210,8 @@ impl ClusterSim {
                     lease: cfg
                         .lease
                         .map(|l| LeaseClient::new(l, (l / 20).max(Duration::from_millis(20)))),
+                    votes: votes_for(&cfg),
+                    last_ask: None,
                     guards: [ReplayGuard::new(30_000), ReplayGuard::new(30_000)],
                     witness_guard: ReplayGuard::new(30_000),
                     boot: rng.next_u64(),
@@ -287,6 +302,8 @@ impl ClusterSim {
         node.lease = cfg
             .lease
             .map(|l| LeaseClient::new(l, (l / 20).max(Duration::from_millis(20))));
+        node.votes = votes_for(&cfg);
+        node.last_ask = None;
         node.guards = [ReplayGuard::new(30_000), ReplayGuard::new(30_000)];
         node.witness_guard = ReplayGuard::new(30_000);
         node.boot = boot;
@@ -304,10 +321,14 @@ impl ClusterSim {
     pub fn crash(&mut self, n: usize) {
         let now = self.now;
         let node = &mut self.nodes[n];
-        node.process = Process::Down;
-        if node.vip {
+        if node.process == Process::Down {
+            return;
+        }
+        // A paused node's VIP already counts down from the pause.
+        if node.vip && node.vip_expires.is_none() {
             node.vip_expires = Some(now + self.cfg.vip_lifetime);
         }
+        node.process = Process::Down;
     }
 
     /// Freezes node `n`.
@@ -423,26 +444,70 @@ impl ClusterSim {
 
     fn cluster_eval(&mut self, n: usize) {
         let now = self.now;
-        self.nodes[n].live.handle_timeout(now);
-        if let Some(l) = &mut self.nodes[n].lease {
-            l.handle_timeout(now);
+        {
+            let node = &mut self.nodes[n];
+            node.live.handle_timeout(now);
+            node.votes.handle_timeout(now);
+            if let Some(l) = &mut node.lease {
+                l.handle_timeout(now);
+            }
+            while node.live.poll_event().is_some() {}
+            if node.last_ask.is_some_and(|(_, at)| {
+                now.saturating_since(at) >= self.cfg.heartbeat * self.cfg.misses
+            }) {
+                node.last_ask = None;
+            }
         }
-        while self.nodes[n].live.poll_event().is_some() {}
         let state = self.nodes[n].inst.state();
+        let master = state == State::Master;
+        let wants = self.nodes[n].inst.wants_master();
+        let promised = self.nodes[n].votes.promised_to(now);
+        let asking = (master || wants) && promised.is_none();
+        let priority = self.nodes[n].inst.effective_priority();
         let report = InstanceReport {
             vrid: 51,
-            master: state == State::Master,
-            wants: state != State::Master && self.nodes[n].inst.wants_master(),
-            priority: self.nodes[n].inst.effective_priority(),
+            master,
+            wants: !master && wants,
+            priority,
         };
+        let peer_name = self.nodes[1 - n].name.clone();
         let term = self.nodes[n].lease.as_ref().map_or(0, LeaseClient::term);
         if now >= self.nodes[n].next_beat {
             self.nodes[n].next_beat = now + self.cfg.heartbeat;
+            // The vote, decided once per beat.
+            let grant = {
+                let node = &mut self.nodes[n];
+                let peer_rank = node
+                    .live
+                    .peer(&peer_name)
+                    .and_then(|p| p.report.as_ref())
+                    .and_then(|r| r.instances.first())
+                    .map(|i| i.priority);
+                let outranks = peer_rank
+                    .is_some_and(|p| (p, peer_name.as_str()) > (priority, node.name.as_str()));
+                match node.last_ask {
+                    Some((ask, _)) if may_grant(master, wants, outranks, promised, 0) => {
+                        node.votes.promise(0, now);
+                        Some(Grant {
+                            to: peer_name.clone(),
+                            ask,
+                            duration_ms: ms(node.votes.duration()),
+                        })
+                    }
+                    _ => None,
+                }
+            };
             for link in 0..2 {
+                let ask = if asking { self.nodes[n].seq + 1 } else { 0 };
+                if asking {
+                    self.nodes[n].votes.asked(ask, now);
+                }
                 let hb = Heartbeat {
                     link: link as u8,
                     business_up: true,
                     instances: vec![report],
+                    ask,
+                    grant: grant.clone(),
                 };
                 let bytes = self.message(n, term, Body::Heartbeat(hb));
                 self.send(link, n, 1 - n, bytes, false);
@@ -463,24 +528,31 @@ impl ClusterSim {
             );
             self.send(0, n, WITNESS, bytes, false);
         }
-        let wanted = self.nodes[n].inst.wants_master();
         let node = &mut self.nodes[n];
         if let Some(l) = &mut node.lease {
-            l.set_wanted(now, wanted);
+            l.set_wanted(now, asking);
         }
         let rules = Rules {
             nodes: 2,
             witness: self.cfg.lease.is_some(),
             policy: self.cfg.policy,
         };
+        // A vote or lease counts only while it outlasts the VIP's kernel lifetime: if this
+        // node died now, its VIP would be gone before the promise ends.
+        let horizon = now + self.cfg.vip_lifetime;
         let local = Local {
             vrid: 51,
-            priority: node.inst.effective_priority(),
-            master: node.inst.state() == State::Master,
+            priority,
+            master,
             business_up: true,
-            lease_valid: node.lease.as_ref().is_some_and(|l| l.valid(now)),
+            lease_valid: node.lease.as_ref().is_some_and(|l| l.valid(horizon)),
         };
-        let verdict = quorum::verdict(rules, &node.live, &node.name, local);
+        let ballot = Ballot {
+            peer_votes: node.votes.count(horizon),
+            promised_to: promised.map(|_| peer_name),
+            voted_for: node.votes.last_given().is_some(),
+        };
+        let verdict = quorum::verdict(rules, &node.live, &node.name, local, &ballot);
         let veto = match verdict {
             quorum::Verdict::Denied(why) => Some(why),
             _ => None,
@@ -559,6 +631,24 @@ impl ClusterSim {
             Body::Heartbeat(hb) if usize::from(hb.link) == p.link => {
                 let peer = if n == 0 { "beta" } else { "alpha" };
                 node.live.heard(now, peer, p.link, msg.term, &hb);
+                if !hb.instances.iter().any(|r| r.master || r.wants) {
+                    node.votes.peer_idle(0);
+                }
+                if hb.ask != 0 {
+                    if node.last_ask.is_none() && node.votes.promised_to(now).is_none() {
+                        // A new ask: answer at once rather than at the next beat.
+                        node.next_beat = now;
+                    }
+                    node.last_ask = Some((hb.ask, now));
+                } else {
+                    node.last_ask = None;
+                }
+                if let Some(g) = &hb.grant
+                    && g.to == node.name
+                {
+                    node.votes
+                        .granted(0, g.ask, Duration::from_millis(u64::from(g.duration_ms)));
+                }
                 if let Some(l) = &mut node.lease {
                     l.observe_term(msg.term);
                 }
@@ -680,6 +770,7 @@ impl ClusterSim {
                     Some(n.next_beat),
                     n.live.poll_timeout(),
                     n.lease.as_ref().and_then(LeaseClient::poll_timeout),
+                    n.votes.poll_timeout(),
                 ]
             })
             .flatten()
@@ -737,6 +828,7 @@ impl ClusterSim {
                 Some(node.next_beat),
                 node.live.poll_timeout(),
                 node.lease.as_ref().and_then(LeaseClient::poll_timeout),
+                node.votes.poll_timeout(),
             ]
             .into_iter()
             .flatten()

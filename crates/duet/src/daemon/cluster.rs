@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use duet_cluster::lease::LeaseClient;
 use duet_cluster::liveness::{Liveness, LivenessEvent};
-use duet_cluster::quorum::{self, Local, Rules, TwoNodePolicy, Verdict};
-use duet_cluster::wire::{self, Body, Heartbeat, InstanceReport, Key, Message, ReplayGuard};
+use duet_cluster::quorum::{self, Ballot, Local, Rules, TwoNodePolicy, Verdict};
+use duet_cluster::votes::{Votes, may_grant};
+use duet_cluster::wire::{self, Body, Grant, Heartbeat, InstanceReport, Key, Message, ReplayGuard};
 use duet_config::{HeartbeatConfig, WitnessConfig};
 use duet_time::Instant;
 use tokio::net::UdpSocket;
@@ -41,6 +42,12 @@ pub struct Cluster {
     witness_socket: Option<Arc<UdpSocket>>,
     liveness: Liveness,
     lease: Option<LeaseClient>,
+    /// Votes given and received (node-level: every instance of a node follows one decision).
+    votes: Votes,
+    /// Per peer: its latest ask and when it arrived.
+    last_ask: Vec<Option<(u64, Instant)>>,
+    /// `node.vip_lifetime`: votes and leases count only while they outlast it.
+    vip_lifetime: Duration,
     /// Replay guards: one per link (a heartbeat names its link, so a message captured on one
     /// link and replayed on another is refused), one for the witness.
     guards: Vec<ReplayGuard>,
@@ -74,6 +81,7 @@ impl Cluster {
         node: &str,
         cfg: &HeartbeatConfig,
         witness: Option<&WitnessConfig>,
+        vip_lifetime: Duration,
         tx: &mpsc::UnboundedSender<Input>,
     ) -> Result<Cluster, String> {
         let key = crate::witness::read_key(&cfg.key_file)?;
@@ -138,6 +146,16 @@ impl Cluster {
             witness_socket,
             liveness,
             lease,
+            votes: {
+                // As long as the witness lease, or twice the VIP lifetime (at least 2 s):
+                // always longer than a frozen or killed node's VIP lives.
+                let d = witness.map_or((vip_lifetime * 2).max(Duration::from_secs(2)), |w| {
+                    w.lease.0
+                });
+                Votes::new(peers, d, (d / 20).max(Duration::from_millis(20)))
+            },
+            last_ask: vec![None; peers],
+            vip_lifetime,
             guards: vec![ReplayGuard::new(crate::witness::CLOCK_WINDOW_MS); cfg.links.len()],
             witness_guard: ReplayGuard::new(crate::witness::CLOCK_WINDOW_MS),
             rules,
@@ -156,6 +174,7 @@ impl Cluster {
             Some(self.next_beat),
             self.liveness.poll_timeout(),
             self.lease.as_ref().and_then(LeaseClient::poll_timeout),
+            self.votes.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -177,18 +196,35 @@ impl Cluster {
     /// Sends what is due: heartbeats on every link, a lease request.
     pub fn timers(&mut self, now: Instant, reports: &[InstanceReport], business_up: bool) {
         self.liveness.handle_timeout(now);
+        self.votes.handle_timeout(now);
         if let Some(l) = &mut self.lease {
             l.handle_timeout(now);
         }
+        let stale = self.cfg.interval.0 * self.cfg.misses;
+        for a in &mut self.last_ask {
+            if a.is_some_and(|(_, at)| now.saturating_since(at) >= stale) {
+                *a = None;
+            }
+        }
         self.log_events();
         let term = self.lease.as_ref().map_or(0, LeaseClient::term);
+        let master = reports.iter().any(|r| r.master);
+        let wants = reports.iter().any(|r| r.wants);
+        let asking = (master || wants) && self.votes.promised_to(now).is_none();
         if now >= self.next_beat {
             self.next_beat = now + self.cfg.interval.0;
+            let grant = self.decide_grant(now, reports, master, wants);
             for n in 0..self.links.len() {
+                let ask = if asking { self.seq + 1 } else { 0 };
+                if asking {
+                    self.votes.asked(ask, now);
+                }
                 let hb = Heartbeat {
                     link: n as u8,
                     business_up,
                     instances: reports.to_vec(),
+                    ask,
+                    grant: grant.clone(),
                 };
                 let msg = self.message(term, Body::Heartbeat(hb));
                 let bytes = wire::encode(&msg, &self.key);
@@ -213,6 +249,44 @@ impl Cluster {
             );
             let _ = socket.try_send_to(&wire::encode(&msg, &self.witness_key), address);
         }
+    }
+
+    /// This node's vote for this beat: to the best-ranked asking peer, if it may vote.
+    fn decide_grant(
+        &mut self,
+        now: Instant,
+        reports: &[InstanceReport],
+        master: bool,
+        wants: bool,
+    ) -> Option<Grant> {
+        let mine = reports.iter().map(|r| r.priority).max().unwrap_or(0);
+        let promised = self.votes.promised_to(now);
+        let rank = |i: usize| -> (u8, String) {
+            let p = &self.liveness.peers()[i];
+            let prio = p
+                .report
+                .as_ref()
+                .and_then(|r| r.instances.iter().map(|x| x.priority).max())
+                .unwrap_or(0);
+            (prio, p.display.clone())
+        };
+        let best = (0..self.last_ask.len())
+            .filter(|&i| self.last_ask[i].is_some())
+            .max_by_key(|&i| rank(i))?;
+        let outranks = rank(best) > (mine, self.node.clone());
+        if !may_grant(master, wants, outranks, promised, best) {
+            return None;
+        }
+        let (ask, _) = self.last_ask[best]?;
+        if self.votes.promised_to(now).is_none() {
+            tracing::info!("voting for {}", self.names[best].as_deref().unwrap_or("?"));
+        }
+        self.votes.promise(best, now);
+        Some(Grant {
+            to: self.names[best].clone()?,
+            ask,
+            duration_ms: self.votes.duration().as_millis() as u32,
+        })
     }
 
     /// Sends one heartbeat on every link now, e.g. the last one before exiting, so peers learn
@@ -267,6 +341,28 @@ impl Cluster {
                 }
                 let l = label(&self.cfg, i);
                 self.liveness.heard(now, &l, n, msg.term, hb);
+                if !hb.instances.iter().any(|r| r.master || r.wants) {
+                    self.votes.peer_idle(i);
+                }
+                if hb.ask != 0 {
+                    if self.last_ask[i].is_none() && self.votes.promised_to(now).is_none() {
+                        // A new ask: answer with the next pass rather than a whole interval later.
+                        self.next_beat = now;
+                    }
+                    self.last_ask[i] = Some((hb.ask, now));
+                } else {
+                    self.last_ask[i] = None;
+                }
+                if let Some(g) = &hb.grant
+                    && g.to == self.node
+                {
+                    let had = self.votes.count(now);
+                    self.votes
+                        .granted(i, g.ask, Duration::from_millis(u64::from(g.duration_ms)));
+                    if had == 0 && self.votes.count(now) > 0 {
+                        tracing::info!("{} votes for this node", msg.sender);
+                    }
+                }
                 if let Some(lease) = &mut self.lease {
                     lease.observe_term(msg.term);
                 }
@@ -359,9 +455,19 @@ impl Cluster {
         }
     }
 
-    /// The verdict for one instance, and whether the node wants the lease for it.
+    /// The verdict for one instance. A vote or lease counts only while it outlasts the VIP's
+    /// kernel lifetime: if this node died now, its VIP would be gone before the promise ends.
     pub fn verdict(&mut self, now: Instant, local: Local) -> Verdict {
-        let lease_valid = self.lease.as_ref().is_some_and(|l| l.valid(now));
+        let horizon = now + self.vip_lifetime;
+        let lease_valid = self.lease.as_ref().is_some_and(|l| l.valid(horizon));
+        let ballot = Ballot {
+            peer_votes: self.votes.count(horizon),
+            promised_to: self
+                .votes
+                .promised_to(now)
+                .map(|i| self.names[i].clone().unwrap_or_else(|| label(&self.cfg, i))),
+            voted_for: self.votes.last_given().is_some(),
+        };
         quorum::verdict(
             self.rules,
             &self.liveness,
@@ -370,11 +476,14 @@ impl Cluster {
                 lease_valid,
                 ..local
             },
+            &ballot,
         )
     }
 
-    /// Tells the lease client whether any instance wants to be MASTER.
+    /// Tells the lease client whether any instance wants to be MASTER (a node that promised
+    /// its vote does not seek the lease).
     pub fn want_lease(&mut self, now: Instant, wanted: bool) {
+        let wanted = wanted && self.votes.promised_to(now).is_none();
         if let Some(l) = &mut self.lease {
             l.set_wanted(now, wanted);
         }

@@ -155,6 +155,7 @@ impl ControlPlane {
                 &config.node.name,
                 hb,
                 config.witness.as_ref(),
+                config.node.vip_lifetime.0,
                 &input_tx,
             )?);
         }
