@@ -3,6 +3,7 @@
 //! Benchmarks are separate commands, not part of the test run: they take minutes and their
 //! numbers belong in `docs/benchmarks.md`, not in assertions.
 
+mod chaos;
 mod failover;
 mod proxy;
 
@@ -19,12 +20,14 @@ fn main() {
     {
         ["bench", "failover", rest @ ..] => failover::main(rest),
         ["bench", "proxy", rest @ ..] => proxy::main(rest),
+        ["chaos", rest @ ..] => chaos::main(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask bench failover [--runs N] [--interval 100ms] [--modes a,b]\n\
                  \n\
                  bench failover   VIP takeover time, duet vs keepalived, per fault mode\n\
-                 bench proxy      HTTP rps, latency and CPU per request, duet vs haproxy and nginx (--seconds N)"
+                 bench proxy      HTTP rps, latency and CPU per request, duet vs haproxy and nginx (--seconds N --rounds N)\n\
+                 chaos            split-brain scenarios with real processes: VIP overlap and probes answered"
             );
             2
         }

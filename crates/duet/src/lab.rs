@@ -441,6 +441,50 @@ vips = ["10.99.0.100/24"]
     )
 }
 
+/// The `[heartbeat]` section for lab host `me` with one peer `peer` over two links: the LAN
+/// (`10.99.0.x`) and the direct cable of [`Lab::add_direct_link`] (`192.168.99.x`), every
+/// 50 ms; `extra` lines go inside the section (e.g. `two_node_policy`), or after it when they
+/// start a table (e.g. `[witness]`).
+pub fn heartbeat_config(me: u8, peer: u8, key: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[heartbeat]
+interval = "50ms"
+misses = 5
+key_file = "{}"
+links = [
+  {{ local = "10.99.0.{me}:7946", peers = ["10.99.0.{peer}:7946"] }},
+  {{ local = "192.168.99.{me}:7946", peers = ["192.168.99.{peer}:7946"] }},
+]
+{extra}
+"#,
+        key.display()
+    )
+}
+
+/// The `[witness]` section for a witness at `10.99.0.<index>:7947` with a 2 s lease.
+pub fn witness_config(index: u8) -> String {
+    format!("\n[witness]\naddress = \"10.99.0.{index}:7947\"\nlease = \"2s\"\n")
+}
+
+impl Lab {
+    /// Starts `duet witness` on `host` (port 7947, 2 s lease) with `key`; its log goes to
+    /// `witness.log` in the lab directory.
+    pub fn start_witness(&mut self, exe: &Path, host: &Host, key: &Path) -> io::Result<u32> {
+        let log = std::fs::File::create(self.dir.join("witness.log"))?;
+        let mut cmd = self.command(host, exe);
+        cmd.arg("witness")
+            .arg("--listen")
+            .arg(format!("{}:7947", host.ipv4))
+            .args(["--lease", "2s", "--key-file"])
+            .arg(key)
+            .arg("--state-file")
+            .arg(self.dir.join("witness.state"))
+            .stderr(log);
+        self.spawn(cmd)
+    }
+}
+
 /// A keepalived daemon (Debian package) in a lab host, for interop tests and benchmarks.
 #[derive(Debug, Clone)]
 pub struct KeepalivedNode {

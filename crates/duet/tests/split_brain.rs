@@ -25,33 +25,10 @@ fn cluster(tag: &str, extra: &str, witness: bool) -> Option<(Pair, Host)> {
     let key = lab.dir().join("cluster.key");
     std::fs::write(&key, "a shared secret of enough bytes\n").unwrap();
     if witness {
-        let mut cmd = lab.command(&w, &exe);
-        let log = std::fs::File::create(lab.dir().join("witness.log")).unwrap();
-        cmd.args(["witness", "--listen", "10.99.0.20:7947", "--lease", "2s"])
-            .arg("--key-file")
-            .arg(&key)
-            .arg("--state-file")
-            .arg(lab.dir().join("witness.state"))
-            .stderr(log);
-        lab.spawn(cmd).unwrap();
+        lab.start_witness(&exe, &w, &key).unwrap();
     }
     lab.start_responders(&exe, &[&a, &b]).unwrap();
-    let heartbeat = |me: u8, peer: u8| {
-        format!(
-            r#"
-[heartbeat]
-interval = "50ms"
-misses = 5
-key_file = "{}"
-links = [
-  {{ local = "10.99.0.{me}:7946", peers = ["10.99.0.{peer}:7946"] }},
-  {{ local = "192.168.99.{me}:7946", peers = ["192.168.99.{peer}:7946"] }},
-]
-{extra}
-"#,
-            key.display()
-        )
-    };
+    let heartbeat = |me: u8, peer: u8| duet::lab::heartbeat_config(me, peer, &key, extra);
     let (ac, bc) = common::configs("100ms", "");
     let mut alpha = DuetNode::new(&lab, &a, &(ac + &heartbeat(2, 3))).unwrap();
     let mut beta = DuetNode::new(&lab, &b, &(bc + &heartbeat(3, 2))).unwrap();
@@ -165,8 +142,8 @@ fn a_silent_heartbeat_link_is_a_warning_and_lost_adverts_do_not_split_the_brain(
 
 #[test]
 fn with_a_witness_a_full_partition_leaves_one_master_and_a_dead_master_is_replaced() {
-    let witness = "\n[witness]\naddress = \"10.99.0.20:7947\"\nlease = \"2s\"\n";
-    let Some((mut p, _w)) = cluster("wi", witness, true) else {
+    let witness = duet::lab::witness_config(20);
+    let Some((mut p, _w)) = cluster("wi", &witness, true) else {
         return;
     };
     // alpha, the master, holds the lease.
@@ -223,9 +200,9 @@ fn with_a_witness_a_full_partition_leaves_one_master_and_a_dead_master_is_replac
 
 #[test]
 fn a_dead_witness_does_not_disturb_a_healthy_pair() {
-    let witness = "\n[witness]\naddress = \"10.99.0.20:7947\"\nlease = \"2s\"\n";
+    let witness = duet::lab::witness_config(20);
     // No witness process at all: the pair hears itself, so it serves normally.
-    let Some((p, _w)) = cluster("wd", witness, false) else {
+    let Some((p, _w)) = cluster("wd", &witness, false) else {
         return;
     };
     assert_eq!(both_hold(&p, S(3)), Duration::ZERO);
