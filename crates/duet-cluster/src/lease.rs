@@ -169,6 +169,9 @@ pub struct LeaseClient {
     pending: Option<(u64, Instant, u64)>,
     next_request_id: u64,
     next_send: Option<Instant>,
+    /// A lease given up while valid: tell the witness (a zero-length renewal), so the next
+    /// holder need not wait for it to run out.
+    release: Option<u64>,
 }
 
 /// A request for the shell to send to the witness.
@@ -195,6 +198,7 @@ impl LeaseClient {
             pending: None,
             next_request_id: 1,
             next_send: None,
+            release: None,
         }
     }
 
@@ -205,6 +209,9 @@ impl LeaseClient {
             self.next_send = Some(now);
         }
         if !wanted {
+            if self.wanted && self.valid(now) {
+                self.release = Some(self.term);
+            }
             self.next_send = None;
             self.pending = None;
             self.valid_until = None;
@@ -236,6 +243,15 @@ impl LeaseClient {
 
     /// A request to send now, if one is due.
     pub fn poll_request(&mut self, now: Instant) -> Option<LeaseRequest> {
+        if let Some(term) = self.release.take() {
+            let request = self.next_request_id;
+            self.next_request_id += 1;
+            return Some(LeaseRequest {
+                request,
+                term,
+                duration: Duration::ZERO,
+            });
+        }
         let due = self.wanted && self.next_send.is_some_and(|t| now >= t);
         if !due {
             return None;
@@ -268,6 +284,9 @@ impl LeaseClient {
     /// When [`LeaseClient::poll_request`] has something next, or validity ends. Call
     /// [`LeaseClient::handle_timeout`] at that time.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.release.is_some() {
+            return Some(Instant::ZERO);
+        }
         [self.next_send, self.valid_until.filter(|_| self.wanted)]
             .into_iter()
             .flatten()
@@ -411,10 +430,20 @@ mod tests {
         // A late grant for an old request id changes nothing.
         c.granted(r.request, TWO, 1);
         assert!(!c.valid(ms(1900)));
-        // Not wanting it any more: invalid at once, no more requests.
+        // Not wanting it any more: invalid at once, a release (zero-length renewal under its
+        // term), then no more requests.
         c.set_wanted(ms(700), false);
         assert!(!c.valid(ms(700)));
+        let release = c.poll_request(ms(700)).unwrap();
+        assert_eq!((release.term, release.duration), (1, Duration::ZERO));
         assert!(c.poll_request(ms(5000)).is_none());
+        // At the witness, the release ends the lease at once: the next node need not wait.
+        w.request(ms(700), "alpha", release.term, release.duration);
+        assert!(w.lease(ms(700)).is_none());
+        assert!(matches!(
+            w.request(ms(701), "beta", 2, TWO).0,
+            Answer::Granted { term: 2, .. }
+        ));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! | MASTER, and a live peer that outranks this node waits to take over | no: yield, so a handover never has two masters |
 //! | a majority of voters (nodes, and the witness if any): itself, peers' promises, the lease | yes |
 //! | three or more nodes without a majority | no |
-//! | two nodes, peer alive, no vote yet | no: its vote comes within a round trip |
+//! | two nodes, peer alive, no vote yet | no: its vote comes within a round trip (a MASTER without a witness keeps serving: the peer cannot win without its vote) |
 //! | two nodes, peer silent, witness configured, no lease | no |
 //! | two nodes, peer silent, no witness, `available` | yes (both may serve; alerted) |
 //! | two nodes, peer silent, no witness, `safe` | yes if already MASTER, or the peer was last seen not serving and this node did not vote for it since |
@@ -131,6 +131,12 @@ pub fn verdict(rules: Rules, live: &Liveness, me: &str, local: Local, ballot: &B
         return Verdict::Denied(format!("no majority: {votes} of {voters} votes"));
     }
     if alive > 0 {
+        // Two nodes without a witness: the peer cannot reach a majority without this node's
+        // vote, which a MASTER never gives, so a master whose peer comes back keeps serving
+        // until the peer's vote arrives (stepping down would cost an outage for nothing).
+        if local.master && !rules.witness {
+            return Verdict::Allowed;
+        }
         return Verdict::Denied("waiting for the peer's vote".into());
     }
     if rules.witness {
@@ -302,8 +308,12 @@ mod tests {
             verdict(rules, &l, "alpha", master, &VOTED),
             Verdict::Allowed
         );
-        // Without the peer's vote yet, it waits for it.
+        // Without the peer's vote yet, it waits for it: with a witness, the peer could hold the
+        // lease and win.
         assert!(!verdict(rules, &l, "alpha", master, &NONE).allowed());
+        // Without a witness the peer cannot win without this master's vote: keep serving.
+        assert_eq!(verdict(PAIR, &l, "alpha", master, &NONE), Verdict::Allowed);
+        assert!(!verdict(PAIR, &l, "alpha", BACKUP, &NONE).allowed());
     }
 
     #[test]

@@ -151,6 +151,9 @@ pub struct ClusterSim {
     pub grants: Vec<GrantRecord>,
     /// Every transition and VIP change, for failure messages.
     pub trace: Vec<String>,
+    /// The longest stretch without a serving node that has ended (reset it with
+    /// [`ClusterSim::reset_outage`]).
+    pub longest_outage: Duration,
     /// The longest time without any node holding the VIP since `outage_since` was last reset.
     outage_since: Option<Instant>,
 }
@@ -254,6 +257,7 @@ impl ClusterSim {
             both_leases: Duration::ZERO,
             grants: Vec::new(),
             trace: Vec::new(),
+            longest_outage: Duration::ZERO,
             outage_since: Some(Instant::ZERO),
         }
     }
@@ -464,10 +468,12 @@ impl ClusterSim {
         let promised = self.nodes[n].votes.promised_to(now);
         let asking = (master || wants) && promised.is_none();
         let priority = self.nodes[n].inst.effective_priority();
+        // A node that promised its vote cannot act on its wish: it does not announce it, so a
+        // master does not yield to it.
         let report = InstanceReport {
             vrid: 51,
             master,
-            wants: !master && wants,
+            wants: !master && wants && promised.is_none(),
             priority,
         };
         let peer_name = self.nodes[1 - n].name.clone();
@@ -843,10 +849,18 @@ impl ClusterSim {
     fn track_outage(&mut self) {
         let served = self.nodes.iter().any(|n| n.vip && n.process == Process::Up);
         match (served, self.outage_since) {
-            (true, Some(_)) => self.outage_since = None,
+            (true, Some(t)) => {
+                self.longest_outage = self.longest_outage.max(self.now.saturating_since(t));
+                self.outage_since = None;
+            }
             (false, None) => self.outage_since = Some(self.now),
             _ => {}
         }
+    }
+
+    /// Forgets outages so far (e.g. the start-up).
+    pub fn reset_outage(&mut self) {
+        self.longest_outage = Duration::ZERO;
     }
 
     /// How long nobody has served, if nobody serves now.

@@ -205,6 +205,41 @@ fn handovers_and_startups_never_overlap() {
 }
 
 #[test]
+fn a_master_keeps_serving_through_a_partition_and_its_healing() {
+    for (witness, policy) in [
+        (true, TwoNodePolicy::Safe),
+        (false, TwoNodePolicy::Safe),
+        (false, TwoNodePolicy::Available),
+    ] {
+        for seed in 0..100 {
+            let cfg = ClusterConfig {
+                lease: witness.then_some(Duration::from_secs(2)),
+                policy,
+                ..ClusterConfig::default()
+            };
+            let mut sim = started(seed, cfg);
+            sim.reset_outage();
+            for l in 0..2 {
+                sim.set_cut(l, 0, 1, true);
+                sim.set_cut(l, 1, 0, true);
+            }
+            let d = sim.rng().range(100, 6_000);
+            sim.run_for(MS(d));
+            sim.heal();
+            sim.run_for(Duration::from_secs(3));
+            assert!(sim.has_vip(0), "witness {witness} {policy:?} seed {seed}");
+            assert_eq!(
+                sim.longest_outage,
+                Duration::ZERO,
+                "witness {witness} {policy:?} seed {seed}: alpha stopped serving (cut for {d} ms)\n{}",
+                sim.trace.join("\n")
+            );
+            assert!(sim.outage().is_none());
+        }
+    }
+}
+
+#[test]
 #[ignore]
 fn debug_seed() {
     let seed: u64 = std::env::var("SEED")

@@ -210,7 +210,20 @@ impl Cluster {
         let term = self.lease.as_ref().map_or(0, LeaseClient::term);
         let master = reports.iter().any(|r| r.master);
         let wants = reports.iter().any(|r| r.wants);
-        let asking = (master || wants) && self.votes.promised_to(now).is_none();
+        let promised = self.votes.promised_to(now).is_some();
+        let asking = (master || wants) && !promised;
+        // A node that promised its vote cannot act on its wish: it does not announce it, so a
+        // master does not yield to it.
+        let owned: Vec<InstanceReport>;
+        let reports = if promised && wants {
+            owned = reports
+                .iter()
+                .map(|r| InstanceReport { wants: false, ..*r })
+                .collect();
+            &owned[..]
+        } else {
+            reports
+        };
         if now >= self.next_beat {
             self.next_beat = now + self.cfg.interval.0;
             let grant = self.decide_grant(now, reports, master, wants);
