@@ -468,23 +468,28 @@ impl Instance {
         let local = self.effective_priority();
         let wins = advert.priority > local
             || (advert.priority == local && ip_greater(src, self.cfg.primary_address));
-        if wins {
-            self.master_adver_interval = advert.interval;
-            self.master = Some(MasterInfo {
-                address: src,
-                priority: advert.priority,
-                last_seen: now,
-            });
-            self.leave_master(
-                State::Backup,
-                Reason::HigherPriority {
-                    from: src,
-                    priority: advert.priority,
-                },
-            );
-            self.timer = Some(now + self.master_down_interval());
-            self.timer_reason = TimerReason::Silence;
+        if !wins {
+            // Another master with a lower priority (a healed partition, keepalived's
+            // garp_lower_prio case): it will step down, but clients may have learned its MAC
+            // for the VIPs. Say again where they live.
+            self.actions.push_back(Action::Announce);
+            return;
         }
+        self.master_adver_interval = advert.interval;
+        self.master = Some(MasterInfo {
+            address: src,
+            priority: advert.priority,
+            last_seen: now,
+        });
+        self.leave_master(
+            State::Backup,
+            Reason::HigherPriority {
+                from: src,
+                priority: advert.priority,
+            },
+        );
+        self.timer = Some(now + self.master_down_interval());
+        self.timer_reason = TimerReason::Silence;
     }
 
     /// Advances timers. Call when `now >= poll_timeout()`; earlier calls do nothing.
@@ -778,6 +783,27 @@ mod veto_tests {
         assert!(!i.wants_master());
         i.set_veto(t2, None);
         assert_eq!(i.state(), State::Backup, "a master serves: no takeover");
+    }
+
+    #[test]
+    fn a_master_hearing_a_lower_master_announces_its_vips_again() {
+        let mut i = instance(150);
+        i.start(ms(0));
+        let t = i.poll_timeout().unwrap();
+        i.handle_timeout(t);
+        assert_eq!(i.state(), State::Master);
+        while i.poll_action().is_some() {}
+        let lower = Advert {
+            version: Version::V3,
+            vrid: Vrid::new(51).unwrap(),
+            priority: 100,
+            interval: AdvertInterval::from_centis(10).unwrap(),
+            addresses: vec!["10.0.0.100".parse().unwrap()],
+        };
+        i.handle_advert(t, "10.0.0.2".parse().unwrap(), &lower)
+            .unwrap();
+        assert_eq!(i.state(), State::Master);
+        assert_eq!(i.poll_action(), Some(Action::Announce));
     }
 
     #[test]
