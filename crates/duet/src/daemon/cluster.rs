@@ -493,6 +493,16 @@ impl Cluster {
         )
     }
 
+    /// Whether a peer heard now reports MASTER for `vrid`.
+    pub fn peer_master(&self, vrid: u8) -> bool {
+        self.liveness.peers().iter().any(|p| {
+            p.alive()
+                && p.report
+                    .as_ref()
+                    .is_some_and(|r| r.instances.iter().any(|i| i.vrid == vrid && i.master))
+        })
+    }
+
     /// Tells the lease client whether any instance wants to be MASTER (a node that promised
     /// its vote does not seek the lease).
     pub fn want_lease(&mut self, now: Instant, wanted: bool) {

@@ -373,6 +373,14 @@ impl ControlPlane {
             let verdict = c.verdict(now, local);
             let veto = c.note_veto(&inst.cfg.name, &verdict);
             inst.core.set_veto(now, veto);
+            // Two masters (a healed partition under "available"): if this one stays, clients
+            // that learned the other's MAC must hear where the VIPs live.
+            let claims =
+                inst.core.state() == duet_vrrp::State::Master && c.peer_master(inst.cfg.vrid);
+            if claims && !inst.peer_claims && inst.cfg.garp.count > 0 {
+                inst.garp = Some((now, inst.cfg.garp.count));
+            }
+            inst.peer_claims = claims;
         }
     }
 

@@ -36,6 +36,8 @@ pub struct Inst {
     pub garp: Option<(Instant, u32)>,
     /// Next periodic GARP burst while master.
     pub garp_refresh: Option<Instant>,
+    /// A peer was last heard (heartbeat) claiming this instance while this node is MASTER.
+    pub peer_claims: bool,
 }
 
 impl Inst {
@@ -89,6 +91,7 @@ impl Inst {
             since: std::time::Instant::now(),
             garp: None,
             garp_refresh: None,
+            peer_claims: false,
         })
     }
 
