@@ -102,9 +102,20 @@ impl Votes {
             .count()
     }
 
-    /// Drops every promise received (e.g. we stepped down and stopped asking).
-    pub fn forget_received(&mut self) {
+    /// We stopped asking (not MASTER, not wanting to be): forget every promise received and
+    /// every ask sent, so that a grant still in flight counts for nothing. Peers may then
+    /// release their promises as soon as they hear that we no longer ask.
+    pub fn stop_asking(&mut self) {
         self.received.iter_mut().for_each(|s| *s = None);
+        self.asks.clear();
+    }
+
+    /// Peer `peer` no longer asks (and is neither MASTER nor wanting to be): it has forgotten
+    /// our promise, so we are free at once.
+    pub fn release(&mut self, peer: usize) {
+        if self.given.is_some_and(|(p, _)| p == peer) {
+            self.given = None;
+        }
     }
 
     /// The peer we promised our vote to, while the promise holds.
@@ -183,6 +194,21 @@ mod tests {
         assert_eq!(v.poll_timeout(), Some(ms(2000)));
         v.handle_timeout(ms(2000));
         assert_eq!(v.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_released_promise_frees_the_voter_and_late_grants_count_for_nothing() {
+        let mut alpha = Votes::new(1, TWO, MARGIN);
+        let mut beta = Votes::new(1, TWO, MARGIN);
+        alpha.asked(1, ms(0));
+        beta.promise(0, ms(10));
+        alpha.stop_asking();
+        // The grant arrives after alpha stopped asking: ignored.
+        alpha.granted(0, 1, TWO);
+        assert_eq!(alpha.count(ms(20)), 0);
+        // beta hears that alpha no longer asks: free.
+        beta.release(0);
+        assert_eq!(beta.promised_to(ms(30)), None);
     }
 
     #[test]

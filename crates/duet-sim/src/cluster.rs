@@ -467,6 +467,9 @@ impl ClusterSim {
         let wants = self.nodes[n].inst.wants_master();
         let promised = self.nodes[n].votes.promised_to(now);
         let asking = (master || wants) && promised.is_none();
+        if !asking {
+            self.nodes[n].votes.stop_asking();
+        }
         let priority = self.nodes[n].inst.effective_priority();
         // A node that promised its vote cannot act on its wish: it does not announce it, so a
         // master does not yield to it.
@@ -639,6 +642,9 @@ impl ClusterSim {
                 node.live.heard(now, peer, p.link, msg.term, &hb);
                 if !hb.instances.iter().any(|r| r.master || r.wants) {
                     node.votes.peer_idle(0);
+                    if hb.ask == 0 {
+                        node.votes.release(0);
+                    }
                 }
                 if hb.ask != 0 {
                     if node.last_ask.is_none() && node.votes.promised_to(now).is_none() {

@@ -247,3 +247,32 @@ fn without_a_witness_the_two_node_policy_decides_a_full_partition() {
         p.logs()
     );
 }
+
+#[test]
+fn a_cleanly_stopped_master_hands_over() {
+    // Its last heartbeat says it no longer serves nor asks for votes, and it gives the witness
+    // lease back: beta need not wait for its promise or the lease to run out. Without that
+    // goodbye, a backup under "safe" would never take over from a peer last seen serving.
+    for (tag, witness) in [("cs", false), ("cw", true)] {
+        let extra = if witness {
+            duet::lab::witness_config(20)
+        } else {
+            String::new()
+        };
+        let Some((p, _w)) = cluster(tag, &extra, witness) else {
+            return;
+        };
+        let stopped = Instant::now();
+        p.signal(Node::Alpha, duet_sys::process::SIGTERM, false);
+        let took = p.wait_answer("beta", S(5));
+        assert!(
+            took.is_some(),
+            "witness {witness}: beta never took over\n{}",
+            p.logs()
+        );
+        eprintln!(
+            "witness {witness}: beta answered {:?} after SIGTERM",
+            stopped.elapsed()
+        );
+    }
+}

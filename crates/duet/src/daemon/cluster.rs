@@ -212,6 +212,9 @@ impl Cluster {
         let wants = reports.iter().any(|r| r.wants);
         let promised = self.votes.promised_to(now).is_some();
         let asking = (master || wants) && !promised;
+        if !asking {
+            self.votes.stop_asking();
+        }
         // A node that promised its vote cannot act on its wish: it does not announce it, so a
         // master does not yield to it.
         let owned: Vec<InstanceReport>;
@@ -356,6 +359,9 @@ impl Cluster {
                 self.liveness.heard(now, &l, n, msg.term, hb);
                 if !hb.instances.iter().any(|r| r.master || r.wants) {
                     self.votes.peer_idle(i);
+                    if hb.ask == 0 {
+                        self.votes.release(i);
+                    }
                 }
                 if hb.ask != 0 {
                     if self.last_ask[i].is_none() && self.votes.promised_to(now).is_none() {
