@@ -298,6 +298,20 @@ pub(crate) struct Member {
     pub(crate) maxconn: u32,
 }
 
+impl Member {
+    /// Takes an in-flight slot if the backend is below its `maxconn`. Reserving first and
+    /// checking after keeps two threads from both taking the last slot.
+    fn reserve(&self) -> bool {
+        let active = &self.backend.stats.active;
+        let before = active.fetch_add(1, Ordering::Relaxed);
+        if self.maxconn != 0 && before >= self.maxconn {
+            active.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
 /// A pool: the default backends or those of one route.
 #[derive(Debug)]
 pub(crate) struct Group {
@@ -429,20 +443,16 @@ impl Shared {
                 maxconn: b.maxconn,
             }
         };
-        let mut groups = vec![Group {
-            label: "default".into(),
-            members: spec.backends.iter().map(&mut member).collect(),
-            queued: AtomicU32::new(0),
-            released: tokio::sync::Notify::new(),
-        }];
-        for r in &spec.routes {
-            groups.push(Group {
-                label: r.label(),
-                members: r.backends.iter().map(&mut member).collect(),
+        let pools = std::iter::once(("default".to_string(), &spec.backends))
+            .chain(spec.routes.iter().map(|r| (r.label(), &r.backends)));
+        let groups: Vec<Group> = pools
+            .map(|(label, backends)| Group {
+                label,
+                members: backends.iter().map(&mut member).collect(),
                 queued: AtomicU32::new(0),
                 released: tokio::sync::Notify::new(),
-            });
-        }
+            })
+            .collect();
         let pickers = (0..threads)
             .map(|_| {
                 groups
@@ -536,15 +546,13 @@ impl Shared {
         // mark that backend full and pick again.
         while let Some(i) = selector.pick(cands, key, None) {
             let m = &group.members[i];
-            let before = m.backend.stats.active.fetch_add(1, Ordering::Relaxed);
-            if m.maxconn == 0 || before < m.maxconn {
+            if m.reserve() {
                 return Ok(Lease {
                     index: i,
                     backend: &m.backend,
                     group,
                 });
             }
-            m.backend.stats.active.fetch_sub(1, Ordering::Relaxed);
             cands[i].available = false;
             full = true;
         }
@@ -601,18 +609,32 @@ impl Shared {
         result
     }
 
+    /// The backend for one attempt: the sticky one (`sticky`, unless tried already) when it can
+    /// take the request, else a pick among the others not in `tried` (waiting in the queue
+    /// if every one is full).
+    pub(crate) async fn lease(
+        &self,
+        thread: usize,
+        g: usize,
+        key: u64,
+        sticky: Option<usize>,
+        tried: &[usize],
+    ) -> Result<Lease<'_>, NoPick> {
+        let stuck = sticky
+            .filter(|i| !tried.contains(i))
+            .and_then(|i| self.try_sticky(g, i));
+        match stuck {
+            Some(l) => Ok(l),
+            None => self.pick(thread, g, key, tried).await,
+        }
+    }
+
     /// A sticky request's backend `i` of pool `g`, if it is healthy (draining is fine: it
     /// finishes its sessions) and has room.
     pub(crate) fn try_sticky(&self, g: usize, i: usize) -> Option<Lease<'_>> {
         let group = &self.groups[g];
         let m = group.members.get(i)?;
-        let s = &m.backend.stats;
-        if !s.healthy.load(Ordering::Relaxed) {
-            return None;
-        }
-        let before = s.active.fetch_add(1, Ordering::Relaxed);
-        if m.maxconn != 0 && before >= m.maxconn {
-            s.active.fetch_sub(1, Ordering::Relaxed);
+        if !m.backend.stats.healthy.load(Ordering::Relaxed) || !m.reserve() {
             return None;
         }
         Some(Lease {

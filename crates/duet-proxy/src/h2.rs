@@ -183,19 +183,16 @@ async fn forward(req: Request<Incoming>, client: &Client) -> Response<ProxyBody>
     let mut tried = Vec::new();
     let mut full = false;
     for _ in 0..=shared.spec.retries {
-        let stuck = sticky
-            .filter(|i| !tried.contains(i))
-            .and_then(|i| shared.try_sticky(group, i));
-        let lease = match stuck {
-            Some(l) => l,
-            None => match shared.pick(client.thread, group, key, &tried).await {
-                Ok(l) => l,
-                Err(NoPick::Full) => {
-                    full = true;
-                    break;
-                }
-                Err(NoPick::Unavailable) => break,
-            },
+        let lease = match shared
+            .lease(client.thread, group, key, sticky, &tried)
+            .await
+        {
+            Ok(l) => l,
+            Err(NoPick::Full) => {
+                full = true;
+                break;
+            }
+            Err(NoPick::Unavailable) => break,
         };
         tried.push(lease.index);
         // Built once a connection is there: a failed connect keeps the body for the retry.

@@ -326,20 +326,16 @@ async fn one_request<S: ClientIo>(
         let group = request.group;
         for _ in 0..=shared.spec.retries {
             // A sticky client goes back to its backend while that one is healthy.
-            let stuck = request
-                .sticky
-                .filter(|i| !tried.contains(i))
-                .and_then(|i| shared.try_sticky(group, i));
-            let lease = match stuck {
-                Some(l) => l,
-                None => match shared.pick(conn.thread, group, request.key, &tried).await {
-                    Ok(l) => l,
-                    Err(NoPick::Full) => {
-                        full = true;
-                        break;
-                    }
-                    Err(NoPick::Unavailable) => break,
-                },
+            let lease = match shared
+                .lease(conn.thread, group, request.key, request.sticky, &tried)
+                .await
+            {
+                Ok(l) => l,
+                Err(NoPick::Full) => {
+                    full = true;
+                    break;
+                }
+                Err(NoPick::Unavailable) => break,
             };
             tried.push(lease.index);
             let cookie = match (
