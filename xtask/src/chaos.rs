@@ -218,16 +218,9 @@ fn run(s: &Scenario, exe: &Path, n: usize) -> Result<Outcome, String> {
         Fault::PauseMaster => {
             duet_sys::process::send_signal(pid, SIGSTOP, true).map_err(e)?;
         }
-        Fault::CutBusiness => {
-            lab.isolate(&a, true).map_err(e)?;
-            lab.isolate(&b, true).map_err(e)?;
-        }
+        Fault::CutBusiness => lab.split_lan(&a, &b, true).map_err(e)?,
         Fault::CutHeartbeat => lab.set_direct_link(&a, false).map_err(e)?,
-        Fault::FullPartition => {
-            lab.isolate(&a, true).map_err(e)?;
-            lab.isolate(&b, true).map_err(e)?;
-            lab.set_direct_link(&a, false).map_err(e)?;
-        }
+        Fault::FullPartition => lab.partition(&a, &b, true).map_err(e)?,
         Fault::Loss => {
             for h in [&a, &b] {
                 lossy(h, true)?;
@@ -241,9 +234,7 @@ fn run(s: &Scenario, exe: &Path, n: usize) -> Result<Outcome, String> {
             duet_sys::process::send_signal(pid, SIGCONT, true).map_err(e)?;
         }
         Fault::CutBusiness | Fault::CutHeartbeat | Fault::FullPartition => {
-            lab.isolate(&a, false).map_err(e)?;
-            lab.isolate(&b, false).map_err(e)?;
-            lab.set_direct_link(&a, true).map_err(e)?;
+            lab.partition(&a, &b, false).map_err(e)?;
         }
         Fault::Loss => {
             for h in [&a, &b] {

@@ -246,6 +246,20 @@ impl Lab {
         )
     }
 
+    /// Cuts (or restores) the LAN between `a` and `b` by isolating both switch ports; both
+    /// still reach every other host.
+    pub fn split_lan(&self, a: &Host, b: &Host, cut: bool) -> io::Result<()> {
+        self.isolate(a, cut)?;
+        self.isolate(b, cut)
+    }
+
+    /// A full partition between `a` and `b` (LAN split and the direct cable down), or its
+    /// healing.
+    pub fn partition(&self, a: &Host, b: &Host, cut: bool) -> io::Result<()> {
+        self.split_lan(a, b, cut)?;
+        self.set_direct_link(a, !cut)
+    }
+
     /// Addresses on `host`'s `eth0`.
     pub fn addresses(&self, host: &Host) -> io::Result<Vec<IpAddr>> {
         let out = output("ip", &["-n", &host.ns, "-o", "addr", "show", "dev", "eth0"])?;

@@ -118,8 +118,7 @@ fn a_silent_heartbeat_link_is_a_warning_and_lost_adverts_do_not_split_the_brain(
     // Now adverts between the nodes are lost (their switch ports are isolated from each
     // other), while the heartbeat cable still works: beta hears alpha serving and stays BACKUP.
     // keepalived would make both masters here.
-    p.lab.isolate(&p.alpha.host, true).unwrap();
-    p.lab.isolate(&p.beta.host, true).unwrap();
+    p.lab.split_lan(&p.alpha.host, &p.beta.host, true).unwrap();
     assert_eq!(both_hold(&p, S(3)), Duration::ZERO, "{}", p.logs());
     assert_eq!(
         p.state(Node::Beta).as_deref(),
@@ -160,9 +159,7 @@ fn with_a_witness_a_full_partition_leaves_one_master_and_a_dead_master_is_replac
     );
 
     // Full partition between the nodes; both still reach the witness and the client.
-    p.lab.isolate(&p.alpha.host, true).unwrap();
-    p.lab.isolate(&p.beta.host, true).unwrap();
-    p.lab.set_direct_link(&p.alpha.host, false).unwrap();
+    p.lab.partition(&p.alpha.host, &p.beta.host, true).unwrap();
     assert_eq!(both_hold(&p, S(4)), Duration::ZERO, "{}", p.logs());
     assert_eq!(
         p.state(Node::Alpha).as_deref(),
@@ -180,9 +177,7 @@ fn with_a_witness_a_full_partition_leaves_one_master_and_a_dead_master_is_replac
     assert!(why.contains("witness lease"), "{why}\n{}", p.logs());
 
     // Heal, then kill every alpha process: beta takes over once alpha's lease has run out.
-    p.lab.isolate(&p.alpha.host, false).unwrap();
-    p.lab.isolate(&p.beta.host, false).unwrap();
-    p.lab.set_direct_link(&p.alpha.host, true).unwrap();
+    p.lab.partition(&p.alpha.host, &p.beta.host, false).unwrap();
     let healed = wait_for(S(5), || {
         p.status(Node::Beta)
             .and_then(|s| s.cluster)
@@ -221,9 +216,7 @@ fn without_a_witness_the_two_node_policy_decides_a_full_partition() {
     let Some((p, _w)) = cluster("sf", "", false) else {
         return;
     };
-    p.lab.isolate(&p.alpha.host, true).unwrap();
-    p.lab.isolate(&p.beta.host, true).unwrap();
-    p.lab.set_direct_link(&p.alpha.host, false).unwrap();
+    p.lab.partition(&p.alpha.host, &p.beta.host, true).unwrap();
     assert_eq!(both_hold(&p, S(3)), Duration::ZERO, "{}", p.logs());
     assert_eq!(
         p.state(Node::Beta).as_deref(),
@@ -237,9 +230,7 @@ fn without_a_witness_the_two_node_policy_decides_a_full_partition() {
     let Some((p, _w)) = cluster("av", "two_node_policy = \"available\"", false) else {
         return;
     };
-    p.lab.isolate(&p.alpha.host, true).unwrap();
-    p.lab.isolate(&p.beta.host, true).unwrap();
-    p.lab.set_direct_link(&p.alpha.host, false).unwrap();
+    p.lab.partition(&p.alpha.host, &p.beta.host, true).unwrap();
     assert!(p.wait_state(Node::Beta, "MASTER", S(5)), "{}", p.logs());
     assert!(
         p.beta.log_text().contains("without confirmation"),
