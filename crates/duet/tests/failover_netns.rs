@@ -464,7 +464,7 @@ fn track_file_and_track_interface_move_the_priority() {
 /// [`common::pair`], with a veth pair `eth1`/`eth1p` inside alpha's namespace created before
 /// the daemons start.
 fn pair_with_eth1(tag: &str, a: &str, b: &str) -> Option<common::Pair> {
-    common::pair_with(tag, a, b, &format!("{VIP}:8080"), |alpha| {
+    common::pair_with(tag, &format!("{VIP}:8080"), |_, alpha, _| {
         let ns = alpha.ns.as_str();
         for args in [
             vec![
@@ -475,6 +475,7 @@ fn pair_with_eth1(tag: &str, a: &str, b: &str) -> Option<common::Pair> {
         ] {
             duet::lab::run("ip", &args).unwrap();
         }
+        (a.to_string(), b.to_string())
     })
 }
 

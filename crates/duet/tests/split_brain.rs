@@ -7,52 +7,38 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Node, Pair, VIP, exe};
-use duet::lab::{DuetNode, Host, Lab, wait_for};
+use duet::lab::wait_for;
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
 /// alpha (150) and beta (100), VRRPv3 at 100 ms, heartbeats every 50 ms on two links (the LAN
 /// and a direct cable), `extra` appended (e.g. `[witness]`). A witness host (10.99.0.20)
 /// exists; `witness` starts `duet witness` on it.
-fn cluster(tag: &str, extra: &str, witness: bool) -> Option<(Pair, Host)> {
-    let mut lab: Lab = common::lab(tag)?;
-    let exe = exe();
-    let a = lab.add_host("alpha", 2).unwrap();
-    let b = lab.add_host("beta", 3).unwrap();
-    let client = lab.add_host("client", 10).unwrap();
-    let w = lab.add_host("witness", 20).unwrap();
-    lab.add_direct_link(&a, &b).unwrap();
-    let key = lab.dir().join("cluster.key");
-    std::fs::write(&key, "a shared secret of enough bytes\n").unwrap();
-    if witness {
-        lab.start_witness(&exe, &w, &key).unwrap();
-    }
-    lab.start_responders(&exe, &[&a, &b]).unwrap();
-    let heartbeat = |me: u8, peer: u8| duet::lab::heartbeat_config(me, peer, &key, extra);
-    let (ac, bc) = common::configs("100ms", "");
-    let mut alpha = DuetNode::new(&lab, &a, &(ac + &heartbeat(2, 3))).unwrap();
-    let mut beta = DuetNode::new(&lab, &b, &(bc + &heartbeat(3, 2))).unwrap();
-    beta.start(&mut lab, &exe).unwrap();
-    alpha.start(&mut lab, &exe).unwrap();
-    let probe = lab.probe(&exe, &client, &format!("{VIP}:8080")).unwrap();
-    let p = Pair {
-        lab,
-        exe,
-        alpha,
-        beta,
-        client,
-        probe,
-    };
+fn cluster(tag: &str, extra: &str, witness: bool) -> Option<Pair> {
+    let p = common::pair_with(tag, &format!("{VIP}:8080"), |lab, a, b| {
+        let w = lab.add_host("witness", 20).unwrap();
+        lab.add_direct_link(a, b).unwrap();
+        let key = lab.dir().join("cluster.key");
+        std::fs::write(&key, "a shared secret of enough bytes\n").unwrap();
+        if witness {
+            lab.start_witness(&exe(), &w, &key).unwrap();
+        }
+        let heartbeat = |me: u8, peer: u8| duet::lab::heartbeat_config(me, peer, &key, extra);
+        let (ac, bc) = common::configs("100ms", "");
+        (ac + &heartbeat(2, 3), bc + &heartbeat(3, 2))
+    })?;
+    // Settled also means both heartbeat links carry heartbeats.
     let ok = wait_for(S(15), || {
-        p.state(Node::Alpha).as_deref() == Some("MASTER")
-            && p.state(Node::Beta).as_deref() == Some("BACKUP")
-            && p.status(Node::Beta)
-                .and_then(|s| s.cluster)
-                .is_some_and(|c| c.peers.iter().all(|p| p.links == [true, true]))
+        p.status(Node::Beta)
+            .and_then(|s| s.cluster)
+            .is_some_and(|c| c.peers.iter().all(|p| p.links == [true, true]))
     });
-    assert!(ok.is_some(), "the pair never settled\n{}", p.logs());
-    assert!(p.wait_answer("alpha", S(10)).is_some(), "{}", p.logs());
-    Some((p, w))
+    assert!(
+        ok.is_some(),
+        "the heartbeat links never came up\n{}",
+        p.logs()
+    );
+    Some(p)
 }
 
 /// Samples for `how_long` whether both nodes hold the VIP at once; returns the longest such
@@ -82,7 +68,7 @@ fn veto(p: &Pair, n: Node) -> Option<String> {
 
 #[test]
 fn a_silent_heartbeat_link_is_a_warning_and_lost_adverts_do_not_split_the_brain() {
-    let Some((p, _w)) = cluster("hb", "", false) else {
+    let Some(p) = cluster("hb", "", false) else {
         return;
     };
     // The dedicated heartbeat cable goes down: a warning, no failover.
@@ -142,7 +128,7 @@ fn a_silent_heartbeat_link_is_a_warning_and_lost_adverts_do_not_split_the_brain(
 #[test]
 fn with_a_witness_a_full_partition_leaves_one_master_and_a_dead_master_is_replaced() {
     let witness = duet::lab::witness_config(20);
-    let Some((mut p, _w)) = cluster("wi", &witness, true) else {
+    let Some(mut p) = cluster("wi", &witness, true) else {
         return;
     };
     // alpha, the master, holds the lease.
@@ -197,7 +183,7 @@ fn with_a_witness_a_full_partition_leaves_one_master_and_a_dead_master_is_replac
 fn a_dead_witness_does_not_disturb_a_healthy_pair() {
     let witness = duet::lab::witness_config(20);
     // No witness process at all: the pair hears itself, so it serves normally.
-    let Some((p, _w)) = cluster("wd", &witness, false) else {
+    let Some(p) = cluster("wd", &witness, false) else {
         return;
     };
     assert_eq!(both_hold(&p, S(3)), Duration::ZERO);
@@ -213,7 +199,7 @@ fn a_dead_witness_does_not_disturb_a_healthy_pair() {
 #[test]
 fn without_a_witness_the_two_node_policy_decides_a_full_partition() {
     // safe (the default): beta last saw alpha serving and does not take over.
-    let Some((p, _w)) = cluster("sf", "", false) else {
+    let Some(p) = cluster("sf", "", false) else {
         return;
     };
     p.lab.partition(&p.alpha.host, &p.beta.host, true).unwrap();
@@ -227,7 +213,7 @@ fn without_a_witness_the_two_node_policy_decides_a_full_partition() {
     drop(p);
 
     // available: keepalived's behaviour, both serve, and it is said loudly.
-    let Some((p, _w)) = cluster("av", "two_node_policy = \"available\"", false) else {
+    let Some(p) = cluster("av", "two_node_policy = \"available\"", false) else {
         return;
     };
     p.lab.partition(&p.alpha.host, &p.beta.host, true).unwrap();
@@ -250,7 +236,7 @@ fn a_cleanly_stopped_master_hands_over() {
         } else {
             String::new()
         };
-        let Some((p, _w)) = cluster(tag, &extra, witness) else {
+        let Some(p) = cluster(tag, &extra, witness) else {
             return;
         };
         let stopped = Instant::now();

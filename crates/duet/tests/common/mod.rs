@@ -37,26 +37,27 @@ pub fn lab(tag: &str) -> Option<Lab> {
 /// Builds the pair with the given configs, starts responders and both daemons, waits until alpha
 /// is MASTER and the client gets answers from it. `target` is what the client polls.
 pub fn pair(tag: &str, alpha_cfg: &str, beta_cfg: &str, target: &str) -> Option<Pair> {
-    pair_with(tag, alpha_cfg, beta_cfg, target, |_| {})
+    pair_with(tag, target, |_, _, _| {
+        (alpha_cfg.to_string(), beta_cfg.to_string())
+    })
 }
 
-/// [`pair`], running `prepare(alpha)` after the hosts exist and before the daemons start.
+/// [`pair`], where `setup(lab, alpha, beta)` runs after the hosts exist and before the daemons
+/// start (extra hosts, links, files) and returns alpha's and beta's configs.
 pub fn pair_with(
     tag: &str,
-    alpha_cfg: &str,
-    beta_cfg: &str,
     target: &str,
-    prepare: impl FnOnce(&Host),
+    setup: impl FnOnce(&mut Lab, &Host, &Host) -> (String, String),
 ) -> Option<Pair> {
     let mut lab = lab(tag)?;
     let exe = exe();
     let a = lab.add_host("alpha", 2).unwrap();
     let b = lab.add_host("beta", 3).unwrap();
     let client = lab.add_host("client", 10).unwrap();
-    prepare(&a);
+    let (alpha_cfg, beta_cfg) = setup(&mut lab, &a, &b);
     lab.start_responders(&exe, &[&a, &b]).unwrap();
-    let mut alpha = DuetNode::new(&lab, &a, alpha_cfg).unwrap();
-    let mut beta = DuetNode::new(&lab, &b, beta_cfg).unwrap();
+    let mut alpha = DuetNode::new(&lab, &a, &alpha_cfg).unwrap();
+    let mut beta = DuetNode::new(&lab, &b, &beta_cfg).unwrap();
     beta.start(&mut lab, &exe).unwrap();
     alpha.start(&mut lab, &exe).unwrap();
     let probe = lab.probe(&exe, &client, target).unwrap();
