@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use duet_time::Instant;
 
+use crate::wire::Heartbeat;
+
 /// Asks remembered (their send times), enough for the grants in flight.
 const REMEMBERED_ASKS: usize = 64;
 
@@ -32,6 +34,8 @@ pub struct Votes {
     /// The peer we last voted for, until it is heard neither serving nor wanting to: it may
     /// be serving even after the promise ends.
     last_given: Option<usize>,
+    /// Per peer: its latest ask (id) and when it arrived.
+    asks_heard: Vec<Option<(u64, Instant)>>,
 }
 
 impl Votes {
@@ -44,6 +48,7 @@ impl Votes {
             received: vec![None; peers],
             given: None,
             last_given: None,
+            asks_heard: vec![None; peers],
         }
     }
 
@@ -127,6 +132,51 @@ impl Votes {
     pub fn promise(&mut self, peer: usize, now: Instant) {
         self.given = Some((peer, now + self.duration));
         self.last_given = Some(peer);
+    }
+
+    /// Takes in what a heartbeat from `peer` says about votes: whether it serves or asks, and
+    /// a grant addressed to `me`. Returns whether to answer at once (a new ask this node may
+    /// vote for, rather than a whole interval later).
+    pub fn heard(&mut self, peer: usize, now: Instant, hb: &Heartbeat, me: &str) -> bool {
+        if !hb.instances.iter().any(|r| r.master || r.wants) {
+            self.peer_idle(peer);
+            if hb.ask == 0 {
+                self.release(peer);
+            }
+        }
+        let mut answer_now = false;
+        if let Some(slot) = self.asks_heard.get_mut(peer) {
+            if hb.ask != 0 {
+                answer_now = slot.is_none() && self.given.is_none_or(|(_, t)| now >= t);
+                *slot = Some((hb.ask, now));
+            } else {
+                *slot = None;
+            }
+        }
+        if let Some(g) = &hb.grant
+            && g.to == me
+        {
+            self.granted(peer, g.ask, Duration::from_millis(u64::from(g.duration_ms)));
+        }
+        answer_now
+    }
+
+    /// Forgets asks not repeated within `stale` (the asker went silent).
+    pub fn expire_asks(&mut self, now: Instant, stale: Duration) {
+        for a in &mut self.asks_heard {
+            if a.is_some_and(|(_, at)| now.saturating_since(at) >= stale) {
+                *a = None;
+            }
+        }
+    }
+
+    /// Peer `peer`'s latest ask id, while it asks.
+    pub fn ask_of(&self, peer: usize) -> Option<u64> {
+        self.asks_heard
+            .get(peer)
+            .copied()
+            .flatten()
+            .map(|(id, _)| id)
     }
 
     /// The peer this node last voted for, unless it was heard since neither serving nor

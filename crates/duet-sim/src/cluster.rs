@@ -83,8 +83,6 @@ struct Node {
     live: Liveness,
     lease: Option<LeaseClient>,
     votes: Votes,
-    /// The peer's latest ask and when it arrived.
-    last_ask: Option<(u64, Instant)>,
     guards: [ReplayGuard; 2],
     witness_guard: ReplayGuard,
     boot: u64,
@@ -214,7 +212,6 @@ impl ClusterSim {
                         .lease
                         .map(|l| LeaseClient::new(l, (l / 20).max(Duration::from_millis(20)))),
                     votes: votes_for(&cfg),
-                    last_ask: None,
                     guards: [ReplayGuard::new(30_000), ReplayGuard::new(30_000)],
                     witness_guard: ReplayGuard::new(30_000),
                     boot: rng.next_u64(),
@@ -307,7 +304,6 @@ impl ClusterSim {
             .lease
             .map(|l| LeaseClient::new(l, (l / 20).max(Duration::from_millis(20))));
         node.votes = votes_for(&cfg);
-        node.last_ask = None;
         node.guards = [ReplayGuard::new(30_000), ReplayGuard::new(30_000)];
         node.witness_guard = ReplayGuard::new(30_000);
         node.boot = boot;
@@ -456,11 +452,8 @@ impl ClusterSim {
                 l.handle_timeout(now);
             }
             while node.live.poll_event().is_some() {}
-            if node.last_ask.is_some_and(|(_, at)| {
-                now.saturating_since(at) >= self.cfg.heartbeat * self.cfg.misses
-            }) {
-                node.last_ask = None;
-            }
+            node.votes
+                .expire_asks(now, self.cfg.heartbeat * self.cfg.misses);
         }
         let state = self.nodes[n].inst.state();
         let master = state == State::Master;
@@ -494,8 +487,8 @@ impl ClusterSim {
                     .map(|i| i.priority);
                 let outranks = peer_rank
                     .is_some_and(|p| (p, peer_name.as_str()) > (priority, node.name.as_str()));
-                match node.last_ask {
-                    Some((ask, _)) if may_grant(master, wants, outranks, promised, 0) => {
+                match node.votes.ask_of(0) {
+                    Some(ask) if may_grant(master, wants, outranks, promised, 0) => {
                         node.votes.promise(0, now);
                         Some(Grant {
                             to: peer_name.clone(),
@@ -640,26 +633,9 @@ impl ClusterSim {
             Body::Heartbeat(hb) if usize::from(hb.link) == p.link => {
                 let peer = if n == 0 { "beta" } else { "alpha" };
                 node.live.heard(now, peer, p.link, msg.term, &hb);
-                if !hb.instances.iter().any(|r| r.master || r.wants) {
-                    node.votes.peer_idle(0);
-                    if hb.ask == 0 {
-                        node.votes.release(0);
-                    }
-                }
-                if hb.ask != 0 {
-                    if node.last_ask.is_none() && node.votes.promised_to(now).is_none() {
-                        // A new ask: answer at once rather than at the next beat.
-                        node.next_beat = now;
-                    }
-                    node.last_ask = Some((hb.ask, now));
-                } else {
-                    node.last_ask = None;
-                }
-                if let Some(g) = &hb.grant
-                    && g.to == node.name
-                {
-                    node.votes
-                        .granted(0, g.ask, Duration::from_millis(u64::from(g.duration_ms)));
+                if node.votes.heard(0, now, &hb, &node.name) {
+                    // A new ask: answer at once rather than at the next beat.
+                    node.next_beat = now;
                 }
                 if let Some(l) = &mut node.lease {
                     l.observe_term(msg.term);

@@ -44,8 +44,6 @@ pub struct Cluster {
     lease: Option<LeaseClient>,
     /// Votes given and received (node-level: every instance of a node follows one decision).
     votes: Votes,
-    /// Per peer: its latest ask and when it arrived.
-    last_ask: Vec<Option<(u64, Instant)>>,
     /// `node.vip_lifetime`: votes and leases count only while they outlast it.
     vip_lifetime: Duration,
     /// Replay guards: one per link (a heartbeat names its link, so a message captured on one
@@ -154,7 +152,6 @@ impl Cluster {
                 });
                 Votes::new(peers, d, (d / 20).max(Duration::from_millis(20)))
             },
-            last_ask: vec![None; peers],
             vip_lifetime,
             guards: vec![ReplayGuard::new(crate::witness::CLOCK_WINDOW_MS); cfg.links.len()],
             witness_guard: ReplayGuard::new(crate::witness::CLOCK_WINDOW_MS),
@@ -200,12 +197,8 @@ impl Cluster {
         if let Some(l) = &mut self.lease {
             l.handle_timeout(now);
         }
-        let stale = self.cfg.interval.0 * self.cfg.misses;
-        for a in &mut self.last_ask {
-            if a.is_some_and(|(_, at)| now.saturating_since(at) >= stale) {
-                *a = None;
-            }
-        }
+        self.votes
+            .expire_asks(now, self.cfg.interval.0 * self.cfg.misses);
         self.log_events();
         let term = self.lease.as_ref().map_or(0, LeaseClient::term);
         let master = reports.iter().any(|r| r.master);
@@ -286,14 +279,14 @@ impl Cluster {
                 .unwrap_or(0);
             (prio, p.display.clone())
         };
-        let best = (0..self.last_ask.len())
-            .filter(|&i| self.last_ask[i].is_some())
+        let best = (0..self.names.len())
+            .filter(|&i| self.votes.ask_of(i).is_some())
             .max_by_key(|&i| rank(i))?;
         let outranks = rank(best) > (mine, self.node.clone());
         if !may_grant(master, wants, outranks, promised, best) {
             return None;
         }
-        let (ask, _) = self.last_ask[best]?;
+        let ask = self.votes.ask_of(best)?;
         if self.votes.promised_to(now).is_none() {
             tracing::info!("voting for {}", self.names[best].as_deref().unwrap_or("?"));
         }
@@ -357,30 +350,13 @@ impl Cluster {
                 }
                 let l = label(&self.cfg, i);
                 self.liveness.heard(now, &l, n, msg.term, hb);
-                if !hb.instances.iter().any(|r| r.master || r.wants) {
-                    self.votes.peer_idle(i);
-                    if hb.ask == 0 {
-                        self.votes.release(i);
-                    }
+                let had = self.votes.count(now);
+                if self.votes.heard(i, now, hb, &self.node) {
+                    // A new ask: answer with the next pass rather than a whole interval later.
+                    self.next_beat = now;
                 }
-                if hb.ask != 0 {
-                    if self.last_ask[i].is_none() && self.votes.promised_to(now).is_none() {
-                        // A new ask: answer with the next pass rather than a whole interval later.
-                        self.next_beat = now;
-                    }
-                    self.last_ask[i] = Some((hb.ask, now));
-                } else {
-                    self.last_ask[i] = None;
-                }
-                if let Some(g) = &hb.grant
-                    && g.to == self.node
-                {
-                    let had = self.votes.count(now);
-                    self.votes
-                        .granted(i, g.ask, Duration::from_millis(u64::from(g.duration_ms)));
-                    if had == 0 && self.votes.count(now) > 0 {
-                        tracing::info!("{} votes for this node", msg.sender);
-                    }
+                if had == 0 && self.votes.count(now) > 0 {
+                    tracing::info!("{} votes for this node", msg.sender);
                 }
                 if let Some(lease) = &mut self.lease {
                     lease.observe_term(msg.term);
