@@ -9,11 +9,14 @@
 //! - [`votes`]: time-bounded promises between peers, carried in heartbeats.
 //! - [`quorum`]: whether this node may be MASTER, combining VRRP's wish with the heartbeat,
 //!   the lease and the two-node policy.
+//! - [`member`]: one node's cluster logic (the above, wired together), driven by the daemon and
+//!   by the simulator alike.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod lease;
 pub mod liveness;
+pub mod member;
 pub mod quorum;
 pub mod votes;
 pub mod wire;

@@ -1,38 +1,40 @@
-//! A deterministic two-node cluster with a witness: VRRP, heartbeats on two links, leases.
+//! A deterministic cluster of two or more nodes, optionally with a witness: VRRP, heartbeats
+//! on two links, leases.
 //!
-//! Each node runs what the daemon runs, in the same order: a [`duet_vrrp::Instance`], a
-//! [`Liveness`] over two links, a [`LeaseClient`] and the [`quorum::verdict`] turned into a
-//! veto. The witness runs the pure [`Witness`]. Messages go through the real codec
-//! ([`duet_cluster::wire`]) and replay guards. Links: 0 is the business network (adverts,
-//! heartbeats, witness traffic), 1 a dedicated heartbeat cable. Faults: cuts per link and
-//! direction, loss per link, node pause / resume (the VIP's kernel lifetime runs out while
-//! paused), crash (everything killed; the VIP lives until its lifetime ends) and restart,
-//! witness crash and restart (it restores its persisted promise).
+//! Each node runs what the daemon runs, in the same order: a [`duet_vrrp::Instance`] and the
+//! daemon's own cluster logic, a [`Member`], whose verdict becomes the instance's veto. The
+//! witness runs the pure [`Witness`]. Messages go through the real codec
+//! ([`duet_cluster::wire`]). Links: 0 is the business network (adverts, heartbeats, witness
+//! traffic), 1 a dedicated heartbeat network. Faults: cuts per link and direction, loss per
+//! link, node pause / resume (the VIP's kernel lifetime runs out while paused), crash
+//! (everything killed; the VIP lives until its lifetime ends) and restart, witness crash and
+//! restart (it restores its persisted promise).
 //!
 //! The simulator records, for the invariants: every moment two nodes have the VIP configured,
-//! every lease granted (holder, term, interval), and every MASTER period.
+//! every lease granted (holder, term), and the longest time nobody served.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use duet_cluster::lease::{Answer, LeaseClient, Promise, Witness};
-use duet_cluster::liveness::Liveness;
-use duet_cluster::quorum::{self, Ballot, Local, Rules, TwoNodePolicy};
-use duet_cluster::votes::{Votes, may_grant};
-use duet_cluster::wire::{self, Body, Grant, Heartbeat, InstanceReport, Key, Message, ReplayGuard};
+use duet_cluster::lease::{Answer, Promise, Witness};
+use duet_cluster::member::{Member, MemberConfig, Via};
+use duet_cluster::quorum::{Local, TwoNodePolicy, Verdict};
+use duet_cluster::wire::{self, Body, InstanceReport, Key, Message, ReplayGuard};
 use duet_time::Instant;
 use duet_vrrp::{Action, Advert, ChecksumMode, Instance, InstanceConfig, State};
 
 use crate::Rng;
 
-/// The witness's index in message routing.
-pub const WITNESS: usize = 2;
+/// Node names and priorities, in order (a cluster of *n* nodes takes the first *n*).
+const NODES: [(&str, u8); 4] = [("alpha", 150), ("beta", 100), ("gamma", 80), ("delta", 60)];
 
 /// Timing of the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
+    /// Nodes (2 to 4).
+    pub nodes: usize,
     /// VRRP advert interval (centiseconds).
     pub advert_centis: u16,
     /// Heartbeat interval.
@@ -52,6 +54,7 @@ pub struct ClusterConfig {
 impl Default for ClusterConfig {
     fn default() -> ClusterConfig {
         ClusterConfig {
+            nodes: 2,
             advert_centis: 10,
             heartbeat: Duration::from_millis(50),
             misses: 5,
@@ -76,18 +79,10 @@ pub enum Process {
 }
 
 struct Node {
-    name: String,
     address: IpAddr,
     cfg: InstanceConfig,
     inst: Instance,
-    live: Liveness,
-    lease: Option<LeaseClient>,
-    votes: Votes,
-    guards: [ReplayGuard; 2],
-    witness_guard: ReplayGuard,
-    boot: u64,
-    seq: u64,
-    next_beat: Instant,
+    member: Member,
     process: Process,
     /// The VIP is configured (by this process's last action), and until when it lives if the
     /// process no longer refreshes it.
@@ -141,9 +136,9 @@ pub struct ClusterSim {
     cut: BTreeSet<(usize, usize, usize)>,
     /// Loss probability per link.
     loss: [f64; 2],
-    /// Total time during which both nodes had the VIP configured.
+    /// Total time during which two or more nodes had the VIP configured.
     pub both_vip: Duration,
-    /// Total time during which both nodes believed they held a valid lease.
+    /// Total time during which two or more running nodes believed they held a valid lease.
     pub both_leases: Duration,
     /// Every grant.
     pub grants: Vec<GrantRecord>,
@@ -164,13 +159,30 @@ impl std::fmt::Debug for ClusterSim {
     }
 }
 
-/// Votes last as long as the witness lease, or twice the VIP lifetime (at least 2 s) without a
-/// witness: always longer than a frozen or killed node's VIP lives.
-fn votes_for(cfg: &ClusterConfig) -> Votes {
-    let d = cfg
-        .lease
-        .unwrap_or((cfg.vip_lifetime * 2).max(Duration::from_secs(2)));
-    Votes::new(1, d, (d / 20).max(Duration::from_millis(20)))
+/// Node `n`'s cluster logic, as the daemon configures it (peers keyed by name).
+fn member(cfg: &ClusterConfig, n: usize, boot: u64) -> Member {
+    Member::new(
+        MemberConfig {
+            name: NODES[n].0.to_string(),
+            peers: (0..cfg.nodes)
+                .filter(|&m| m != n)
+                .map(|m| NODES[m].0.to_string())
+                .collect(),
+            links: 2,
+            interval: cfg.heartbeat,
+            misses: cfg.misses,
+            lease: cfg.lease,
+            vip_lifetime: cfg.vip_lifetime,
+            policy: cfg.policy,
+            clock_window_ms: 30_000,
+        },
+        boot,
+    )
+}
+
+/// Node `from`'s index among node `to`'s peers.
+fn peer_index(to: usize, from: usize) -> usize {
+    if from < to { from } else { from - 1 }
 }
 
 fn ms(d: Duration) -> u32 {
@@ -178,20 +190,20 @@ fn ms(d: Duration) -> u32 {
 }
 
 impl ClusterSim {
-    /// Two nodes (priority 150 and 100) and, with `cfg.lease`, a witness; nothing started.
+    /// `cfg.nodes` nodes (priorities 150, 100, 80, 60) and, with `cfg.lease`, a witness;
+    /// nothing started.
     pub fn new(seed: u64, cfg: ClusterConfig) -> ClusterSim {
+        assert!((2..=NODES.len()).contains(&cfg.nodes), "2 to 4 nodes");
         let mut rng = Rng::new(seed);
         let key = Key::new(b"simulated cluster key, 32 bytes!").expect("key");
-        let nodes = [(150u8, "alpha"), (100, "beta")]
-            .into_iter()
-            .enumerate()
-            .map(|(i, (priority, name))| {
+        let nodes = (0..cfg.nodes)
+            .map(|i| {
                 let address = crate::Sim::node_address(i, false);
                 let icfg = InstanceConfig {
                     name: "web".into(),
                     vrid: duet_vrrp::packet::Vrid::new(51).expect("vrid"),
                     version: duet_vrrp::packet::Version::V3,
-                    priority,
+                    priority: NODES[i].1,
                     advert_interval: duet_vrrp::packet::AdvertInterval::from_centis(
                         cfg.advert_centis,
                     )
@@ -201,22 +213,11 @@ impl ClusterSim {
                     vips: vec!["10.0.0.100".parse().expect("vip")],
                     primary_address: address,
                 };
-                let peer = if i == 0 { "beta" } else { "alpha" };
                 Node {
-                    name: name.to_string(),
                     address,
                     inst: Instance::new(icfg.clone()),
                     cfg: icfg,
-                    live: Liveness::new(2, &[peer.to_string()], cfg.heartbeat, cfg.misses),
-                    lease: cfg
-                        .lease
-                        .map(|l| LeaseClient::new(l, (l / 20).max(Duration::from_millis(20)))),
-                    votes: votes_for(&cfg),
-                    guards: [ReplayGuard::new(30_000), ReplayGuard::new(30_000)],
-                    witness_guard: ReplayGuard::new(30_000),
-                    boot: rng.next_u64(),
-                    seq: 0,
-                    next_beat: Instant::ZERO,
+                    member: member(&cfg, i, rng.next_u64()),
                     process: Process::Down,
                     vip: false,
                     vip_expires: None,
@@ -269,9 +270,24 @@ impl ClusterSim {
         &mut self.rng
     }
 
+    /// How many nodes.
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The witness's index in [`ClusterSim::set_cut`] (after the nodes).
+    pub fn witness(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// Whether node `n` has the VIP configured.
     pub fn has_vip(&self, n: usize) -> bool {
         self.nodes[n].vip
+    }
+
+    /// How many nodes have the VIP configured.
+    pub fn vip_holders(&self) -> usize {
+        self.nodes.iter().filter(|n| n.vip).count()
     }
 
     /// Node `n`'s VRRP state.
@@ -287,28 +303,17 @@ impl ClusterSim {
     /// Whether node `n` believes it holds a valid lease.
     pub fn lease_valid(&self, n: usize) -> bool {
         self.nodes[n]
-            .lease
-            .as_ref()
+            .member
+            .lease()
             .is_some_and(|l| l.valid(self.now))
     }
 
     /// Starts (or restarts, with a new boot id) node `n`.
     pub fn start(&mut self, n: usize) {
         let boot = self.rng.next_u64();
-        let cfg = self.cfg.clone();
         let node = &mut self.nodes[n];
         node.inst = Instance::new(node.cfg.clone());
-        let peer = if n == 0 { "beta" } else { "alpha" };
-        node.live = Liveness::new(2, &[peer.to_string()], cfg.heartbeat, cfg.misses);
-        node.lease = cfg
-            .lease
-            .map(|l| LeaseClient::new(l, (l / 20).max(Duration::from_millis(20))));
-        node.votes = votes_for(&cfg);
-        node.guards = [ReplayGuard::new(30_000), ReplayGuard::new(30_000)];
-        node.witness_guard = ReplayGuard::new(30_000);
-        node.boot = boot;
-        node.seq = 0;
-        node.next_beat = self.now;
+        node.member = member(&self.cfg, n, boot);
         node.process = Process::Up;
         // A restart removes leftovers at once (the daemon's start-up cleanup).
         node.vip = false;
@@ -361,10 +366,9 @@ impl ClusterSim {
 
     /// Restarts the witness from its persisted promise.
     pub fn restart_witness(&mut self) {
-        if self.cfg.lease.is_none() {
+        let Some(lease) = self.cfg.lease else {
             return;
-        }
-        let lease = self.cfg.lease.unwrap_or_default();
+        };
         self.witness.core = Witness::new(self.now, lease, self.witness.promise.as_ref());
         self.witness.guard = ReplayGuard::new(30_000);
         self.witness.boot = self.rng.next_u64();
@@ -372,12 +376,25 @@ impl ClusterSim {
         self.witness.process = Process::Up;
     }
 
-    /// Cuts (or restores) `link` in the direction `from` → `to` (nodes 0, 1, [`WITNESS`]).
+    /// Cuts (or restores) `link` in the direction `from` → `to` (node indexes, or
+    /// [`ClusterSim::witness`]).
     pub fn set_cut(&mut self, link: usize, from: usize, to: usize, cut: bool) {
         if cut {
             self.cut.insert((link, from, to));
         } else {
             self.cut.remove(&(link, from, to));
+        }
+    }
+
+    /// Cuts both links, both directions, between the nodes of `side` and the other nodes.
+    pub fn isolate(&mut self, side: &[usize]) {
+        for a in side.iter().copied() {
+            for b in (0..self.nodes.len()).filter(|b| !side.contains(b)) {
+                for l in 0..2 {
+                    self.set_cut(l, a, b, true);
+                    self.set_cut(l, b, a, true);
+                }
+            }
         }
     }
 
@@ -415,21 +432,6 @@ impl ClusterSim {
         }));
     }
 
-    fn message(&mut self, n: usize, term: u64, body: Body) -> Vec<u8> {
-        let sent_ms = self.unix_ms();
-        let node = &mut self.nodes[n];
-        node.seq += 1;
-        let msg = Message {
-            sender: node.name.clone(),
-            boot: node.boot,
-            seq: node.seq,
-            sent_ms,
-            term,
-            body,
-        };
-        wire::encode(&msg, &self.key)
-    }
-
     /// The daemon's timer pass for node `n`: cluster check and sends, then VRRP timers, then
     /// outputs.
     fn tick(&mut self, n: usize) {
@@ -442,124 +444,54 @@ impl ClusterSim {
         self.after(n);
     }
 
+    /// The daemon's `cluster_eval`: the member's timers and sends, then its verdict as the
+    /// instance's veto.
     fn cluster_eval(&mut self, n: usize) {
         let now = self.now;
-        {
-            let node = &mut self.nodes[n];
-            node.live.handle_timeout(now);
-            node.votes.handle_timeout(now);
-            if let Some(l) = &mut node.lease {
-                l.handle_timeout(now);
-            }
-            while node.live.poll_event().is_some() {}
-            node.votes
-                .expire_asks(now, self.cfg.heartbeat * self.cfg.misses);
-        }
-        let state = self.nodes[n].inst.state();
-        let master = state == State::Master;
-        let wants = self.nodes[n].inst.wants_master();
-        let promised = self.nodes[n].votes.promised_to(now);
-        let asking = (master || wants) && promised.is_none();
-        if !asking {
-            self.nodes[n].votes.stop_asking();
-        }
-        let priority = self.nodes[n].inst.effective_priority();
-        // A node that promised its vote cannot act on its wish: it does not announce it, so a
-        // master does not yield to it.
+        let unix = self.unix_ms();
+        let node = &mut self.nodes[n];
+        let master = node.inst.state() == State::Master;
+        let priority = node.inst.effective_priority();
         let report = InstanceReport {
             vrid: 51,
             master,
-            wants: !master && wants && promised.is_none(),
+            wants: !master && node.inst.wants_master(),
             priority,
         };
-        let peer_name = self.nodes[1 - n].name.clone();
-        let term = self.nodes[n].lease.as_ref().map_or(0, LeaseClient::term);
-        if now >= self.nodes[n].next_beat {
-            self.nodes[n].next_beat = now + self.cfg.heartbeat;
-            // The vote, decided once per beat.
-            let grant = {
-                let node = &mut self.nodes[n];
-                let peer_rank = node
-                    .live
-                    .peer(&peer_name)
-                    .and_then(|p| p.report.as_ref())
-                    .and_then(|r| r.instances.first())
-                    .map(|i| i.priority);
-                let outranks = peer_rank
-                    .is_some_and(|p| (p, peer_name.as_str()) > (priority, node.name.as_str()));
-                match node.votes.ask_of(0) {
-                    Some(ask) if may_grant(master, wants, outranks, promised, 0) => {
-                        node.votes.promise(0, now);
-                        Some(Grant {
-                            to: peer_name.clone(),
-                            ask,
-                            duration_ms: ms(node.votes.duration()),
-                        })
-                    }
-                    _ => None,
-                }
-            };
-            for link in 0..2 {
-                let ask = if asking { self.nodes[n].seq + 1 } else { 0 };
-                if asking {
-                    self.nodes[n].votes.asked(ask, now);
-                }
-                let hb = Heartbeat {
-                    link: link as u8,
-                    business_up: true,
-                    instances: vec![report],
-                    ask,
-                    grant: grant.clone(),
-                };
-                let bytes = self.message(n, term, Body::Heartbeat(hb));
-                self.send(link, n, 1 - n, bytes, false);
-            }
-        }
-        let request = self.nodes[n]
-            .lease
-            .as_mut()
-            .and_then(|l| l.poll_request(now));
-        if let Some(r) = request {
-            let bytes = self.message(
-                n,
-                r.term,
-                Body::LeaseRequest {
-                    request: r.request,
-                    duration_ms: ms(r.duration),
-                },
-            );
-            self.send(0, n, WITNESS, bytes, false);
-        }
-        let node = &mut self.nodes[n];
-        if let Some(l) = &mut node.lease {
-            l.set_wanted(now, asking);
-        }
-        let rules = Rules {
-            nodes: 2,
-            witness: self.cfg.lease.is_some(),
-            policy: self.cfg.policy,
-        };
-        // A vote or lease counts only while it outlasts the VIP's kernel lifetime: if this
-        // node died now, its VIP would be gone before the promise ends.
-        let horizon = now + self.cfg.vip_lifetime;
+        node.member.tick(now, unix, &[report], true);
         let local = Local {
             vrid: 51,
             priority,
             master,
             business_up: true,
-            lease_valid: node.lease.as_ref().is_some_and(|l| l.valid(horizon)),
+            lease_valid: false,
         };
-        let ballot = Ballot {
-            peer_votes: node.votes.count(horizon),
-            promised_to: promised.map(|_| peer_name),
-            voted_for: node.votes.last_given().is_some(),
-        };
-        let verdict = quorum::verdict(rules, &node.live, &node.name, local, &ballot);
-        let veto = match verdict {
-            quorum::Verdict::Denied(why) => Some(why),
+        let veto = match node.member.verdict(now, local) {
+            Verdict::Denied(why) => Some(why),
             _ => None,
         };
         node.inst.set_veto(now, veto);
+        self.flush(n);
+    }
+
+    /// Sends what node `n`'s member queued, and keeps its events in the trace.
+    fn flush(&mut self, n: usize) {
+        let now = self.now;
+        let witness = self.witness();
+        while let Some(t) = self.nodes[n].member.poll_transmit() {
+            let bytes = wire::encode(&t.msg, &self.key);
+            match t.via {
+                Via::Link(l) => {
+                    for m in (0..self.nodes.len()).filter(|&m| m != n) {
+                        self.send(l, n, m, bytes.clone(), false);
+                    }
+                }
+                Via::Witness => self.send(0, n, witness, bytes, false),
+            }
+        }
+        while let Some(e) = self.nodes[n].member.poll_event() {
+            self.trace.push(format!("{now:?} {}: {e:?}", NODES[n].0));
+        }
     }
 
     fn after(&mut self, n: usize) {
@@ -568,7 +500,7 @@ impl ClusterSim {
         {
             let node = &mut self.nodes[n];
             while let Some(a) = node.inst.poll_action() {
-                self.trace.push(format!("{:?} {}: {a:?}", now, node.name));
+                self.trace.push(format!("{:?} {}: {a:?}", now, NODES[n].0));
                 match a {
                     Action::AddVips => {
                         node.vip = true;
@@ -593,13 +525,15 @@ impl ClusterSim {
             }
         }
         for bytes in adverts {
-            self.send(0, n, 1 - n, bytes, true);
+            for m in (0..self.nodes.len()).filter(|&m| m != n) {
+                self.send(0, n, m, bytes.clone(), true);
+            }
         }
     }
 
     fn deliver(&mut self, p: Packet) {
         let now = self.now;
-        if p.to == WITNESS {
+        if p.to == self.witness() {
             return self.witness_receive(p);
         }
         if self.nodes[p.to].process != Process::Up {
@@ -620,55 +554,13 @@ impl ClusterSim {
         let Ok(msg) = wire::decode(&p.bytes, &self.key) else {
             panic!("the simulator's own message did not decode");
         };
-        let node = &mut self.nodes[n];
-        let guard = if p.from == WITNESS {
-            &mut node.witness_guard
+        let (via, peer) = if p.from == self.witness() {
+            (Via::Witness, None)
         } else {
-            &mut node.guards[p.link]
+            (Via::Link(p.link), Some(peer_index(n, p.from)))
         };
-        if guard.admit(&msg, unix).is_err() {
-            return;
-        }
-        match msg.body {
-            Body::Heartbeat(hb) if usize::from(hb.link) == p.link => {
-                let peer = if n == 0 { "beta" } else { "alpha" };
-                node.live.heard(now, peer, p.link, msg.term, &hb);
-                if node.votes.heard(0, now, &hb, &node.name) {
-                    // A new ask: answer at once rather than at the next beat.
-                    node.next_beat = now;
-                }
-                if let Some(l) = &mut node.lease {
-                    l.observe_term(msg.term);
-                }
-            }
-            Body::LeaseGranted {
-                request,
-                duration_ms,
-            } => {
-                if let Some(l) = &mut node.lease {
-                    l.granted(
-                        request,
-                        Duration::from_millis(u64::from(duration_ms)),
-                        msg.term,
-                    );
-                }
-            }
-            Body::LeaseRefused {
-                request,
-                remaining_ms,
-                ..
-            } => {
-                if let Some(l) = &mut node.lease {
-                    l.refused(
-                        now,
-                        request,
-                        msg.term,
-                        Duration::from_millis(u64::from(remaining_ms)),
-                    );
-                }
-            }
-            _ => {}
-        }
+        // A refused message (a replay after a restart, say) changes nothing.
+        let _ = self.nodes[n].member.receive(now, unix, via, peer, &msg);
         self.tick(n);
     }
 
@@ -702,11 +594,10 @@ impl ClusterSim {
         }
         let (term, body) = match answer {
             Answer::Granted { duration, term } => {
-                let holder = self
-                    .nodes
+                let holder = NODES
                     .iter()
-                    .position(|x| x.name == msg.sender)
-                    .unwrap_or(9);
+                    .position(|(name, _)| *name == msg.sender)
+                    .unwrap_or(usize::MAX);
                 self.grants.push(GrantRecord {
                     at: now,
                     holder,
@@ -743,26 +634,23 @@ impl ClusterSim {
             body,
         };
         let bytes = wire::encode(&reply, &self.key);
-        self.send(0, WITNESS, p.from, bytes, false);
+        let witness = self.witness();
+        self.send(0, witness, p.from, bytes, false);
+    }
+
+    fn due(node: &Node) -> Option<Instant> {
+        if node.process != Process::Up {
+            return None;
+        }
+        [node.inst.poll_timeout(), node.member.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn next_event(&self) -> Option<Instant> {
         let packet = self.in_flight.peek().map(|Reverse(p)| p.at);
-        let timers = self
-            .nodes
-            .iter()
-            .filter(|n| n.process == Process::Up)
-            .flat_map(|n| {
-                [
-                    n.inst.poll_timeout(),
-                    Some(n.next_beat),
-                    n.live.poll_timeout(),
-                    n.lease.as_ref().and_then(LeaseClient::poll_timeout),
-                    n.votes.poll_timeout(),
-                ]
-            })
-            .flatten()
-            .min();
+        let timers = self.nodes.iter().filter_map(Self::due).min();
         let expiry = self.nodes.iter().filter_map(|n| n.vip_expires).min();
         [packet, timers, expiry].into_iter().flatten().min()
     }
@@ -779,16 +667,20 @@ impl ClusterSim {
 
     fn advance_to(&mut self, t: Instant) {
         let t = t.max(self.now);
-        if self.nodes[0].vip && self.nodes[1].vip {
+        if self.vip_holders() >= 2 {
             self.both_vip += t.saturating_since(self.now);
         }
         // Validity is re-read at `now`; an expiry between events is itself an event (the
         // lease clients' poll_timeout), so this is exact for running nodes. A frozen or dead
         // node's own view does not matter: it acts on nothing.
-        let held = |n: &Node| {
-            n.process == Process::Up && n.lease.as_ref().is_some_and(|l| l.valid(self.now))
-        };
-        if held(&self.nodes[0]) && held(&self.nodes[1]) {
+        let held = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.process == Process::Up && n.member.lease().is_some_and(|l| l.valid(self.now))
+            })
+            .count();
+        if held >= 2 {
             self.both_leases += t.saturating_since(self.now);
         }
         self.now = t;
@@ -807,21 +699,7 @@ impl ClusterSim {
             self.deliver(p);
         }
         for n in 0..self.nodes.len() {
-            let node = &self.nodes[n];
-            if node.process != Process::Up {
-                continue;
-            }
-            let due = [
-                node.inst.poll_timeout(),
-                Some(node.next_beat),
-                node.live.poll_timeout(),
-                node.lease.as_ref().and_then(LeaseClient::poll_timeout),
-                node.votes.poll_timeout(),
-            ]
-            .into_iter()
-            .flatten()
-            .any(|t| t <= now);
-            if due {
+            if Self::due(&self.nodes[n]).is_some_and(|t| t <= now) {
                 self.tick(n);
             }
         }

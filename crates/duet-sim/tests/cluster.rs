@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use duet_cluster::quorum::TwoNodePolicy;
-use duet_sim::cluster::{ClusterConfig, ClusterSim, Process, WITNESS};
+use duet_sim::cluster::{ClusterConfig, ClusterSim, Process};
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
@@ -46,8 +46,9 @@ fn fault(sim: &mut ClusterSim) -> String {
             format!("asymmetric: {node} unheard")
         }
         3 => {
-            sim.set_cut(0, node, WITNESS, true);
-            sim.set_cut(0, WITNESS, node, true);
+            let w = sim.witness();
+            sim.set_cut(0, node, w, true);
+            sim.set_cut(0, w, node, true);
             format!("{node} cut from the witness")
         }
         4 => {
@@ -236,6 +237,137 @@ fn a_master_keeps_serving_through_a_partition_and_its_healing() {
             );
             assert!(sim.outage().is_none());
         }
+    }
+}
+
+/// One random fault among `sim.nodes()` nodes: a partition into two sides, a node cut off on
+/// one link, loss, a pause, a crash and restart, a crash, or healing.
+fn fault_n(sim: &mut ClusterSim) -> String {
+    let n = sim.nodes() as u64;
+    let node = sim.rng().range(0, n - 1) as usize;
+    match sim.rng().range(0, 7) {
+        0 | 1 => {
+            let side: Vec<usize> = (0..sim.nodes()).filter(|_| sim.rng().chance(0.5)).collect();
+            sim.isolate(&side);
+            format!("partition {side:?}")
+        }
+        2 => {
+            let link = sim.rng().range(0, 1) as usize;
+            for m in (0..sim.nodes()).filter(|&m| m != node) {
+                sim.set_cut(link, node, m, true);
+                sim.set_cut(link, m, node, true);
+            }
+            format!("{node} cut off on link {link}")
+        }
+        3 => {
+            sim.set_loss(0, 0.3);
+            "30 % loss on link 0".into()
+        }
+        4 => {
+            sim.pause(node);
+            let d = sim.rng().range(100, 6_000);
+            sim.run_for(MS(d));
+            sim.resume(node);
+            format!("pause {node} for {d} ms")
+        }
+        5 => {
+            sim.crash(node);
+            let d = sim.rng().range(100, 4_000);
+            sim.run_for(MS(d));
+            sim.start(node);
+            format!("crash and restart {node} after {d} ms")
+        }
+        6 => {
+            sim.crash(node);
+            format!("crash {node}")
+        }
+        _ => {
+            sim.heal();
+            "heal".into()
+        }
+    }
+}
+
+fn started_n(seed: u64, nodes: usize) -> ClusterSim {
+    let mut sim = ClusterSim::new(
+        seed,
+        ClusterConfig {
+            nodes,
+            lease: None,
+            ..ClusterConfig::default()
+        },
+    );
+    for n in 0..nodes {
+        sim.start(n);
+        let gap = sim.rng().range(0, 300);
+        sim.run_for(MS(gap));
+    }
+    sim.run_for(Duration::from_secs(3));
+    sim
+}
+
+/// Three and four nodes without a witness: a majority of votes, so never two VIPs, whatever
+/// the schedule; after healing, exactly one node serves.
+#[test]
+fn three_and_four_nodes_never_give_two_vips() {
+    for nodes in [3, 4] {
+        for seed in 0..400 {
+            let mut sim = started_n(seed, nodes);
+            let mut log = Vec::new();
+            for _ in 0..6 {
+                let at = sim.now();
+                let what = fault_n(&mut sim);
+                log.push(format!("{at:?}: {what}"));
+                let d = sim.rng().range(50, 3_000);
+                sim.run_for(MS(d));
+            }
+            assert_eq!(
+                sim.both_vip,
+                Duration::ZERO,
+                "{nodes} nodes, seed {seed}: {log:?}"
+            );
+            sim.heal();
+            for n in 0..nodes {
+                if sim.process(n) != Process::Up {
+                    sim.start(n);
+                }
+            }
+            sim.run_for(Duration::from_secs(5));
+            assert_eq!(
+                sim.vip_holders(),
+                1,
+                "{nodes} nodes, seed {seed}, after healing: {log:?}"
+            );
+        }
+    }
+}
+
+/// The side with a majority serves within detection + the promise time; the minority side
+/// never does.
+#[test]
+fn with_three_nodes_the_majority_side_takes_over() {
+    for seed in 0..100 {
+        let mut sim = started_n(seed, 3);
+        assert!(sim.has_vip(0), "seed {seed}: alpha (priority 150) serves");
+        sim.reset_outage();
+        // Alpha alone on one side: it must step down (no majority); beta (the next priority)
+        // takes over once the promise it gave alpha ends.
+        sim.isolate(&[0]);
+        sim.run_for(Duration::from_secs(5));
+        assert!(!sim.has_vip(0), "seed {seed}: the minority still serves");
+        assert!(sim.has_vip(1), "seed {seed}: the majority does not serve");
+        assert_eq!(sim.both_vip, Duration::ZERO, "seed {seed}");
+        // Promises last 2 s (twice the 1 s VIP lifetime); detection 250 ms; room to spare.
+        assert!(
+            sim.longest_outage < Duration::from_millis(3_500),
+            "seed {seed}: {:?} without a master",
+            sim.longest_outage
+        );
+        // Healed: alpha preempts back, one master throughout.
+        sim.heal();
+        sim.run_for(Duration::from_secs(6));
+        assert!(sim.has_vip(0) && sim.vip_holders() == 1, "seed {seed}");
+        assert_eq!(sim.both_vip, Duration::ZERO, "seed {seed}");
     }
 }
 

@@ -10,11 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duet_cluster::lease::LeaseClient;
-use duet_cluster::liveness::{Liveness, LivenessEvent};
-use duet_cluster::quorum::{self, Ballot, Local, Rules, TwoNodePolicy, Verdict};
-use duet_cluster::votes::{Votes, may_grant};
-use duet_cluster::wire::{self, Body, Grant, Heartbeat, InstanceReport, Key, Message, ReplayGuard};
+use duet_cluster::liveness::LivenessEvent;
+use duet_cluster::member::{Event, Member, MemberConfig};
+use duet_cluster::quorum::{Local, TwoNodePolicy, Verdict};
+use duet_cluster::wire::{self, InstanceReport, Key};
 use duet_config::{HeartbeatConfig, WitnessConfig};
 use duet_time::Instant;
 use tokio::net::UdpSocket;
@@ -22,40 +21,17 @@ use tokio::sync::mpsc;
 
 use super::control::Input;
 
-/// Which socket a datagram came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// Heartbeat link `n`.
-    Link(usize),
-    /// The witness client socket.
-    Witness,
-}
+pub use duet_cluster::member::Via;
 
-/// The cluster state the control loop owns.
+/// The cluster state the control loop owns: the pure [`Member`] and its sockets.
 pub struct Cluster {
-    node: String,
+    member: Member,
     cfg: HeartbeatConfig,
     witness: Option<WitnessConfig>,
     key: Key,
     witness_key: Key,
     links: Vec<Arc<UdpSocket>>,
     witness_socket: Option<Arc<UdpSocket>>,
-    liveness: Liveness,
-    lease: Option<LeaseClient>,
-    /// Votes given and received (node-level: every instance of a node follows one decision).
-    votes: Votes,
-    /// `node.vip_lifetime`: votes and leases count only while they outlast it.
-    vip_lifetime: Duration,
-    /// Replay guards: one per link (a heartbeat names its link, so a message captured on one
-    /// link and replayed on another is refused), one for the witness.
-    guards: Vec<ReplayGuard>,
-    witness_guard: ReplayGuard,
-    rules: Rules,
-    /// Peer *i*'s name, learned from its first authenticated message.
-    names: Vec<Option<String>>,
-    boot: u64,
-    seq: u64,
-    next_beat: Instant,
     drops: BTreeMap<&'static str, u64>,
     /// Each instance's veto as last applied, for logging changes.
     vetoes: BTreeMap<String, Option<String>>,
@@ -63,13 +39,10 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("node", &self.node).finish()
+        f.debug_struct("Cluster")
+            .field("node", &self.member.config().name)
+            .finish()
     }
-}
-
-/// Liveness key of peer `i`: its address on the first link.
-fn label(cfg: &HeartbeatConfig, i: usize) -> String {
-    cfg.links[0].peers[i].ip().to_string()
 }
 
 impl Cluster {
@@ -107,25 +80,16 @@ impl Cluster {
             }
             None => None,
         };
-        let peers = cfg.links[0].peers.len();
-        let labels: Vec<String> = (0..peers).map(|i| label(cfg, i)).collect();
-        let liveness = Liveness::new(cfg.links.len(), &labels, cfg.interval.0, cfg.misses);
-        let lease = witness.map(|w| {
-            // The node ends its lease a little before its own count: covers clock-rate drift.
-            LeaseClient::new(w.lease.0, (w.lease.0 / 20).max(Duration::from_millis(20)))
-        });
-        let rules = Rules {
-            nodes: peers + 1,
-            witness: witness.is_some(),
-            policy: match cfg.two_node_policy {
-                duet_config::TwoNodePolicy::Safe => TwoNodePolicy::Safe,
-                duet_config::TwoNodePolicy::Available => TwoNodePolicy::Available,
-            },
-        };
+        // A peer's key is its address on the first link.
+        let peers: Vec<String> = cfg.links[0]
+            .peers
+            .iter()
+            .map(|p| p.ip().to_string())
+            .collect();
         tracing::info!(
             "heartbeat: {} link(s), {} peer(s), every {} (dead after {} misses){}",
             cfg.links.len(),
-            peers,
+            peers.len(),
             duet_time::format_duration(cfg.interval.0),
             cfg.misses,
             witness.map_or(String::new(), |w| format!(
@@ -134,32 +98,31 @@ impl Cluster {
                 duet_time::format_duration(w.lease.0)
             ))
         );
+        let member = Member::new(
+            MemberConfig {
+                name: node.to_string(),
+                peers,
+                links: cfg.links.len(),
+                interval: cfg.interval.0,
+                misses: cfg.misses,
+                lease: witness.map(|w| w.lease.0),
+                vip_lifetime,
+                policy: match cfg.two_node_policy {
+                    duet_config::TwoNodePolicy::Safe => TwoNodePolicy::Safe,
+                    duet_config::TwoNodePolicy::Available => TwoNodePolicy::Available,
+                },
+                clock_window_ms: crate::witness::CLOCK_WINDOW_MS,
+            },
+            duet_sys::process::random_u64().map_err(|e| format!("random: {e}"))?,
+        );
         Ok(Cluster {
-            node: node.to_string(),
+            member,
             cfg: cfg.clone(),
             witness: witness.cloned(),
             key,
             witness_key,
             links,
             witness_socket,
-            liveness,
-            lease,
-            votes: {
-                // As long as the witness lease, or twice the VIP lifetime (at least 2 s):
-                // always longer than a frozen or killed node's VIP lives.
-                let d = witness.map_or((vip_lifetime * 2).max(Duration::from_secs(2)), |w| {
-                    w.lease.0
-                });
-                Votes::new(peers, d, (d / 20).max(Duration::from_millis(20)))
-            },
-            vip_lifetime,
-            guards: vec![ReplayGuard::new(crate::witness::CLOCK_WINDOW_MS); cfg.links.len()],
-            witness_guard: ReplayGuard::new(crate::witness::CLOCK_WINDOW_MS),
-            rules,
-            names: vec![None; peers],
-            boot: duet_sys::process::random_u64().map_err(|e| format!("random: {e}"))?,
-            seq: 0,
-            next_beat: Instant::ZERO,
             drops: BTreeMap::new(),
             vetoes: BTreeMap::new(),
         })
@@ -167,142 +130,43 @@ impl Cluster {
 
     /// The earliest time [`Cluster::timers`] must run.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [
-            Some(self.next_beat),
-            self.liveness.poll_timeout(),
-            self.lease.as_ref().and_then(LeaseClient::poll_timeout),
-            self.votes.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        self.member.poll_timeout()
     }
 
-    fn message(&mut self, term: u64, body: Body) -> Message {
-        self.seq += 1;
-        Message {
-            sender: self.node.clone(),
-            boot: self.boot,
-            seq: self.seq,
-            sent_ms: crate::witness::unix_ms(),
-            term,
-            body,
-        }
-    }
-
-    /// Sends what is due: heartbeats on every link, a lease request.
+    /// Runs the member's timers and sends what is due: heartbeats on every link, a lease
+    /// request or release.
     pub fn timers(&mut self, now: Instant, reports: &[InstanceReport], business_up: bool) {
-        self.liveness.handle_timeout(now);
-        self.votes.handle_timeout(now);
-        if let Some(l) = &mut self.lease {
-            l.handle_timeout(now);
-        }
-        self.votes
-            .expire_asks(now, self.cfg.interval.0 * self.cfg.misses);
-        self.log_events();
-        let term = self.lease.as_ref().map_or(0, LeaseClient::term);
-        let master = reports.iter().any(|r| r.master);
-        let wants = reports.iter().any(|r| r.wants);
-        let promised = self.votes.promised_to(now).is_some();
-        let asking = (master || wants) && !promised;
-        if !asking {
-            self.votes.stop_asking();
-        }
-        // A node that promised its vote cannot act on its wish: it does not announce it, so a
-        // master does not yield to it.
-        let owned: Vec<InstanceReport>;
-        let reports = if promised && wants {
-            owned = reports
-                .iter()
-                .map(|r| InstanceReport { wants: false, ..*r })
-                .collect();
-            &owned[..]
-        } else {
-            reports
-        };
-        if now >= self.next_beat {
-            self.next_beat = now + self.cfg.interval.0;
-            let grant = self.decide_grant(now, reports, master, wants);
-            for n in 0..self.links.len() {
-                let ask = if asking { self.seq + 1 } else { 0 };
-                if asking {
-                    self.votes.asked(ask, now);
-                }
-                let hb = Heartbeat {
-                    link: n as u8,
-                    business_up,
-                    instances: reports.to_vec(),
-                    ask,
-                    grant: grant.clone(),
-                };
-                let msg = self.message(term, Body::Heartbeat(hb));
-                let bytes = wire::encode(&msg, &self.key);
-                for peer in &self.cfg.links[n].peers {
-                    // Non-blocking; a full buffer or an unreachable peer is just a miss.
-                    let _ = self.links[n].try_send_to(&bytes, *peer);
-                }
-            }
-        }
-        if let (Some(lease), Some(w), Some(s)) =
-            (&mut self.lease, &self.witness, &self.witness_socket)
-            && let Some(r) = lease.poll_request(now)
-        {
-            let address = w.address;
-            let socket = s.clone();
-            let msg = self.message(
-                r.term,
-                Body::LeaseRequest {
-                    request: r.request,
-                    duration_ms: r.duration.as_millis() as u32,
-                },
-            );
-            let _ = socket.try_send_to(&wire::encode(&msg, &self.witness_key), address);
-        }
-    }
-
-    /// This node's vote for this beat: to the best-ranked asking peer, if it may vote.
-    fn decide_grant(
-        &mut self,
-        now: Instant,
-        reports: &[InstanceReport],
-        master: bool,
-        wants: bool,
-    ) -> Option<Grant> {
-        let mine = reports.iter().map(|r| r.priority).max().unwrap_or(0);
-        let promised = self.votes.promised_to(now);
-        let rank = |i: usize| -> (u8, String) {
-            let p = &self.liveness.peers()[i];
-            let prio = p
-                .report
-                .as_ref()
-                .and_then(|r| r.instances.iter().map(|x| x.priority).max())
-                .unwrap_or(0);
-            (prio, p.display.clone())
-        };
-        let best = (0..self.names.len())
-            .filter(|&i| self.votes.ask_of(i).is_some())
-            .max_by_key(|&i| rank(i))?;
-        let outranks = rank(best) > (mine, self.node.clone());
-        if !may_grant(master, wants, outranks, promised, best) {
-            return None;
-        }
-        let ask = self.votes.ask_of(best)?;
-        if self.votes.promised_to(now).is_none() {
-            tracing::info!("voting for {}", self.names[best].as_deref().unwrap_or("?"));
-        }
-        self.votes.promise(best, now);
-        Some(Grant {
-            to: self.names[best].clone()?,
-            ask,
-            duration_ms: self.votes.duration().as_millis() as u32,
-        })
+        self.member
+            .tick(now, crate::witness::unix_ms(), reports, business_up);
+        self.flush();
     }
 
     /// Sends one heartbeat on every link now, e.g. the last one before exiting, so peers learn
-    /// at once that this node no longer serves.
+    /// at once that this node no longer serves (and the witness that the lease is free).
     pub fn beat_now(&mut self, now: Instant, reports: &[InstanceReport], business_up: bool) {
-        self.next_beat = now;
-        self.timers(now, reports, business_up);
+        self.member
+            .beat_now(now, crate::witness::unix_ms(), reports, business_up);
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        while let Some(t) = self.member.poll_transmit() {
+            match t.via {
+                Via::Link(n) => {
+                    let bytes = wire::encode(&t.msg, &self.key);
+                    for peer in &self.cfg.links[n].peers {
+                        // Non-blocking; a full buffer or an unreachable peer is just a miss.
+                        let _ = self.links[n].try_send_to(&bytes, *peer);
+                    }
+                }
+                Via::Witness => {
+                    if let (Some(w), Some(s)) = (&self.witness, &self.witness_socket) {
+                        let _ = s.try_send_to(&wire::encode(&t.msg, &self.witness_key), w.address);
+                    }
+                }
+            }
+        }
+        self.log_events();
     }
 
     /// Handles a datagram that arrived on `via` from `from`.
@@ -316,92 +180,21 @@ impl Cluster {
             Ok(m) => m,
             Err(e) => return self.drop(e.label(), from),
         };
-        let guard = match via {
-            Via::Link(n) => &mut self.guards[n],
-            Via::Witness => &mut self.witness_guard,
+        let peer = match via {
+            Via::Link(n) => self
+                .cfg
+                .links
+                .get(n)
+                .and_then(|l| l.peers.iter().position(|p| p.ip() == from.ip())),
+            Via::Witness => None,
         };
-        if let Err(e) = guard.admit(&msg, crate::witness::unix_ms()) {
-            return self.drop(e.label(), from);
+        if let Err(reason) = self
+            .member
+            .receive(now, crate::witness::unix_ms(), via, peer, &msg)
+        {
+            self.drop(reason, from);
         }
-        match (via, &msg.body) {
-            (Via::Link(n), Body::Heartbeat(hb)) => {
-                if usize::from(hb.link) != n {
-                    return self.drop("link", from);
-                }
-                let Some(i) = self.cfg.links[n]
-                    .peers
-                    .iter()
-                    .position(|p| p.ip() == from.ip())
-                else {
-                    return self.drop("peer", from);
-                };
-                match &self.names[i] {
-                    Some(name) if *name != msg.sender => return self.drop("peer", from),
-                    Some(_) => {}
-                    None => {
-                        tracing::info!(
-                            "heartbeat: peer {} is {:?}",
-                            label(&self.cfg, i),
-                            msg.sender
-                        );
-                        self.names[i] = Some(msg.sender.clone());
-                        self.liveness.set_display(&label(&self.cfg, i), &msg.sender);
-                    }
-                }
-                let l = label(&self.cfg, i);
-                self.liveness.heard(now, &l, n, msg.term, hb);
-                let had = self.votes.count(now);
-                if self.votes.heard(i, now, hb, &self.node) {
-                    // A new ask: answer with the next pass rather than a whole interval later.
-                    self.next_beat = now;
-                }
-                if had == 0 && self.votes.count(now) > 0 {
-                    tracing::info!("{} votes for this node", msg.sender);
-                }
-                if let Some(lease) = &mut self.lease {
-                    lease.observe_term(msg.term);
-                }
-                self.log_events();
-            }
-            (
-                Via::Witness,
-                Body::LeaseGranted {
-                    request,
-                    duration_ms,
-                },
-            ) => {
-                if let Some(lease) = &mut self.lease {
-                    let was = lease.valid(now);
-                    lease.granted(
-                        *request,
-                        Duration::from_millis(u64::from(*duration_ms)),
-                        msg.term,
-                    );
-                    if !was && lease.valid(now) {
-                        tracing::info!("witness lease granted (term {})", msg.term);
-                    }
-                }
-            }
-            (
-                Via::Witness,
-                Body::LeaseRefused {
-                    request,
-                    holder,
-                    remaining_ms,
-                },
-            ) => {
-                if let Some(lease) = &mut self.lease {
-                    tracing::debug!("witness lease refused: held by {holder:?}");
-                    lease.refused(
-                        now,
-                        *request,
-                        msg.term,
-                        Duration::from_millis(u64::from(*remaining_ms)),
-                    );
-                }
-            }
-            _ => self.drop("unexpected", from),
-        }
+        self.log_events();
     }
 
     fn drop(&mut self, reason: &'static str, from: SocketAddr) {
@@ -413,19 +206,37 @@ impl Cluster {
         }
     }
 
-    fn peer_name(&self, l: &str) -> String {
-        (0..self.names.len())
-            .find(|&i| label(&self.cfg, i) == l)
-            .and_then(|i| self.names[i].clone())
-            .unwrap_or_else(|| l.to_string())
-    }
-
     fn log_events(&mut self) {
-        while let Some(e) = self.liveness.poll_event() {
+        while let Some(e) = self.member.poll_event() {
+            let e = match e {
+                Event::Liveness(e) => e,
+                Event::PeerNamed { peer, name } => {
+                    let address = &self.member.config().peers[peer];
+                    tracing::info!("heartbeat: peer {address} is {name:?}");
+                    continue;
+                }
+                Event::VotingFor(peer) => {
+                    tracing::info!("voting for {peer}");
+                    continue;
+                }
+                Event::VotedBy(peer) => {
+                    tracing::info!("{peer} votes for this node");
+                    continue;
+                }
+                Event::LeaseGranted { term } => {
+                    tracing::info!("witness lease granted (term {term})");
+                    continue;
+                }
+                Event::LeaseRefused { holder } => {
+                    tracing::debug!("witness lease refused: held by {holder:?}");
+                    continue;
+                }
+            };
+            let live = self.member.liveness();
             match e {
                 LivenessEvent::LinkDown { peer, link } => {
-                    let alive = self.liveness.peer(&peer).is_some_and(|p| p.alive());
-                    let name = self.peer_name(&peer);
+                    let alive = live.peer(&peer).is_some_and(|p| p.alive());
+                    let name = self.member.display_key(&peer);
                     if alive {
                         tracing::warn!(
                             "heartbeat link {link} to {name} is silent (another link still carries heartbeats)"
@@ -435,63 +246,28 @@ impl Cluster {
                     }
                 }
                 LivenessEvent::LinkUp { peer, link } => {
-                    tracing::info!("heartbeat link {link} to {} is up", self.peer_name(&peer));
+                    let name = self.member.display_key(&peer);
+                    tracing::info!("heartbeat link {link} to {name} is up");
                 }
                 LivenessEvent::PeerDead { peer } => {
-                    tracing::warn!(
-                        "peer {} is silent on every heartbeat link",
-                        self.peer_name(&peer)
-                    );
+                    let name = self.member.display_key(&peer);
+                    tracing::warn!("peer {name} is silent on every heartbeat link");
                 }
                 LivenessEvent::PeerAlive { peer } => {
-                    tracing::info!("peer {} is heard", self.peer_name(&peer));
+                    tracing::info!("peer {} is heard", self.member.display_key(&peer));
                 }
             }
         }
     }
 
-    /// The verdict for one instance. A vote or lease counts only while it outlasts the VIP's
-    /// kernel lifetime: if this node died now, its VIP would be gone before the promise ends.
-    pub fn verdict(&mut self, now: Instant, local: Local) -> Verdict {
-        let horizon = now + self.vip_lifetime;
-        let lease_valid = self.lease.as_ref().is_some_and(|l| l.valid(horizon));
-        let ballot = Ballot {
-            peer_votes: self.votes.count(horizon),
-            promised_to: self
-                .votes
-                .promised_to(now)
-                .map(|i| self.names[i].clone().unwrap_or_else(|| label(&self.cfg, i))),
-            voted_for: self.votes.last_given().is_some(),
-        };
-        quorum::verdict(
-            self.rules,
-            &self.liveness,
-            &self.node,
-            Local {
-                lease_valid,
-                ..local
-            },
-            &ballot,
-        )
+    /// The verdict for one instance.
+    pub fn verdict(&self, now: Instant, local: Local) -> Verdict {
+        self.member.verdict(now, local)
     }
 
     /// Whether a peer heard now reports MASTER for `vrid`.
     pub fn peer_master(&self, vrid: u8) -> bool {
-        self.liveness.peers().iter().any(|p| {
-            p.alive()
-                && p.report
-                    .as_ref()
-                    .is_some_and(|r| r.instances.iter().any(|i| i.vrid == vrid && i.master))
-        })
-    }
-
-    /// Tells the lease client whether any instance wants to be MASTER (a node that promised
-    /// its vote does not seek the lease).
-    pub fn want_lease(&mut self, now: Instant, wanted: bool) {
-        let wanted = wanted && self.votes.promised_to(now).is_none();
-        if let Some(l) = &mut self.lease {
-            l.set_wanted(now, wanted);
-        }
+        self.member.peer_master(vrid)
     }
 
     /// Records the veto applied to `instance`, logging changes; returns it.
@@ -518,21 +294,22 @@ impl Cluster {
 
     /// For the status API.
     pub fn status(&self, now: Instant) -> duet_admin::ClusterStatus {
+        let m = &self.member;
         duet_admin::ClusterStatus {
-            peers: self
-                .liveness
+            peers: m
+                .liveness()
                 .peers()
                 .iter()
                 .enumerate()
                 .map(|(i, p)| duet_admin::PeerStatus {
-                    name: self.names[i].clone().unwrap_or_default(),
+                    name: m.name(i).unwrap_or_default().to_string(),
                     address: p.name.clone(),
                     alive: p.alive(),
                     links: (0..self.cfg.links.len()).map(|n| p.link_up(n)).collect(),
                     term: p.term,
                 })
                 .collect(),
-            lease: self.lease.as_ref().map(|l| duet_admin::LeaseStatus {
+            lease: m.lease().map(|l| duet_admin::LeaseStatus {
                 witness: self
                     .witness
                     .as_ref()

@@ -360,8 +360,6 @@ impl ControlPlane {
             return;
         };
         c.timers(now, &reports, business_up);
-        let wanted = self.instances.iter().any(|i| i.core.wants_master());
-        c.want_lease(now, wanted);
         for inst in &mut self.instances {
             let local = duet_cluster::quorum::Local {
                 vrid: inst.cfg.vrid,
@@ -602,9 +600,8 @@ impl ControlPlane {
         // the heartbeat to go silent.
         let (reports, business_up) = self.reports();
         if let Some(c) = &mut self.cluster {
-            // Give the witness lease back and tell the peers that this node no longer asks
-            // for votes: they are free at once instead of after their promises run out.
-            c.want_lease(now, false);
+            // Tell the peers that this node no longer asks for votes (they are free at once
+            // instead of after their promises run out) and give the witness lease back.
             c.beat_now(now, &reports, business_up);
         }
         self.readings.stop_scripts();

@@ -1,0 +1,633 @@
+//! One node of the cluster: everything the node decides, with no sockets and no clock.
+//!
+//! A [`Member`] owns the node's [`Liveness`], [`Votes`], witness [`LeaseClient`] and replay
+//! guards. The shell (the daemon, or the simulator) feeds it the time, decoded messages and the
+//! node's VRRP instances, sends what [`Member::poll_transmit`] returns, and applies
+//! [`Member::verdict`] as each instance's veto. Both shells run this one implementation, so the
+//! simulator's thousands of schedules test the daemon's exact logic.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use duet_time::Instant;
+
+use crate::lease::LeaseClient;
+use crate::liveness::{Liveness, LivenessEvent};
+use crate::quorum::{self, Ballot, Local, Rules, TwoNodePolicy, Verdict};
+use crate::votes::{Votes, may_grant};
+use crate::wire::{Body, Grant, Heartbeat, InstanceReport, Message, ReplayGuard};
+
+/// What a member is configured with.
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    /// This node's name (carried in every message).
+    pub name: String,
+    /// One key per peer (e.g. its address on the first link), in a fixed order: the shell
+    /// names peers by their index in this list.
+    pub peers: Vec<String>,
+    /// Heartbeat links.
+    pub links: usize,
+    /// Heartbeat interval.
+    pub interval: Duration,
+    /// Missed heartbeats before a link counts as silent.
+    pub misses: u32,
+    /// The witness lease length, when a witness runs.
+    pub lease: Option<Duration>,
+    /// `node.vip_lifetime`: votes and leases count only while they outlast it.
+    pub vip_lifetime: Duration,
+    /// Two nodes without a witness.
+    pub policy: TwoNodePolicy,
+    /// Replay guards refuse messages whose wall-clock stamp is further off than this.
+    pub clock_window_ms: u64,
+}
+
+/// Where a message goes or came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Heartbeat link `n` (a transmit goes to every peer on it).
+    Link(usize),
+    /// The witness.
+    Witness,
+}
+
+/// A message for the shell to encode and send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub via: Via,
+    /// What.
+    pub msg: Message,
+}
+
+/// Something worth a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A link or a peer changed (peers named by their key).
+    Liveness(LivenessEvent),
+    /// Peer `peer` (index) introduced itself as `name`.
+    PeerNamed {
+        /// Index in [`MemberConfig::peers`].
+        peer: usize,
+        /// Its node name.
+        name: String,
+    },
+    /// This node started voting for a peer.
+    VotingFor(String),
+    /// A peer's vote for this node arrived (none counted before).
+    VotedBy(String),
+    /// The witness granted a lease (none valid before).
+    LeaseGranted {
+        /// Its term.
+        term: u64,
+    },
+    /// The witness refused a lease.
+    LeaseRefused {
+        /// Who holds it.
+        holder: String,
+    },
+}
+
+/// One node's cluster logic.
+#[derive(Debug)]
+pub struct Member {
+    cfg: MemberConfig,
+    rules: Rules,
+    liveness: Liveness,
+    lease: Option<LeaseClient>,
+    /// Node-level: every instance of a node follows one decision.
+    votes: Votes,
+    /// One guard per link (a heartbeat names its link, so one captured on a link and replayed
+    /// on another is refused), one for the witness.
+    guards: Vec<ReplayGuard>,
+    witness_guard: ReplayGuard,
+    /// Peer *i*'s name, learned from its first authenticated message.
+    names: Vec<Option<String>>,
+    boot: u64,
+    seq: u64,
+    next_beat: Instant,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl Member {
+    /// A member that has sent nothing; `boot` tells this run's messages from an earlier run's
+    /// (pick it at random).
+    pub fn new(cfg: MemberConfig, boot: u64) -> Member {
+        let peers = cfg.peers.len();
+        let liveness = Liveness::new(cfg.links, &cfg.peers, cfg.interval, cfg.misses);
+        // The node ends its lease a little before its own count: covers clock-rate drift.
+        let lease = cfg
+            .lease
+            .map(|l| LeaseClient::new(l, (l / 20).max(Duration::from_millis(20))));
+        // Promises last as long as the witness lease, or twice the VIP lifetime (at least
+        // 2 s): always longer than a frozen or killed node's VIP lives.
+        let d = cfg
+            .lease
+            .unwrap_or((cfg.vip_lifetime * 2).max(Duration::from_secs(2)));
+        let votes = Votes::new(peers, d, (d / 20).max(Duration::from_millis(20)));
+        Member {
+            rules: Rules {
+                nodes: peers + 1,
+                witness: cfg.lease.is_some(),
+                policy: cfg.policy,
+            },
+            liveness,
+            lease,
+            votes,
+            guards: vec![ReplayGuard::new(cfg.clock_window_ms); cfg.links],
+            witness_guard: ReplayGuard::new(cfg.clock_window_ms),
+            names: vec![None; peers],
+            boot,
+            seq: 0,
+            next_beat: Instant::ZERO,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            cfg,
+        }
+    }
+
+    /// The earliest time [`Member::tick`] must run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            Some(self.next_beat),
+            self.liveness.poll_timeout(),
+            self.lease.as_ref().and_then(LeaseClient::poll_timeout),
+            self.votes.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn message(&mut self, unix_ms: u64, term: u64, body: Body) -> Message {
+        self.seq += 1;
+        Message {
+            sender: self.cfg.name.clone(),
+            boot: self.boot,
+            seq: self.seq,
+            sent_ms: unix_ms,
+            term,
+            body,
+        }
+    }
+
+    /// Runs timers and queues what is due: heartbeats on every link, a lease request or
+    /// release. `reports` are this node's instances; `business_up` its business link.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        reports: &[InstanceReport],
+        business_up: bool,
+    ) {
+        self.liveness.handle_timeout(now);
+        self.votes.handle_timeout(now);
+        if let Some(l) = &mut self.lease {
+            l.handle_timeout(now);
+        }
+        self.votes
+            .expire_asks(now, self.cfg.interval * self.cfg.misses);
+        self.take_liveness_events();
+        let term = self.lease.as_ref().map_or(0, LeaseClient::term);
+        let master = reports.iter().any(|r| r.master);
+        let wants = reports.iter().any(|r| r.wants);
+        let promised = self.votes.promised_to(now).is_some();
+        let asking = (master || wants) && !promised;
+        if !asking {
+            self.votes.stop_asking();
+        }
+        // A node that promised its vote cannot act on its wish: it does not announce it (so a
+        // master does not yield to it), nor seek the lease.
+        let owned: Vec<InstanceReport>;
+        let reports = if promised && wants {
+            owned = reports
+                .iter()
+                .map(|r| InstanceReport { wants: false, ..*r })
+                .collect();
+            &owned[..]
+        } else {
+            reports
+        };
+        if now >= self.next_beat {
+            self.next_beat = now + self.cfg.interval;
+            let grant = self.decide_grant(now, reports, master, wants);
+            for n in 0..self.cfg.links {
+                let ask = if asking { self.seq + 1 } else { 0 };
+                if asking {
+                    self.votes.asked(ask, now);
+                }
+                let hb = Heartbeat {
+                    link: n as u8,
+                    business_up,
+                    instances: reports.to_vec(),
+                    ask,
+                    grant: grant.clone(),
+                };
+                let msg = self.message(unix_ms, term, Body::Heartbeat(hb));
+                self.transmits.push_back(Transmit {
+                    via: Via::Link(n),
+                    msg,
+                });
+            }
+        }
+        if let Some(l) = &mut self.lease {
+            l.set_wanted(now, asking);
+        }
+        if let Some(r) = self.lease.as_mut().and_then(|l| l.poll_request(now)) {
+            let msg = self.message(
+                unix_ms,
+                r.term,
+                Body::LeaseRequest {
+                    request: r.request,
+                    duration_ms: r.duration.as_millis() as u32,
+                },
+            );
+            self.transmits.push_back(Transmit {
+                via: Via::Witness,
+                msg,
+            });
+        }
+    }
+
+    /// One heartbeat on every link now, e.g. the last one before exiting (with reports that
+    /// neither serve nor want to: peers are free at once, and the lease is released).
+    pub fn beat_now(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        reports: &[InstanceReport],
+        business_up: bool,
+    ) {
+        self.next_beat = now;
+        self.tick(now, unix_ms, reports, business_up);
+    }
+
+    /// This node's vote for this beat: to the best-ranked asking peer, if it may vote.
+    fn decide_grant(
+        &mut self,
+        now: Instant,
+        reports: &[InstanceReport],
+        master: bool,
+        wants: bool,
+    ) -> Option<Grant> {
+        let mine = reports.iter().map(|r| r.priority).max().unwrap_or(0);
+        let promised = self.votes.promised_to(now);
+        let rank = |i: usize| -> (u8, &str) {
+            let p = &self.liveness.peers()[i];
+            let prio = p
+                .report
+                .as_ref()
+                .and_then(|r| r.instances.iter().map(|x| x.priority).max())
+                .unwrap_or(0);
+            (prio, p.display.as_str())
+        };
+        let best = (0..self.names.len())
+            .filter(|&i| self.votes.ask_of(i).is_some())
+            .max_by_key(|&i| rank(i))?;
+        let outranks = rank(best) > (mine, self.cfg.name.as_str());
+        if !may_grant(master, wants, outranks, promised, best) {
+            return None;
+        }
+        let ask = self.votes.ask_of(best)?;
+        let to = self.names[best].clone()?;
+        if promised.is_none() {
+            self.events.push_back(Event::VotingFor(to.clone()));
+        }
+        self.votes.promise(best, now);
+        Some(Grant {
+            to,
+            ask,
+            duration_ms: self.votes.duration().as_millis() as u32,
+        })
+    }
+
+    /// Takes in a decoded message that arrived on `via`, from peer index `peer` (the shell
+    /// matches the source address; `None`: no configured peer). On refusal, returns why (a
+    /// short label for counters and logs); the member's state is untouched then.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        via: Via,
+        peer: Option<usize>,
+        msg: &Message,
+    ) -> Result<(), &'static str> {
+        // Everything that can refuse the message runs before the replay guard records it.
+        match (via, &msg.body) {
+            (Via::Link(n), Body::Heartbeat(hb)) => {
+                if usize::from(hb.link) != n || n >= self.guards.len() {
+                    return Err("link");
+                }
+                let i = peer.filter(|&i| i < self.names.len()).ok_or("peer")?;
+                if self.names[i]
+                    .as_ref()
+                    .is_some_and(|name| *name != msg.sender)
+                {
+                    return Err("peer");
+                }
+            }
+            (Via::Witness, Body::LeaseGranted { .. } | Body::LeaseRefused { .. })
+                if self.lease.is_some() => {}
+            _ => return Err("unexpected"),
+        }
+        let guard = match via {
+            Via::Link(n) => &mut self.guards[n],
+            Via::Witness => &mut self.witness_guard,
+        };
+        guard.admit(msg, unix_ms).map_err(|e| e.label())?;
+        match (via, &msg.body) {
+            (Via::Link(n), Body::Heartbeat(hb)) => {
+                // Checked above.
+                let i = peer.unwrap_or_default();
+                if self.names[i].is_none() {
+                    self.names[i] = Some(msg.sender.clone());
+                    self.liveness.set_display(&self.cfg.peers[i], &msg.sender);
+                    self.events.push_back(Event::PeerNamed {
+                        peer: i,
+                        name: msg.sender.clone(),
+                    });
+                }
+                self.liveness
+                    .heard(now, &self.cfg.peers[i], n, msg.term, hb);
+                let had = self.votes.count(now);
+                if self.votes.heard(i, now, hb, &self.cfg.name) {
+                    // A new ask: answer with the next pass rather than a whole interval later.
+                    self.next_beat = now;
+                }
+                if had == 0 && self.votes.count(now) > 0 {
+                    self.events.push_back(Event::VotedBy(msg.sender.clone()));
+                }
+                if let Some(lease) = &mut self.lease {
+                    lease.observe_term(msg.term);
+                }
+                self.take_liveness_events();
+                Ok(())
+            }
+            (
+                Via::Witness,
+                Body::LeaseGranted {
+                    request,
+                    duration_ms,
+                },
+            ) => {
+                let Some(lease) = &mut self.lease else {
+                    return Err("unexpected");
+                };
+                let was = lease.valid(now);
+                lease.granted(
+                    *request,
+                    Duration::from_millis(u64::from(*duration_ms)),
+                    msg.term,
+                );
+                if !was && lease.valid(now) {
+                    self.events
+                        .push_back(Event::LeaseGranted { term: msg.term });
+                }
+                Ok(())
+            }
+            (
+                Via::Witness,
+                Body::LeaseRefused {
+                    request,
+                    holder,
+                    remaining_ms,
+                },
+            ) => {
+                let Some(lease) = &mut self.lease else {
+                    return Err("unexpected");
+                };
+                lease.refused(
+                    now,
+                    *request,
+                    msg.term,
+                    Duration::from_millis(u64::from(*remaining_ms)),
+                );
+                self.events.push_back(Event::LeaseRefused {
+                    holder: holder.clone(),
+                });
+                Ok(())
+            }
+            _ => Err("unexpected"),
+        }
+    }
+
+    fn take_liveness_events(&mut self) {
+        while let Some(e) = self.liveness.poll_event() {
+            self.events.push_back(Event::Liveness(e));
+        }
+    }
+
+    /// The verdict for one instance (`local.lease_valid` is filled in here). A vote or lease
+    /// counts only while it outlasts the VIP's kernel lifetime: if this node died now, its
+    /// VIP would be gone before the promise ends.
+    pub fn verdict(&self, now: Instant, local: Local) -> Verdict {
+        let horizon = now + self.cfg.vip_lifetime;
+        let lease_valid = self.lease.as_ref().is_some_and(|l| l.valid(horizon));
+        let ballot = Ballot {
+            peer_votes: self.votes.count(horizon),
+            promised_to: self
+                .votes
+                .promised_to(now)
+                .map(|i| self.display(i).to_string()),
+            voted_for: self.votes.last_given().is_some(),
+        };
+        quorum::verdict(
+            self.rules,
+            &self.liveness,
+            &self.cfg.name,
+            Local {
+                lease_valid,
+                ..local
+            },
+            &ballot,
+        )
+    }
+
+    /// Whether a peer heard now reports MASTER for `vrid`.
+    pub fn peer_master(&self, vrid: u8) -> bool {
+        self.liveness.peers().iter().any(|p| {
+            p.alive()
+                && p.report
+                    .as_ref()
+                    .is_some_and(|r| r.instances.iter().any(|i| i.vrid == vrid && i.master))
+        })
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event worth a log line.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Peer `i`'s name, or its key until it has introduced itself.
+    pub fn display(&self, i: usize) -> &str {
+        self.names[i].as_deref().unwrap_or(&self.cfg.peers[i])
+    }
+
+    /// Peer `i`'s name, once it has introduced itself.
+    pub fn name(&self, i: usize) -> Option<&str> {
+        self.names.get(i).and_then(|n| n.as_deref())
+    }
+
+    /// The name behind a peer key (as in liveness events).
+    pub fn display_key(&self, key: &str) -> String {
+        self.cfg
+            .peers
+            .iter()
+            .position(|k| k == key)
+            .map_or(key.to_string(), |i| self.display(i).to_string())
+    }
+
+    /// Links and peers.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    /// The witness lease, when a witness runs.
+    pub fn lease(&self) -> Option<&LeaseClient> {
+        self.lease.as_ref()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MemberConfig {
+        &self.cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_nanos(n * 1_000_000)
+    }
+
+    fn member(name: &str, peer: &str) -> Member {
+        Member::new(
+            MemberConfig {
+                name: name.into(),
+                peers: vec![peer.into()],
+                links: 2,
+                interval: Duration::from_millis(50),
+                misses: 5,
+                lease: None,
+                vip_lifetime: Duration::from_secs(1),
+                policy: TwoNodePolicy::Safe,
+                clock_window_ms: 30_000,
+            },
+            7,
+        )
+    }
+
+    fn report(master: bool, wants: bool) -> Vec<InstanceReport> {
+        vec![InstanceReport {
+            vrid: 51,
+            master,
+            wants,
+            priority: 100,
+        }]
+    }
+
+    const LOCAL: Local = Local {
+        vrid: 51,
+        priority: 100,
+        master: false,
+        business_up: true,
+        lease_valid: false,
+    };
+
+    /// Delivers everything `from` queued to `to` (peer index 0), at `now`.
+    fn exchange(from: &mut Member, to: &mut Member, now: Instant) {
+        while let Some(t) = from.poll_transmit() {
+            if let Via::Link(n) = t.via {
+                to.receive(now, 1_000, Via::Link(n), Some(0), &t.msg)
+                    .expect("admitted");
+            }
+        }
+    }
+
+    #[test]
+    fn a_vote_travels_in_heartbeats_and_makes_a_majority() {
+        let mut alpha = member("alpha", "b");
+        let mut beta = member("beta", "a");
+        // Alpha wants MASTER and asks; beta hears the ask and votes in its next beat.
+        alpha.tick(ms(0), 1_000, &report(false, true), true);
+        beta.tick(ms(0), 1_000, &report(false, false), true);
+        exchange(&mut alpha, &mut beta, ms(1));
+        exchange(&mut beta, &mut alpha, ms(1));
+        assert_eq!(
+            beta.poll_timeout(),
+            Some(ms(1)),
+            "answers the new ask at once"
+        );
+        beta.tick(ms(1), 1_000, &report(false, false), true);
+        assert!(
+            beta.poll_event()
+                .into_iter()
+                .chain(std::iter::from_fn(|| beta.poll_event()))
+                .any(|e| e == Event::VotingFor("alpha".into()))
+        );
+        exchange(&mut beta, &mut alpha, ms(2));
+        assert_eq!(alpha.verdict(ms(2), LOCAL), Verdict::Allowed);
+        let v = beta.verdict(ms(2), LOCAL);
+        assert!(
+            matches!(&v, Verdict::Denied(w) if w.contains("promised its vote to alpha")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn refused_messages_say_why_and_change_nothing() {
+        let mut alpha = member("alpha", "b");
+        let mut beta = member("beta", "a");
+        beta.tick(ms(0), 1_000, &report(false, false), true);
+        let t = beta.poll_transmit().expect("a heartbeat");
+        // From an address that is no configured peer.
+        assert_eq!(
+            alpha.receive(ms(1), 1_000, Via::Link(0), None, &t.msg),
+            Err("peer")
+        );
+        // On the wrong link.
+        assert_eq!(
+            alpha.receive(ms(1), 1_000, Via::Link(1), Some(0), &t.msg),
+            Err("link")
+        );
+        assert!(!alpha.liveness().peers()[0].alive());
+        alpha
+            .receive(ms(1), 1_000, Via::Link(0), Some(0), &t.msg)
+            .expect("admitted");
+        assert!(alpha.liveness().peers()[0].alive());
+        assert_eq!(alpha.name(0), Some("beta"));
+        // The same message again is a replay.
+        assert!(
+            alpha
+                .receive(ms(2), 1_000, Via::Link(0), Some(0), &t.msg)
+                .is_err()
+        );
+        // Another node claiming the same address.
+        let mut gamma = member("gamma", "a");
+        gamma.tick(ms(0), 1_000, &report(false, false), true);
+        let g = gamma.poll_transmit().expect("a heartbeat");
+        assert_eq!(
+            alpha.receive(ms(3), 1_000, Via::Link(0), Some(0), &g.msg),
+            Err("peer")
+        );
+        // A lease answer without a witness configured.
+        let msg = Message {
+            body: Body::LeaseRefused {
+                request: 1,
+                holder: "x".into(),
+                remaining_ms: 10,
+            },
+            ..g.msg
+        };
+        assert_eq!(
+            alpha.receive(ms(3), 1_000, Via::Witness, None, &msg),
+            Err("unexpected")
+        );
+    }
+}
