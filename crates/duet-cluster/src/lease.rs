@@ -298,7 +298,9 @@ impl LeaseClient {
         let Some((id, sent, asked)) = self.pending else {
             return;
         };
-        if id != request || term != asked || !self.wanted {
+        // The witness grants the term asked; etcd grants its own (the leadership key's
+        // revision), never below a term this node has seen.
+        if id != request || term < asked || !self.wanted {
             return;
         }
         self.pending = None;
@@ -331,6 +333,25 @@ mod tests {
         Instant::from_nanos(n * 1_000_000)
     }
     const TWO: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn a_grant_under_a_higher_term_counts_and_a_lower_one_does_not() {
+        let mut c = LeaseClient::new(Duration::from_secs(3), Duration::from_millis(100));
+        c.observe_term(41);
+        c.set_wanted(ms(0), true);
+        let r = c.poll_request(ms(0)).unwrap();
+        assert_eq!(r.term, 42);
+        // Below what was asked: a stale answer.
+        c.granted(r.request, Duration::from_secs(3), 40);
+        assert!(!c.valid(ms(1)));
+        // etcd answers with its own revision, above the ask.
+        c.granted(r.request, Duration::from_secs(3), 57);
+        assert!(c.valid(ms(1)));
+        assert_eq!(c.term(), 57);
+        // Renewals ask under the term held.
+        let r = c.poll_request(ms(1000)).unwrap();
+        assert_eq!(r.term, 57);
+    }
 
     #[test]
     fn one_holder_at_a_time_and_terms_rise() {

@@ -31,8 +31,10 @@ pub struct MemberConfig {
     pub interval: Duration,
     /// Missed heartbeats before a link counts as silent.
     pub misses: u32,
-    /// The witness lease length, when a witness runs.
+    /// The lease length, when a lease authority runs (the witness, or etcd).
     pub lease: Option<Duration>,
+    /// The lease alone decides (etcd): no votes are asked or given.
+    pub lease_decides: bool,
     /// `node.vip_lifetime`: votes and leases count only while they outlast it.
     pub vip_lifetime: Duration,
     /// Two nodes without a witness.
@@ -46,7 +48,8 @@ pub struct MemberConfig {
 pub enum Via {
     /// Heartbeat link `n` (a transmit goes to every peer on it).
     Link(usize),
-    /// The witness.
+    /// The lease authority: the witness, or (with [`MemberConfig::lease_decides`]) the shell
+    /// that speaks to etcd on the member's behalf.
     Witness,
 }
 
@@ -128,8 +131,9 @@ impl Member {
         Member {
             rules: Rules {
                 nodes: peers + 1,
-                witness: cfg.lease.is_some(),
+                witness: cfg.lease.is_some() && !cfg.lease_decides,
                 policy: cfg.policy,
+                lease_decides: cfg.lease.is_some() && cfg.lease_decides,
             },
             liveness,
             lease,
@@ -193,7 +197,9 @@ impl Member {
         let wants = reports.iter().any(|r| r.wants);
         let promised = self.votes.promised_to(now).is_some();
         let asking = (master || wants) && !promised;
-        if !asking {
+        // With an external coordinator nobody votes: the lease alone decides.
+        let votes_count = !self.rules.lease_decides;
+        if !asking || !votes_count {
             self.votes.stop_asking();
         }
         // A node that promised its vote cannot act on its wish: it does not announce it (so a
@@ -210,10 +216,18 @@ impl Member {
         };
         if now >= self.next_beat {
             self.next_beat = now + self.cfg.interval;
-            let grant = self.decide_grant(now, reports, master, wants);
+            let grant = if votes_count {
+                self.decide_grant(now, reports, master, wants)
+            } else {
+                None
+            };
             for n in 0..self.cfg.links {
-                let ask = if asking { self.seq + 1 } else { 0 };
-                if asking {
+                let ask = if asking && votes_count {
+                    self.seq + 1
+                } else {
+                    0
+                };
+                if ask != 0 {
                     self.votes.asked(ask, now);
                 }
                 let hb = Heartbeat {
@@ -370,19 +384,8 @@ impl Member {
                     duration_ms,
                 },
             ) => {
-                let Some(lease) = &mut self.lease else {
-                    return Err("unexpected");
-                };
-                let was = lease.valid(now);
-                lease.granted(
-                    *request,
-                    Duration::from_millis(u64::from(*duration_ms)),
-                    msg.term,
-                );
-                if !was && lease.valid(now) {
-                    self.events
-                        .push_back(Event::LeaseGranted { term: msg.term });
-                }
+                let d = Duration::from_millis(u64::from(*duration_ms));
+                self.lease_granted(now, *request, d, msg.term);
                 Ok(())
             }
             (
@@ -393,22 +396,44 @@ impl Member {
                     remaining_ms,
                 },
             ) => {
-                let Some(lease) = &mut self.lease else {
-                    return Err("unexpected");
-                };
-                lease.refused(
-                    now,
-                    *request,
-                    msg.term,
-                    Duration::from_millis(u64::from(*remaining_ms)),
-                );
-                self.events.push_back(Event::LeaseRefused {
-                    holder: holder.clone(),
-                });
+                let d = Duration::from_millis(u64::from(*remaining_ms));
+                self.lease_refused(now, *request, msg.term, d, holder);
                 Ok(())
             }
             _ => Err("unexpected"),
         }
+    }
+
+    /// The lease authority granted `request` for `duration` (counted from the request's
+    /// sending) under `term`.
+    pub fn lease_granted(&mut self, now: Instant, request: u64, duration: Duration, term: u64) {
+        let Some(lease) = &mut self.lease else {
+            return;
+        };
+        let was = lease.valid(now);
+        lease.granted(request, duration, term);
+        if !was && lease.valid(now) {
+            self.events.push_back(Event::LeaseGranted { term });
+        }
+    }
+
+    /// The lease authority refused `request`: `holder` holds it, for about `remaining`; `term`
+    /// is the highest it knows.
+    pub fn lease_refused(
+        &mut self,
+        now: Instant,
+        request: u64,
+        term: u64,
+        remaining: Duration,
+        holder: &str,
+    ) {
+        let Some(lease) = &mut self.lease else {
+            return;
+        };
+        lease.refused(now, request, term, remaining);
+        self.events.push_back(Event::LeaseRefused {
+            holder: holder.to_string(),
+        });
     }
 
     fn take_liveness_events(&mut self) {
@@ -515,6 +540,7 @@ mod tests {
                 interval: Duration::from_millis(50),
                 misses: 5,
                 lease: None,
+                lease_decides: false,
                 vip_lifetime: Duration::from_secs(1),
                 policy: TwoNodePolicy::Safe,
                 clock_window_ms: 30_000,

@@ -16,6 +16,9 @@
 //! | two nodes, peer silent, no witness, `available` | yes (both may serve; alerted) |
 //! | two nodes, peer silent, no witness, `safe` | yes if already MASTER, or the peer was last seen not serving and this node did not vote for it since |
 //!
+//! With `[coordination]` (etcd), the first five rows apply, then: MASTER only while holding the
+//! etcd leadership lease; votes and the policy do not count.
+//!
 //! The caller counts votes and the lease only while they outlast the VIP's kernel lifetime.
 
 use crate::liveness::Liveness;
@@ -39,6 +42,9 @@ pub struct Rules {
     pub witness: bool,
     /// Without a witness, in a two-node cluster.
     pub policy: TwoNodePolicy,
+    /// An external coordinator (etcd) decides: MASTER needs its lease, and nothing else
+    /// counts (no votes, no policy).
+    pub lease_decides: bool,
 }
 
 /// The verdict for one instance.
@@ -119,6 +125,13 @@ pub fn verdict(rules: Rules, live: &Liveness, me: &str, local: Local, ballot: &B
                 p.display, i.priority
             ));
         }
+    }
+    if rules.lease_decides {
+        return if local.lease_valid {
+            Verdict::Allowed
+        } else {
+            Verdict::Denied("this node does not hold the leadership key in etcd".into())
+        };
     }
     // A majority of the voters: the nodes, and the witness when there is one.
     let voters = rules.nodes + usize::from(rules.witness);
@@ -228,6 +241,7 @@ mod tests {
         nodes: 2,
         witness: false,
         policy: TwoNodePolicy::Safe,
+        lease_decides: false,
     };
 
     #[test]
@@ -358,6 +372,7 @@ mod tests {
             nodes: 3,
             witness: false,
             policy: TwoNodePolicy::Safe,
+            lease_decides: false,
         };
         let peers = ["beta".to_string(), "gamma".to_string()];
         let mut l = Liveness::new(1, &peers, Duration::from_millis(50), 5);
@@ -377,6 +392,54 @@ mod tests {
 }
 
 #[cfg(test)]
+mod coordinator_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn with_a_coordinator_only_the_lease_counts() {
+        let l = Liveness::new(
+            1,
+            &["beta".into(), "gamma".into()],
+            Duration::from_millis(50),
+            5,
+        );
+        let rules = Rules {
+            nodes: 3,
+            witness: false,
+            policy: TwoNodePolicy::Available,
+            lease_decides: true,
+        };
+        let local = Local {
+            vrid: 51,
+            priority: 100,
+            master: true,
+            business_up: true,
+            lease_valid: false,
+        };
+        // Votes from both peers are a majority, but without the lease: no.
+        let votes = Ballot {
+            peer_votes: 2,
+            promised_to: None,
+            voted_for: false,
+        };
+        let v = verdict(rules, &l, "alpha", local, &votes);
+        assert!(
+            matches!(&v, Verdict::Denied(w) if w.contains("leadership key in etcd")),
+            "{v:?}"
+        );
+        let leased = Local {
+            lease_valid: true,
+            ..local
+        };
+        assert_eq!(
+            verdict(rules, &l, "alpha", leased, &Ballot::default()),
+            Verdict::Allowed
+        );
+    }
+}
+
+#[cfg(test)]
 mod ballot_tests {
     use super::*;
     use std::time::Duration;
@@ -388,6 +451,7 @@ mod ballot_tests {
             nodes: 2,
             witness: true,
             policy: TwoNodePolicy::Safe,
+            lease_decides: false,
         };
         let local = Local {
             vrid: 51,

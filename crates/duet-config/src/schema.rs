@@ -38,6 +38,9 @@ pub struct Config {
     /// The witness that breaks ties in a two-node cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness: Option<WitnessConfig>,
+    /// An external coordinator (etcd) that grants leadership instead of a witness or votes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordination: Option<CoordinationConfig>,
 }
 
 /// `[heartbeat]`.
@@ -104,6 +107,47 @@ pub struct WitnessConfig {
 
 fn default_lease() -> Dur {
     Dur(Duration::from_secs(2))
+}
+
+/// `[coordination]`: leadership from etcd leases and transactions.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinationConfig {
+    /// Only `"etcd"`.
+    pub backend: CoordinationBackend,
+    /// Client URLs of the etcd cluster (`http://` or `https://`), tried in order.
+    pub endpoints: Vec<String>,
+    /// Key prefix for this cluster; the leadership key is `{prefix}/leader`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Lease length (whole seconds, at least 2 s); must exceed `node.vip_lifetime`.
+    #[serde(default = "default_etcd_lease")]
+    pub lease: Dur,
+    /// CA certificate(s) (PEM) that sign the etcd servers' certificates (`https://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), when etcd requires client certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `coordination.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoordinationBackend {
+    /// etcd v3, through its JSON gateway.
+    Etcd,
+}
+
+fn default_prefix() -> String {
+    "/duet".into()
+}
+
+fn default_etcd_lease() -> Dur {
+    Dur(Duration::from_secs(3))
 }
 
 /// `[node]`.
@@ -776,4 +820,59 @@ fn two() -> u32 {
 }
 fn three() -> u32 {
     3
+}
+
+/// An etcd endpoint URL: scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `https://`.
+    pub tls: bool,
+    /// Host name or address, as written (IPv6 without brackets).
+    pub host: String,
+    /// Port (default 2379).
+    pub port: u16,
+}
+
+/// Parses `http://host:port` or `https://host:port` (an optional trailing `/`).
+pub fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(format!(
+            "{url:?}: an endpoint starts with http:// or https://"
+        ));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains('/') {
+        return Err(format!(
+            "{url:?}: an endpoint is scheme://host:port, without a path"
+        ));
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("{url:?}: the port {p:?} is not a number 0-65535"))?,
+        None => 2379,
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?}: no host"));
+    }
+    Ok(Endpoint {
+        tls,
+        host: host.to_string(),
+        port,
+    })
 }

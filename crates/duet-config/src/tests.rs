@@ -331,6 +331,15 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
             lease: Dur::default(),
             key_file: Some("k".into()),
         }),
+        coordination: Some(CoordinationConfig {
+            backend: CoordinationBackend::Etcd,
+            endpoints: vec!["http://10.0.0.4:2379".into()],
+            prefix: "/duet".into(),
+            lease: Dur::default(),
+            ca_file: Some("ca".into()),
+            cert_file: Some("c".into()),
+            key_file: Some("k".into()),
+        }),
     };
     let value = toml::Value::try_from(&full).unwrap();
     let mut keys = Vec::new();
@@ -534,4 +543,70 @@ address = "10.10.10.20:7947"
     );
     let e = err(&text.replace("[heartbeat]", "[heartbeat]\ntwo_node_policy = \"yolo\""));
     assert!(e.contains("duet.toml:5:19"), "{e}");
+}
+
+#[test]
+fn coordination_parses_and_is_checked() {
+    let text = r#"[node]
+name = "alpha"
+
+[heartbeat]
+key_file = "/etc/duet/cluster.key"
+links = [{ local = "10.10.10.11:7946", peers = ["10.10.10.12:7946", "10.10.10.13:7946"] }]
+
+[coordination]
+backend = "etcd"
+endpoints = ["http://10.10.10.21:2379", "https://[fd00::21]:2379/"]
+"#;
+    let e = err(text);
+    assert!(
+        e.contains("duet.toml:10:41: \"https://[fd00::21]:2379/\" is https: coordination.ca_file must name the CA"),
+        "{e}"
+    );
+    let text = &format!("{text}ca_file = \"/etc/duet/etcd-ca.pem\"\n");
+    let cfg = parse("duet.toml", text).unwrap();
+    let c = cfg.coordination.as_ref().unwrap();
+    assert_eq!(c.prefix, "/duet");
+    assert_eq!(c.lease.0, Duration::from_secs(3));
+    assert_eq!(
+        crate::parse_endpoint(&c.endpoints[1]).unwrap(),
+        crate::Endpoint {
+            tls: true,
+            host: "fd00::21".into(),
+            port: 2379
+        }
+    );
+
+    let e = err(&text.replace("http://10.10.10.21:2379", "10.10.10.21:2379"));
+    assert!(
+        e.contains("duet.toml:10:14: \"10.10.10.21:2379\": an endpoint starts with http://"),
+        "{e}"
+    );
+    let e = err(&text.replace(
+        "backend = \"etcd\"",
+        "backend = \"etcd\"\nlease = \"2500ms\"",
+    ));
+    assert!(
+        e.contains("etcd leases are whole seconds, at least 2s; got 2.5s"),
+        "{e}"
+    );
+    let e = err(&text.replace(
+        "backend = \"etcd\"",
+        "backend = \"etcd\"\nprefix = \"duet/\"",
+    ));
+    assert!(e.contains("must start with '/'"), "{e}");
+    let e = err(&text.replace("backend = \"etcd\"", "backend = \"consul\""));
+    assert!(e.contains("duet.toml:9:11"), "{e}");
+    let e = err(&format!(
+        "{text}\n[witness]\naddress = \"10.10.10.20:7947\"\n"
+    ));
+    assert!(
+        e.contains("use either [witness] or [coordination], not both"),
+        "{e}"
+    );
+    let e = err(&text.replace(
+        "backend = \"etcd\"",
+        "backend = \"etcd\"\nca_file = \"/x\"\ncert_file = \"/c\"",
+    ));
+    assert!(e.contains("cert_file and key_file go together"), "{e}");
 }

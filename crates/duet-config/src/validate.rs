@@ -469,7 +469,84 @@ fn check_backends(
     }
 }
 
+fn check_coordination(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
+    let Some(c) = &cfg.coordination else {
+        return;
+    };
+    let at = |key: &str| path!["coordination", key];
+    if cfg.heartbeat.is_none() {
+        bad(
+            at("backend"),
+            "[coordination] needs [heartbeat] (peers still report their state and priority over it)".into(),
+        );
+    }
+    if cfg.witness.is_some() {
+        bad(
+            at("backend"),
+            "use either [witness] or [coordination], not both".into(),
+        );
+    }
+    if c.endpoints.is_empty() {
+        bad(
+            at("endpoints"),
+            "at least one etcd endpoint is required".into(),
+        );
+    }
+    for (i, e) in c.endpoints.iter().enumerate() {
+        match crate::schema::parse_endpoint(e) {
+            Err(why) => bad(path!["coordination", "endpoints", i], why),
+            Ok(ep) if ep.tls && c.ca_file.is_none() => bad(
+                path!["coordination", "endpoints", i],
+                format!(
+                    "{e:?} is https: coordination.ca_file must name the CA that signs etcd's certificate"
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+    if !c.prefix.starts_with('/') || c.prefix.ends_with('/') {
+        bad(
+            at("prefix"),
+            format!(
+                "the prefix {:?} must start with '/' and not end with one",
+                c.prefix
+            ),
+        );
+    }
+    let lease = c.lease.0;
+    let lifetime = cfg.node.vip_lifetime.0;
+    if lease.subsec_nanos() != 0 || lease < Duration::from_secs(2) {
+        bad(
+            at("lease"),
+            format!(
+                "etcd leases are whole seconds, at least 2s; got {}",
+                duet_time::format_duration(lease)
+            ),
+        );
+    } else if lifetime.is_zero() || lease <= lifetime {
+        bad(
+            at("lease"),
+            format!(
+                "the lease ({}) must be longer than node.vip_lifetime ({}, and not 0s), so that a frozen node's VIP expires before another node can take over",
+                duet_time::format_duration(lease),
+                duet_time::format_duration(lifetime)
+            ),
+        );
+    }
+    if c.cert_file.is_some() != c.key_file.is_some() {
+        bad(
+            at(if c.cert_file.is_some() {
+                "cert_file"
+            } else {
+                "key_file"
+            }),
+            "cert_file and key_file go together".into(),
+        );
+    }
+}
+
 fn check_cluster(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
+    check_coordination(cfg, bad);
     if let Some(h) = &cfg.heartbeat {
         let at = |key: &str| path!["heartbeat", key];
         if h.interval.0 < Duration::from_millis(10) {

@@ -43,6 +43,8 @@ pub struct ClusterConfig {
     pub misses: u32,
     /// Lease length, if a witness runs.
     pub lease: Option<Duration>,
+    /// The witness plays an external coordinator (etcd): its lease alone decides, no votes.
+    pub lease_decides: bool,
     /// The VIP's kernel lifetime.
     pub vip_lifetime: Duration,
     /// Without a witness.
@@ -59,6 +61,7 @@ impl Default for ClusterConfig {
             heartbeat: Duration::from_millis(50),
             misses: 5,
             lease: Some(Duration::from_secs(2)),
+            lease_decides: false,
             vip_lifetime: Duration::from_secs(1),
             policy: TwoNodePolicy::Safe,
             delay: (Duration::from_micros(50), Duration::from_millis(2)),
@@ -172,6 +175,7 @@ fn member(cfg: &ClusterConfig, n: usize, boot: u64) -> Member {
             interval: cfg.heartbeat,
             misses: cfg.misses,
             lease: cfg.lease,
+            lease_decides: cfg.lease_decides,
             vip_lifetime: cfg.vip_lifetime,
             policy: cfg.policy,
             clock_window_ms: 30_000,

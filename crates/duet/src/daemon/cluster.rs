@@ -106,6 +106,7 @@ impl Cluster {
                 interval: cfg.interval.0,
                 misses: cfg.misses,
                 lease: witness.map(|w| w.lease.0),
+                lease_decides: false,
                 vip_lifetime,
                 policy: match cfg.two_node_policy {
                     duet_config::TwoNodePolicy::Safe => TwoNodePolicy::Safe,
