@@ -606,7 +606,7 @@ endpoints = ["http://10.10.10.21:2379", "https://[fd00::21]:2379/"]
     );
     let e = err(&text.replace(
         "backend = \"etcd\"",
-        "backend = \"etcd\"\nca_file = \"/x\"\ncert_file = \"/c\"",
+        "backend = \"etcd\"\ncert_file = \"/c\"",
     ));
     assert!(e.contains("cert_file and key_file go together"), "{e}");
 }
