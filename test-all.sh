@@ -12,6 +12,7 @@ command -v keepalived >/dev/null || need+=(keepalived)
 command -v python3 >/dev/null || need+=(python3)
 command -v nft >/dev/null || need+=(nftables)
 command -v unshare >/dev/null || need+=(util-linux)
+command -v etcd >/dev/null || need+=(etcd-server)
 if ((${#need[@]})); then
     if [ "$(id -u)" -eq 0 ]; then
         echo "installing: ${need[*]}"

@@ -105,6 +105,8 @@ pub struct Member {
     witness_guard: ReplayGuard,
     /// Peer *i*'s name, learned from its first authenticated message.
     names: Vec<Option<String>>,
+    /// When the lease authority last answered (granted or refused).
+    authority_heard: Option<Instant>,
     boot: u64,
     seq: u64,
     next_beat: Instant,
@@ -141,6 +143,7 @@ impl Member {
             guards: vec![ReplayGuard::new(cfg.clock_window_ms); cfg.links],
             witness_guard: ReplayGuard::new(cfg.clock_window_ms),
             names: vec![None; peers],
+            authority_heard: None,
             boot,
             seq: 0,
             next_beat: Instant::ZERO,
@@ -202,10 +205,16 @@ impl Member {
         if !asking || !votes_count {
             self.votes.stop_asking();
         }
-        // A node that promised its vote cannot act on its wish: it does not announce it (so a
-        // master does not yield to it), nor seek the lease.
+        // A node that cannot act on its wish does not announce it, so a master does not yield
+        // to it: one that promised its vote; with a coordinator, one that has not heard from
+        // it within a lease (the master would give the lease up for nobody, take it back, and
+        // flap).
+        let reachable = !self.rules.lease_decides
+            || self
+                .authority_heard
+                .is_some_and(|t| now.saturating_since(t) < self.cfg.lease.unwrap_or_default());
         let owned: Vec<InstanceReport>;
-        let reports = if promised && wants {
+        let reports = if (promised || !reachable) && wants {
             owned = reports
                 .iter()
                 .map(|r| InstanceReport { wants: false, ..*r })
@@ -410,6 +419,7 @@ impl Member {
         let Some(lease) = &mut self.lease else {
             return;
         };
+        self.authority_heard = Some(now);
         let was = lease.valid(now);
         lease.granted(request, duration, term);
         if !was && lease.valid(now) {
@@ -430,6 +440,7 @@ impl Member {
         let Some(lease) = &mut self.lease else {
             return;
         };
+        self.authority_heard = Some(now);
         lease.refused(now, request, term, remaining);
         self.events.push_back(Event::LeaseRefused {
             holder: holder.to_string(),

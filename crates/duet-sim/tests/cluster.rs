@@ -407,6 +407,36 @@ fn with_a_coordinator_n_nodes_never_give_two_vips() {
     }
 }
 
+/// A node that cannot reach the coordinator does not make the master yield to it, however
+/// high its priority: the master would give the lease up for nobody, take it back, and flap.
+#[test]
+fn with_a_coordinator_a_node_cut_from_it_does_not_make_the_master_flap() {
+    for seed in 0..50 {
+        let cfg = ClusterConfig {
+            nodes: 3,
+            lease_decides: true,
+            lease: Some(Duration::from_secs(3)),
+            ..ClusterConfig::default()
+        };
+        let mut sim = started_with(seed, cfg);
+        let w = sim.witness();
+        // Beta (priority 100) loses the coordinator; alpha (150) dies: gamma (80) must serve,
+        // steadily, although beta outranks it and wants to.
+        sim.set_cut(0, 1, w, true);
+        sim.set_cut(0, w, 1, true);
+        sim.crash(0);
+        sim.run_for(Duration::from_secs(8));
+        assert!(sim.has_vip(2), "seed {seed}: gamma does not serve");
+        sim.reset_outage();
+        sim.run_for(Duration::from_secs(5));
+        assert!(
+            sim.longest_outage.is_zero() && sim.outage().is_none() && sim.has_vip(2),
+            "seed {seed}: gamma flapped ({:?} without a master)",
+            sim.longest_outage
+        );
+    }
+}
+
 /// The side with a majority serves within detection + the promise time; the minority side
 /// never does.
 #[test]

@@ -260,6 +260,78 @@ impl Lab {
         self.set_direct_link(a, !cut)
     }
 
+    /// Cuts `host` off from the hosts at `from` (or restores it) with nftables in its
+    /// namespace: nothing in from them, nothing out to them; with `vrrp`, its VRRP adverts
+    /// (multicast) are dropped too. Other hosts (clients) still reach it.
+    pub fn cut_off(&self, host: &Host, from: &[IpAddr], vrrp: bool, cut: bool) -> io::Result<()> {
+        let _ = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &host.ns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "duet_lab_cut",
+            ],
+        );
+        if !cut {
+            return Ok(());
+        }
+        let set: Vec<String> = from.iter().map(|a| a.to_string()).collect();
+        let set = set.join(", ");
+        let vrrp = if vrrp { "ip protocol vrrp drop\n" } else { "" };
+        let rules = format!(
+            "table inet duet_lab_cut {{\n\
+             chain input {{\ntype filter hook input priority -10;\nip saddr {{ {set} }} drop\n}}\n\
+             chain output {{\ntype filter hook output priority -10;\nip daddr {{ {set} }} drop\n{vrrp}}}\n\
+             }}\n"
+        );
+        let file = self.dir.join(format!("cut-{}.nft", host.name));
+        std::fs::write(&file, rules)?;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &host.ns,
+                "nft",
+                "-f",
+                &file.display().to_string(),
+            ],
+        )
+    }
+
+    /// Starts a one-member etcd (Debian's `etcd-server`) on `host`: clients on
+    /// `http://<host>:2379`, and on `https://<host>:2378` with `tls = (cert, key)`. Its data and
+    /// log live in the lab directory.
+    pub fn start_etcd(&mut self, host: &Host, tls: Option<(&Path, &Path)>) -> io::Result<u32> {
+        let ip = host.ipv4;
+        let log = std::fs::File::create(self.dir.join("etcd.log"))?;
+        let mut clients = format!("http://{ip}:2379");
+        let mut cmd = self.command(host, "etcd");
+        if let Some((cert, key)) = tls {
+            clients.push_str(&format!(",https://{ip}:2378"));
+            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+        }
+        cmd.args(["--name", "lab"])
+            .arg("--data-dir")
+            .arg(self.dir.join("etcd-data"))
+            .args(["--listen-client-urls", &clients])
+            .args(["--advertise-client-urls", &clients])
+            .args(["--listen-peer-urls", &format!("http://{ip}:2380")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://{ip}:2380"),
+            ])
+            .args(["--initial-cluster", &format!("lab=http://{ip}:2380")])
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.spawn(cmd)
+    }
+
     /// Addresses on `host`'s `eth0`.
     pub fn addresses(&self, host: &Host) -> io::Result<Vec<IpAddr>> {
         let out = output("ip", &["-n", &host.ns, "-o", "addr", "show", "dev", "eth0"])?;
@@ -473,6 +545,27 @@ links = [
 {extra}
 "#,
         key.display()
+    )
+}
+
+/// The `[heartbeat]` section for lab host `me` in a mesh with `peers` over one link, the LAN,
+/// every 50 ms; `extra` as in [`heartbeat_config`].
+pub fn heartbeat_mesh_config(me: u8, peers: &[u8], key: &Path, extra: &str) -> String {
+    let peers: Vec<String> = peers
+        .iter()
+        .map(|p| format!("\"10.99.0.{p}:7946\""))
+        .collect();
+    format!(
+        r#"
+[heartbeat]
+interval = "50ms"
+misses = 5
+key_file = "{}"
+links = [{{ local = "10.99.0.{me}:7946", peers = [{}] }}]
+{extra}
+"#,
+        key.display(),
+        peers.join(", ")
     )
 }
 

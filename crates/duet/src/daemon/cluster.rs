@@ -14,7 +14,7 @@ use duet_cluster::liveness::LivenessEvent;
 use duet_cluster::member::{Event, Member, MemberConfig};
 use duet_cluster::quorum::{Local, TwoNodePolicy, Verdict};
 use duet_cluster::wire::{self, InstanceReport, Key};
-use duet_config::{HeartbeatConfig, WitnessConfig};
+use duet_config::{CoordinationConfig, HeartbeatConfig, WitnessConfig};
 use duet_time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -32,6 +32,8 @@ pub struct Cluster {
     witness_key: Key,
     links: Vec<Arc<UdpSocket>>,
     witness_socket: Option<Arc<UdpSocket>>,
+    /// The etcd client task, with `[coordination]`.
+    etcd: Option<(mpsc::UnboundedSender<super::etcd::Request>, String)>,
     drops: BTreeMap<&'static str, u64>,
     /// Each instance's veto as last applied, for logging changes.
     vetoes: BTreeMap<String, Option<String>>,
@@ -52,6 +54,7 @@ impl Cluster {
         node: &str,
         cfg: &HeartbeatConfig,
         witness: Option<&WitnessConfig>,
+        coordination: Option<&CoordinationConfig>,
         vip_lifetime: Duration,
         tx: &mpsc::UnboundedSender<Input>,
     ) -> Result<Cluster, String> {
@@ -98,6 +101,21 @@ impl Cluster {
                 duet_time::format_duration(w.lease.0)
             ))
         );
+        let etcd = match coordination {
+            Some(c) => {
+                tracing::info!(
+                    "coordination: etcd at {} (key {}/leader, lease {})",
+                    c.endpoints.join(", "),
+                    c.prefix,
+                    duet_time::format_duration(c.lease.0)
+                );
+                Some((
+                    super::etcd::start(node, c, tx.clone())?,
+                    format!("etcd {}", c.endpoints.join(",")),
+                ))
+            }
+            None => None,
+        };
         let member = Member::new(
             MemberConfig {
                 name: node.to_string(),
@@ -105,8 +123,10 @@ impl Cluster {
                 links: cfg.links.len(),
                 interval: cfg.interval.0,
                 misses: cfg.misses,
-                lease: witness.map(|w| w.lease.0),
-                lease_decides: false,
+                lease: witness
+                    .map(|w| w.lease.0)
+                    .or(coordination.map(|c| c.lease.0)),
+                lease_decides: coordination.is_some(),
                 vip_lifetime,
                 policy: match cfg.two_node_policy {
                     duet_config::TwoNodePolicy::Safe => TwoNodePolicy::Safe,
@@ -124,6 +144,7 @@ impl Cluster {
             witness_key,
             links,
             witness_socket,
+            etcd,
             drops: BTreeMap::new(),
             vetoes: BTreeMap::new(),
         })
@@ -158,6 +179,21 @@ impl Cluster {
                     for peer in &self.cfg.links[n].peers {
                         // Non-blocking; a full buffer or an unreachable peer is just a miss.
                         let _ = self.links[n].try_send_to(&bytes, *peer);
+                    }
+                }
+                Via::Witness if self.etcd.is_some() => {
+                    if let (
+                        Some((etcd, _)),
+                        wire::Body::LeaseRequest {
+                            request,
+                            duration_ms,
+                        },
+                    ) = (&self.etcd, &t.msg.body)
+                    {
+                        let _ = etcd.send(super::etcd::Request {
+                            request: *request,
+                            duration: Duration::from_millis(u64::from(*duration_ms)),
+                        });
                     }
                 }
                 Via::Witness => {
@@ -198,6 +234,26 @@ impl Cluster {
         self.log_events();
     }
 
+    /// etcd answered a lease request.
+    pub fn etcd_answer(&mut self, now: Instant, answer: super::etcd::Answer) {
+        use super::etcd::Answer;
+        match answer {
+            Answer::Granted {
+                request,
+                duration,
+                term,
+            } => self.member.lease_granted(now, request, duration, term),
+            Answer::Refused {
+                request,
+                holder,
+                term,
+            } => self
+                .member
+                .lease_refused(now, request, term, super::etcd::RETRY, &holder),
+        }
+        self.log_events();
+    }
+
     fn drop(&mut self, reason: &'static str, from: SocketAddr) {
         let n = self.drops.entry(reason).or_default();
         *n += 1;
@@ -225,7 +281,12 @@ impl Cluster {
                     continue;
                 }
                 Event::LeaseGranted { term } => {
-                    tracing::info!("witness lease granted (term {term})");
+                    let by = if self.etcd.is_some() {
+                        "etcd"
+                    } else {
+                        "the witness"
+                    };
+                    tracing::info!("lease granted by {by} (term {term})");
                     continue;
                 }
                 Event::LeaseRefused { holder } => {
@@ -311,11 +372,11 @@ impl Cluster {
                 })
                 .collect(),
             lease: m.lease().map(|l| duet_admin::LeaseStatus {
-                witness: self
-                    .witness
-                    .as_ref()
-                    .map(|w| w.address.to_string())
-                    .unwrap_or_default(),
+                witness: match (&self.witness, &self.etcd) {
+                    (Some(w), _) => w.address.to_string(),
+                    (None, Some((_, endpoints))) => endpoints.clone(),
+                    (None, None) => String::new(),
+                },
                 valid: l.valid(now),
                 valid_for_ms: l
                     .valid_until()

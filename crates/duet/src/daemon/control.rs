@@ -54,6 +54,8 @@ pub enum Input {
         /// Its bytes.
         bytes: Vec<u8>,
     },
+    /// etcd answered a lease request (`[coordination]`).
+    Etcd(super::etcd::Answer),
     /// An operator's action from the admin API, and where to send the answer.
     Action(
         duet_admin::Action,
@@ -155,6 +157,7 @@ impl ControlPlane {
                 &config.node.name,
                 hb,
                 config.witness.as_ref(),
+                config.coordination.as_ref(),
                 config.node.vip_lifetime.0,
                 &input_tx,
             )?);
@@ -229,6 +232,13 @@ impl ControlPlane {
                 let now = self.clock.now();
                 if let Some(c) = &mut self.cluster {
                     c.receive(now, via, from, &bytes);
+                }
+                self.cluster_eval();
+            }
+            Input::Etcd(answer) => {
+                let now = self.clock.now();
+                if let Some(c) = &mut self.cluster {
+                    c.etcd_answer(now, answer);
                 }
                 self.cluster_eval();
             }

@@ -13,6 +13,7 @@ mod balancers;
 mod cluster;
 mod control;
 mod effects;
+mod etcd;
 mod hooks;
 mod instance;
 mod publish;

@@ -1,0 +1,429 @@
+//! Leadership from etcd: the `[coordination]` backend.
+//!
+//! The cluster member asks for a lease exactly as it asks the witness (a
+//! [`duet_cluster::lease::LeaseRequest`]); this task answers from etcd, over the v3 JSON
+//! gateway (plain HTTP/1.1 or TLS; no gRPC, so no protoc in the build):
+//!
+//! - **acquire or renew**: keep an etcd lease alive (`/v3/lease/keepalive`, or
+//!   `/v3/lease/grant` when there is none or it expired), then one transaction on
+//!   `{prefix}/leader`: *if the key does not exist, put our name under our lease, else read
+//!   it*. The key held under our lease is a grant; the key's `create_revision` is the term
+//!   (fencing token): etcd revisions only grow, so every new leader has a higher term.
+//! - **release**: revoke the lease, which deletes the key, so the next node need not wait for
+//!   the TTL.
+//!
+//! The member counts a lease from the moment it sent the request, and etcd from when it
+//! received the keepalive, later: the node always believes its lease ends first. A request
+//! that fails (etcd unreachable, no quorum there) gets no answer; the member's lease then runs
+//! out on its own, and a MASTER without it steps down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use duet_config::{CoordinationConfig, Endpoint};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::control::Input;
+
+/// A lease request from the member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// Echoed in the answer.
+    pub request: u64,
+    /// Zero: release.
+    pub duration: Duration,
+}
+
+/// etcd's answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// This node holds the leadership key for `duration` under `term`.
+    Granted {
+        /// The request answered.
+        request: u64,
+        /// The lease TTL.
+        duration: Duration,
+        /// The key's create revision.
+        term: u64,
+    },
+    /// Another node holds it.
+    Refused {
+        /// The request answered.
+        request: u64,
+        /// The holder's name.
+        holder: String,
+        /// The key's create revision.
+        term: u64,
+    },
+}
+
+/// While another node leads, ask again this often (so a released or expired key is taken
+/// within this time).
+pub const RETRY: Duration = Duration::from_millis(200);
+
+/// Starts the client task; requests go in through the returned sender, answers come back to
+/// the control loop as [`Input::Etcd`].
+pub fn start(
+    node: &str,
+    cfg: &CoordinationConfig,
+    tx: mpsc::UnboundedSender<Input>,
+) -> Result<mpsc::UnboundedSender<Request>, String> {
+    let client = Client::new(node, cfg)?;
+    let (req_tx, req_rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(client, req_rx, tx));
+    Ok(req_tx)
+}
+
+async fn run(
+    mut client: Client,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    let mut failures = 0u64;
+    while let Some(mut req) = rx.recv().await {
+        // Only the newest request matters (the member ignores answers to older ones), but a
+        // release among them must still happen.
+        let mut release = req.duration.is_zero();
+        while let Ok(r) = rx.try_recv() {
+            release |= r.duration.is_zero();
+            req = r;
+        }
+        if release {
+            if let Err(e) = client.release().await {
+                tracing::warn!("etcd: releasing the leadership lease: {e}");
+            }
+            if req.duration.is_zero() {
+                continue;
+            }
+        }
+        match client.acquire(req).await {
+            Ok(answer) => {
+                if failures > 0 {
+                    tracing::info!("etcd: reachable again");
+                }
+                failures = 0;
+                if tx.send(Input::Etcd(answer)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                // The first failure and then one in a hundred: the lease runs out meanwhile,
+                // and the verdict says so.
+                if failures % 100 == 1 {
+                    tracing::warn!("etcd: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// One etcd client: endpoints tried in turn, one kept-alive connection, one etcd lease.
+struct Client {
+    endpoints: Vec<Endpoint>,
+    current: usize,
+    tls: Option<tokio_rustls::TlsConnector>,
+    conn: Option<SendRequest<Full<Bytes>>>,
+    key: String,
+    name: String,
+    ttl: u64,
+    lease: Option<String>,
+    timeout: Duration,
+}
+
+impl Client {
+    fn new(node: &str, cfg: &CoordinationConfig) -> Result<Client, String> {
+        let endpoints = cfg
+            .endpoints
+            .iter()
+            .map(|e| duet_config::parse_endpoint(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = if endpoints.iter().any(|e| e.tls) {
+            Some(tls_connector(cfg)?)
+        } else {
+            None
+        };
+        Ok(Client {
+            endpoints,
+            current: 0,
+            tls,
+            conn: None,
+            key: base64(format!("{}/leader", cfg.prefix).as_bytes()),
+            name: node.to_string(),
+            ttl: cfg.lease.0.as_secs(),
+            lease: None,
+            // A third of the lease: a renewal that takes longer is no use.
+            timeout: cfg.lease.0 / 3,
+        })
+    }
+
+    async fn acquire(&mut self, req: Request) -> Result<Answer, String> {
+        if let Some(id) = self.lease.clone() {
+            let r = self
+                .call("/v3/lease/keepalive", json!({ "ID": id }))
+                .await?;
+            // The gateway streams keepalive answers: {"result": {...}}; TTL 0 or none: expired.
+            if int(&r["result"]["TTL"]) <= 0 {
+                self.lease = None;
+            }
+        }
+        if self.lease.is_none() {
+            let r = self
+                .call("/v3/lease/grant", json!({ "TTL": self.ttl.to_string() }))
+                .await?;
+            let id = r["ID"]
+                .as_str()
+                .ok_or_else(|| format!("lease grant without an ID: {r}"))?;
+            self.lease = Some(id.to_string());
+        }
+        let lease = self.lease.clone().unwrap_or_default();
+        let txn = json!({
+            "compare": [{ "target": "CREATE", "key": self.key, "createRevision": "0" }],
+            "success": [{ "requestPut": {
+                "key": self.key, "value": base64(self.name.as_bytes()), "lease": lease } }],
+            "failure": [{ "requestRange": { "key": self.key } }],
+        });
+        let r = self.call("/v3/kv/txn", txn).await?;
+        let duration = Duration::from_secs(self.ttl);
+        if r["succeeded"].as_bool() == Some(true) {
+            return Ok(Answer::Granted {
+                request: req.request,
+                duration,
+                term: int(&r["header"]["revision"]).max(0) as u64,
+            });
+        }
+        let kv = &r["responses"][0]["response_range"]["kvs"][0];
+        let term = int(&kv["create_revision"]).max(0) as u64;
+        let holder = kv["value"]
+            .as_str()
+            .and_then(unbase64)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
+        if kv["lease"].as_str() == Some(lease.as_str()) && holder == self.name {
+            return Ok(Answer::Granted {
+                request: req.request,
+                duration,
+                term,
+            });
+        }
+        // Held by another node (or by this node's previous run, until that lease expires), or
+        // deleted between the compare and the read.
+        Ok(Answer::Refused {
+            request: req.request,
+            holder,
+            term,
+        })
+    }
+
+    async fn release(&mut self) -> Result<(), String> {
+        if let Some(id) = self.lease.take() {
+            self.call("/v3/lease/revoke", json!({ "ID": id })).await?;
+        }
+        Ok(())
+    }
+
+    /// POSTs `body` to `path` on the current endpoint, moving to the next endpoint on failure.
+    async fn call(&mut self, path: &str, body: Value) -> Result<Value, String> {
+        let at = self.endpoints[self.current].clone();
+        let result = tokio::time::timeout(self.timeout, self.post(&at, path, &body))
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+        result.map_err(|e| {
+            self.conn = None;
+            self.current = (self.current + 1) % self.endpoints.len();
+            let scheme = if at.tls { "https" } else { "http" };
+            format!("{scheme}://{}:{}{path}: {e}", at.host, at.port)
+        })
+    }
+
+    async fn post(&mut self, at: &Endpoint, path: &str, body: &Value) -> Result<Value, String> {
+        if self.conn.as_mut().is_none_or(|c| c.is_closed()) {
+            self.conn = Some(self.connect(at).await?);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err("no connection".into());
+        };
+        conn.ready().await.map_err(|e| e.to_string())?;
+        let host = if at.host.contains(':') {
+            format!("[{}]:{}", at.host, at.port)
+        } else {
+            format!("{}:{}", at.host, at.port)
+        };
+        let req = hyper::Request::post(path)
+            .header("host", host)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| e.to_string())?;
+        let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes).trim()
+            ));
+        }
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| format!("unreadable answer ({e})"))
+    }
+
+    async fn connect(&self, at: &Endpoint) -> Result<SendRequest<Full<Bytes>>, String> {
+        let tcp = TcpStream::connect((at.host.as_str(), at.port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        if at.tls {
+            let Some(tls) = &self.tls else {
+                return Err("no TLS configuration".into());
+            };
+            let name = ServerName::try_from(at.host.clone()).map_err(|e| e.to_string())?;
+            let stream = tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            handshake(TokioIo::new(stream)).await
+        } else {
+            handshake(TokioIo::new(tcp)).await
+        }
+    }
+}
+
+async fn handshake<T>(io: T) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+fn tls_connector(cfg: &CoordinationConfig) -> Result<tokio_rustls::TlsConnector, String> {
+    let Some(ca) = &cfg.ca_file else {
+        return Err("coordination.ca_file is required for https endpoints".into());
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate", ca.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match (&cfg.cert_file, &cfg.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {e}", cert.display()))?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| e.to_string())?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// etcd's JSON carries 64-bit integers as strings.
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::String(s) => s.parse().unwrap_or(0),
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (etcd's JSON carries keys and values so).
+fn base64(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn unbase64(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("/duet/leader", "L2R1ZXQvbGVhZGVy"),
+            ("alpha", "YWxwaGE="),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), coded);
+            assert_eq!(unbase64(coded).unwrap(), plain.as_bytes());
+        }
+        assert_eq!(unbase64("a*b"), None);
+    }
+
+    #[test]
+    fn integers_come_as_strings_or_numbers() {
+        assert_eq!(int(&json!("7587899155695231749")), 7587899155695231749);
+        assert_eq!(int(&json!(3)), 3);
+        assert_eq!(int(&Value::Null), 0);
+    }
+}
