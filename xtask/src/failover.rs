@@ -5,13 +5,22 @@
 //! node's responder answers with its name. Time = from the fault to the first answer that comes
 //! from the new master (the old node may still answer after a kill, from a stale ARP entry).
 //! Runs alternate between the implementations so machine noise hits both alike.
+//!
+//! `--heartbeat` runs the split-brain suite instead: keepalived next to duet with heartbeats
+//! every 50 ms × 5 misses (250 ms) on the LAN and a direct cable, at the same detection budget
+//! (both advertise every 70 ms: VRRP's master-down interval is then 253 ms), in two duet
+//! set-ups: `available` without a witness (keepalived's trade) and a witness with the default
+//! lease and VIP lifetime (the shortest allowed). For duet it also reports
+//! when the backup detected the death (its log line "silent on every heartbeat link").
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use duet::lab::{DuetNode, Host, KeepalivedNode, Lab, vrrp_config, wait_for};
+use duet::lab::{
+    DuetNode, Host, KeepalivedNode, Lab, heartbeat_config, vrrp_config, wait_for, witness_config,
+};
 use duet::labtools::ProbeLine;
 use duet_sys::process::{SIGKILL, SIGTERM};
 
@@ -21,6 +30,40 @@ const VIP: &str = "10.99.0.100";
 enum Impl {
     Keepalived,
     Duet,
+    /// duet with `[heartbeat]` (50 ms × 5, two links).
+    DuetHeartbeat(Guard),
+}
+
+/// What guards a heartbeat pair against split brain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    /// No witness, `two_node_policy = "available"`.
+    Available,
+    /// A witness, lease 2 s, VIP lifetime 1 s (the defaults, and the shortest allowed: kernel
+    /// lifetimes are whole seconds and the lease must be at least twice as long).
+    Witness,
+}
+
+impl Impl {
+    fn label(self) -> &'static str {
+        match self {
+            Impl::Keepalived => "keepalived",
+            Impl::Duet => "duet",
+            Impl::DuetHeartbeat(Guard::Available) => "duet, heartbeat, available",
+            Impl::DuetHeartbeat(Guard::Witness) => {
+                "duet, heartbeat + witness (lease 2 s, VIP lifetime 1 s)"
+            }
+        }
+    }
+
+    /// The `[heartbeat]` section's extra lines.
+    fn cluster(self) -> Option<String> {
+        match self {
+            Impl::DuetHeartbeat(Guard::Available) => Some("two_node_policy = \"available\"".into()),
+            Impl::DuetHeartbeat(Guard::Witness) => Some(witness_config(20)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +105,8 @@ struct Sample {
     /// killed VRRP child, which may win the election again).
     takeover: Option<Duration>,
     vip_left: bool,
+    /// duet with heartbeats: when the backup logged that the master is silent on every link.
+    detected: Option<Duration>,
 }
 
 struct Rig {
@@ -70,6 +115,7 @@ struct Rig {
     alpha: Host,
     beta: Host,
     probe: Receiver<ProbeLine>,
+    key: PathBuf,
 }
 
 pub fn main(args: &[&str]) -> i32 {
@@ -82,9 +128,20 @@ pub fn main(args: &[&str]) -> i32 {
         Mode::LinkDown,
         Mode::Graceful,
     ];
+    let mut impls = vec![Impl::Keepalived, Impl::Duet];
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
+            "--heartbeat" => {
+                impls = vec![
+                    Impl::Keepalived,
+                    Impl::DuetHeartbeat(Guard::Available),
+                    Impl::DuetHeartbeat(Guard::Witness),
+                ];
+                interval = "70ms".into();
+                modes = vec![Mode::KillGroup, Mode::LinkDown, Mode::Graceful];
+                runs = runs.min(10);
+            }
             "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(runs),
             "--interval" => interval = it.next().map(|s| s.to_string()).unwrap_or(interval),
             "--modes" => {
@@ -99,7 +156,7 @@ pub fn main(args: &[&str]) -> i32 {
             }
         }
     }
-    match bench(runs, &interval, &modes) {
+    match bench(runs, &interval, &modes, &impls) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("bench failover: {e}");
@@ -108,17 +165,16 @@ pub fn main(args: &[&str]) -> i32 {
     }
 }
 
-fn bench(runs: usize, interval: &str, modes: &[Mode]) -> Result<(), String> {
+fn bench(runs: usize, interval: &str, modes: &[Mode], impls: &[Impl]) -> Result<(), String> {
     duet::lab::can_build_labs()?;
     crate::ensure_packages(&[("keepalived", "keepalived")])?;
     let exe = crate::build_duet()?;
     let mut rig = rig(&exe)?;
     let mut results = Vec::new();
     for &mode in modes {
-        let mut k = Vec::new();
-        let mut d = Vec::new();
+        let mut per: Vec<Vec<Sample>> = impls.iter().map(|_| Vec::new()).collect();
         for run in 0..runs {
-            for imp in [Impl::Keepalived, Impl::Duet] {
+            for (i, &imp) in impls.iter().enumerate() {
                 // Golden-ratio steps cover [0, 1) evenly whatever the number of runs.
                 let phase = (run as f64 * 0.618_033_988_7).fract();
                 let s = run_once(&mut rig, imp, mode, interval, phase)
@@ -127,25 +183,37 @@ fn bench(runs: usize, interval: &str, modes: &[Mode]) -> Result<(), String> {
                     Some(t) => format!("{:>7.1} ms", t.as_secs_f64() * 1000.0),
                     None => "old master won again".to_string(),
                 };
+                let detected = s.detected.map_or(String::new(), |t| {
+                    format!("  (detected {:.1} ms)", t.as_secs_f64() * 1000.0)
+                });
                 eprintln!(
-                    "{:<32} run {run:>2} {:<10} {time}{}",
+                    "{:<32} run {run:>2} {:<10} {time}{detected}{}",
                     mode.label(),
-                    format!("{imp:?}"),
+                    imp.label(),
                     if s.vip_left {
                         "  (VIP left on old master)"
                     } else {
                         ""
                     }
                 );
-                match imp {
-                    Impl::Keepalived => k.push(s),
-                    Impl::Duet => d.push(s),
-                }
+                per[i].push(s);
             }
         }
-        results.push((mode, k, d));
+        results.push((mode, per));
     }
-    print_table(runs, interval, &results);
+    if impls.len() == 2 {
+        let pairs: Vec<_> = results
+            .into_iter()
+            .map(|(m, mut per)| {
+                let d = per.pop().unwrap_or_default();
+                let k = per.pop().unwrap_or_default();
+                (m, k, d)
+            })
+            .collect();
+        print_table(runs, interval, &pairs);
+    } else {
+        print_heartbeat_table(runs, interval, impls, &results);
+    }
     Ok(())
 }
 
@@ -155,6 +223,12 @@ fn rig(exe: &Path) -> Result<Rig, String> {
     let alpha = lab.add_host("alpha", 2).map_err(e)?;
     let beta = lab.add_host("beta", 3).map_err(e)?;
     let client = lab.add_host("client", 10).map_err(e)?;
+    // For the heartbeat suite: a direct cable and a witness (unused by the other runs).
+    let witness = lab.add_host("witness", 20).map_err(e)?;
+    lab.add_direct_link(&alpha, &beta).map_err(e)?;
+    let key = lab.dir().join("cluster.key");
+    std::fs::write(&key, "a shared secret of enough bytes\n").map_err(e)?;
+    lab.start_witness(exe, &witness, &key).map_err(e)?;
     lab.start_responders(exe, &[&alpha, &beta]).map_err(e)?;
     let probe = lab
         .probe_with(exe, &client, &format!("{VIP}:8080"), "2ms", "10ms")
@@ -165,6 +239,7 @@ fn rig(exe: &Path) -> Result<Rig, String> {
         alpha,
         beta,
         probe,
+        key,
     })
 }
 
@@ -203,6 +278,7 @@ fn run_once(
 ) -> Result<Sample, String> {
     let e = |e: std::io::Error| e.to_string();
     // Start backup first, then master, as an operator would.
+    let mut beta_log = None;
     let (alpha_pid, vrrp_pid_file, beta_pid) = match imp {
         Impl::Keepalived => {
             let mut b = KeepalivedNode::new(&rig.lab, &rig.beta, 100, interval, None).map_err(e)?;
@@ -213,15 +289,19 @@ fn run_once(
             let vrrp_pid = a.config.parent().map(|d| d.join("v.pid"));
             (ap, vrrp_pid, bp)
         }
-        Impl::Duet => {
-            let mut b = DuetNode::new(&rig.lab, &rig.beta, &vrrp_config("beta", 100, interval, ""))
-                .map_err(e)?;
-            let mut a = DuetNode::new(
-                &rig.lab,
-                &rig.alpha,
-                &vrrp_config("alpha", 150, interval, ""),
-            )
-            .map_err(e)?;
+        Impl::Duet | Impl::DuetHeartbeat(_) => {
+            let config = |name: &str, prio: u8, me: u8, peer: u8| {
+                let base = vrrp_config(name, prio, interval, "");
+                match imp.cluster() {
+                    Some(extra) => base + &heartbeat_config(me, peer, &rig.key, &extra),
+                    None => base,
+                }
+            };
+            let mut b =
+                DuetNode::new(&rig.lab, &rig.beta, &config("beta", 100, 3, 2)).map_err(e)?;
+            let mut a =
+                DuetNode::new(&rig.lab, &rig.alpha, &config("alpha", 150, 2, 3)).map_err(e)?;
+            beta_log = Some(b.log.clone());
             let bp = b.start(&mut rig.lab, &rig.exe).map_err(e)?;
             let ap = a.start(&mut rig.lab, &rig.exe).map_err(e)?;
             (ap, None, bp)
@@ -260,6 +340,14 @@ fn run_once(
         Mode::Graceful => duet_sys::process::send_signal(alpha_pid, SIGTERM, false).map_err(e)?,
     }
     let t1 = answer_from(&rig.probe, "beta", t0, Duration::from_secs(15));
+    let detected = match (imp, &beta_log) {
+        (Impl::DuetHeartbeat(_), Some(log)) => {
+            // The log is flushed line by line; give the last line a moment.
+            std::thread::sleep(Duration::from_millis(100));
+            silent_since(log, t0).map(|t| Duration::from_secs_f64((t - t0).max(0.0)))
+        }
+        _ => None,
+    };
     let rewon = t1.is_none() && mode == Mode::KillVrrp && imp == Impl::Keepalived;
     if t1.is_none() && !rewon {
         return Err("beta never answered after the fault".into());
@@ -299,7 +387,41 @@ fn run_once(
     Ok(Sample {
         takeover: t1.map(|t1| Duration::from_secs_f64((t1 - t0).max(0.0))),
         vip_left,
+        detected,
     })
+}
+
+/// The first "silent on every heartbeat link" line in `log` stamped at or after `since`
+/// (epoch seconds), as epoch seconds.
+fn silent_since(log: &Path, since: f64) -> Option<f64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter(|l| l.contains("silent on every heartbeat link"))
+        .filter_map(|l| parse_stamp(l.split_whitespace().next()?))
+        .find(|&t| t >= since)
+}
+
+/// `2026-11-25T20:36:53.248090Z` (tracing's UTC stamp) as epoch seconds.
+fn parse_stamp(s: &str) -> Option<f64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (hh, mm) = (
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+    );
+    let ss = t.next()?.parse::<f64>().ok()?;
+    // Days from the civil date (proleptic Gregorian), 1970-01-01 = 0.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss)
 }
 
 /// Sorts `v` and returns (min, median, max), or `None` when empty.
@@ -387,6 +509,71 @@ fn print_table(runs: usize, interval: &str, results: &[(Mode, Vec<Sample>, Vec<S
             k.len(),
             left(d),
             d.len()
+        );
+    }
+}
+
+fn print_heartbeat_table(
+    runs: usize,
+    interval: &str,
+    impls: &[Impl],
+    results: &[(Mode, Vec<Vec<Sample>>)],
+) {
+    let date = crate::shell("date -u '+%Y-%m-%d %H:%M UTC'");
+    let cpu = crate::shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
+    let keepalived = crate::shell("keepalived --version 2>&1 | head -1");
+    println!("\n### Detection and takeover with heartbeats, {date}");
+    println!();
+    println!(
+        "Machine: {} cores, {cpu}. {keepalived}. VRRPv3 every {interval} for both (master-down 253 ms); duet heartbeats every 50 ms x 5 misses (250 ms) on the LAN and a direct cable. {runs} runs per fault and set-up, alternating. Seconds from the fault, min / median / max: detection = the backup logs the master silent on every link; takeover = first client answer from the backup.",
+        crate::shell("nproc")
+    );
+    println!();
+    println!(
+        "| fault | set-up | detection | takeover | ÷ keepalived (median takeover) | VIP left on old master after 3 s |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (mode, per) in results {
+        let base = stats(&per[0]).map(|(_, m, _)| m);
+        for (imp, samples) in impls.iter().zip(per) {
+            let takeover = match stats(samples) {
+                Some((min, med, max)) => format!("{min:.3} / {med:.3} / {max:.3}"),
+                None => "no takeover".into(),
+            };
+            let detection = min_median_max(
+                samples
+                    .iter()
+                    .filter_map(|s| s.detected.map(|d| d.as_secs_f64()))
+                    .collect(),
+            )
+            .map_or("–".into(), |(a, b, c)| {
+                format!("{a:.3} / {b:.3} / {c:.3}")
+            });
+            let ratio = match (base, stats(samples)) {
+                (Some(k), Some((_, m, _))) => format!("{:.2}", m / k),
+                _ => "n/a".into(),
+            };
+            let left = samples.iter().filter(|x| x.vip_left).count();
+            println!(
+                "| {} | {} | {detection} | {takeover} | {ratio} | {left}/{} |",
+                mode.label(),
+                imp.label(),
+                samples.len()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_stamps_parse_to_epoch_seconds() {
+        // date -u -d 2026-11-25T20:36:53Z +%s
+        let t = super::parse_stamp("2026-11-25T20:36:53.250000Z").unwrap();
+        assert!((t - 1_795_639_013.25).abs() < 1e-6, "{t}");
+        assert_eq!(
+            super::parse_stamp("2000-03-01T00:00:00Z"),
+            Some(951_868_800.0)
         );
     }
 }

@@ -8,8 +8,8 @@
 //!
 //! The node counts its lease from the moment it *sent* the request (the witness counts from
 //! receipt, which is later) minus a safety margin, so the node always believes its lease ends
-//! before the witness does, whatever the network delay. Renewal starts at a third of the
-//! lease.
+//! before the witness does, whatever the network delay. Renewal starts at a fifth of the
+//! lease; an unanswered request is repeated every fortieth.
 
 use std::time::Duration;
 
@@ -265,13 +265,18 @@ impl LeaseClient {
         let request = self.next_request_id;
         self.next_request_id += 1;
         self.pending = Some((request, now, term));
-        // Retry (or renew) at a third of the lease from now.
-        self.next_send = Some(now + self.duration / 3);
+        // Unanswered, ask again soon: a lost renewal must be retried while the lease still
+        // outlasts the VIP lifetime. An answer moves this to the next renewal.
+        self.next_send = Some(now + self.retry_interval());
         Some(LeaseRequest {
             request,
             term,
             duration: self.duration,
         })
+    }
+
+    fn retry_interval(&self) -> Duration {
+        (self.duration / 40).max(Duration::from_millis(20))
     }
 
     /// Forgets a lease whose validity has ended, so [`LeaseClient::poll_timeout`] moves on.
@@ -305,6 +310,9 @@ impl LeaseClient {
         }
         self.pending = None;
         self.term = term;
+        // Renew at a fifth of the lease: with retries every fortieth, lost packets cost
+        // nothing unless about ten in a row are lost.
+        self.next_send = Some(sent + self.duration / 5);
         let until = sent + duration.saturating_sub(self.margin);
         self.valid_until = Some(self.valid_until.map_or(until, |t| t.max(until)));
     }
@@ -317,10 +325,10 @@ impl LeaseClient {
         if term > self.term {
             self.term = term;
         }
-        // Ask again soon after the holder's lease would end, but not later than a renewal.
+        // Ask again soon after the holder's lease would end, and at least every third of a
+        // lease.
         if self.wanted {
-            let retry = now + remaining.min(self.duration / 3);
-            self.next_send = Some(self.next_send.map_or(retry, |t| t.min(retry)));
+            self.next_send = Some(now + remaining.min(self.duration / 3));
         }
     }
 }
@@ -444,9 +452,9 @@ mod tests {
         assert!(c.valid(ms(1899)));
         assert!(!c.valid(ms(1900)), "valid until sent + lease - margin");
         assert!(c.valid_until().unwrap() < w.lease(ms(0)).unwrap().expires);
-        // Renewal is due at a third of the lease, under the same term.
-        assert!(c.poll_request(ms(600)).is_none());
-        let renew = c.poll_request(ms(667)).unwrap();
+        // Renewal is due at a fifth of the lease, under the same term.
+        assert!(c.poll_request(ms(350)).is_none());
+        let renew = c.poll_request(ms(400)).unwrap();
         assert_eq!(renew.term, 1);
         // A late grant for an old request id changes nothing.
         c.granted(r.request, TWO, 1);
@@ -473,12 +481,19 @@ mod tests {
         c.set_wanted(ms(0), true);
         let r = c.poll_request(ms(0)).unwrap();
         c.granted(r.request, TWO, r.term);
-        // Renewals keep failing (no answer): the lease ends at 1.9 s.
-        let _ = c.poll_request(ms(667));
-        let _ = c.poll_request(ms(1334));
-        let t = c.poll_timeout().unwrap();
-        assert!(t <= ms(1900));
+        // Renewals from 0.4 s on, retried every 50 ms, keep failing (no answer): the lease
+        // ends at 1.9 s.
+        let mut sent = Vec::new();
+        while let Some(t) = c.poll_timeout().filter(|&t| t < ms(1900)) {
+            c.handle_timeout(t);
+            if c.poll_request(t).is_some() {
+                sent.push(t);
+            }
+        }
+        assert_eq!(sent.first(), Some(&ms(400)));
+        assert_eq!(sent.get(1), Some(&ms(450)));
         c.handle_timeout(ms(1900));
+        let _ = c.poll_request(ms(1900));
         assert!(!c.valid(ms(1900)));
         assert!(
             c.poll_timeout().is_some_and(|t| t > ms(1900)),

@@ -34,6 +34,11 @@ pub enum LivenessEvent {
         /// Peer name.
         peer: String,
     },
+    /// `peer` said goodbye: it stops, and counts as gone on every link at once.
+    PeerLeft {
+        /// Peer name.
+        peer: String,
+    },
     /// `peer` is heard again after being dead (or for the first time).
     PeerAlive {
         /// Peer name.
@@ -54,6 +59,8 @@ pub struct Peer {
     link_up: Vec<bool>,
     /// Whether any link is up.
     alive: bool,
+    /// It said goodbye and has not been heard since.
+    left: bool,
     /// The latest heartbeat, on any link.
     pub report: Option<Heartbeat>,
     /// The peer's term in its latest message.
@@ -69,6 +76,11 @@ impl Peer {
     /// Whether any link carries heartbeats.
     pub fn alive(&self) -> bool {
         self.alive
+    }
+
+    /// Whether it said goodbye (it stopped cleanly, without VIPs) and has not been heard since.
+    pub fn left(&self) -> bool {
+        self.left
     }
 }
 
@@ -93,6 +105,7 @@ impl Liveness {
                     last_heard: vec![None; links],
                     link_up: vec![false; links],
                     alive: false,
+                    left: false,
                     report: None,
                     term: 0,
                 })
@@ -117,9 +130,22 @@ impl Liveness {
         let Some(slot) = p.last_heard.get_mut(link) else {
             return false;
         };
-        *slot = Some(now);
         p.report = Some(hb.clone());
         p.term = p.term.max(term);
+        if hb.leaving {
+            p.last_heard.iter_mut().for_each(|t| *t = None);
+            p.link_up.iter_mut().for_each(|u| *u = false);
+            p.alive = false;
+            if !p.left {
+                p.left = true;
+                self.events.push_back(LivenessEvent::PeerLeft {
+                    peer: peer.to_string(),
+                });
+            }
+            return true;
+        }
+        p.left = false;
+        *slot = Some(now);
         if !p.link_up[link] {
             p.link_up[link] = true;
             self.events.push_back(LivenessEvent::LinkUp {

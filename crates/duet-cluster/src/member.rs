@@ -107,6 +107,11 @@ pub struct Member {
     names: Vec<Option<String>>,
     /// When the lease authority last answered (granted or refused).
     authority_heard: Option<Instant>,
+    /// Per peer: the goodbye heard (its boot and counter); its earlier messages still in
+    /// flight on another link must not bring it back.
+    goodbyes: Vec<Option<(u64, u64)>>,
+    /// This node says goodbye in its heartbeats (it is stopping).
+    leaving: bool,
     boot: u64,
     seq: u64,
     next_beat: Instant,
@@ -144,6 +149,8 @@ impl Member {
             witness_guard: ReplayGuard::new(cfg.clock_window_ms),
             names: vec![None; peers],
             authority_heard: None,
+            goodbyes: vec![None; peers],
+            leaving: false,
             boot,
             seq: 0,
             next_beat: Instant::ZERO,
@@ -242,6 +249,7 @@ impl Member {
                 let hb = Heartbeat {
                     link: n as u8,
                     business_up,
+                    leaving: self.leaving,
                     instances: reports.to_vec(),
                     ask,
                     grant: grant.clone(),
@@ -272,8 +280,21 @@ impl Member {
         }
     }
 
-    /// One heartbeat on every link now, e.g. the last one before exiting (with reports that
-    /// neither serve nor want to: peers are free at once, and the lease is released).
+    /// The last heartbeat on every link before exiting, after the VIPs are gone (`reports`
+    /// neither serve nor want to): peers count this node gone at once and are free of their
+    /// promises, and the lease is released.
+    pub fn goodbye(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        reports: &[InstanceReport],
+        business_up: bool,
+    ) {
+        self.leaving = true;
+        self.beat_now(now, unix_ms, reports, business_up);
+    }
+
+    /// One heartbeat on every link now.
     pub fn beat_now(
         &mut self,
         now: Instant,
@@ -348,6 +369,9 @@ impl Member {
                 {
                     return Err("peer");
                 }
+                if self.goodbyes[i].is_some_and(|(boot, seq)| boot == msg.boot && msg.seq < seq) {
+                    return Err("sent before its goodbye");
+                }
             }
             (Via::Witness, Body::LeaseGranted { .. } | Body::LeaseRefused { .. })
                 if self.lease.is_some() => {}
@@ -370,6 +394,7 @@ impl Member {
                         name: msg.sender.clone(),
                     });
                 }
+                self.goodbyes[i] = hb.leaving.then_some((msg.boot, msg.seq));
                 self.liveness
                     .heard(now, &self.cfg.peers[i], n, msg.term, hb);
                 let had = self.votes.count(now);

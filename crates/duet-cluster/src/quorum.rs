@@ -5,7 +5,7 @@
 //! | situation | verdict |
 //! |---|---|
 //! | own business link down | no (VRRP is in FAULT anyway) |
-//! | this node promised its vote to a peer and the promise runs | no |
+//! | this node promised its vote to a peer and the promise runs | no (except under `available` once that peer is silent on every link) |
 //! | not MASTER, and a live peer (any link) reports MASTER | no: the peer serves; a preempting node waits for the master to yield |
 //! | MASTER, and a live peer reports MASTER and outranks this node | no (two masters: the lower one yields) |
 //! | MASTER, and a live peer that outranks this node waits to take over | no: yield, so a handover never has two masters |
@@ -13,6 +13,7 @@
 //! | three or more nodes without a majority | no |
 //! | two nodes, peer alive, no vote yet | no: its vote comes within a round trip (a MASTER without a witness keeps serving: the peer cannot win without its vote) |
 //! | two nodes, peer silent, witness configured, no lease | no |
+//! | two nodes, no witness, the peer said goodbye (a clean stop) and is not heard since | yes |
 //! | two nodes, peer silent, no witness, `available` | yes (both may serve; alerted) |
 //! | two nodes, peer silent, no witness, `safe` | yes if already MASTER, or the peer was last seen not serving and this node did not vote for it since |
 //!
@@ -98,7 +99,17 @@ pub fn verdict(rules: Rules, live: &Liveness, me: &str, local: Local, ballot: &B
     if !local.business_up {
         return Verdict::Denied("this node's business link is down".into());
     }
-    if let Some(peer) = &ballot.promised_to {
+    // Under `available` (two nodes, no witness, no coordinator) a promise to a peer silent on
+    // every link no longer binds: the operator chose to serve during a partition, so waiting
+    // out the promise would only delay the takeover after a crash.
+    let unbound = rules.nodes == 2
+        && !rules.witness
+        && !rules.lease_decides
+        && rules.policy == TwoNodePolicy::Available
+        && !live.peers().iter().any(|p| p.alive());
+    if let Some(peer) = &ballot.promised_to
+        && !unbound
+    {
         return Verdict::Denied(format!(
             "this node promised its vote to {peer} and waits for the promise to end"
         ));
@@ -140,6 +151,11 @@ pub fn verdict(rules: Rules, live: &Liveness, me: &str, local: Local, ballot: &B
         return Verdict::Allowed;
     }
     let alive = live.peers().iter().filter(|p| p.alive()).count();
+    if rules.nodes == 2 && !rules.witness && live.peers().iter().all(|p| p.left()) {
+        // The peer said goodbye: it gave up its VIPs and will not serve before it is heard
+        // again. Neither policy has anything to fear.
+        return Verdict::Allowed;
+    }
     if rules.nodes >= 3 {
         return Verdict::Denied(format!("no majority: {votes} of {voters} votes"));
     }
@@ -191,6 +207,7 @@ mod tests {
         Heartbeat {
             link: 0,
             business_up,
+            leaving: false,
             instances: vec![InstanceReport {
                 vrid: 51,
                 master,
@@ -474,5 +491,33 @@ mod ballot_tests {
             verdict(rules, &l, "alpha", local, &Ballot::default()).allowed(),
             "the lease alone is 2 of 3"
         );
+        // Under `available` a promise to a peer silent on every link does not bind; while the
+        // peer is heard, it does.
+        let available = Rules {
+            witness: false,
+            policy: TwoNodePolicy::Available,
+            ..rules
+        };
+        let mut l = Liveness::new(1, &["beta".to_string()], Duration::from_millis(50), 5);
+        let hb = crate::wire::Heartbeat {
+            link: 0,
+            business_up: true,
+            leaving: false,
+            instances: vec![],
+            ask: 1,
+            grant: None,
+        };
+        l.heard(duet_time::Instant::ZERO, "beta", 0, 1, &hb);
+        assert!(!verdict(available, &l, "alpha", local, &promised).allowed());
+        l.handle_timeout(duet_time::Instant::from_nanos(1_000_000_000));
+        assert_eq!(
+            verdict(available, &l, "alpha", local, &promised),
+            Verdict::AllowedUnconfirmed
+        );
+        let safe = Rules {
+            policy: TwoNodePolicy::Safe,
+            ..available
+        };
+        assert!(!verdict(safe, &l, "alpha", local, &promised).allowed());
     }
 }

@@ -139,10 +139,11 @@ impl Votes {
     /// vote for, rather than a whole interval later).
     pub fn heard(&mut self, peer: usize, now: Instant, hb: &Heartbeat, me: &str) -> bool {
         if !hb.instances.iter().any(|r| r.master || r.wants) {
-            self.peer_idle(peer);
+            // Released first: a peer that no longer asks and is idle is not serving either.
             if hb.ask == 0 {
                 self.release(peer);
             }
+            self.peer_idle(peer);
         }
         let mut answer_now = false;
         if let Some(slot) = self.asks_heard.get_mut(peer) {

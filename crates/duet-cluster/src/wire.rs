@@ -53,6 +53,9 @@ pub struct Heartbeat {
     pub link: u8,
     /// Whether the sender's business link (its first link's interface) is up.
     pub business_up: bool,
+    /// The sender stops (its last heartbeat): it has given up its VIPs and votes; peers may
+    /// count it gone at once instead of waiting for silence.
+    pub leaving: bool,
     /// Per VRRP instance: (vrid, state, effective priority).
     pub instances: Vec<InstanceReport>,
     /// Non-zero: the sender asks for votes; the id to echo in a grant.
@@ -187,7 +190,7 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
     match &msg.body {
         Body::Heartbeat(h) => {
             body.push(h.link);
-            body.push(u8::from(h.business_up));
+            body.push(u8::from(h.business_up) | (u8::from(h.leaving) << 1));
             body.push(h.instances.len().min(255) as u8);
             for i in h.instances.iter().take(255) {
                 let flags = u8::from(i.master) | (u8::from(i.wants) << 1);
@@ -306,7 +309,11 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
     let body = match kind {
         1 => {
             let link = b.u8()?;
-            let business_up = b.u8()? != 0;
+            let state = b.u8()?;
+            if state & !0b11 != 0 {
+                return Err(WireError::Malformed);
+            }
+            let (business_up, leaving) = (state & 1 != 0, state & 2 != 0);
             let n = b.u8()?;
             let mut instances = Vec::with_capacity(usize::from(n));
             for _ in 0..n {
@@ -334,6 +341,7 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
             Body::Heartbeat(Heartbeat {
                 link,
                 business_up,
+                leaving,
                 instances,
                 ask,
                 grant,
@@ -456,6 +464,7 @@ mod tests {
             body: Body::Heartbeat(Heartbeat {
                 link: 1,
                 business_up: true,
+                leaving: true,
                 instances: vec![InstanceReport {
                     vrid: 51,
                     master: true,

@@ -521,7 +521,7 @@ address = "10.10.10.20:7947"
         "address = \"10.10.10.20:7947\"\nlease = \"1s\"",
     ));
     assert!(
-        e.contains("duet.toml:14:9: the lease (1s) must be longer than node.vip_lifetime (1s"),
+        e.contains("duet.toml:14:9: the lease (1s) must be at least twice node.vip_lifetime (1s"),
         "{e}"
     );
     let e = err(&text.replace(

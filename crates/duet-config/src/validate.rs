@@ -523,11 +523,11 @@ fn check_coordination(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
                 duet_time::format_duration(lease)
             ),
         );
-    } else if lifetime.is_zero() || lease <= lifetime {
+    } else if lifetime.is_zero() || lease < lifetime * 2 {
         bad(
             at("lease"),
             format!(
-                "the lease ({}) must be longer than node.vip_lifetime ({}, and not 0s), so that a frozen node's VIP expires before another node can take over",
+                "the lease ({}) must be at least twice node.vip_lifetime ({}, and not 0s): a lease counts only while it outlasts the VIP's lifetime (so a frozen node's VIP expires before another node can take over), and renewals need the rest",
                 duet_time::format_duration(lease),
                 duet_time::format_duration(lifetime)
             ),
@@ -603,11 +603,11 @@ fn check_cluster(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
             Some(_) => {}
         }
         let lifetime = cfg.node.vip_lifetime.0;
-        if lifetime.is_zero() || w.lease.0 <= lifetime {
+        if lifetime.is_zero() || w.lease.0 < lifetime * 2 {
             bad(
                 at("lease"),
                 format!(
-                    "the lease ({}) must be longer than node.vip_lifetime ({}, and not 0s), so that a frozen node's VIP expires before another node can take over",
+                    "the lease ({}) must be at least twice node.vip_lifetime ({}, and not 0s): a lease counts only while it outlasts the VIP's lifetime (so a frozen node's VIP expires before another node can take over), and renewals need the rest",
                     duet_time::format_duration(w.lease.0),
                     duet_time::format_duration(lifetime)
                 ),

@@ -14,7 +14,7 @@
 //! every lease granted (holder, term), and the longest time nobody served.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -139,6 +139,9 @@ pub struct ClusterSim {
     cut: BTreeSet<(usize, usize, usize)>,
     /// Loss probability per link.
     loss: [f64; 2],
+    /// Per (link, from, to): the latest arrival scheduled. A link delivers in order (a LAN
+    /// does not reorder two hosts' frames); two links may.
+    last_arrival: BTreeMap<(usize, usize, usize), Instant>,
     /// Total time during which two or more nodes had the VIP configured.
     pub both_vip: Duration,
     /// Total time during which two or more running nodes believed they held a valid lease.
@@ -255,6 +258,7 @@ impl ClusterSim {
             seq: 0,
             cut: BTreeSet::new(),
             loss: [0.0; 2],
+            last_arrival: BTreeMap::new(),
             both_vip: Duration::ZERO,
             both_leases: Duration::ZERO,
             grants: Vec::new(),
@@ -338,6 +342,28 @@ impl ClusterSim {
             node.vip_expires = Some(now + self.cfg.vip_lifetime);
         }
         node.process = Process::Down;
+    }
+
+    /// Stops node `n` cleanly, as SIGTERM does: VRRP steps down (priority 0), the VIP goes, and
+    /// the last heartbeat says goodbye.
+    pub fn stop(&mut self, n: usize) {
+        if self.nodes[n].process != Process::Up {
+            return;
+        }
+        let now = self.now;
+        let unix = self.unix_ms();
+        self.nodes[n].inst.shutdown(now);
+        self.after(n);
+        let node = &mut self.nodes[n];
+        let report = InstanceReport {
+            vrid: 51,
+            master: false,
+            wants: false,
+            priority: node.inst.effective_priority(),
+        };
+        node.member.goodbye(now, unix, &[report], true);
+        self.flush(n);
+        self.nodes[n].process = Process::Down;
     }
 
     /// Freezes node `n`.
@@ -424,9 +450,12 @@ impl ClusterSim {
         }
         let (lo, hi) = self.cfg.delay;
         let delay = self.rng.range(lo.as_nanos() as u64, hi.as_nanos() as u64);
+        let path = self.last_arrival.entry((link, from, to)).or_default();
+        let at = (self.now + Duration::from_nanos(delay)).max(*path);
+        *path = at;
         self.seq += 1;
         self.in_flight.push(Reverse(Packet {
-            at: self.now + Duration::from_nanos(delay),
+            at,
             seq: self.seq,
             link,
             from,

@@ -163,11 +163,11 @@ impl Cluster {
         self.flush();
     }
 
-    /// Sends one heartbeat on every link now, e.g. the last one before exiting, so peers learn
-    /// at once that this node no longer serves (and the witness that the lease is free).
-    pub fn beat_now(&mut self, now: Instant, reports: &[InstanceReport], business_up: bool) {
+    /// Says goodbye on every link, once the VIPs are gone: peers count this node gone at once
+    /// (and the witness or etcd learns that the lease is free).
+    pub fn goodbye(&mut self, now: Instant, reports: &[InstanceReport], business_up: bool) {
         self.member
-            .beat_now(now, crate::witness::unix_ms(), reports, business_up);
+            .goodbye(now, crate::witness::unix_ms(), reports, business_up);
         self.flush();
     }
 
@@ -314,6 +314,10 @@ impl Cluster {
                 LivenessEvent::PeerDead { peer } => {
                     let name = self.member.display_key(&peer);
                     tracing::warn!("peer {name} is silent on every heartbeat link");
+                }
+                LivenessEvent::PeerLeft { peer } => {
+                    let name = self.member.display_key(&peer);
+                    tracing::info!("peer {name} stopped (it said goodbye)");
                 }
                 LivenessEvent::PeerAlive { peer } => {
                     tracing::info!("peer {} is heard", self.member.display_key(&peer));

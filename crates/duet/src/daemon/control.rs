@@ -612,7 +612,7 @@ impl ControlPlane {
         if let Some(c) = &mut self.cluster {
             // Tell the peers that this node no longer asks for votes (they are free at once
             // instead of after their promises run out) and give the witness lease back.
-            c.beat_now(now, &reports, business_up);
+            c.goodbye(now, &reports, business_up);
         }
         self.readings.stop_scripts();
         self.fx.vips.dismiss_guardian();
