@@ -305,16 +305,26 @@ impl Lab {
     }
 
     /// Starts a one-member etcd (Debian's `etcd-server`) on `host`: clients on
-    /// `http://<host>:2379`, and on `https://<host>:2378` with `tls = (cert, key)`. Its data and
-    /// log live in the lab directory.
-    pub fn start_etcd(&mut self, host: &Host, tls: Option<(&Path, &Path)>) -> io::Result<u32> {
+    /// `http://<host>:2379`, and on `https://<host>:2378` with `tls = (cert, key, client CA)`
+    /// (with a client CA, TLS clients must present a certificate it signed). Its data and log
+    /// live in the lab directory.
+    pub fn start_etcd(
+        &mut self,
+        host: &Host,
+        tls: Option<(&Path, &Path, Option<&Path>)>,
+    ) -> io::Result<u32> {
         let ip = host.ipv4;
         let log = std::fs::File::create(self.dir.join("etcd.log"))?;
         let mut clients = format!("http://{ip}:2379");
         let mut cmd = self.command(host, "etcd");
-        if let Some((cert, key)) = tls {
+        if let Some((cert, key, client_ca)) = tls {
             clients.push_str(&format!(",https://{ip}:2378"));
             cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+            if let Some(ca) = client_ca {
+                cmd.arg("--client-cert-auth")
+                    .arg("--trusted-ca-file")
+                    .arg(ca);
+            }
         }
         cmd.args(["--name", "lab"])
             .arg("--data-dir")

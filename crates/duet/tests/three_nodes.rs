@@ -167,13 +167,57 @@ fn three_nodes_a_minority_master_steps_down_and_the_majority_takes_over() {
     );
 }
 
-/// A self-signed certificate for `ip`, written into `dir`; returns (cert, key) paths.
-fn certificate(dir: &Path, ip: &str) -> (PathBuf, PathBuf) {
-    let c = rcgen::generate_simple_self_signed(vec![ip.to_string()]).unwrap();
-    let (cert, key) = (dir.join("etcd.pem"), dir.join("etcd.key"));
-    std::fs::write(&cert, c.cert.pem()).unwrap();
-    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
-    (cert, key)
+/// A small PKI in `dir`: a CA, a server certificate for `ip` and a client certificate, both
+/// signed by the CA. Returns the paths of ca.pem, server.pem/.key and client.pem/.key.
+struct Pki {
+    ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+}
+
+fn pki(dir: &Path, ip: &str) -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair,
+    };
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let write = |name: &str, sans: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.extended_key_usages = usages;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let paths = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&paths.0, cert.pem()).unwrap();
+        std::fs::write(&paths.1, key.serialize_pem()).unwrap();
+        paths
+    };
+    // etcd's JSON gateway reaches etcd's gRPC side with the server certificate as its client
+    // certificate, so with client-cert-auth the server certificate serves both ways.
+    let server = write(
+        "server",
+        vec![ip.to_string()],
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    );
+    let client = write(
+        "client",
+        vec!["duet".into()],
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
+    );
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    Pki {
+        ca: ca_path,
+        server,
+        client,
+    }
 }
 
 #[test]
@@ -189,12 +233,16 @@ fn with_etcd_leadership_follows_the_lease_and_terms_rise() {
     const ETCD: &str = "10.99.0.20";
     let Some(mut t) = Trio::start("etcd", |lab, _key| {
         let host = lab.add_host("etcd", 20).unwrap();
-        let (cert, key) = certificate(lab.dir(), ETCD);
-        lab.start_etcd(&host, Some((&cert, &key))).unwrap();
-        // Alpha and beta speak TLS to etcd, gamma plain HTTP: the same key either way.
+        let pki = pki(lab.dir(), ETCD);
+        let tls = (&pki.server.0, &pki.server.1, Some(pki.ca.as_path()));
+        lab.start_etcd(&host, Some((tls.0, tls.1, tls.2))).unwrap();
+        // Alpha and beta speak TLS to etcd with a client certificate (etcd requires one),
+        // gamma plain HTTP: the same key either way.
         let tls = format!(
-            "\n[coordination]\nbackend = \"etcd\"\nendpoints = [\"https://{ETCD}:2378\"]\nca_file = \"{}\"\nprefix = \"/duet/lab\"\n",
-            cert.display()
+            "\n[coordination]\nbackend = \"etcd\"\nendpoints = [\"https://{ETCD}:2378\"]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nprefix = \"/duet/lab\"\n",
+            pki.ca.display(),
+            pki.client.0.display(),
+            pki.client.1.display()
         );
         let plain = format!(
             "\n[coordination]\nbackend = \"etcd\"\nendpoints = [\"http://{ETCD}:2379\"]\nprefix = \"/duet/lab\"\n"
