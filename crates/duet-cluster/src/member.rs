@@ -112,6 +112,10 @@ pub struct Member {
     goodbyes: Vec<Option<(u64, u64)>>,
     /// This node says goodbye in its heartbeats (it is stopping).
     leaving: bool,
+    /// VRIDs a live peer stopped serving, for the shell to tell VRRP.
+    stepped_down: VecDeque<u8>,
+    /// What the last heartbeat said of each instance (vrid, master, wants).
+    last_state: Vec<(u8, bool, bool)>,
     boot: u64,
     seq: u64,
     next_beat: Instant,
@@ -151,6 +155,8 @@ impl Member {
             authority_heard: None,
             goodbyes: vec![None; peers],
             leaving: false,
+            stepped_down: VecDeque::new(),
+            last_state: Vec::new(),
             boot,
             seq: 0,
             next_beat: Instant::ZERO,
@@ -206,7 +212,20 @@ impl Member {
         let master = reports.iter().any(|r| r.master);
         let wants = reports.iter().any(|r| r.wants);
         let promised = self.votes.promised_to(now).is_some();
-        let asking = (master || wants) && !promised;
+        // A backup that a waiting, higher-ranked peer outranks lets it go first: it neither
+        // asks for votes nor seeks the lease (holding the lease while deferring would block
+        // the peer for good).
+        let mine = Self::rank_of(reports, &self.cfg.name);
+        let deferring = !master
+            && (0..self.names.len()).any(|i| {
+                let p = &self.liveness.peers()[i];
+                p.alive()
+                    && p.report
+                        .as_ref()
+                        .is_some_and(|r| r.instances.iter().any(|x| x.wants))
+                    && self.rank(i) > mine
+            });
+        let asking = (master || wants) && !promised && !deferring;
         // With an external coordinator nobody votes: the lease alone decides.
         let votes_count = !self.rules.lease_decides;
         if !asking || !votes_count {
@@ -221,7 +240,7 @@ impl Member {
                 .authority_heard
                 .is_some_and(|t| now.saturating_since(t) < self.cfg.lease.unwrap_or_default());
         let owned: Vec<InstanceReport>;
-        let reports = if (promised || !reachable) && wants {
+        let reports = if (promised || !reachable || deferring) && wants {
             owned = reports
                 .iter()
                 .map(|r| InstanceReport { wants: false, ..*r })
@@ -230,6 +249,15 @@ impl Member {
         } else {
             reports
         };
+        // A change of who serves is news: tell the peers now, not at the next beat.
+        let state: Vec<(u8, bool, bool)> = reports
+            .iter()
+            .map(|r| (r.vrid, r.master, r.wants))
+            .collect();
+        if state != self.last_state {
+            self.last_state = state;
+            self.next_beat = self.next_beat.min(now);
+        }
         if now >= self.next_beat {
             self.next_beat = now + self.cfg.interval;
             let grant = if votes_count {
@@ -314,21 +342,11 @@ impl Member {
         master: bool,
         wants: bool,
     ) -> Option<Grant> {
-        let mine = reports.iter().map(|r| r.priority).max().unwrap_or(0);
         let promised = self.votes.promised_to(now);
-        let rank = |i: usize| -> (u8, &str) {
-            let p = &self.liveness.peers()[i];
-            let prio = p
-                .report
-                .as_ref()
-                .and_then(|r| r.instances.iter().map(|x| x.priority).max())
-                .unwrap_or(0);
-            (prio, p.display.as_str())
-        };
         let best = (0..self.names.len())
             .filter(|&i| self.votes.ask_of(i).is_some())
-            .max_by_key(|&i| rank(i))?;
-        let outranks = rank(best) > (mine, self.cfg.name.as_str());
+            .max_by_key(|&i| self.rank(i))?;
+        let outranks = self.rank(best) > Self::rank_of(reports, &self.cfg.name);
         if !may_grant(master, wants, outranks, promised, best) {
             return None;
         }
@@ -343,6 +361,18 @@ impl Member {
             ask,
             duration_ms: self.votes.duration().as_millis() as u32,
         })
+    }
+
+    /// A node's rank for tie-breaks: its highest instance priority, then its name.
+    fn rank_of<'a>(reports: &[InstanceReport], name: &'a str) -> (u8, &'a str) {
+        (reports.iter().map(|r| r.priority).max().unwrap_or(0), name)
+    }
+
+    /// Peer `i`'s rank, from its latest heartbeat.
+    fn rank(&self, i: usize) -> (u8, &str) {
+        let p = &self.liveness.peers()[i];
+        let reports = p.report.as_ref().map_or(&[][..], |r| &r.instances[..]);
+        Self::rank_of(reports, &p.display)
     }
 
     /// Takes in a decoded message that arrived on `via`, from peer index `peer` (the shell
@@ -395,6 +425,20 @@ impl Member {
                     });
                 }
                 self.goodbyes[i] = hb.leaving.then_some((msg.boot, msg.seq));
+                // A live peer that served an instance and no longer does (its business link
+                // died, it stops, it yields): VRRP need not wait out the master-down interval.
+                if let Some(old) = self.liveness.peers()[i]
+                    .report
+                    .as_ref()
+                    .filter(|_| self.liveness.peers()[i].alive())
+                {
+                    for r in old.instances.iter().filter(|r| r.master) {
+                        let still = hb.instances.iter().any(|x| x.vrid == r.vrid && x.master);
+                        if !still && !self.stepped_down.contains(&r.vrid) {
+                            self.stepped_down.push_back(r.vrid);
+                        }
+                    }
+                }
                 self.liveness
                     .heard(now, &self.cfg.peers[i], n, msg.term, hb);
                 let had = self.votes.count(now);
@@ -517,6 +561,13 @@ impl Member {
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// The next VRID a live peer stopped serving (heard in its heartbeat): the shell tells the
+    /// instance (`duet_vrrp::Instance::master_left`), which takes over after its skew time if the
+    /// verdict allows.
+    pub fn poll_stepped_down(&mut self) -> Option<u8> {
+        self.stepped_down.pop_front()
     }
 
     /// The next event worth a log line.

@@ -9,6 +9,7 @@
 //! | not MASTER, and a live peer (any link) reports MASTER | no: the peer serves; a preempting node waits for the master to yield |
 //! | MASTER, and a live peer reports MASTER and outranks this node | no (two masters: the lower one yields) |
 //! | MASTER, and a live peer that outranks this node waits to take over | no: yield, so a handover never has two masters |
+//! | not MASTER, and a live peer that outranks this node waits to take over | no: it goes first |
 //! | a majority of voters (nodes, and the witness if any): itself, peers' promises, the lease | yes |
 //! | three or more nodes without a majority | no |
 //! | two nodes, peer alive, no vote yet | no: its vote comes within a round trip (a MASTER without a witness keeps serving: the peer cannot win without its vote) |
@@ -133,6 +134,14 @@ pub fn verdict(rules: Rules, live: &Liveness, me: &str, local: Local, ballot: &B
         if local.master && i.wants && outranks {
             return Verdict::Denied(format!(
                 "yielding to {} (priority {}), which takes over",
+                p.display, i.priority
+            ));
+        }
+        if !local.master && i.wants && outranks {
+            // Taking over now would only mean yielding in a moment (and, with a coordinator,
+            // handing the lease back and forth between lower nodes).
+            return Verdict::Denied(format!(
+                "{} (priority {}) takes over first",
                 p.display, i.priority
             ));
         }
@@ -301,6 +310,16 @@ mod tests {
         // A lower-priority peer that waits does not make a master yield.
         let l = live(&wanting(90), false);
         assert_eq!(verdict(PAIR, &l, "alpha", master, &VOTED), Verdict::Allowed);
+        // Nor does a backup take over ahead of a higher-priority peer that waits: it would only
+        // yield a moment later.
+        let l = live(&wanting(150), false);
+        let v = verdict(PAIR, &l, "alpha", BACKUP, &VOTED);
+        assert!(
+            matches!(&v, Verdict::Denied(why) if why.contains("takes over first")),
+            "{v:?}"
+        );
+        let l = live(&wanting(90), false);
+        assert_eq!(verdict(PAIR, &l, "alpha", BACKUP, &VOTED), Verdict::Allowed);
     }
 
     #[test]

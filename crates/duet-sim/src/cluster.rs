@@ -87,6 +87,8 @@ struct Node {
     inst: Instance,
     member: Member,
     process: Process,
+    /// The business link (link 0) is up at this node.
+    business_up: bool,
     /// The VIP is configured (by this process's last action), and until when it lives if the
     /// process no longer refreshes it.
     vip: bool,
@@ -226,6 +228,7 @@ impl ClusterSim {
                     cfg: icfg,
                     member: member(&cfg, i, rng.next_u64()),
                     process: Process::Down,
+                    business_up: true,
                     vip: false,
                     vip_expires: None,
                 }
@@ -366,6 +369,29 @@ impl ClusterSim {
         self.nodes[n].process = Process::Down;
     }
 
+    /// Node `n`'s business link goes down (or comes back): link 0 carries nothing to or from
+    /// it (adverts, heartbeats, the witness), and its VRRP instance is in FAULT, as the daemon's
+    /// interface tracking puts it.
+    pub fn set_business_link(&mut self, n: usize, up: bool) {
+        let others: Vec<usize> = (0..=self.nodes.len()).filter(|&m| m != n).collect();
+        for m in others {
+            self.set_cut(0, n, m, !up);
+            self.set_cut(0, m, n, !up);
+        }
+        let now = self.now;
+        let node = &mut self.nodes[n];
+        node.business_up = up;
+        let fault = (!up).then(|| "interface eth0 is down".to_string());
+        node.inst.set_tracking(
+            now,
+            duet_vrrp::TrackedHealth {
+                fault,
+                ..Default::default()
+            },
+        );
+        self.tick(n);
+    }
+
     /// Freezes node `n`.
     pub fn pause(&mut self, n: usize) {
         let now = self.now;
@@ -491,12 +517,13 @@ impl ClusterSim {
             wants: !master && node.inst.wants_master(),
             priority,
         };
-        node.member.tick(now, unix, &[report], true);
+        let business_up = node.business_up;
+        node.member.tick(now, unix, &[report], business_up);
         let local = Local {
             vrid: 51,
             priority,
             master,
-            business_up: true,
+            business_up,
             lease_valid: false,
         };
         let veto = match node.member.verdict(now, local) {
@@ -594,6 +621,9 @@ impl ClusterSim {
         };
         // A refused message (a replay after a restart, say) changes nothing.
         let _ = self.nodes[n].member.receive(now, unix, via, peer, &msg);
+        while let Some(_vrid) = self.nodes[n].member.poll_stepped_down() {
+            self.nodes[n].inst.master_left(now);
+        }
         self.tick(n);
     }
 

@@ -490,6 +490,52 @@ fn a_partitioned_master_rides_out_lost_lease_renewals() {
     }
 }
 
+/// A master whose business link dies goes to FAULT and says so over the heartbeat cable: the
+/// backup takes over after its skew time (61 ms at priority 100 and 100 ms adverts), not after
+/// the whole master-down interval (360 ms).
+#[test]
+fn a_master_whose_business_link_dies_hands_over_within_the_skew_time() {
+    for witness in [true, false] {
+        for seed in 0..50 {
+            let cfg = ClusterConfig {
+                lease: witness.then_some(Duration::from_secs(2)),
+                ..ClusterConfig::default()
+            };
+            let mut sim = started(seed, cfg);
+            // The cable goes dead; the daemon notices a moment later (it polls links every
+            // 100 ms), by which time nothing sent before is still in flight.
+            let w = sim.witness();
+            for m in [1, w] {
+                sim.set_cut(0, 0, m, true);
+                sim.set_cut(0, m, 0, true);
+            }
+            let notice = sim.rng().range(5, 100);
+            sim.run_for(MS(notice));
+            sim.reset_outage();
+            sim.set_business_link(0, false);
+            sim.run_for(Duration::from_secs(1));
+            assert!(
+                sim.has_vip(1) && !sim.has_vip(0),
+                "witness {witness} seed {seed}"
+            );
+            assert!(
+                sim.longest_outage < MS(150),
+                "witness {witness} seed {seed}: {:?} without a master",
+                sim.longest_outage
+            );
+            assert_eq!(sim.both_vip, Duration::ZERO);
+            // Back: alpha preempts through a handover.
+            sim.set_business_link(0, true);
+            sim.run_for(Duration::from_secs(3));
+            assert!(
+                sim.has_vip(0) && !sim.has_vip(1),
+                "witness {witness} seed {seed}"
+            );
+            assert_eq!(sim.both_vip, Duration::ZERO);
+        }
+    }
+}
+
 /// A clean stop says goodbye: the backup takes over within VRRP's skew time, with or without a
 /// witness, under either policy, and never with two VIPs.
 #[test]

@@ -601,6 +601,22 @@ impl Instance {
         }
     }
 
+    /// Another channel (the cluster heartbeat) reports that the master stopped being MASTER,
+    /// e.g. its business link died and it says so over a dedicated link. A BACKUP then acts as
+    /// on a priority-0 advert: it takes over after its skew time instead of the whole
+    /// master-down interval (the veto still decides whether it may).
+    pub fn master_left(&mut self, now: Instant) {
+        if self.state != State::Backup {
+            return;
+        }
+        let at = now + self.skew_time();
+        if self.timer.is_none_or(|t| at < t) {
+            self.master = None;
+            self.timer = Some(at);
+            self.timer_reason = TimerReason::PriorityZero;
+        }
+    }
+
     /// The current veto, if any.
     pub fn veto(&self) -> Option<&str> {
         self.veto.as_deref()
@@ -783,6 +799,34 @@ mod veto_tests {
         assert!(!i.wants_master());
         i.set_veto(t2, None);
         assert_eq!(i.state(), State::Backup, "a master serves: no takeover");
+    }
+
+    #[test]
+    fn a_master_reported_gone_elsewhere_is_replaced_after_the_skew_time() {
+        let mut i = instance(100);
+        i.start(ms(0));
+        let advert = Advert {
+            version: Version::V3,
+            vrid: Vrid::new(51).unwrap(),
+            priority: 150,
+            interval: AdvertInterval::from_centis(10).unwrap(),
+            addresses: vec!["10.0.0.100".parse().unwrap()],
+        };
+        i.handle_advert(ms(50), "10.0.0.2".parse().unwrap(), &advert)
+            .unwrap();
+        // Master down would be 3 × 100 ms + skew after the advert.
+        assert_eq!(i.poll_timeout(), Some(ms(50) + i.master_down_interval()));
+        i.master_left(ms(100));
+        let skew = i.skew_time();
+        assert_eq!(i.poll_timeout(), Some(ms(100) + skew));
+        // A second report does not push the takeover back.
+        i.master_left(ms(120));
+        assert_eq!(i.poll_timeout(), Some(ms(100) + skew));
+        i.handle_timeout(ms(100) + skew);
+        assert_eq!(i.state(), State::Master);
+        // A MASTER is not affected.
+        i.master_left(ms(500));
+        assert_eq!(i.state(), State::Master);
     }
 
     #[test]

@@ -206,8 +206,9 @@ impl Cluster {
         self.log_events();
     }
 
-    /// Handles a datagram that arrived on `via` from `from`.
-    pub fn receive(&mut self, now: Instant, via: Via, from: SocketAddr, bytes: &[u8]) {
+    /// Handles a datagram that arrived on `via` from `from`. Returns the VRIDs a peer stopped
+    /// serving (VRRP may take over after its skew time rather than the master-down interval).
+    pub fn receive(&mut self, now: Instant, via: Via, from: SocketAddr, bytes: &[u8]) -> Vec<u8> {
         let key = if via == Via::Witness {
             &self.witness_key
         } else {
@@ -215,7 +216,10 @@ impl Cluster {
         };
         let msg = match wire::decode(bytes, key) {
             Ok(m) => m,
-            Err(e) => return self.drop(e.label(), from),
+            Err(e) => {
+                self.drop(e.label(), from);
+                return Vec::new();
+            }
         };
         let peer = match via {
             Via::Link(n) => self
@@ -232,6 +236,7 @@ impl Cluster {
             self.drop(reason, from);
         }
         self.log_events();
+        std::iter::from_fn(|| self.member.poll_stepped_down()).collect()
     }
 
     /// etcd answered a lease request.

@@ -231,7 +231,11 @@ impl ControlPlane {
             Input::Cluster { via, from, bytes } => {
                 let now = self.clock.now();
                 if let Some(c) = &mut self.cluster {
-                    c.receive(now, via, from, &bytes);
+                    for vrid in c.receive(now, via, from, &bytes) {
+                        for inst in self.instances.iter_mut().filter(|i| i.cfg.vrid == vrid) {
+                            inst.core.master_left(now);
+                        }
+                    }
                 }
                 self.cluster_eval();
             }
