@@ -323,7 +323,7 @@ impl Member {
     }
 
     /// One heartbeat on every link now.
-    pub fn beat_now(
+    fn beat_now(
         &mut self,
         now: Instant,
         unix_ms: u64,
