@@ -581,6 +581,17 @@ impl ControlPlane {
                 "reload: node.admin and node.operator_token_file take effect after a restart"
             );
         }
+        let cluster_changed = config.heartbeat != self.config.heartbeat
+            || config.witness != self.config.witness
+            || config.coordination != self.config.coordination
+            || config.node.vip_lifetime != self.config.node.vip_lifetime;
+        if cluster_changed {
+            // The running cluster's promises and leases were counted against the running
+            // settings; changing them under it could break the no-two-masters guarantee.
+            tracing::warn!(
+                "reload: [heartbeat], [witness], [coordination] and node.vip_lifetime take effect after a restart"
+            );
+        }
         if let Err(e) = super::accept::apply(&config) {
             tracing::error!("reload rejected, keeping the running config: {e}");
             let _ = super::accept::apply(&self.config);
