@@ -18,5 +18,5 @@ pub mod vrrp_socket;
 
 pub use announce::Announcer;
 pub use fd::interface_index;
-pub use netlink::{InterfaceAddress, LinkState, Netlink};
+pub use netlink::{InterfaceAddress, LinkEvents, LinkState, Netlink};
 pub use vrrp_socket::{Received, VrrpSocket};

@@ -390,3 +390,39 @@ mod tests {
         let _ = nl.addresses(lo.index).unwrap();
     }
 }
+
+/// Link change notifications: a netlink socket subscribed to `RTMGRP_LINK`, readable whenever
+/// an interface of this namespace changes (carrier, admin state). The watcher reads the links
+/// again when it wakes, so a carrier loss is seen at once instead of at the next poll.
+#[derive(Debug)]
+pub struct LinkEvents {
+    sock: Socket,
+}
+
+impl LinkEvents {
+    /// Subscribes.
+    pub fn open() -> io::Result<LinkEvents> {
+        let sock = Socket::new(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
+        // SAFETY: all-zero is a valid sockaddr_nl.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_groups = libc::RTMGRP_LINK as u32;
+        sock.bind(&addr)?;
+        Ok(LinkEvents { sock })
+    }
+
+    /// Blocks until the next notification (or an overrun: the kernel dropped some, which also
+    /// means something changed). Their contents do not matter: the caller reads the links
+    /// afresh.
+    pub fn wait(&self) -> io::Result<()> {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match self.sock.recv_from::<libc::sockaddr_nl>(&mut buf, 0) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

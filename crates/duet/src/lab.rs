@@ -450,6 +450,8 @@ pub struct DuetNode {
     pub pid: Option<u32>,
     /// Its admin API address (inside its namespace), as first configured.
     pub admin: std::net::SocketAddr,
+    /// Extra environment for the daemon (test knobs such as `DUET_LINK_POLL_MS`).
+    pub env: Vec<(String, String)>,
 }
 
 impl DuetNode {
@@ -469,6 +471,7 @@ impl DuetNode {
             log: dir.join("duet.log"),
             pid: None,
             admin,
+            env: Vec::new(),
         })
     }
 
@@ -479,7 +482,8 @@ impl DuetNode {
             .append(true)
             .open(&self.log)?;
         let mut cmd = lab.command(&self.host, exe);
-        cmd.arg("run")
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg("run")
             .arg("-c")
             .arg(&self.config)
             .stdout(log.try_clone()?)

@@ -82,6 +82,27 @@ fn link_down_on_the_master_hands_over_and_link_up_preempts_back() {
     assert!(p.wait_state(Node::Beta, "BACKUP", S(3)), "{}", p.logs());
 }
 
+/// Link changes arrive as netlink notifications: with the fallback poll slowed to a minute,
+/// the master still sees its carrier go at once (FAULT, VIP removed).
+#[test]
+fn a_carrier_loss_is_seen_through_notifications_not_the_poll() {
+    let (a, b) = configs("100ms", "");
+    let env = [("DUET_LINK_POLL_MS", "60000")];
+    let target = format!("{VIP}:8080");
+    let Some(p) = common::pair_with_env("ln", &target, &env, |_, _, _| (a, b)) else {
+        return;
+    };
+    p.lab.set_link(&p.alpha.host, false).unwrap();
+    assert!(p.wait_state(Node::Alpha, "FAULT", S(3)), "{}", p.logs());
+    assert!(
+        p.wait_vip(Node::Alpha, VIP, false, S(1)).is_some(),
+        "{}",
+        p.logs()
+    );
+    p.lab.set_link(&p.alpha.host, true).unwrap();
+    assert!(p.wait_answer("alpha", S(5)).is_some(), "{}", p.logs());
+}
+
 #[test]
 fn sigterm_sends_priority_zero_removes_the_vip_and_exits_0() {
     let (a, b) = configs("100ms", "");

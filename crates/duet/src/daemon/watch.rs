@@ -1,8 +1,9 @@
-//! Polls link carrier and track files every 100 ms and reports changes to the control loop.
+//! Reads link carrier and track files and reports changes to the control loop: at once when
+//! the kernel announces a link change (a netlink socket subscribed to link notifications), and
+//! every 100 ms in any case (track files, and a fallback should notifications be lost).
 //!
-//! Polling keeps this simple and bounded: one netlink round trip per interface (microseconds) and
-//! one small file read per track file. A carrier loss is seen within 100 ms, well inside the
-//! master down interval of any advert interval duet supports.
+//! Each pass is bounded: one netlink round trip per interface (microseconds) and one small file
+//! read per track file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -25,6 +26,15 @@ pub struct WatchList {
 /// How often links and files are read.
 pub const POLL: Duration = Duration::from_millis(100);
 
+/// The poll interval; `DUET_LINK_POLL_MS` overrides it, so a test can show that link changes
+/// arrive through notifications rather than the poll.
+fn poll_interval() -> Duration {
+    std::env::var("DUET_LINK_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(POLL, Duration::from_millis)
+}
+
 /// Runs until the control loop goes away.
 pub async fn run(mut list: watch::Receiver<WatchList>, tx: mpsc::UnboundedSender<Input>) {
     let nl = match Netlink::open() {
@@ -37,12 +47,33 @@ pub async fn run(mut list: watch::Receiver<WatchList>, tx: mpsc::UnboundedSender
     let mut links: Option<BTreeMap<String, bool>> = None;
     let mut files: Option<BTreeMap<PathBuf, i64>> = None;
     let mut warned: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut tick = tokio::time::interval(POLL);
+    // Notifications are read on a small thread of their own (a blocking read), which wakes
+    // this task.
+    let (wake_tx, mut wake) = mpsc::unbounded_channel::<()>();
+    match duet_sys::LinkEvents::open() {
+        Ok(events) => {
+            let spawned = std::thread::Builder::new()
+                .name("duet-links".into())
+                .spawn(move || {
+                    while events.wait().is_ok() {
+                        if wake_tx.send(()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("link watcher: no notification thread ({e}); polling only");
+            }
+        }
+        Err(e) => tracing::warn!("link watcher: no link notifications ({e}); polling only"),
+    }
+    let mut tick = tokio::time::interval(poll_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             changed = list.changed() => if changed.is_err() { return },
+            Some(()) = wake.recv() => while wake.try_recv().is_ok() {},
         }
         let current = list.borrow().clone();
         let now_links: BTreeMap<String, bool> = current

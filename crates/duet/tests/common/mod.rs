@@ -49,6 +49,16 @@ pub fn pair_with(
     target: &str,
     setup: impl FnOnce(&mut Lab, &Host, &Host) -> (String, String),
 ) -> Option<Pair> {
+    pair_with_env(tag, target, &[], setup)
+}
+
+/// [`pair_with`], both daemons started with the extra environment `env`.
+pub fn pair_with_env(
+    tag: &str,
+    target: &str,
+    env: &[(&str, &str)],
+    setup: impl FnOnce(&mut Lab, &Host, &Host) -> (String, String),
+) -> Option<Pair> {
     let mut lab = lab(tag)?;
     let exe = exe();
     let a = lab.add_host("alpha", 2).unwrap();
@@ -58,6 +68,12 @@ pub fn pair_with(
     lab.start_responders(&exe, &[&a, &b]).unwrap();
     let mut alpha = DuetNode::new(&lab, &a, &alpha_cfg).unwrap();
     let mut beta = DuetNode::new(&lab, &b, &beta_cfg).unwrap();
+    for n in [&mut alpha, &mut beta] {
+        n.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
     beta.start(&mut lab, &exe).unwrap();
     alpha.start(&mut lab, &exe).unwrap();
     let probe = lab.probe(&exe, &client, target).unwrap();
