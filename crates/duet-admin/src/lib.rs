@@ -50,7 +50,7 @@ pub struct Status {
 pub struct ClusterStatus {
     /// Every peer.
     pub peers: Vec<PeerStatus>,
-    /// The witness lease, if a witness is configured.
+    /// The lease, if a witness or etcd grants one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseStatus>,
     /// Cluster messages dropped, by reason (auth, replay, clock, peer, …).
@@ -73,10 +73,13 @@ pub struct PeerStatus {
     pub term: u64,
 }
 
-/// This node's witness lease.
+/// This node's lease, from the witness or etcd.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LeaseStatus {
-    /// The witness address.
+    /// Who grants it: `"witness"` or `"etcd"`.
+    #[serde(default)]
+    pub authority: String,
+    /// The witness address, or the etcd endpoints.
     pub witness: String,
     /// Whether this node holds a valid lease.
     pub valid: bool,

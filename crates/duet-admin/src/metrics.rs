@@ -361,6 +361,7 @@ mod tests {
                     term: 3,
                 }],
                 lease: Some(crate::LeaseStatus {
+                    authority: "witness".into(),
                     witness: "10.0.0.9:7947".into(),
                     valid: true,
                     valid_for_ms: 1500,

@@ -125,8 +125,13 @@ pub fn render(s: &Status) -> String {
         }
         out.push_str(&table(rows));
         if let Some(l) = &c.lease {
+            let authority = if l.authority.is_empty() {
+                "witness"
+            } else {
+                &l.authority
+            };
             out.push_str(&format!(
-                "witness {}: {} (term {})\n",
+                "{authority} {}: {} (term {})\n",
                 l.witness,
                 if l.valid {
                     format!(
@@ -209,4 +214,36 @@ fn table(rows: Vec<Vec<String>>) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_line_names_who_grants_it() {
+        let mut s = Status::default();
+        let lease = |authority: &str, at: &str| duet_admin::LeaseStatus {
+            authority: authority.into(),
+            witness: at.into(),
+            valid: true,
+            valid_for_ms: 1500,
+            term: 7,
+        };
+        s.cluster = Some(duet_admin::ClusterStatus {
+            lease: Some(lease("etcd", "https://10.0.0.21:2379")),
+            ..Default::default()
+        });
+        let text = render(&s);
+        assert!(
+            text.contains("etcd https://10.0.0.21:2379: lease held, 1.5s left (term 7)"),
+            "{text}"
+        );
+        // A status from a daemon that predates the field still reads as a witness.
+        s.cluster = Some(duet_admin::ClusterStatus {
+            lease: Some(lease("", "10.0.0.9:7947")),
+            ..Default::default()
+        });
+        assert!(render(&s).contains("witness 10.0.0.9:7947: lease held"));
+    }
 }

@@ -32,7 +32,7 @@ pub struct Cluster {
     witness_key: Key,
     links: Vec<Arc<UdpSocket>>,
     witness_socket: Option<Arc<UdpSocket>>,
-    /// The etcd client task, with `[coordination]`.
+    /// The etcd client task and its endpoints, with `[coordination]`.
     etcd: Option<(mpsc::UnboundedSender<super::etcd::Request>, String)>,
     drops: BTreeMap<&'static str, u64>,
     /// Each instance's veto as last applied, for logging changes.
@@ -111,7 +111,7 @@ impl Cluster {
                 );
                 Some((
                     super::etcd::start(node, c, tx.clone())?,
-                    format!("etcd {}", c.endpoints.join(",")),
+                    c.endpoints.join(","),
                 ))
             }
             None => None,
@@ -381,6 +381,12 @@ impl Cluster {
                 })
                 .collect(),
             lease: m.lease().map(|l| duet_admin::LeaseStatus {
+                authority: if self.etcd.is_some() {
+                    "etcd"
+                } else {
+                    "witness"
+                }
+                .into(),
                 witness: match (&self.witness, &self.etcd) {
                     (Some(w), _) => w.address.to_string(),
                     (None, Some((_, endpoints))) => endpoints.clone(),
