@@ -212,19 +212,7 @@ impl Member {
         let master = reports.iter().any(|r| r.master);
         let wants = reports.iter().any(|r| r.wants);
         let promised = self.votes.promised_to(now).is_some();
-        // A backup that a waiting, higher-ranked peer outranks lets it go first: it neither
-        // asks for votes nor seeks the lease (holding the lease while deferring would block
-        // the peer for good).
-        let mine = Self::rank_of(reports, &self.cfg.name);
-        let deferring = !master
-            && (0..self.names.len()).any(|i| {
-                let p = &self.liveness.peers()[i];
-                p.alive()
-                    && p.report
-                        .as_ref()
-                        .is_some_and(|r| r.instances.iter().any(|x| x.wants))
-                    && self.rank(i) > mine
-            });
+        let deferring = !master && self.outranked_by_a_waiting_peer(reports);
         let asking = (master || wants) && !promised && !deferring;
         // With an external coordinator nobody votes: the lease alone decides.
         let votes_count = !self.rules.lease_decides;
@@ -232,15 +220,11 @@ impl Member {
             self.votes.stop_asking();
         }
         // A node that cannot act on its wish does not announce it, so a master does not yield
-        // to it: one that promised its vote; with a coordinator, one that has not heard from
-        // it within a lease (the master would give the lease up for nobody, take it back, and
-        // flap).
-        let reachable = !self.rules.lease_decides
-            || self
-                .authority_heard
-                .is_some_and(|t| now.saturating_since(t) < self.cfg.lease.unwrap_or_default());
+        // to it: one that promised its vote, one that lets a higher peer go first, or, with a
+        // coordinator, one that cannot reach it (the master would give the lease up for
+        // nobody, take it back, and flap).
         let owned: Vec<InstanceReport>;
-        let reports = if (promised || !reachable || deferring) && wants {
+        let reports = if (promised || deferring || !self.coordinator_reachable(now)) && wants {
             owned = reports
                 .iter()
                 .map(|r| InstanceReport { wants: false, ..*r })
@@ -361,6 +345,29 @@ impl Member {
             ask,
             duration_ms: self.votes.duration().as_millis() as u32,
         })
+    }
+
+    /// Whether a live peer that outranks this node waits to take over. A backup then lets it
+    /// go first: it neither asks for votes nor seeks the lease (holding the lease while
+    /// deferring would block the peer for good).
+    fn outranked_by_a_waiting_peer(&self, reports: &[InstanceReport]) -> bool {
+        let mine = Self::rank_of(reports, &self.cfg.name);
+        (0..self.names.len()).any(|i| {
+            let p = &self.liveness.peers()[i];
+            p.alive()
+                && p.report
+                    .as_ref()
+                    .is_some_and(|r| r.instances.iter().any(|x| x.wants))
+                && self.rank(i) > mine
+        })
+    }
+
+    /// Without a coordinator, always; with one, whether it answered within a lease.
+    fn coordinator_reachable(&self, now: Instant) -> bool {
+        !self.rules.lease_decides
+            || self
+                .authority_heard
+                .is_some_and(|t| now.saturating_since(t) < self.cfg.lease.unwrap_or_default())
     }
 
     /// A node's rank for tie-breaks: its highest instance priority, then its name.
