@@ -251,7 +251,7 @@ impl Client {
         let Some(conn) = self.conn.as_mut() else {
             return Err("no connection".into());
         };
-        conn.ready().await.map_err(|e| e.to_string())?;
+        conn.ready().await.map_err(|e| causes(&e))?;
         let host = if at.host.contains(':') {
             format!("[{}]:{}", at.host, at.port)
         } else {
@@ -261,14 +261,14 @@ impl Client {
             .header("host", host)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| e.to_string())?;
-        let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+            .map_err(|e| causes(&e))?;
+        let resp = conn.send_request(req).await.map_err(|e| causes(&e))?;
         let status = resp.status();
         let bytes = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| causes(&e))?
             .to_bytes();
         if !status.is_success() {
             return Err(format!(
@@ -285,17 +285,17 @@ impl Client {
     async fn connect(&self, at: &Endpoint) -> Result<SendRequest<Full<Bytes>>, String> {
         let tcp = TcpStream::connect((at.host.as_str(), at.port))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| causes(&e))?;
         let _ = tcp.set_nodelay(true);
         if at.tls {
             let Some(tls) = &self.tls else {
                 return Err("no TLS configuration".into());
             };
-            let name = ServerName::try_from(at.host.clone()).map_err(|e| e.to_string())?;
+            let name = ServerName::try_from(at.host.clone()).map_err(|e| causes(&e))?;
             let stream = tls
                 .connect(name, tcp)
                 .await
-                .map_err(|e| format!("TLS: {e}"))?;
+                .map_err(|e| format!("TLS: {}", causes(&e)))?;
             handshake(TokioIo::new(stream)).await
         } else {
             handshake(TokioIo::new(tcp)).await
@@ -309,7 +309,7 @@ where
 {
     let (sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| causes(&e))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -333,7 +333,7 @@ fn tls_connector(cfg: &CoordinationConfig) -> Result<tokio_rustls::TlsConnector,
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| causes(&e))?
         .with_root_certificates(roots);
     let config = match (&cfg.cert_file, &cfg.key_file) {
         (Some(cert), Some(key)) => {
@@ -344,11 +344,27 @@ fn tls_connector(cfg: &CoordinationConfig) -> Result<tokio_rustls::TlsConnector,
                 PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| causes(&e))?
         }
         _ => builder.with_no_client_auth(),
     };
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// An error with its causes (`connection error: received fatal alert: BadCertificate`): hyper's
+/// own message alone rarely says what went wrong.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// etcd's JSON carries 64-bit integers as strings.
@@ -418,6 +434,27 @@ mod tests {
             assert_eq!(unbase64(coded).unwrap(), plain.as_bytes());
         }
         assert_eq!(unbase64("a*b"), None);
+    }
+
+    #[test]
+    fn errors_carry_their_causes() {
+        let inner = std::io::Error::other("received fatal alert: CertificateRequired");
+        let outer = std::io::Error::new(std::io::ErrorKind::ConnectionReset, inner);
+        assert_eq!(causes(&outer), "received fatal alert: CertificateRequired");
+        #[derive(Debug)]
+        struct Wrap(std::io::Error);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("connection error")
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Wrap(std::io::Error::other("certificate required"));
+        assert_eq!(causes(&e), "connection error: certificate required");
     }
 
     #[test]
