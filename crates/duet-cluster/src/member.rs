@@ -303,17 +303,6 @@ impl Member {
         business_up: bool,
     ) {
         self.leaving = true;
-        self.beat_now(now, unix_ms, reports, business_up);
-    }
-
-    /// One heartbeat on every link now.
-    fn beat_now(
-        &mut self,
-        now: Instant,
-        unix_ms: u64,
-        reports: &[InstanceReport],
-        business_up: bool,
-    ) {
         self.next_beat = now;
         self.tick(now, unix_ms, reports, business_up);
     }
