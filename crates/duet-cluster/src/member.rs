@@ -116,6 +116,10 @@ pub struct Member {
     stepped_down: VecDeque<u8>,
     /// What the last heartbeat said of each instance (vrid, master, wants).
     last_state: Vec<(u8, bool, bool)>,
+    /// The first tick. A node does not remember the votes it gave before it (re)started, so
+    /// for one promise's length it acts as if it had promised its vote: no MASTER, no grant,
+    /// no lease (not with a coordinator, whose lease alone decides).
+    started: Option<Instant>,
     boot: u64,
     seq: u64,
     next_beat: Instant,
@@ -157,6 +161,7 @@ impl Member {
             leaving: false,
             stepped_down: VecDeque::new(),
             last_state: Vec::new(),
+            started: None,
             boot,
             seq: 0,
             next_beat: Instant::ZERO,
@@ -211,7 +216,8 @@ impl Member {
         let term = self.lease.as_ref().map_or(0, LeaseClient::term);
         let master = reports.iter().any(|r| r.master);
         let wants = reports.iter().any(|r| r.wants);
-        let promised = self.votes.promised_to(now).is_some();
+        self.started.get_or_insert(now);
+        let promised = self.votes.promised_to(now).is_some() || self.restart_promise(now);
         let deferring = !master && self.outranked_by_a_waiting_peer(reports);
         let asking = (master || wants) && !promised && !deferring;
         // With an external coordinator nobody votes: the lease alone decides.
@@ -315,6 +321,9 @@ impl Member {
         master: bool,
         wants: bool,
     ) -> Option<Grant> {
+        if self.restart_promise(now) {
+            return None;
+        }
         let promised = self.votes.promised_to(now);
         let best = (0..self.names.len())
             .filter(|&i| self.votes.ask_of(i).is_some())
@@ -349,6 +358,11 @@ impl Member {
                     .is_some_and(|r| r.instances.iter().any(|x| x.wants))
                 && self.rank(i) > mine
         })
+    }
+
+    /// Whether this node may still be bound by a vote it gave before it (re)started.
+    fn restart_promise(&self, now: Instant) -> bool {
+        !self.rules.lease_decides && self.started.is_none_or(|t| now < t + self.votes.duration())
     }
 
     /// Without a coordinator, always; with one, whether it answered within a lease.
@@ -529,7 +543,11 @@ impl Member {
             promised_to: self
                 .votes
                 .promised_to(now)
-                .map(|i| self.display(i).to_string()),
+                .map(|i| self.display(i).to_string())
+                .or_else(|| {
+                    self.restart_promise(now)
+                        .then(|| "whichever peer it voted for before it started".to_string())
+                }),
             voted_for: self.votes.last_given().is_some(),
         };
         quorum::verdict(
@@ -663,26 +681,42 @@ mod tests {
     fn a_vote_travels_in_heartbeats_and_makes_a_majority() {
         let mut alpha = member("alpha", "b");
         let mut beta = member("beta", "a");
-        // Alpha wants MASTER and asks; beta hears the ask and votes in its next beat.
-        alpha.tick(ms(0), 1_000, &report(false, true), true);
+        // Both start idle. For one promise's length (2 s here) neither may be MASTER nor vote:
+        // each may have promised its vote before it started.
+        alpha.tick(ms(0), 1_000, &report(false, false), true);
         beta.tick(ms(0), 1_000, &report(false, false), true);
-        exchange(&mut alpha, &mut beta, ms(1));
-        exchange(&mut beta, &mut alpha, ms(1));
+        let v = alpha.verdict(ms(1), LOCAL);
+        assert!(
+            matches!(&v, Verdict::Denied(w) if w.contains("before it started")),
+            "{v:?}"
+        );
+        // After that, alpha wants MASTER and asks; beta hears the ask and votes at once.
+        let t = ms(2_000);
+        alpha.tick(t, 1_000, &report(false, true), true);
+        beta.tick(t, 1_000, &report(false, false), true);
+        exchange(&mut alpha, &mut beta, t + Duration::from_millis(1));
+        exchange(&mut beta, &mut alpha, t + Duration::from_millis(1));
         assert_eq!(
             beta.poll_timeout(),
-            Some(ms(1)),
+            Some(t + Duration::from_millis(1)),
             "answers the new ask at once"
         );
-        beta.tick(ms(1), 1_000, &report(false, false), true);
+        beta.tick(
+            t + Duration::from_millis(1),
+            1_000,
+            &report(false, false),
+            true,
+        );
         assert!(
             beta.poll_event()
                 .into_iter()
                 .chain(std::iter::from_fn(|| beta.poll_event()))
                 .any(|e| e == Event::VotingFor("alpha".into()))
         );
-        exchange(&mut beta, &mut alpha, ms(2));
-        assert_eq!(alpha.verdict(ms(2), LOCAL), Verdict::Allowed);
-        let v = beta.verdict(ms(2), LOCAL);
+        let t2 = t + Duration::from_millis(2);
+        exchange(&mut beta, &mut alpha, t2);
+        assert_eq!(alpha.verdict(t2, LOCAL), Verdict::Allowed);
+        let v = beta.verdict(t2, LOCAL);
         assert!(
             matches!(&v, Verdict::Denied(w) if w.contains("promised its vote to alpha")),
             "{v:?}"

@@ -189,6 +189,17 @@ fn member(cfg: &ClusterConfig, n: usize, boot: u64) -> Member {
     )
 }
 
+/// What a node's heartbeat says of its instance, as the daemon's `reports` builds it.
+fn report(inst: &Instance) -> InstanceReport {
+    let master = inst.state() == State::Master;
+    InstanceReport {
+        vrid: 51,
+        master,
+        wants: !master && inst.wants_master(),
+        priority: inst.effective_priority(),
+    }
+}
+
 /// Node `from`'s index among node `to`'s peers.
 fn peer_index(to: usize, from: usize) -> usize {
     if from < to { from } else { from - 1 }
@@ -358,13 +369,8 @@ impl ClusterSim {
         self.nodes[n].inst.shutdown(now);
         self.after(n);
         let node = &mut self.nodes[n];
-        let report = InstanceReport {
-            vrid: 51,
-            master: false,
-            wants: false,
-            priority: node.inst.effective_priority(),
-        };
-        node.member.goodbye(now, unix, &[report], true);
+        node.member
+            .goodbye(now, unix, &[report(&node.inst)], node.business_up);
         self.flush(n);
         self.nodes[n].process = Process::Down;
     }
@@ -373,10 +379,8 @@ impl ClusterSim {
     /// it (adverts, heartbeats, the witness), and its VRRP instance is in FAULT, as the daemon's
     /// interface tracking puts it.
     pub fn set_business_link(&mut self, n: usize, up: bool) {
-        let others: Vec<usize> = (0..=self.nodes.len()).filter(|&m| m != n).collect();
-        for m in others {
-            self.set_cut(0, n, m, !up);
-            self.set_cut(0, m, n, !up);
+        for m in (0..=self.nodes.len()).filter(|&m| m != n) {
+            self.set_cut_both(0, n, m, !up);
         }
         let now = self.now;
         let node = &mut self.nodes[n];
@@ -442,13 +446,18 @@ impl ClusterSim {
         }
     }
 
+    /// Cuts (or restores) `link` between `a` and `b`, both directions.
+    pub fn set_cut_both(&mut self, link: usize, a: usize, b: usize, cut: bool) {
+        self.set_cut(link, a, b, cut);
+        self.set_cut(link, b, a, cut);
+    }
+
     /// Cuts both links, both directions, between the nodes of `side` and the other nodes.
     pub fn isolate(&mut self, side: &[usize]) {
         for a in side.iter().copied() {
             for b in (0..self.nodes.len()).filter(|b| !side.contains(b)) {
                 for l in 0..2 {
-                    self.set_cut(l, a, b, true);
-                    self.set_cut(l, b, a, true);
+                    self.set_cut_both(l, a, b, true);
                 }
             }
         }
@@ -509,20 +518,13 @@ impl ClusterSim {
         let now = self.now;
         let unix = self.unix_ms();
         let node = &mut self.nodes[n];
-        let master = node.inst.state() == State::Master;
-        let priority = node.inst.effective_priority();
-        let report = InstanceReport {
-            vrid: 51,
-            master,
-            wants: !master && node.inst.wants_master(),
-            priority,
-        };
+        let report = report(&node.inst);
         let business_up = node.business_up;
         node.member.tick(now, unix, &[report], business_up);
         let local = Local {
             vrid: 51,
-            priority,
-            master,
+            priority: report.priority,
+            master: report.master,
             business_up,
             lease_valid: false,
         };

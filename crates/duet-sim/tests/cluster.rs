@@ -10,15 +10,34 @@ use duet_sim::cluster::{ClusterConfig, ClusterSim, Process};
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
+/// Starts every node, in an order and with gaps (up to 500 ms) drawn from the seed, then runs
+/// 3 s.
 fn started(seed: u64, cfg: ClusterConfig) -> ClusterSim {
+    let nodes = cfg.nodes;
     let mut sim = ClusterSim::new(seed, cfg);
-    let first = (seed % 2) as usize;
-    sim.start(first);
-    let gap = sim.rng().range(0, 500);
-    sim.run_for(MS(gap));
-    sim.start(1 - first);
+    for k in 0..nodes {
+        sim.start((k + seed as usize) % nodes);
+        let gap = sim.rng().range(0, 500);
+        sim.run_for(MS(gap));
+    }
     sim.run_for(Duration::from_secs(3));
     sim
+}
+
+/// What guards a pair against split brain: a witness, or none under each policy.
+const GUARDS: [(bool, TwoNodePolicy); 3] = [
+    (true, TwoNodePolicy::Safe),
+    (false, TwoNodePolicy::Safe),
+    (false, TwoNodePolicy::Available),
+];
+
+/// Two nodes, with a witness (2 s lease) or without one under `policy`.
+fn pair(witness: bool, policy: TwoNodePolicy) -> ClusterConfig {
+    ClusterConfig {
+        lease: witness.then_some(Duration::from_secs(2)),
+        policy,
+        ..ClusterConfig::default()
+    }
 }
 
 /// One random fault, applied now; returns a description for failure messages.
@@ -28,15 +47,11 @@ fn fault(sim: &mut ClusterSim) -> String {
     let link = sim.rng().range(0, 1) as usize;
     match sim.rng().range(0, 10) {
         0 => {
-            for l in 0..2 {
-                sim.set_cut(l, 0, 1, true);
-                sim.set_cut(l, 1, 0, true);
-            }
+            sim.isolate(&[0]);
             "full partition".into()
         }
         1 => {
-            sim.set_cut(link, 0, 1, true);
-            sim.set_cut(link, 1, 0, true);
+            sim.set_cut_both(link, 0, 1, true);
             format!("cut link {link}")
         }
         2 => {
@@ -47,8 +62,7 @@ fn fault(sim: &mut ClusterSim) -> String {
         }
         3 => {
             let w = sim.witness();
-            sim.set_cut(0, node, w, true);
-            sim.set_cut(0, w, node, true);
+            sim.set_cut_both(0, node, w, true);
             format!("{node} cut from the witness")
         }
         4 => {
@@ -160,12 +174,7 @@ fn with_a_witness_leases_never_overlap_terms_rise_and_service_returns() {
 fn without_a_witness_both_policies_recover_after_healing() {
     for policy in [TwoNodePolicy::Safe, TwoNodePolicy::Available] {
         for seed in 0..300 {
-            let cfg = ClusterConfig {
-                lease: None,
-                policy,
-                ..ClusterConfig::default()
-            };
-            let (mut sim, log) = chaos(seed, cfg);
+            let (mut sim, log) = chaos(seed, pair(false, policy));
             heal_and_check(
                 &mut sim,
                 Duration::from_secs(4),
@@ -211,23 +220,11 @@ fn handovers_and_startups_never_overlap() {
 
 #[test]
 fn a_master_keeps_serving_through_a_partition_and_its_healing() {
-    for (witness, policy) in [
-        (true, TwoNodePolicy::Safe),
-        (false, TwoNodePolicy::Safe),
-        (false, TwoNodePolicy::Available),
-    ] {
+    for (witness, policy) in GUARDS {
         for seed in 0..100 {
-            let cfg = ClusterConfig {
-                lease: witness.then_some(Duration::from_secs(2)),
-                policy,
-                ..ClusterConfig::default()
-            };
-            let mut sim = started(seed, cfg);
+            let mut sim = started(seed, pair(witness, policy));
             sim.reset_outage();
-            for l in 0..2 {
-                sim.set_cut(l, 0, 1, true);
-                sim.set_cut(l, 1, 0, true);
-            }
+            sim.isolate(&[0]);
             let d = sim.rng().range(100, 6_000);
             sim.run_for(MS(d));
             sim.heal();
@@ -258,8 +255,7 @@ fn fault_n(sim: &mut ClusterSim) -> String {
         2 => {
             let link = sim.rng().range(0, 1) as usize;
             for m in (0..sim.nodes()).filter(|&m| m != node) {
-                sim.set_cut(link, node, m, true);
-                sim.set_cut(link, m, node, true);
+                sim.set_cut_both(link, node, m, true);
             }
             format!("{node} cut off on link {link}")
         }
@@ -293,7 +289,7 @@ fn fault_n(sim: &mut ClusterSim) -> String {
 }
 
 fn started_n(seed: u64, nodes: usize) -> ClusterSim {
-    started_with(
+    started(
         seed,
         ClusterConfig {
             nodes,
@@ -303,16 +299,14 @@ fn started_n(seed: u64, nodes: usize) -> ClusterSim {
     )
 }
 
-fn started_with(seed: u64, cfg: ClusterConfig) -> ClusterSim {
-    let nodes = cfg.nodes;
-    let mut sim = ClusterSim::new(seed, cfg);
-    for n in 0..nodes {
-        sim.start(n);
-        let gap = sim.rng().range(0, 300);
-        sim.run_for(MS(gap));
+/// `nodes` nodes under a coordinator (etcd's role, played by the witness logic, 3 s lease).
+fn coordinated(nodes: usize) -> ClusterConfig {
+    ClusterConfig {
+        nodes,
+        lease_decides: true,
+        lease: Some(Duration::from_secs(3)),
+        ..ClusterConfig::default()
     }
-    sim.run_for(Duration::from_secs(3));
-    sim
 }
 
 /// Three and four nodes without a witness: a majority of votes, so never two VIPs, whatever
@@ -358,13 +352,7 @@ fn three_and_four_nodes_never_give_two_vips() {
 fn with_a_coordinator_n_nodes_never_give_two_vips() {
     for nodes in [2, 3, 4] {
         for seed in 0..300 {
-            let cfg = ClusterConfig {
-                nodes,
-                lease_decides: true,
-                lease: Some(Duration::from_secs(3)),
-                ..ClusterConfig::default()
-            };
-            let mut sim = started_with(seed, cfg);
+            let mut sim = started(seed, coordinated(nodes));
             assert_eq!(sim.vip_holders(), 1, "{nodes} nodes, seed {seed}: start");
             let mut log = Vec::new();
             for _ in 0..6 {
@@ -416,18 +404,11 @@ fn with_a_coordinator_n_nodes_never_give_two_vips() {
 #[test]
 fn with_a_coordinator_a_node_cut_from_it_does_not_make_the_master_flap() {
     for seed in 0..50 {
-        let cfg = ClusterConfig {
-            nodes: 3,
-            lease_decides: true,
-            lease: Some(Duration::from_secs(3)),
-            ..ClusterConfig::default()
-        };
-        let mut sim = started_with(seed, cfg);
+        let mut sim = started(seed, coordinated(3));
         let w = sim.witness();
         // Beta (priority 100) loses the coordinator; alpha (150) dies: gamma (80) must serve,
         // steadily, although beta outranks it and wants to.
-        sim.set_cut(0, 1, w, true);
-        sim.set_cut(0, w, 1, true);
+        sim.set_cut_both(0, 1, w, true);
         sim.crash(0);
         sim.run_for(Duration::from_secs(8));
         assert!(sim.has_vip(2), "seed {seed}: gamma does not serve");
@@ -497,17 +478,12 @@ fn a_partitioned_master_rides_out_lost_lease_renewals() {
 fn a_master_whose_business_link_dies_hands_over_within_the_skew_time() {
     for witness in [true, false] {
         for seed in 0..50 {
-            let cfg = ClusterConfig {
-                lease: witness.then_some(Duration::from_secs(2)),
-                ..ClusterConfig::default()
-            };
-            let mut sim = started(seed, cfg);
+            let mut sim = started(seed, pair(witness, TwoNodePolicy::Safe));
             // The cable goes dead; the daemon notices a moment later (it polls links every
             // 100 ms), by which time nothing sent before is still in flight.
             let w = sim.witness();
             for m in [1, w] {
-                sim.set_cut(0, 0, m, true);
-                sim.set_cut(0, m, 0, true);
+                sim.set_cut_both(0, 0, m, true);
             }
             let notice = sim.rng().range(5, 100);
             sim.run_for(MS(notice));
@@ -540,18 +516,9 @@ fn a_master_whose_business_link_dies_hands_over_within_the_skew_time() {
 /// witness, under either policy, and never with two VIPs.
 #[test]
 fn a_clean_stop_hands_over_at_once() {
-    for (witness, policy) in [
-        (true, TwoNodePolicy::Safe),
-        (false, TwoNodePolicy::Safe),
-        (false, TwoNodePolicy::Available),
-    ] {
+    for (witness, policy) in GUARDS {
         for seed in 0..50 {
-            let cfg = ClusterConfig {
-                lease: witness.then_some(Duration::from_secs(2)),
-                policy,
-                ..ClusterConfig::default()
-            };
-            let mut sim = started(seed, cfg);
+            let mut sim = started(seed, pair(witness, policy));
             sim.reset_outage();
             sim.stop(0);
             sim.run_for(Duration::from_secs(1));
@@ -579,4 +546,28 @@ fn debug_seed() {
         println!("{t}");
     }
     println!("both_vip {:?}", sim.both_vip);
+}
+
+/// A node that crashes and restarts forgets the votes it gave. The master it voted for may have
+/// died a moment earlier, its VIP still alive for its kernel lifetime: the restarted node must
+/// not take over before any promise it may have given could have run out.
+#[test]
+fn a_restarted_voter_waits_out_the_promises_it_may_have_given() {
+    for witness in [true, false] {
+        for seed in 0..50 {
+            let mut sim = started(seed, pair(witness, TwoNodePolicy::Safe));
+            assert!(sim.has_vip(0), "seed {seed}");
+            sim.crash(0);
+            sim.crash(1);
+            sim.run_for(MS(10));
+            sim.start(1);
+            sim.run_for(Duration::from_secs(5));
+            assert_eq!(
+                sim.both_vip,
+                Duration::ZERO,
+                "witness {witness} seed {seed}\n{}",
+                sim.trace.join("\n")
+            );
+        }
+    }
 }
