@@ -744,6 +744,17 @@ mod veto_tests {
         })
     }
 
+    /// An advert from another router of VRID 51 at `priority`.
+    fn peer_advert(priority: u8) -> Advert {
+        Advert {
+            version: Version::V3,
+            vrid: Vrid::new(51).unwrap(),
+            priority,
+            interval: AdvertInterval::from_centis(10).unwrap(),
+            addresses: vec!["10.0.0.100".parse().unwrap()],
+        }
+    }
+
     fn transitions(i: &mut Instance) -> Vec<(State, State)> {
         std::iter::from_fn(|| i.poll_action())
             .filter_map(|a| match a {
@@ -787,13 +798,7 @@ mod veto_tests {
         let t2 = i.poll_timeout().unwrap();
         i.handle_timeout(t2);
         assert!(i.wants_master());
-        let advert = Advert {
-            version: Version::V3,
-            vrid: Vrid::new(51).unwrap(),
-            priority: 150,
-            interval: AdvertInterval::from_centis(10).unwrap(),
-            addresses: vec!["10.0.0.100".parse().unwrap()],
-        };
+        let advert = peer_advert(150);
         i.handle_advert(t2, "10.0.0.2".parse().unwrap(), &advert)
             .unwrap();
         assert!(!i.wants_master());
@@ -805,13 +810,7 @@ mod veto_tests {
     fn a_master_reported_gone_elsewhere_is_replaced_after_the_skew_time() {
         let mut i = instance(100);
         i.start(ms(0));
-        let advert = Advert {
-            version: Version::V3,
-            vrid: Vrid::new(51).unwrap(),
-            priority: 150,
-            interval: AdvertInterval::from_centis(10).unwrap(),
-            addresses: vec!["10.0.0.100".parse().unwrap()],
-        };
+        let advert = peer_advert(150);
         i.handle_advert(ms(50), "10.0.0.2".parse().unwrap(), &advert)
             .unwrap();
         // Master down would be 3 × 100 ms + skew after the advert.
@@ -837,13 +836,7 @@ mod veto_tests {
         i.handle_timeout(t);
         assert_eq!(i.state(), State::Master);
         while i.poll_action().is_some() {}
-        let lower = Advert {
-            version: Version::V3,
-            vrid: Vrid::new(51).unwrap(),
-            priority: 100,
-            interval: AdvertInterval::from_centis(10).unwrap(),
-            addresses: vec!["10.0.0.100".parse().unwrap()],
-        };
+        let lower = peer_advert(100);
         i.handle_advert(t, "10.0.0.2".parse().unwrap(), &lower)
             .unwrap();
         assert_eq!(i.state(), State::Master);
