@@ -165,8 +165,7 @@ fn run(s: &Scenario, exe: &Path, n: usize) -> Result<Outcome, String> {
     let client = lab.add_host("client", 10).map_err(e)?;
     let w = lab.add_host("witness", 20).map_err(e)?;
     lab.add_direct_link(&a, &b).map_err(e)?;
-    let key = lab.dir().join("cluster.key");
-    std::fs::write(&key, "a shared secret of enough bytes\n").map_err(e)?;
+    let key = lab.cluster_key().map_err(e)?;
     if s.witness {
         lab.start_witness(exe, &w, &key).map_err(e)?;
     }

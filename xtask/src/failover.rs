@@ -226,8 +226,7 @@ fn rig(exe: &Path) -> Result<Rig, String> {
     // For the heartbeat suite: a direct cable and a witness (unused by the other runs).
     let witness = lab.add_host("witness", 20).map_err(e)?;
     lab.add_direct_link(&alpha, &beta).map_err(e)?;
-    let key = lab.dir().join("cluster.key");
-    std::fs::write(&key, "a shared secret of enough bytes\n").map_err(e)?;
+    let key = lab.cluster_key().map_err(e)?;
     lab.start_witness(exe, &witness, &key).map_err(e)?;
     lab.start_responders(exe, &[&alpha, &beta]).map_err(e)?;
     let probe = lab

@@ -67,6 +67,13 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Writes a cluster key (`[heartbeat] key_file`, the witness's) into the lab directory.
+    pub fn cluster_key(&self) -> io::Result<PathBuf> {
+        let key = self.dir.join("cluster.key");
+        std::fs::write(&key, "a shared secret of enough bytes\n")?;
+        Ok(key)
+    }
+
     /// A scratch directory that lives as long as the lab.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -546,40 +553,35 @@ vips = ["10.99.0.100/24"]
 /// 50 ms; `extra` lines go inside the section (e.g. `two_node_policy`), or after it when they
 /// start a table (e.g. `[witness]`).
 pub fn heartbeat_config(me: u8, peer: u8, key: &Path, extra: &str) -> String {
-    format!(
-        r#"
-[heartbeat]
-interval = "50ms"
-misses = 5
-key_file = "{}"
-links = [
-  {{ local = "10.99.0.{me}:7946", peers = ["10.99.0.{peer}:7946"] }},
-  {{ local = "192.168.99.{me}:7946", peers = ["192.168.99.{peer}:7946"] }},
-]
-{extra}
-"#,
-        key.display()
-    )
+    heartbeat_section(me, &[peer], &["10.99.0", "192.168.99"], key, extra)
 }
 
 /// The `[heartbeat]` section for lab host `me` in a mesh with `peers` over one link, the LAN,
 /// every 50 ms; `extra` as in [`heartbeat_config`].
 pub fn heartbeat_mesh_config(me: u8, peers: &[u8], key: &Path, extra: &str) -> String {
-    let peers: Vec<String> = peers
+    heartbeat_section(me, peers, &["10.99.0"], key, extra)
+}
+
+/// `[heartbeat]` every 50 ms, 5 misses, with one link per network prefix (`"10.99.0"`): host
+/// `me` and its `peers` by their last address byte, port 7946.
+fn heartbeat_section(me: u8, peers: &[u8], nets: &[&str], key: &Path, extra: &str) -> String {
+    let links: Vec<String> = nets
         .iter()
-        .map(|p| format!("\"10.99.0.{p}:7946\""))
+        .map(|net| {
+            let peers: Vec<String> = peers
+                .iter()
+                .map(|p| format!("\"{net}.{p}:7946\""))
+                .collect();
+            format!(
+                "  {{ local = \"{net}.{me}:7946\", peers = [{}] }},",
+                peers.join(", ")
+            )
+        })
         .collect();
     format!(
-        r#"
-[heartbeat]
-interval = "50ms"
-misses = 5
-key_file = "{}"
-links = [{{ local = "10.99.0.{me}:7946", peers = [{}] }}]
-{extra}
-"#,
+        "\n[heartbeat]\ninterval = \"50ms\"\nmisses = 5\nkey_file = \"{}\"\nlinks = [\n{}\n]\n{extra}\n",
         key.display(),
-        peers.join(", ")
+        links.join("\n")
     )
 }
 
@@ -742,5 +744,46 @@ mod tests {
             .map(|h| h.join().unwrap())
             .collect();
         assert!(answers.iter().all(|&a| a == expected), "{answers:?}");
+    }
+
+    #[test]
+    fn heartbeat_sections_parse_to_the_links_they_describe() {
+        let key = Path::new("/k");
+        let parse = |hb: String| {
+            let text = format!("[node]\nname = \"alpha\"\n{hb}");
+            duet_config::parse("lab", &text).unwrap().heartbeat.unwrap()
+        };
+        let pair = parse(heartbeat_config(
+            2,
+            3,
+            key,
+            "two_node_policy = \"available\"",
+        ));
+        let links: Vec<(String, Vec<String>)> = pair
+            .links
+            .iter()
+            .map(|l| {
+                (
+                    l.local.to_string(),
+                    l.peers.iter().map(|p| p.to_string()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            links,
+            [
+                ("10.99.0.2:7946".into(), vec!["10.99.0.3:7946".to_string()]),
+                (
+                    "192.168.99.2:7946".into(),
+                    vec!["192.168.99.3:7946".to_string()]
+                ),
+            ]
+        );
+        assert_eq!(pair.interval.0, Duration::from_millis(50));
+        assert_eq!(pair.two_node_policy, duet_config::TwoNodePolicy::Available);
+        let mesh = parse(heartbeat_mesh_config(2, &[3, 4], key, ""));
+        assert_eq!(mesh.links.len(), 1);
+        assert_eq!(mesh.links[0].peers.len(), 2);
+        assert_eq!(mesh.links[0].peers[1].to_string(), "10.99.0.4:7946");
     }
 }

@@ -246,7 +246,7 @@ fn sighup_keeps_unchanged_instances_and_rejects_a_bad_config() {
     p.signal(Node::Alpha, SIGHUP, false);
     assert!(duet::lab::wait_for(S(3), || p.alpha.log_text().contains("reloaded")).is_some());
     assert_eq!(became(&p), before, "unchanged instance flapped on reload");
-    assert_eq!(p.state(Node::Alpha).as_deref(), Some("MASTER"));
+    p.assert_state(Node::Alpha, "MASTER");
 
     std::fs::write(&p.alpha.config, "[node]\nname = \"alpha\"\nbogus = 1\n").unwrap();
     p.signal(Node::Alpha, SIGHUP, false);
@@ -261,7 +261,7 @@ fn sighup_keeps_unchanged_instances_and_rejects_a_bad_config() {
         "{}",
         p.logs()
     );
-    assert_eq!(p.state(Node::Alpha).as_deref(), Some("MASTER"));
+    p.assert_state(Node::Alpha, "MASTER");
     assert!(p.wait_answer("alpha", S(2)).is_some());
 
     // A real change applies: priority 50 < 100, beta preempts.

@@ -18,8 +18,7 @@ fn cluster(tag: &str, extra: &str, witness: bool) -> Option<Pair> {
     let p = common::pair_with(tag, &format!("{VIP}:8080"), |lab, a, b| {
         let w = lab.add_host("witness", 20).unwrap();
         lab.add_direct_link(a, b).unwrap();
-        let key = lab.dir().join("cluster.key");
-        std::fs::write(&key, "a shared secret of enough bytes\n").unwrap();
+        let key = lab.cluster_key().unwrap();
         if witness {
             lab.start_witness(&exe(), &w, &key).unwrap();
         }
@@ -84,8 +83,8 @@ fn a_silent_heartbeat_link_is_a_warning_and_lost_adverts_do_not_split_the_brain(
         p.logs()
     );
     assert_eq!(both_hold(&p, S(1)), Duration::ZERO);
-    assert_eq!(p.state(Node::Alpha).as_deref(), Some("MASTER"));
-    assert_eq!(p.state(Node::Beta).as_deref(), Some("BACKUP"));
+    p.assert_state(Node::Alpha, "MASTER");
+    p.assert_state(Node::Beta, "BACKUP");
     assert!(
         p.beta.log_text().contains(
             "heartbeat link 1 to alpha is silent (another link still carries heartbeats)"
@@ -106,12 +105,7 @@ fn a_silent_heartbeat_link_is_a_warning_and_lost_adverts_do_not_split_the_brain(
     // keepalived would make both masters here.
     p.lab.split_lan(&p.alpha.host, &p.beta.host, true).unwrap();
     assert_eq!(both_hold(&p, S(3)), Duration::ZERO, "{}", p.logs());
-    assert_eq!(
-        p.state(Node::Beta).as_deref(),
-        Some("BACKUP"),
-        "{}",
-        p.logs()
-    );
+    p.assert_state(Node::Beta, "BACKUP");
     // beta voted for alpha (which serves) and keeps its promise.
     let why = veto(&p, Node::Beta).unwrap_or_default();
     assert!(
@@ -147,18 +141,8 @@ fn with_a_witness_a_full_partition_leaves_one_master_and_a_dead_master_is_replac
     // Full partition between the nodes; both still reach the witness and the client.
     p.lab.partition(&p.alpha.host, &p.beta.host, true).unwrap();
     assert_eq!(both_hold(&p, S(4)), Duration::ZERO, "{}", p.logs());
-    assert_eq!(
-        p.state(Node::Alpha).as_deref(),
-        Some("MASTER"),
-        "{}",
-        p.logs()
-    );
-    assert_eq!(
-        p.state(Node::Beta).as_deref(),
-        Some("BACKUP"),
-        "{}",
-        p.logs()
-    );
+    p.assert_state(Node::Alpha, "MASTER");
+    p.assert_state(Node::Beta, "BACKUP");
     let why = veto(&p, Node::Beta).unwrap_or_default();
     assert!(why.contains("witness lease"), "{why}\n{}", p.logs());
 
@@ -176,7 +160,7 @@ fn with_a_witness_a_full_partition_leaves_one_master_and_a_dead_master_is_replac
     p.alpha.pid = None;
     let took = p.wait_answer("beta", S(10));
     assert!(took.is_some(), "beta never took over\n{}", p.logs());
-    assert_eq!(p.state(Node::Beta).as_deref(), Some("MASTER"));
+    p.assert_state(Node::Beta, "MASTER");
 }
 
 #[test]
@@ -187,12 +171,7 @@ fn a_dead_witness_does_not_disturb_a_healthy_pair() {
         return;
     };
     assert_eq!(both_hold(&p, S(3)), Duration::ZERO);
-    assert_eq!(
-        p.state(Node::Alpha).as_deref(),
-        Some("MASTER"),
-        "{}",
-        p.logs()
-    );
+    p.assert_state(Node::Alpha, "MASTER");
     assert!(p.wait_answer("alpha", S(2)).is_some());
 }
 
@@ -204,12 +183,7 @@ fn without_a_witness_the_two_node_policy_decides_a_full_partition() {
     };
     p.lab.partition(&p.alpha.host, &p.beta.host, true).unwrap();
     assert_eq!(both_hold(&p, S(3)), Duration::ZERO, "{}", p.logs());
-    assert_eq!(
-        p.state(Node::Beta).as_deref(),
-        Some("BACKUP"),
-        "{}",
-        p.logs()
-    );
+    p.assert_state(Node::Beta, "BACKUP");
     drop(p);
 
     // available: keepalived's behaviour, both serve, and it is said loudly.

@@ -33,8 +33,7 @@ impl Trio {
             .iter()
             .map(|(name, index, _)| lab.add_host(name, *index).unwrap())
             .collect();
-        let key = lab.dir().join("cluster.key");
-        std::fs::write(&key, "a shared secret of enough bytes\n").unwrap();
+        let key = lab.cluster_key().unwrap();
         let extra = setup(&mut lab, &key);
         let mut nodes = Vec::new();
         for (i, (name, index, priority)) in NAMES.iter().enumerate() {
@@ -71,6 +70,22 @@ impl Trio {
 
     fn status(&self, n: usize) -> Option<duet_admin::Status> {
         self.nodes[n].status(&self.lab, &exe())
+    }
+
+    /// Node `n`'s veto on its instance, if any.
+    fn veto(&self, n: usize) -> Option<String> {
+        self.status(n)?.vrrp.first()?.veto.clone()
+    }
+
+    /// Watches one more second, then asserts that no two nodes ever held the VIP at once.
+    fn assert_never_two(&mut self) {
+        self.wait(S(1), |_| false);
+        assert_eq!(
+            self.overlap,
+            Duration::ZERO,
+            "two nodes held the VIP at once\n{}",
+            self.logs()
+        );
     }
 
     fn holders(&self) -> Vec<usize> {
@@ -145,9 +160,7 @@ fn three_nodes_a_minority_master_steps_down_and_the_majority_takes_over() {
         t.holders(),
         t.logs()
     );
-    let veto = t
-        .status(0)
-        .and_then(|s| s.vrrp.first().and_then(|v| v.veto.clone()));
+    let veto = t.veto(0);
     assert!(
         veto.as_deref().is_some_and(|v| v.contains("no majority")),
         "alpha's veto: {veto:?}"
@@ -158,13 +171,7 @@ fn three_nodes_a_minority_master_steps_down_and_the_majority_takes_over() {
         t.holders() == [0] && t.state(0).as_deref() == Some("MASTER")
     });
     assert!(ok, "alpha never took back: {:?}\n{}", t.holders(), t.logs());
-    t.wait(S(1), |_| false);
-    assert_eq!(
-        t.overlap,
-        Duration::ZERO,
-        "two nodes held the VIP at once\n{}",
-        t.logs()
-    );
+    t.assert_never_two();
 }
 
 /// A small PKI in `dir`: a CA, a server certificate for `ip` and a client certificate, both
@@ -287,15 +294,7 @@ fn with_etcd_leadership_follows_the_lease_and_terms_rise() {
     assert!(ok, "gamma never took over: {:?}\n{}", t.holders(), t.logs());
     let third = lease(&t, 2);
     assert!(third > second, "{second:?} then {third:?}");
-    let veto = t
-        .status(1)
-        .and_then(|s| s.vrrp.first().and_then(|v| v.veto.clone()));
+    let veto = t.veto(1);
     assert!(veto.is_some(), "beta serves no more, so it has a veto");
-    t.wait(S(1), |_| false);
-    assert_eq!(
-        t.overlap,
-        Duration::ZERO,
-        "two nodes held the VIP at once\n{}",
-        t.logs()
-    );
+    t.assert_never_two();
 }

@@ -127,6 +127,16 @@ impl Pair {
         wait_for(limit, || self.state(n).as_deref() == Some(state)).is_some()
     }
 
+    /// Asserts that node `n` reports `state` now, with both logs on failure.
+    pub fn assert_state(&self, n: Node, state: &str) {
+        assert_eq!(
+            self.state(n).as_deref(),
+            Some(state),
+            "{n:?}\n{}",
+            self.logs()
+        );
+    }
+
     pub fn status(&self, n: Node) -> Option<duet_admin::Status> {
         self.node(n).status(&self.lab, &self.exe)
     }
