@@ -125,10 +125,7 @@ pub fn main(args: &[&str]) -> i32 {
             }
         }
     }
-    println!(
-        "\n### Chaos, {} (cargo xtask chaos)\n",
-        crate::shell("date -u '+%Y-%m-%d %H:%M UTC'")
-    );
+    println!("\n### Chaos, {} (cargo xtask chaos)\n", crate::utc_now());
     println!(
         "Two nodes (VRRPv3 100 ms; heartbeat 50 ms x 5 on the LAN and a direct cable; witness lease 2 s where named), fault for {} s (pause: 10 s), then {} s healed. Exact overlap from `ip monitor`; probes every 10 ms from the fault on.\n",
         FAULT.as_secs(),

@@ -462,15 +462,14 @@ fn paired_difference(k: &[Sample], d: &[Sample]) -> String {
 }
 
 fn print_table(runs: usize, interval: &str, results: &[(Mode, Vec<Sample>, Vec<Sample>)]) {
-    let date = crate::shell("date -u '+%Y-%m-%d %H:%M UTC'");
-    let cpu = crate::shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
+    let date = crate::utc_now();
+    let machine = crate::machine();
     let kernel = crate::shell("uname -sr");
     let keepalived = crate::shell("keepalived --version 2>&1 | head -1");
     println!("\n### VIP failover, {date}");
     println!();
     println!(
-        "Machine: {} cores, {cpu}, {kernel}. {keepalived}. Advert interval {interval}, {runs} runs per mode and tool, runs alternating.",
-        crate::shell("nproc")
+        "Machine: {machine}, {kernel}. {keepalived}. Advert interval {interval}, {runs} runs per mode and tool, runs alternating."
     );
     println!(
         "Time from the fault to the first client answer from the new master (seconds, min / median / max)."
@@ -518,14 +517,13 @@ fn print_heartbeat_table(
     impls: &[Impl],
     results: &[(Mode, Vec<Vec<Sample>>)],
 ) {
-    let date = crate::shell("date -u '+%Y-%m-%d %H:%M UTC'");
-    let cpu = crate::shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
+    let date = crate::utc_now();
+    let machine = crate::machine();
     let keepalived = crate::shell("keepalived --version 2>&1 | head -1");
     println!("\n### Detection and takeover with heartbeats, {date}");
     println!();
     println!(
-        "Machine: {} cores, {cpu}. {keepalived}. VRRPv3 every {interval} for both (master-down 253 ms); duet heartbeats every 50 ms x 5 misses (250 ms) on the LAN and a direct cable. {runs} runs per fault and set-up, alternating. Seconds from the fault, min / median / max: detection = the backup logs the master silent on every link; takeover = first client answer from the backup.",
-        crate::shell("nproc")
+        "Machine: {machine}. {keepalived}. VRRPv3 every {interval} for both (master-down 253 ms); duet heartbeats every 50 ms x 5 misses (250 ms) on the LAN and a direct cable. {runs} runs per fault and set-up, alternating. Seconds from the fault, min / median / max: detection = the backup logs the master silent on every link; takeover = first client answer from the backup."
     );
     println!();
     println!(

@@ -92,6 +92,20 @@ pub fn ensure_packages(pkgs: &[(&str, &str)]) -> Result<(), String> {
 
 /// The trimmed standard output of a shell command (for the machine line of benchmark tables);
 /// empty when it fails.
+/// Now, as benchmark tables are dated: `2026-11-25 21:37 UTC`.
+pub fn utc_now() -> String {
+    shell("date -u '+%Y-%m-%d %H:%M UTC'")
+}
+
+/// The machine for a table's header: `2 cores, AMD EPYC`.
+pub fn machine() -> String {
+    format!(
+        "{} cores, {}",
+        shell("nproc"),
+        shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")
+    )
+}
+
 pub fn shell(cmd: &str) -> String {
     Command::new("sh")
         .args(["-c", cmd])

@@ -523,15 +523,11 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 
 fn print_header(seconds: u64, rounds: usize) {
     let shell = crate::shell;
-    println!(
-        "\n### HTTP proxy, {}",
-        shell("date -u '+%Y-%m-%d %H:%M UTC'")
-    );
+    println!("\n### HTTP proxy, {}", crate::utc_now());
     println!();
     println!(
-        "Machine: {} cores, {}. {}; {}. wrk -t1 -c64 -d{seconds}s, two nginx backends, round robin, all on loopback. Medians over {rounds} rounds; each round runs every proxy once.",
-        shell("nproc"),
-        shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+        "Machine: {}. {}; {}. wrk -t1 -c64 -d{seconds}s, two nginx backends, round robin, all on loopback. Medians over {rounds} rounds; each round runs every proxy once.",
+        crate::machine(),
         shell("haproxy -v 2>&1 | head -1"),
         shell("nginx -v 2>&1")
     );
