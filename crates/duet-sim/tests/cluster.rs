@@ -40,6 +40,24 @@ fn pair(witness: bool, policy: TwoNodePolicy) -> ClusterConfig {
     }
 }
 
+/// Freezes `node` for 100 ms to `max_ms` (drawn from the seed), then thaws it.
+fn pause(sim: &mut ClusterSim, node: usize, max_ms: u64) -> String {
+    sim.pause(node);
+    let d = sim.rng().range(100, max_ms);
+    sim.run_for(MS(d));
+    sim.resume(node);
+    format!("pause {node} for {d} ms")
+}
+
+/// Kills `node` and starts it again 100 ms to `max_ms` later.
+fn crash_and_restart(sim: &mut ClusterSim, node: usize, max_ms: u64) -> String {
+    sim.crash(node);
+    let d = sim.rng().range(100, max_ms);
+    sim.run_for(MS(d));
+    sim.start(node);
+    format!("crash and restart {node} after {d} ms")
+}
+
 /// One random fault, applied now; returns a description for failure messages.
 fn fault(sim: &mut ClusterSim) -> String {
     // `range` is inclusive.
@@ -69,20 +87,8 @@ fn fault(sim: &mut ClusterSim) -> String {
             sim.set_loss(link, 0.3);
             format!("30 % loss on link {link}")
         }
-        5 => {
-            sim.pause(node);
-            let d = sim.rng().range(100, 10_000);
-            sim.run_for(MS(d));
-            sim.resume(node);
-            format!("pause {node} for {d} ms")
-        }
-        6 => {
-            sim.crash(node);
-            let d = sim.rng().range(100, 5_000);
-            sim.run_for(MS(d));
-            sim.start(node);
-            format!("crash and restart {node} after {d} ms")
-        }
+        5 => pause(sim, node, 10_000),
+        6 => crash_and_restart(sim, node, 5_000),
         7 => {
             sim.crash_witness();
             let d = sim.rng().range(100, 5_000);
@@ -263,20 +269,8 @@ fn fault_n(sim: &mut ClusterSim) -> String {
             sim.set_loss(0, 0.3);
             "30 % loss on link 0".into()
         }
-        4 => {
-            sim.pause(node);
-            let d = sim.rng().range(100, 6_000);
-            sim.run_for(MS(d));
-            sim.resume(node);
-            format!("pause {node} for {d} ms")
-        }
-        5 => {
-            sim.crash(node);
-            let d = sim.rng().range(100, 4_000);
-            sim.run_for(MS(d));
-            sim.start(node);
-            format!("crash and restart {node} after {d} ms")
-        }
+        4 => pause(sim, node, 6_000),
+        5 => crash_and_restart(sim, node, 4_000),
         6 => {
             sim.crash(node);
             format!("crash {node}")
