@@ -722,7 +722,7 @@ pub struct CheckConfig {
     pub fall: u32,
 }
 
-/// `passive = { failures, cooldown }`.
+/// `passive = { failures, cooldown, on_status }`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveConfig {
@@ -732,6 +732,9 @@ pub struct PassiveConfig {
     /// Without active checks, how long it stays out.
     #[serde(default = "default_cooldown")]
     pub cooldown: Dur,
+    /// Response statuses that also count as failures (`"503"`, `"500-599"`); none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_status: Vec<String>,
 }
 
 impl Default for PassiveConfig {
@@ -739,8 +742,24 @@ impl Default for PassiveConfig {
         PassiveConfig {
             failures: 3,
             cooldown: default_cooldown(),
+            on_status: Vec::new(),
         }
     }
+}
+
+/// A status code or an inclusive range of them, `"204"` or `"200-399"`, within 100..=599.
+pub fn status_range(text: &str) -> Option<(u16, u16)> {
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+    };
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => (parse(text)?, parse(text)?),
+    };
+    (lo <= hi).then_some((lo, hi))
 }
 
 /// `timeouts = { connect }`.
@@ -789,17 +808,7 @@ fn default_expect() -> String {
 impl CheckConfig {
     /// The `expect` range, if it is valid: `"200-399"` or `"204"`.
     pub fn expect_range(&self) -> Option<(u16, u16)> {
-        let parse = |t: &str| {
-            t.trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|c| (100..=599).contains(c))
-        };
-        let (lo, hi) = match self.expect.split_once('-') {
-            Some((a, b)) => (parse(a)?, parse(b)?),
-            None => (parse(&self.expect)?, parse(&self.expect)?),
-        };
-        (lo <= hi).then_some((lo, hi))
+        status_range(&self.expect)
     }
 }
 

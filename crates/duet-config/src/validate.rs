@@ -389,6 +389,16 @@ fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
                 bad(at("rise"), "rise and fall must be at least 1".into());
             }
         }
+        for (k, s) in b.passive.on_status.iter().enumerate() {
+            if crate::schema::status_range(s).is_none() {
+                bad(
+                    path!["balancer", i, "passive", "on_status", k],
+                    format!(
+                        "on_status {s:?}: write a status such as \"503\" or a range such as \"500-599\""
+                    ),
+                );
+            }
+        }
         if !(1024..=1024 * 1024).contains(&b.max_header_bytes) {
             bad(
                 at("max_header_bytes"),

@@ -20,6 +20,8 @@ pub struct Entry<'a> {
     pub balancer: &'a str,
     /// Client address.
     pub client: SocketAddr,
+    /// `"http"`, `"https"` (HTTP/1.x) or `"h2"`.
+    pub proto: &'a str,
     /// Method.
     pub method: &'a str,
     /// Request target.
@@ -30,7 +32,8 @@ pub struct Entry<'a> {
     pub backend: Option<SocketAddr>,
     /// Backends tried.
     pub attempts: usize,
-    /// From the complete request head to the end of the response.
+    /// From the complete request head to the end of the response (HTTP/1.x) or to the
+    /// response head (HTTP/2, whose body streams on after the log line).
     pub duration: Duration,
 }
 
@@ -69,9 +72,10 @@ impl AccessLog {
             .backend
             .map_or_else(|| "null".to_string(), |b| format!("\"{b}\""));
         let line = format!(
-            "{{\"ts\":{ts:.3},\"balancer\":{},\"client\":\"{}\",\"method\":{},\"target\":{},\"status\":{},\"backend\":{backend},\"attempts\":{},\"ms\":{:.3}}}\n",
+            "{{\"ts\":{ts:.3},\"balancer\":{},\"client\":\"{}\",\"proto\":\"{}\",\"method\":{},\"target\":{},\"status\":{},\"backend\":{backend},\"attempts\":{},\"ms\":{:.3}}}\n",
             json_string(e.balancer),
             e.client,
+            e.proto,
             json_string(e.method),
             json_string(e.target),
             e.status,

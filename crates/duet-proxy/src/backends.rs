@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use duet_health::{Admin, BackendHealth, Candidate, HealthPolicy, Selector};
-use tokio::net::TcpStream;
 
-use crate::runtime::{BackendSpec, BalancerSpec, HashKey, RouteSpec};
+use crate::spec::{BackendSpec, BalancerSpec, HashKey};
 
 /// Monotonic time for health decisions, from one process-wide epoch.
 pub(crate) fn now() -> duet_time::Instant {
@@ -113,8 +112,8 @@ pub struct BackendStats {
     pub up: AtomicBool,
     /// Whether it is healthy, draining or not (sticky clients may still go there).
     pub healthy: AtomicBool,
-    /// Time from the request head to the end of the response (http), one histogram per worker
-    /// thread so that recording never bounces a cache line between cores; see
+    /// Time from the complete request head to the response head (http, as HAProxy's `Tr`),
+    /// one histogram per worker thread so that recording never bounces a cache line between cores; see
     /// [`BackendStats::latency_totals`].
     latency: Vec<Shard>,
     /// Whether its passive failure streak is running (successes must then be recorded).
@@ -168,9 +167,6 @@ impl BackendStats {
     }
 }
 
-/// Idle keep-alive connections kept per worker thread.
-const IDLE_PER_THREAD: usize = 64;
-
 /// One backend server, shared by every snapshot that lists its address.
 #[derive(Debug)]
 pub struct Backend {
@@ -181,10 +177,8 @@ pub struct Backend {
     health: Mutex<BackendHealth>,
     /// Its id in sticky cookies.
     pub(crate) sticky_id: String,
-    /// Idle keep-alive connections, one list per worker thread (uncontended locks).
-    idle: Vec<Mutex<Vec<TcpStream>>>,
-    /// Idle HTTP/1.1 client connections of the HTTP/2 path, one list per worker thread.
-    senders: Vec<crate::h2::Senders>,
+    /// Idle keep-alive connections of both HTTP paths, per worker thread.
+    pub(crate) pool: crate::upstream::Pool,
 }
 
 impl Backend {
@@ -197,8 +191,7 @@ impl Backend {
             stats,
             health: Mutex::new(BackendHealth::new(policy)),
             sticky_id: sticky_id(address),
-            idle: (0..threads).map(|_| Mutex::new(Vec::new())).collect(),
-            senders: (0..threads).map(|_| Mutex::new(Vec::new())).collect(),
+            pool: crate::upstream::Pool::new(threads),
         }
     }
 
@@ -228,12 +221,18 @@ impl Backend {
         }
     }
 
-    /// Records a request's outcome: failures always, successes only while a failure streak
-    /// runs (so the common case touches no lock).
+    /// Records a request's outcome: counts a failure by kind, and feeds the passive checks.
     pub(crate) fn record(&self, balancer: &str, outcome: duet_health::Outcome) {
         if let Some(kind) = ErrorKind::of(outcome) {
             self.stats.count_error(kind);
-        } else if !self.stats.failing.load(Ordering::Relaxed) {
+        }
+        self.record_health(balancer, outcome);
+    }
+
+    /// Feeds the passive checks only: failures always, successes only while a failure streak
+    /// runs (so the common case touches no lock).
+    pub(crate) fn record_health(&self, balancer: &str, outcome: duet_health::Outcome) {
+        if outcome == duet_health::Outcome::Success && !self.stats.failing.load(Ordering::Relaxed) {
             return;
         }
         self.update(balancer, |h, now| {
@@ -255,28 +254,6 @@ impl Backend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .effective_weight(weight, now())
-    }
-
-    pub(crate) fn take_idle(&self, thread: usize) -> Option<TcpStream> {
-        self.idle.get(thread)?.lock().ok()?.pop()
-    }
-
-    pub(crate) fn take_sender(&self, thread: usize) -> Option<crate::h2::Sender> {
-        crate::h2::take_sender(self.senders.get(thread)?, self.address)
-    }
-
-    pub(crate) fn give_sender(&self, thread: usize, sender: crate::h2::Sender) {
-        if let Some(list) = self.senders.get(thread) {
-            crate::h2::give_sender(list, self.address, sender);
-        }
-    }
-
-    pub(crate) fn give_idle(&self, thread: usize, conn: TcpStream) {
-        if let Some(Ok(mut idle)) = self.idle.get(thread).map(|m| m.lock())
-            && idle.len() < IDLE_PER_THREAD
-        {
-            idle.push(conn);
-        }
     }
 }
 
@@ -488,6 +465,25 @@ impl Shared {
         }
     }
 
+    /// Connects to `backend` within the connect timeout, sending the PROXY preface for
+    /// `client` (which connected to `local`) first when the balancer sends one.
+    pub(crate) async fn connect(
+        &self,
+        backend: &Backend,
+        client: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        let preface = match (self.spec.send_proxy, local) {
+            (Some(version), Some(destination)) => Some(crate::upstream::Preface {
+                version,
+                source: client,
+                destination,
+            }),
+            _ => None,
+        };
+        crate::upstream::connect(backend.address, self.spec.connect_timeout, preface).await
+    }
+
     /// Every distinct backend of the snapshot.
     pub(crate) fn backends(&self) -> Vec<&Arc<Backend>> {
         let mut all: Vec<&Arc<Backend>> = Vec::new();
@@ -645,98 +641,9 @@ impl Shared {
     }
 }
 
-impl RouteSpec {
-    /// A label for status and metrics: `host/path`.
-    pub fn label(&self) -> String {
-        format!(
-            "{}{}",
-            self.host.as_deref().unwrap_or("*"),
-            self.path_prefix
-        )
-    }
-
-    /// Whether a request for `host` (the `Host` value, port allowed) and `path` matches.
-    pub fn matches(&self, host: Option<&[u8]>, path: &[u8]) -> bool {
-        if !path.starts_with(self.path_prefix.as_bytes()) {
-            return false;
-        }
-        let Some(want) = &self.host else {
-            return true;
-        };
-        let Some(host) = host else {
-            return false;
-        };
-        let host = strip_port(host);
-        match want.strip_prefix("*.") {
-            // `*.example.com` matches any name below example.com, not example.com itself.
-            Some(suffix) => {
-                host.len() > suffix.len() + 1
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
-                    && host[host.len() - suffix.len() - 1] == b'.'
-            }
-            None => host.eq_ignore_ascii_case(want.as_bytes()),
-        }
-    }
-}
-
-/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
-fn strip_port(host: &[u8]) -> &[u8] {
-    match host.iter().rposition(|&b| b == b':') {
-        Some(i) if !host[i..].contains(&b']') => &host[..i],
-        _ => host,
-    }
-}
-
-/// Convenience for tests and configs: a backend with weight 1 and no limit.
-impl From<SocketAddr> for BackendSpec {
-    fn from(address: SocketAddr) -> BackendSpec {
-        BackendSpec {
-            address,
-            weight: 1,
-            maxconn: 0,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn route(host: Option<&str>, path: &str) -> RouteSpec {
-        RouteSpec {
-            host: host.map(str::to_string),
-            path_prefix: path.into(),
-            backends: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn routes_match_host_and_path_prefix() {
-        let api = route(Some("api.example.com"), "/v1/");
-        assert!(api.matches(Some(b"api.example.com"), b"/v1/users"));
-        assert!(api.matches(Some(b"API.Example.com:8080"), b"/v1/"));
-        assert!(!api.matches(Some(b"api.example.com"), b"/v2/users"));
-        assert!(!api.matches(Some(b"www.example.com"), b"/v1/users"));
-        assert!(!api.matches(None, b"/v1/users"));
-
-        let any_host = route(None, "/static/");
-        assert!(any_host.matches(None, b"/static/a.css"));
-        assert!(any_host.matches(Some(b"x"), b"/static/"));
-
-        let wild = route(Some("*.example.com"), "/");
-        assert!(wild.matches(Some(b"a.example.com"), b"/"));
-        assert!(wild.matches(Some(b"a.b.example.com:443"), b"/x"));
-        assert!(!wild.matches(Some(b"example.com"), b"/"));
-        assert!(!wild.matches(Some(b"badexample.com"), b"/"));
-    }
-
-    #[test]
-    fn ports_are_stripped_but_not_from_bare_ipv6() {
-        assert_eq!(strip_port(b"a:80"), b"a");
-        assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
-        assert_eq!(strip_port(b"[::1]"), b"[::1]");
-        assert_eq!(strip_port(b"a"), b"a");
-    }
 
     #[test]
     fn uri_keys_ignore_the_query_and_header_keys_fall_back_to_random() {

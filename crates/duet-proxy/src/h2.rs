@@ -2,19 +2,22 @@
 //!
 //! Here the protocol is the hard part, so hyper does it (design.md): hyper's HTTP/2 server on
 //! the worker's runtime, and per backend hyper HTTP/1.1 client connections kept per worker
-//! thread. Each stream is one request and follows the same rules as the HTTP/1.1 path: routes,
-//! sticky cookies, hashing, `maxconn` and the queue, passive health, and one retry on another
-//! backend only where safe (connect failed; or an idempotent request without a body whose
-//! backend failed before answering).
+//! thread. Each stream is one request and follows the request policy of the HTTP/1.1 path
+//! ([`crate::policy`]): routes, sticky cookies, hashing, `maxconn` and the queue, fresh
+//! connections for requests that are not idempotent, retries only where safe, passive health,
+//! the access log.
+//!
+//! Interim responses: hyper's server answers `Expect: 100-continue` itself when the body is
+//! first read (so it works whether or not the backend sends `100`); hyper's client skips a
+//! backend's 1xx responses, and its server cannot send any other 1xx, so `103 Early Hints`
+//! is not relayed to HTTP/2 clients.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use duet_health::Outcome;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -22,21 +25,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::backends::{Backend, Lease, NoPick, Shared, request_key};
-use crate::runtime::Balancer;
-
-/// Request and response bodies as they pass through.
-pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
-
-/// An HTTP/1.1 client connection to a backend.
-pub(crate) type Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
-
-/// Idle client connections; per worker thread in a [`Backend`], or per client connection when
-/// they carry that client's PROXY header.
-pub(crate) type Senders = Mutex<Vec<(SocketAddr, Sender)>>;
-
-/// At most this many idle senders per backend and thread.
-const IDLE_SENDERS: usize = 64;
+use crate::backends::{Backend, Lease, Shared};
+use crate::balancer::Balancer;
+use crate::policy::{Attempts, Failed, Logged, Plan};
+use crate::upstream::{ProxyBody, Senders};
 
 /// One client's HTTP/2 connection.
 struct Client {
@@ -63,7 +55,7 @@ pub(crate) async fn serve_connection<S>(
         thread,
         peer,
         local,
-        private: Mutex::new(Vec::new()),
+        private: std::sync::Mutex::new(Vec::new()),
     });
     let service = hyper::service::service_fn(move |req| {
         let client = client.clone();
@@ -135,7 +127,6 @@ async fn forward(req: Request<Incoming>, client: &Client) -> Response<ProxyBody>
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    let group = shared.route(authority.as_deref().map(str::as_bytes), path.as_bytes());
     let cookies: Vec<httparse::Header<'_>> = parts
         .headers
         .get_all(header::COOKIE)
@@ -145,25 +136,14 @@ async fn forward(req: Request<Incoming>, client: &Client) -> Response<ProxyBody>
             value: v.as_bytes(),
         })
         .collect();
-    let sticky = shared.spec.sticky_cookie.as_deref().and_then(|name| {
-        let id = crate::h1::head::cookie(&cookies, name)?;
-        shared.groups[group]
-            .members
-            .iter()
-            .position(|m| m.backend.sticky_id.as_bytes() == id)
-    });
-    let key = match shared.spec.algorithm {
-        duet_health::Algorithm::Hash => request_key(
-            &shared.spec.hash_key,
-            client.peer.ip(),
-            path.as_bytes(),
-            |name| parts.headers.get(name).map(|v| v.as_bytes().to_vec()),
-        ),
-        _ => crate::backends::random_bits(),
-    };
-    let idempotent = matches!(
+    let plan = Plan::new(
+        &shared,
+        client.peer,
         parts.method.as_str(),
-        "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+        authority.as_deref().map(str::as_bytes),
+        path.as_bytes(),
+        |name| crate::h1::head::cookie(&cookies, name),
+        |name| parts.headers.get(name).map(|v| v.as_bytes().to_vec()),
     );
     let bodiless = body.is_end_stream();
     let mut body = Some(body);
@@ -179,22 +159,15 @@ async fn forward(req: Request<Incoming>, client: &Client) -> Response<ProxyBody>
     }
     add_forwarding(&mut headers, client.peer.ip());
 
-    let started = std::time::Instant::now();
-    let mut tried = Vec::new();
-    let mut full = false;
-    for _ in 0..=shared.spec.retries {
-        let lease = match shared
-            .lease(client.thread, group, key, sticky, &tried)
-            .await
-        {
-            Ok(l) => l,
-            Err(NoPick::Full) => {
-                full = true;
-                break;
-            }
-            Err(NoPick::Unavailable) => break,
-        };
-        tried.push(lease.index);
+    let target = parts.uri.to_string();
+    let logged = Logged {
+        client: client.peer,
+        proto: "h2",
+        method: parts.method.as_str(),
+        target: &target,
+    };
+    let mut attempts = Attempts::new(&shared, client.thread, plan);
+    while let Some(lease) = attempts.next().await {
         // Built once a connection is there: a failed connect keeps the body for the retry.
         let request = || {
             let outgoing_body = match body.take() {
@@ -209,52 +182,51 @@ async fn forward(req: Request<Incoming>, client: &Client) -> Response<ProxyBody>
             *out.headers_mut() = headers.clone();
             out
         };
-        match attempt(request, &lease, &shared, client).await {
+        match attempt(request, &lease, &attempts, client).await {
             Ok(mut response) => {
-                lease
-                    .backend
-                    .stats
-                    .observe(client.thread, started.elapsed());
+                let status = response.status().as_u16();
+                attempts.answered(&lease, status);
+                attempts.log(&logged, status, Some(lease.backend.address));
                 let h = response.headers_mut();
                 strip_hop_by_hop(h);
-                add_response_headers(h, &shared, &lease, sticky);
+                add_response_headers(h, &shared, attempts.set_cookie(&lease));
                 return response.map(|b| b.boxed());
             }
-            Err(outcome) => {
-                lease.backend.record(&shared.spec.name, outcome);
-                let body_kept = bodiless || body.is_some();
-                let safe =
-                    (outcome == Outcome::ConnectFailed && body_kept) || (idempotent && bodiless);
-                if !safe {
-                    break;
-                }
+            Err(failure) => {
+                // The body went with the first attempt that got a connection.
+                let resendable = bodiless || body.is_some();
+                attempts.failed(&lease, failure, resendable);
             }
         }
     }
-    client
-        .balancer
-        .client_errors
-        .fetch_add(1, Ordering::Relaxed);
-    if tried.is_empty() || full {
-        text_response(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n")
-    } else {
-        text_response(StatusCode::BAD_GATEWAY, "no backend could answer\n")
-    }
+    let (status, why) = attempts.give_up(&client.balancer);
+    attempts.log(&logged, status, None);
+    text_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        why,
+    )
 }
 
+/// Sets the forwarding headers: every earlier value of the `X-Forwarded-For` and `Forwarded`
+/// chains in order, then this client; the scheme duet saw.
 fn add_forwarding(headers: &mut HeaderMap, ip: std::net::IpAddr) {
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.to_string(),
+    let chain = |headers: &HeaderMap, name: &str, last: String| {
+        let mut values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        values.push(&last);
+        values.join(", ")
     };
     let node = match ip {
         std::net::IpAddr::V4(a) => format!("for={a};proto=https"),
         std::net::IpAddr::V6(a) => format!("for=\"[{a}]\";proto=https"),
     };
-    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {node}"),
-        None => node,
-    };
+    let xff = chain(headers, "x-forwarded-for", ip.to_string());
+    let forwarded = chain(headers, "forwarded", node);
     for (name, value) in [
         ("x-forwarded-for", xff),
         ("x-forwarded-proto", "https".to_string()),
@@ -266,24 +238,13 @@ fn add_forwarding(headers: &mut HeaderMap, ip: std::net::IpAddr) {
     }
 }
 
-fn add_response_headers(
-    h: &mut HeaderMap,
-    shared: &Shared,
-    lease: &Lease<'_>,
-    sticky: Option<usize>,
-) {
+fn add_response_headers(h: &mut HeaderMap, shared: &Shared, cookie: Option<String>) {
     if let Some(hsts) = &shared.spec.tls.as_ref().and_then(|t| t.hsts)
         && let Ok(v) = HeaderValue::from_str(&format!("max-age={}", hsts.as_secs()))
     {
         h.insert(header::STRICT_TRANSPORT_SECURITY, v);
     }
-    if let Some(name) = &shared.spec.sticky_cookie
-        && sticky != Some(lease.index)
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "{name}={}; Path=/; HttpOnly",
-            lease.backend.sticky_id
-        ))
-    {
+    if let Some(v) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         h.append(header::SET_COOKIE, v);
     }
 }
@@ -293,26 +254,28 @@ fn add_response_headers(
 async fn attempt(
     request: impl FnOnce() -> Request<ProxyBody>,
     lease: &Lease<'_>,
-    shared: &Shared,
+    attempts: &Attempts<'_>,
     client: &Client,
-) -> Result<Response<Incoming>, Outcome> {
+) -> Result<Response<Incoming>, Failed> {
+    let shared = attempts.shared();
     let backend: &Backend = lease.backend;
     let private = shared.spec.send_proxy.is_some();
-    let idle = if private {
-        take_sender(&client.private, backend.address)
-    } else {
-        backend.take_sender(client.thread)
+    // A request that must not be sent twice takes a fresh connection.
+    let idle = match (attempts.plan().may_use_pooled(), private) {
+        (true, true) => crate::upstream::take_sender(&client.private, backend.address),
+        (true, false) => backend.pool.take_sender(client.thread, backend.address),
+        (false, _) => None,
     };
     let mut sender = match idle {
         Some(s) => s,
         None => {
-            let local = Some(client.local);
-            let stream = crate::runtime::connect(shared, backend, client.peer, local)
+            let stream = shared
+                .connect(backend, client.peer, Some(client.local))
                 .await
-                .map_err(|()| Outcome::ConnectFailed)?;
+                .map_err(|_| Failed::Connect)?;
             let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
-                .map_err(|_| Outcome::ConnectFailed)?;
+                .map_err(|_| Failed::Connect)?;
             tokio::spawn(conn);
             sender
         }
@@ -326,41 +289,18 @@ async fn attempt(
             } else {
                 Outcome::Reset
             };
-            return Err(outcome);
+            return Err(Failed::BeforeResponse(outcome));
         }
-        Err(_) => return Err(Outcome::Timeout),
+        Err(_) => return Err(Failed::BeforeResponse(Outcome::Timeout)),
     };
-    backend.stats.connections.fetch_add(1, Ordering::Relaxed);
-    let outcome = if response.status().is_server_error() {
-        Outcome::ServerError
-    } else {
-        Outcome::Success
-    };
-    backend.record(&shared.spec.name, outcome);
     // The connection takes the next request once this response's body has been read; until
     // then `take_sender` passes over it.
     if private {
-        give_sender(&client.private, backend.address, sender);
+        crate::upstream::give_sender(&client.private, backend.address, sender);
     } else {
-        backend.give_sender(client.thread, sender);
+        backend
+            .pool
+            .give_sender(client.thread, backend.address, sender);
     }
     Ok(response)
-}
-
-/// A ready sender for `address`; closed ones are dropped on the way.
-pub(crate) fn take_sender(senders: &Senders, address: SocketAddr) -> Option<Sender> {
-    let mut list = senders.lock().ok()?;
-    list.retain(|(_, s)| !s.is_closed());
-    let i = list
-        .iter()
-        .position(|(a, s)| *a == address && s.is_ready())?;
-    Some(list.swap_remove(i).1)
-}
-
-pub(crate) fn give_sender(senders: &Senders, address: SocketAddr, sender: Sender) {
-    if let Ok(mut list) = senders.lock()
-        && list.len() < IDLE_SENDERS
-    {
-        list.push((address, sender));
-    }
 }

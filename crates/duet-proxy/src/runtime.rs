@@ -1,206 +1,17 @@
 //! The proxy runtime: one thread per core, each with a current-thread tokio runtime and its own
-//! `SO_REUSEPORT` listener; configuration as a snapshot swapped on reload; TCP forwarding with
-//! retry of failed connects on another backend; active checks. The HTTP paths live in
-//! [`crate::http`] and [`crate::h2`].
+//! `SO_REUSEPORT` listener; start, reload and stop; accepting a connection and handing it to
+//! its path (plain HTTP/1.1 inline, everything else boxed): [`crate::http`], [`crate::h2`],
+//! [`crate::tcp`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use duet_health::{Algorithm, HealthPolicy, Outcome};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::backends::{Backend, NoPick, Shared};
-
-/// One backend server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendSpec {
-    /// Its address.
-    pub address: SocketAddr,
-    /// Its weight.
-    pub weight: u32,
-    /// Requests (http) or connections (tcp) in flight at most; 0: no limit. Beyond it,
-    /// requests wait in the pool's queue.
-    pub maxconn: u32,
-}
-
-/// Requests for host and path prefix go to their own backends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteSpec {
-    /// `example.com`, `*.example.com` (any name below), or `None` for any host.
-    pub host: Option<String>,
-    /// Path prefix, e.g. `/api/`; `/` matches everything.
-    pub path_prefix: String,
-    /// The pool.
-    pub backends: Vec<BackendSpec>,
-}
-
-/// What `hash` hashes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum HashKey {
-    /// The client's address.
-    #[default]
-    Source,
-    /// The request path (without the query).
-    Uri,
-    /// The value of a request header (random when absent).
-    Header(String),
-}
-
-/// The queue of requests waiting when every backend of a pool is at its `maxconn`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueSpec {
-    /// Waiting requests at most, per pool; beyond it requests get 503 at once.
-    pub size: u32,
-    /// Longest wait; then 503.
-    pub timeout: Duration,
-}
-
-impl Default for QueueSpec {
-    fn default() -> QueueSpec {
-        QueueSpec {
-            size: 1024,
-            timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Active checks: a TCP connect, or with `path` an HTTP `GET` whose status must fall in
-/// `expect`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckSpec {
-    /// Time between checks of one backend.
-    pub interval: Duration,
-    /// A check slower than this (connect, request and response head) fails.
-    pub timeout: Duration,
-    /// HTTP path to `GET`; `None`: a successful connect passes.
-    pub path: Option<String>,
-    /// Passing status codes, inclusive.
-    pub expect: (u16, u16),
-}
-
-/// What the balancer speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Layer-4 pass-through.
-    Tcp,
-    /// HTTP/1.1, and HTTP/2 over TLS.
-    Http,
-}
-
-/// What a balancer does.
-#[derive(Debug, Clone)]
-pub struct BalancerSpec {
-    /// Name, for logs.
-    pub name: String,
-    /// TCP or HTTP.
-    pub mode: Mode,
-    /// HTTP timeouts (ignored in TCP mode).
-    pub http_timeouts: crate::http::HttpTimeouts,
-    /// Listen address (bound with `SO_REUSEPORT` and `IP_FREEBIND`).
-    pub bind: SocketAddr,
-    /// Backend selection.
-    pub algorithm: Algorithm,
-    /// What `hash` hashes.
-    pub hash_key: HashKey,
-    /// The default backends.
-    pub backends: Vec<BackendSpec>,
-    /// Host / path routes to other backends (http mode), first match wins.
-    pub routes: Vec<RouteSpec>,
-    /// The wait queue for backends at their `maxconn`.
-    pub queue: QueueSpec,
-    /// Health rules.
-    pub health: HealthPolicy,
-    /// Active checks, if any.
-    pub check: Option<CheckSpec>,
-    /// Backend connect timeout.
-    pub connect_timeout: Duration,
-    /// Further backends to try when a connect fails.
-    pub retries: u32,
-    /// Worker threads (0: one per core).
-    pub threads: usize,
-    /// Expect a PROXY protocol header (v1 or v2) from a front load balancer on every connection.
-    pub accept_proxy: bool,
-    /// Send a PROXY protocol header to backends.
-    pub send_proxy: Option<crate::proxy_protocol::Version>,
-    /// Sticky sessions (http mode): the cookie that names the backend.
-    pub sticky_cookie: Option<String>,
-    /// Request head size limit (http mode): larger heads get 431.
-    pub limits: crate::h1::Limits,
-    /// One JSON line per request (http mode), or `None`.
-    pub access_log: Option<crate::access_log::AccessLog>,
-    /// TLS termination (http mode).
-    pub tls: Option<crate::tls::TlsSpec>,
-}
-
-/// A balancer for as long as it runs, across reloads.
-pub(crate) struct Balancer {
-    pub(crate) name: String,
-    /// The bound address of the main listener (the real port, also when 0 was asked for).
-    local: SocketAddr,
-    threads: usize,
-    current: RwLock<Arc<Shared>>,
-    generation: AtomicU64,
-    /// Requests or connections that got no backend.
-    pub(crate) client_errors: AtomicU64,
-    /// Set by [`Proxy::stop`]; read on every request, so a plain atomic.
-    stopping: std::sync::atomic::AtomicBool,
-    /// Wakes a worker thread's waiters (accept loop, idle connections) at stop; one per
-    /// thread, so waiting never touches another thread's lock.
-    stop_signals: Vec<tokio::sync::Notify>,
-    /// Client connections open now.
-    live: AtomicUsize,
-}
-
-impl Balancer {
-    /// The current snapshot.
-    pub(crate) fn snapshot(&self) -> Arc<Shared> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Moves `shared` to the current snapshot if a reload happened (one atomic load if not).
-    pub(crate) fn refresh(&self, shared: &mut Arc<Shared>) {
-        if self.generation.load(Ordering::Acquire) != shared.generation {
-            *shared = self.snapshot();
-        }
-    }
-
-    /// Resolves when the balancer is stopped; `thread` is the caller's worker thread.
-    pub(crate) async fn stopped(&self, thread: usize) {
-        let notified = self.stop_signals[thread].notified();
-        let mut notified = std::pin::pin!(notified);
-        // Registered before the flag is read: a stop in between still wakes it.
-        notified.as_mut().enable();
-        if self.is_stopped() {
-            return;
-        }
-        notified.await;
-    }
-
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
-    }
-}
-
-/// Counts a client connection while it lives.
-struct Live<'a>(&'a Balancer);
-
-impl<'a> Live<'a> {
-    fn new(b: &'a Balancer) -> Live<'a> {
-        b.live.fetch_add(1, Ordering::Relaxed);
-        Live(b)
-    }
-}
-
-impl Drop for Live<'_> {
-    fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+use crate::backends::{Backend, Shared};
+use crate::balancer::{Balancer, Live};
+use crate::spec::{BalancerSpec, Mode};
 
 /// A running balancer. Clones share it; [`Proxy::stop`] ends it.
 #[derive(Clone)]
@@ -277,18 +88,8 @@ impl Proxy {
             .and_then(|l| l.as_ref())
             .and_then(|l| l.local_addr().ok());
         let name = spec.name.clone();
-        let shared = Arc::new(Shared::build(spec, None, threads, 0, tls));
-        let inner = Arc::new(Balancer {
-            name,
-            local,
-            threads,
-            current: RwLock::new(shared),
-            generation: AtomicU64::new(0),
-            client_errors: AtomicU64::new(0),
-            stopping: std::sync::atomic::AtomicBool::new(false),
-            stop_signals: (0..threads).map(|_| tokio::sync::Notify::new()).collect(),
-            live: AtomicUsize::new(0),
-        });
+        let shared = Shared::build(spec, None, threads, 0, tls);
+        let inner = Arc::new(Balancer::new(name, local, threads, shared));
         for (n, listener) in listeners.into_iter().enumerate() {
             let inner = inner.clone();
             let redirect = redirects[n].take();
@@ -330,23 +131,15 @@ impl Proxy {
             .transpose()
             .map_err(ReloadError::Invalid)?;
         let generation = old.generation + 1;
-        let next = Arc::new(Shared::build(spec, Some(&old), threads, generation, tls));
-        *self
-            .inner
-            .current
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = next;
-        self.inner.generation.store(generation, Ordering::Release);
+        let next = Shared::build(spec, Some(&old), threads, generation, tls);
+        self.inner.replace(next);
         Ok(())
     }
 
     /// Stops accepting, closes idle keep-alive connections and lets requests in flight finish
     /// (for at most 30 s); then the worker threads end.
     pub fn stop(&self) {
-        self.inner.stopping.store(true, Ordering::SeqCst);
-        for signal in &self.inner.stop_signals {
-            signal.notify_waiters();
-        }
+        self.inner.stop();
     }
 
     /// The bound address (useful with port 0).
@@ -361,12 +154,14 @@ impl Proxy {
 
     /// Client connections open now.
     pub fn open_connections(&self) -> usize {
-        self.inner.live.load(Ordering::Relaxed)
+        self.inner.open_connections()
     }
 
     /// Requests or connections that no backend could serve.
     pub fn client_errors(&self) -> u64 {
-        self.inner.client_errors.load(Ordering::Relaxed)
+        self.inner
+            .client_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every backend of the current configuration, pool by pool, in configuration order.
@@ -418,8 +213,8 @@ fn run_thread(
         .expect("proxy runtime");
     rt.block_on(async move {
         if n == 0 {
-            tokio::spawn(tick_loop(inner.clone()));
-            tokio::spawn(check_loop(inner.clone()));
+            tokio::spawn(crate::check::tick_loop(inner.clone()));
+            tokio::spawn(crate::check::check_loop(inner.clone()));
         }
         if let Some(r) = redirect {
             tokio::spawn(serve(r, inner.clone(), n, Listener::Redirect));
@@ -427,7 +222,7 @@ fn run_thread(
         serve(listener, inner.clone(), n, Listener::Main).await;
         // Stopped: give open connections time to finish.
         let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
-        while inner.live.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        while inner.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
@@ -552,7 +347,10 @@ async fn handle(
         return;
     }
     if shared.spec.mode == Mode::Tcp {
-        Box::pin(forward_tcp(client, peer, initial, &shared, inner, thread)).await;
+        Box::pin(crate::tcp::forward_tcp(
+            client, peer, initial, &shared, inner, thread,
+        ))
+        .await;
         return;
     }
     let Some(acceptor) = shared.tls.clone() else {
@@ -631,142 +429,6 @@ async fn read_proxy_header(
                 }
             }
             Err(e) => return Err(format!("{e:?}")),
-        }
-    }
-}
-
-/// Connects to `backend`, and sends the PROXY header for `peer` first when configured.
-pub(crate) async fn connect(
-    shared: &Shared,
-    backend: &Backend,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-) -> Result<TcpStream, ()> {
-    use tokio::io::AsyncWriteExt;
-    let connect = TcpStream::connect(backend.address);
-    let mut server = match tokio::time::timeout(shared.spec.connect_timeout, connect).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(_)) | Err(_) => return Err(()),
-    };
-    let _ = server.set_nodelay(true);
-    if let (Some(v), Some(local)) = (shared.spec.send_proxy, local) {
-        let mut preface = Vec::with_capacity(64);
-        crate::proxy_protocol::encode(v, peer, local, &mut preface);
-        server.write_all(&preface).await.map_err(|_| ())?;
-    }
-    Ok(server)
-}
-
-async fn forward_tcp(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    initial: Vec<u8>,
-    shared: &Shared,
-    inner: &Balancer,
-    thread: usize,
-) {
-    use tokio::io::AsyncWriteExt;
-    let key = match shared.spec.hash_key {
-        HashKey::Source => crate::backends::hash_ip(peer.ip()),
-        _ => crate::backends::random_bits(),
-    };
-    let local = client.local_addr().ok();
-    let mut tried = Vec::new();
-    for _attempt in 0..=shared.spec.retries {
-        let lease = match shared.pick(thread, 0, key, &tried).await {
-            Ok(l) => l,
-            Err(NoPick::Full | NoPick::Unavailable) => break,
-        };
-        tried.push(lease.index);
-        let backend = lease.backend;
-        let Ok(mut server) = connect(shared, backend, peer, local).await else {
-            backend.record(&inner.name, Outcome::ConnectFailed);
-            continue;
-        };
-        if !initial.is_empty() && server.write_all(&initial).await.is_err() {
-            backend.record(&inner.name, Outcome::Reset);
-            continue;
-        }
-        backend.record(&inner.name, Outcome::Success);
-        backend.stats.connections.fetch_add(1, Ordering::Relaxed);
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-        return;
-    }
-    inner.client_errors.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Republishes availability that changes with time alone (end of a passive cooldown).
-async fn tick_loop(inner: Arc<Balancer>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while !inner.is_stopped() {
-        tick.tick().await;
-        let shared = inner.snapshot();
-        for b in shared.backends() {
-            b.update(&inner.name, |h, now| {
-                h.handle_timeout(now);
-            });
-        }
-    }
-}
-
-/// Checks every backend of the current snapshot, one round per interval; a reload takes effect
-/// at the next round.
-async fn check_loop(inner: Arc<Balancer>) {
-    while !inner.is_stopped() {
-        let shared = inner.snapshot();
-        let Some(check) = shared.spec.check.clone() else {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        };
-        let round = tokio::time::Instant::now();
-        for b in shared.backends() {
-            let result = tokio::time::timeout(check.timeout, probe(b.address, &check)).await;
-            let (passed, detail) = match result {
-                Ok(Ok(())) => (true, String::new()),
-                Ok(Err(e)) => (false, e),
-                Err(_) => (false, "timed out".to_string()),
-            };
-            b.update(&inner.name, |h, now| {
-                h.record_check(now, passed, &detail);
-            });
-        }
-        drop(shared);
-        tokio::time::sleep_until(round + check.interval).await;
-    }
-}
-
-/// One check of one backend.
-async fn probe(addr: SocketAddr, check: &CheckSpec) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let Some(path) = &check.path else {
-        return Ok(());
-    };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: duet-check\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        match crate::h1::parse_response(&buf, &mut headers, crate::h1::Limits::default(), false) {
-            Ok(Some(res)) => {
-                let (lo, hi) = check.expect;
-                return if (lo..=hi).contains(&res.status) {
-                    Ok(())
-                } else {
-                    Err(format!("status {}", res.status))
-                };
-            }
-            Ok(None) => {
-                buf.reserve(1024);
-                if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                    return Err("connection closed before a response".into());
-                }
-            }
-            Err(e) => return Err(format!("bad response: {}", e.describe())),
         }
     }
 }

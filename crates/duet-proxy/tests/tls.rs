@@ -290,3 +290,101 @@ fn an_h2_client_gets_concurrent_streams_forwarded_to_http1_backends() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Whether the server closes `tls` within `within` (a read ends or fails).
+async fn closed_within(tls: &mut TlsStream<TcpStream>, within: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, tls.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[test]
+fn https_keep_alive_honours_the_idle_timeout_and_stop() {
+    let dir = temp_dir("idle");
+    let a = cert(&dir, "a.test");
+    let web = backend("web");
+    let p = Proxy::start(BalancerSpec {
+        http_timeouts: duet_proxy::HttpTimeouts {
+            idle: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..tls_spec(&[web.addr], &[&a])
+    })
+    .unwrap();
+    let addr = p.local_addr();
+    rt().block_on(async {
+        let config = client_config(&a, &[b"http/1.1"], BOTH);
+        // Idle past the timeout: closed (well before the 30 s client timeout).
+        let mut idle = handshake(addr, config.clone(), "a.test").await.unwrap();
+        assert!(h1_request(&mut idle, "/", "a.test").await.ends_with("web"));
+        assert!(
+            closed_within(&mut idle, Duration::from_secs(3)).await,
+            "an idle https keep-alive connection outlived the 300 ms idle timeout"
+        );
+        // A stop closes idle connections at once.
+        let mut open = handshake(addr, config, "a.test").await.unwrap();
+        assert!(h1_request(&mut open, "/", "a.test").await.ends_with("web"));
+        p.stop();
+        assert!(
+            closed_within(&mut open, Duration::from_millis(250)).await,
+            "stop left an idle https connection open"
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn h2_requests_are_access_logged_and_expect_continue_is_answered() {
+    let dir = temp_dir("h2log");
+    let a = cert(&dir, "a.test");
+    let web = backend("web");
+    let log_path = dir.join("access.log");
+    let log = duet_proxy::access_log::AccessLog::open(log_path.to_str().unwrap()).unwrap();
+    let p = Proxy::start(BalancerSpec {
+        access_log: Some(log),
+        ..tls_spec(&[web.addr], &[&a])
+    })
+    .unwrap();
+    let addr = p.local_addr();
+    rt().block_on(async {
+        let tls = handshake(addr, client_config(&a, &[b"h2"], BOTH), "a.test")
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri("https://a.test/echo")
+            .header("expect", "100-continue")
+            .body(Full::new(Bytes::from_static(b"sent after 100")))
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"sent after 100");
+    });
+    // The log thread writes shortly after.
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if !text.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(text.contains("\"proto\":\"h2\""), "{text}");
+    assert!(text.contains("\"method\":\"POST\""), "{text}");
+    assert!(text.contains("\"status\":200"), "{text}");
+    assert!(
+        text.contains(&format!("\"backend\":\"{}\"", web.addr)),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,6 +8,10 @@
 //!   the same bytes differently is how request smuggling works. A request transfer coding other
 //!   than a final `chunked` is `501`; `Transfer-Encoding` in an HTTP/1.0 request is `400`.
 //! - HTTP/1.1 requests need exactly one `Host`.
+//! - The target is origin-form (`/path`), absolute-form (`http://host/path`: its authority wins
+//!   over `Host`, RFC 9112 §3.2.2) or `*` for `OPTIONS`; `CONNECT` is `501`.
+//! - A response whose transfer coding is not a final `chunked` is refused (the proxy would have
+//!   to read it until close and could not forward its framing unchanged).
 //!
 //! Nothing here allocates: headers live in a caller-provided array and values borrow the buffer.
 
@@ -41,6 +45,10 @@ pub enum HeadError {
     UnsupportedTransferEncoding,
     /// HTTP/1.1 request without exactly one `Host`.
     BadHost,
+    /// A request target that is not origin-, absolute- or asterisk-form.
+    BadTarget,
+    /// A method a reverse proxy does not forward (`CONNECT`).
+    UnsupportedMethod,
 }
 
 impl HeadError {
@@ -48,8 +56,11 @@ impl HeadError {
     pub fn status(self) -> u16 {
         match self {
             HeadError::TooLarge => 431,
-            HeadError::UnsupportedTransferEncoding => 501,
-            HeadError::Malformed(_) | HeadError::ConflictingLength | HeadError::BadHost => 400,
+            HeadError::UnsupportedTransferEncoding | HeadError::UnsupportedMethod => 501,
+            HeadError::Malformed(_)
+            | HeadError::ConflictingLength
+            | HeadError::BadHost
+            | HeadError::BadTarget => 400,
         }
     }
 
@@ -61,6 +72,8 @@ impl HeadError {
             HeadError::ConflictingLength => "conflicting Content-Length / Transfer-Encoding",
             HeadError::UnsupportedTransferEncoding => "unsupported transfer coding",
             HeadError::BadHost => "HTTP/1.1 request needs exactly one Host header",
+            HeadError::BadTarget => "invalid request target",
+            HeadError::UnsupportedMethod => "CONNECT is not supported",
         }
     }
 }
@@ -93,6 +106,12 @@ pub struct RequestHead<'h, 'b> {
     pub method: &'b str,
     /// Request target as sent.
     pub target: &'b str,
+    /// The target in origin form, as forwarded: the path and query of an absolute-form target
+    /// (`/` when it has none), else the target itself.
+    pub path: &'b str,
+    /// The authority of an absolute-form target, else the `Host` value: what the request is
+    /// routed by and the `Host` it is forwarded with.
+    pub authority: Option<&'b [u8]>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     /// The headers, in order.
@@ -107,16 +126,11 @@ pub struct RequestHead<'h, 'b> {
     pub upgrade: bool,
     /// The `Host` value, if any.
     pub host: Option<&'b [u8]>,
-}
-
-impl RequestHead<'_, '_> {
-    /// Whether the method is idempotent (RFC 9110 §9.2.2), so a failed attempt may be retried.
-    pub fn idempotent(&self) -> bool {
-        matches!(
-            self.method,
-            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
-        )
-    }
+    /// The single `Content-Length` value (duplicates and lists of one value folded).
+    pub content_length: Option<u64>,
+    /// `Expect: 100-continue` in an HTTP/1.1 request: the client waits for `100` before its
+    /// body.
+    pub expect_continue: bool,
 }
 
 /// A parsed, validated response head.
@@ -136,6 +150,10 @@ pub struct ResponseHead<'h, 'b> {
     pub framing: Framing,
     /// Whether the backend keeps the connection open.
     pub keep_alive: bool,
+    /// The single `Content-Length` value, also where the body is empty (HEAD, 304).
+    pub content_length: Option<u64>,
+    /// `Transfer-Encoding: chunked`, also where the body is empty (HEAD, 304).
+    pub chunked: bool,
 }
 
 /// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more.
@@ -164,6 +182,7 @@ pub fn parse_request<'h, 'b>(
     if minor_version == 1 && hosts != 1 || hosts > 1 {
         return Err(HeadError::BadHost);
     }
+    let (path, absolute_authority) = request_target(method, target)?;
     let length = content_length(headers)?;
     let chunked = transfer_encoding(headers)?;
     let framing = match (chunked, length) {
@@ -182,9 +201,16 @@ pub fn parse_request<'h, 'b>(
     let has_upgrade = headers
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+    let expect_continue = minor_version == 1
+        && headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("expect")
+                && trim(h.value).eq_ignore_ascii_case(b"100-continue")
+        });
     Ok(Some(RequestHead {
         method,
         target,
+        path,
+        authority: absolute_authority.or(host),
         minor_version,
         headers,
         head_len,
@@ -192,6 +218,8 @@ pub fn parse_request<'h, 'b>(
         keep_alive: keep_alive(minor_version, conn),
         upgrade: conn.upgrade && has_upgrade,
         host,
+        content_length: length,
+        expect_continue,
     }))
 }
 
@@ -219,8 +247,9 @@ pub fn parse_response<'h, 'b>(
         match (chunked, length) {
             (Some(_), Some(_)) => return Err(HeadError::ConflictingLength),
             (Some(true), None) => Framing::Chunked,
-            // Other codings: the body runs until the backend closes (RFC 9112 §6.3).
-            (Some(false), None) => Framing::UntilClose,
+            // Other codings would run until the backend closes (RFC 9112 §6.3), under a
+            // framing header the proxy could not forward as it is: refused (→ 502).
+            (Some(false), None) => return Err(HeadError::UnsupportedTransferEncoding),
             (None, Some(0)) => Framing::Empty,
             (None, Some(n)) => Framing::Length(n),
             (None, None) => Framing::UntilClose,
@@ -235,7 +264,44 @@ pub fn parse_response<'h, 'b>(
         head_len,
         framing,
         keep_alive: keep_alive(minor_version, conn) && framing != Framing::UntilClose,
+        content_length: length,
+        chunked: chunked == Some(true),
     }))
+}
+
+/// Splits a request target into the origin-form path to forward and, for absolute-form, its
+/// authority (RFC 9112 §3.2).
+fn request_target<'b>(
+    method: &str,
+    target: &'b str,
+) -> Result<(&'b str, Option<&'b [u8]>), HeadError> {
+    if method == "CONNECT" {
+        return Err(HeadError::UnsupportedMethod);
+    }
+    if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
+        return Ok((target, None));
+    }
+    let rest = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| {
+            target
+                .get(..scheme.len())
+                .filter(|s| s.eq_ignore_ascii_case(scheme))
+                .map(|_| &target[scheme.len()..])
+        })
+        .ok_or(HeadError::BadTarget)?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    // Userinfo is forbidden in http(s) URIs (RFC 9110 §4.2.4); a query without a path has no
+    // origin form to borrow, and is refused rather than rewritten.
+    if authority.is_empty()
+        || authority.contains('@')
+        || !(path.is_empty() || path.starts_with('/'))
+    {
+        return Err(HeadError::BadTarget);
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    Ok((path, Some(authority.as_bytes())))
 }
 
 /// The head's length once complete, `None` while more bytes may complete it, or the error.

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod h1;
+pub mod reference;
+pub mod strict;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -65,6 +67,7 @@ pub fn spec(mode: duet_proxy::Mode, backends: &[SocketAddr]) -> duet_proxy::Bala
             active_checks: false,
             ..duet_health::HealthPolicy::default()
         },
+        passive_on_status: Vec::new(),
         check: None,
         connect_timeout: Duration::from_secs(1),
         retries: 1,

@@ -194,6 +194,13 @@ fn spec(
             passive_cooldown: cfg.passive.cooldown.0,
             slow_start: cfg.slow_start.0,
         },
+        passive_on_status: cfg
+            .passive
+            .on_status
+            .iter()
+            .filter_map(|s| duet_config::schema::status_range(s))
+            .map(|(lo, hi)| lo..=hi)
+            .collect(),
         check: cfg.check.as_ref().map(|c| CheckSpec {
             interval: c.interval.0,
             timeout: c.timeout.0,
