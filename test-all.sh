@@ -2,7 +2,7 @@
 # Runs every test of duet, installing what the tests need first. CI runs exactly this.
 #
 # The namespace tests need root (they build labs with `ip netns`); without root they skip with a
-# message. DUET_REQUIRE_TOOLS=1 turns a missing reference tool (keepalived) into a failure.
+# message. DUET_REQUIRE_TOOLS=1 turns a missing reference tool (keepalived, HAProxy) into a failure.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,6 +13,7 @@ command -v python3 >/dev/null || need+=(python3)
 command -v nft >/dev/null || need+=(nftables)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v etcd >/dev/null || need+=(etcd-server)
+command -v haproxy >/dev/null || need+=(haproxy)
 if ((${#need[@]})); then
     if [ "$(id -u)" -eq 0 ]; then
         echo "installing: ${need[*]}"

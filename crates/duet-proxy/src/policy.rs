@@ -192,7 +192,9 @@ impl<'s> Attempts<'s> {
         backend.stats.connections.fetch_add(1, Ordering::Relaxed);
         backend.stats.observe(self.thread, self.started.elapsed());
         if status >= 500 {
-            backend.stats.count_error(crate::ErrorKind::ServerError);
+            backend
+                .stats
+                .count_error(crate::backends::ErrorKind::ServerError);
         }
         let counts = self
             .shared

@@ -2,9 +2,9 @@
 //! per-thread pools of idle keep-alive connections of both HTTP paths (raw TCP streams for the
 //! HTTP/1.1 path, hyper senders for the HTTP/2 path).
 //!
-//! Which request may use a pooled connection is the request policy's decision
-//! ([`crate::policy`]); this module only keeps the connections and says whether one is still
-//! open.
+//! Which request may use a pooled connection is the request policy's decision (the `policy`
+//! module, above this one); this module only keeps the connections and says whether one is
+//! still open.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;

@@ -530,6 +530,81 @@ mod tests {
     }
 
     #[test]
+    fn targets_are_origin_absolute_or_asterisk_form() {
+        let parts = |raw: &str| {
+            let mut h = [httparse::EMPTY_HEADER; 16];
+            parse_request(raw.as_bytes(), &mut h, Limits::default())
+                .map(|r| r.map(|r| (r.path.to_string(), r.authority.map(<[u8]>::to_vec))))
+        };
+        let some =
+            |path: &str, auth: &str| Ok(Some((path.to_string(), Some(auth.as_bytes().to_vec()))));
+        assert_eq!(
+            parts("GET /a?b HTTP/1.1\r\nHost: h\r\n\r\n"),
+            some("/a?b", "h")
+        );
+        // The authority wins over Host (RFC 9112 §3.2.2); an empty path is `/`.
+        assert_eq!(
+            parts("GET http://x.example:8080/p HTTP/1.1\r\nHost: h\r\n\r\n"),
+            some("/p", "x.example:8080")
+        );
+        assert_eq!(
+            parts("GET HTTPS://x.example HTTP/1.1\r\nHost: h\r\n\r\n"),
+            some("/", "x.example")
+        );
+        assert_eq!(
+            parts("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"),
+            some("*", "h")
+        );
+        for (raw, want) in [
+            ("GET * HTTP/1.1\r\nHost: h\r\n\r\n", HeadError::BadTarget),
+            ("GET x HTTP/1.1\r\nHost: h\r\n\r\n", HeadError::BadTarget),
+            (
+                "GET ftp://x/ HTTP/1.1\r\nHost: h\r\n\r\n",
+                HeadError::BadTarget,
+            ),
+            (
+                "GET http://u@x/ HTTP/1.1\r\nHost: h\r\n\r\n",
+                HeadError::BadTarget,
+            ),
+            (
+                "GET http:///p HTTP/1.1\r\nHost: h\r\n\r\n",
+                HeadError::BadTarget,
+            ),
+            (
+                "GET http://x?q HTTP/1.1\r\nHost: h\r\n\r\n",
+                HeadError::BadTarget,
+            ),
+            (
+                "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+                HeadError::UnsupportedMethod,
+            ),
+        ] {
+            assert_eq!(parts(raw), Err(want), "{raw:?}");
+        }
+        assert_eq!(HeadError::UnsupportedMethod.status(), 501);
+    }
+
+    #[test]
+    fn expect_continue_is_an_http_1_1_request_s() {
+        let expect = |raw: &str| {
+            let mut h = [httparse::EMPTY_HEADER; 16];
+            parse_request(raw.as_bytes(), &mut h, Limits::default())
+                .unwrap()
+                .unwrap()
+                .expect_continue
+        };
+        assert!(expect(
+            "POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n"
+        ));
+        assert!(!expect(
+            "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+        ));
+        assert!(!expect(
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n"
+        ));
+    }
+
+    #[test]
     fn upgrade_needs_both_headers() {
         let raw = "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
         assert!(req(raw).unwrap().unwrap().2);
@@ -583,6 +658,23 @@ mod tests {
             Err(HeadError::ConflictingLength)
         );
         assert!(res("garbage\r\n\r\n", false).is_err());
+        // A coding other than a final chunked would be read until close under a header duet
+        // cannot forward as it is: refused.
+        assert_eq!(
+            res("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+            Err(HeadError::UnsupportedTransferEncoding)
+        );
+        // HEAD and 304 keep the length they declare.
+        let mut h = [httparse::EMPTY_HEADER; 8];
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n",
+            &mut h,
+            Limits::default(),
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((r.framing, r.content_length), (Framing::Empty, Some(7)));
     }
 }
 
