@@ -26,7 +26,7 @@ fn main() {
                 "usage: cargo xtask bench failover [--runs N] [--interval 100ms] [--modes a,b]\n\
                  \n\
                  bench failover   VIP takeover time, duet vs keepalived, per fault mode\n\
-                 bench proxy      HTTP rps, latency and CPU per request, duet vs haproxy and nginx (--seconds N --rounds N)\n\
+                 bench proxy      HTTP rps, latency and CPU per request, duet vs haproxy and nginx (--seconds N --rounds N, --http-only)\n\
                  chaos            split-brain scenarios with real processes: VIP overlap and probes answered"
             );
             2

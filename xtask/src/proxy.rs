@@ -1,9 +1,12 @@
 //! `cargo xtask bench proxy`: duet's HTTP balancer next to HAProxy and nginx, in one run.
 //!
 //! Everything on loopback: two nginx processes as tiny backends (ports 18081/18082, keep-alive
-//! effectively unlimited), each proxy in turn on port 18080 with the same two backends and
-//! round robin, and `wrk -t1 -c64 -d10s` against it. Reports rps, p50/p99 latency and CPU time
-//! per request (the proxy's user+system time over the run divided by the requests).
+//! effectively unlimited) and every proxy at once, each on its own port with the same two
+//! backends and round robin. Then many short rounds (`--rounds 10 --seconds 3` by default) of
+//! `wrk -t1 -c64` against each proxy in turn, so that the machine's drift hits them alike. Reports,
+//! per proxy, the median and spread over rounds of CPU time per request (the proxy's
+//! user+system time over a round divided by its requests: the steadiest figure on a shared
+//! machine), rps and p50/p99 latency, and the median of the per-round ratios.
 //!
 //! Then each proxy again with the second backend killed (SIGKILL) 3 s into the run, counting the
 //! client errors wrk sees; then tcp mode (HAProxy `mode tcp` and duet `mode = "tcp"`, the same
@@ -14,8 +17,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The port of the single proxy of the memory and backend-death runs.
 const PROXY_PORT: u16 = 18080;
 const BACKENDS: [u16; 2] = [18081, 18082];
+
+/// Each proxy's port during the interleaved rounds.
+fn round_port(name: &str, mode: Mode) -> u16 {
+    let base = if mode == Mode::Http { 18090 } else { 18095 };
+    base + PROXIES.iter().position(|p| *p == name).unwrap_or(0) as u16
+}
 
 /// HTTP or TCP proxying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +43,9 @@ struct Run {
 }
 
 pub fn main(args: &[&str]) -> i32 {
-    let mut seconds = 10u64;
-    let mut rounds = 3usize;
+    let mut seconds = 3u64;
+    let mut rounds = 10usize;
+    let mut http_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
@@ -46,13 +57,14 @@ pub fn main(args: &[&str]) -> i32 {
                     .unwrap_or(rounds)
                     .max(1)
             }
+            "--http-only" => http_only = true,
             other => {
                 eprintln!("unknown argument {other}");
                 return 2;
             }
         }
     }
-    match bench(seconds, rounds) {
+    match bench(seconds, rounds, http_only) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("bench proxy: {e}");
@@ -61,7 +73,7 @@ pub fn main(args: &[&str]) -> i32 {
     }
 }
 
-fn bench(seconds: u64, rounds: usize) -> Result<(), String> {
+fn bench(seconds: u64, rounds: usize, http_only: bool) -> Result<(), String> {
     crate::ensure_packages(&[("wrk", "wrk"), ("haproxy", "haproxy"), ("nginx", "nginx")])?;
     // The same room for every proxy (and for the 10 000 client sockets of the memory run):
     // 65536 open files where the hard limit may be raised, else the hard limit.
@@ -80,7 +92,11 @@ fn bench(seconds: u64, rounds: usize) -> Result<(), String> {
     let exe = crate::build_duet()?;
     // Another listener on these ports would take some of the load (SO_REUSEPORT) and make the
     // numbers meaningless.
-    for port in [PROXY_PORT, BACKENDS[0], BACKENDS[1]] {
+    let ports = PROXIES
+        .iter()
+        .flat_map(|n| [round_port(n, Mode::Http), round_port(n, Mode::Tcp)])
+        .chain([PROXY_PORT, BACKENDS[0], BACKENDS[1]]);
+    for port in ports {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Err(format!(
                 "something already listens on 127.0.0.1:{port}; stop it first"
@@ -91,23 +107,20 @@ fn bench(seconds: u64, rounds: usize) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let backends = start_backends(&dir)?;
     std::thread::sleep(Duration::from_millis(300));
-    // Rounds alternate the proxies, so that the machine's slow drifts hit all of them alike;
-    // the tables show medians over rounds and the median of the per-round ratios.
-    let mut http_rounds = Vec::new();
-    let mut tcp_rounds = Vec::new();
-    for round in 1..=rounds {
-        eprintln!("round {round} of {rounds}");
-        let mut runs = Vec::new();
-        for name in PROXIES {
-            runs.push(measure(name, Mode::Http, &dir, &exe, seconds)?);
-        }
-        http_rounds.push(runs);
-        let mut runs = Vec::new();
-        for name in ["haproxy", "duet"] {
-            runs.push(measure(name, Mode::Tcp, &dir, &exe, seconds)?);
-        }
-        tcp_rounds.push(runs);
+    // Every proxy runs for the whole measurement; short rounds alternate them, so that the
+    // machine's slow drifts hit all of them alike. The tables show medians over rounds, their
+    // spread, and the median of the per-round ratios.
+    let http_rounds = interleaved(&PROXIES, Mode::Http, &dir, &exe, seconds, rounds)?;
+    if http_only {
+        print_header(seconds, rounds);
+        print_runs(&http_rounds);
+        println!();
+        print_ratios(&http_rounds, "haproxy");
+        print_ratios(&http_rounds, "nginx");
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
     }
+    let tcp_rounds = interleaved(&["haproxy", "duet"], Mode::Tcp, &dir, &exe, seconds, rounds)?;
     let mut memory = Vec::new();
     for name in PROXIES {
         memory.push(idle_memory(name, &dir, &exe, idle_clients)?);
@@ -119,9 +132,9 @@ fn bench(seconds: u64, rounds: usize) -> Result<(), String> {
     let mut deaths = Vec::new();
     for name in PROXIES {
         let mut backends = start_backends(&dir)?;
-        let proxy = start_proxy(name, Mode::Http, &dir, &exe)?;
+        let proxy = start_proxy(name, Mode::Http, &dir, &exe, PROXY_PORT)?;
         let run = Command::new("wrk")
-            .args(["-t1", "-c64", &format!("-d{seconds}s")])
+            .args(["-t1", "-c64", &format!("-d{DEATH_RUN_SECONDS}s")])
             .arg(format!("http://127.0.0.1:{PROXY_PORT}/"))
             .stdout(Stdio::piped())
             .spawn()
@@ -138,14 +151,14 @@ fn bench(seconds: u64, rounds: usize) -> Result<(), String> {
         deaths.push((name, requests, errors));
     }
     print_header(seconds, rounds);
-    print_runs(&medians(&http_rounds));
+    print_runs(&http_rounds);
     println!();
     print_ratios(&http_rounds, "haproxy");
     print_ratios(&http_rounds, "nginx");
     println!();
-    println!("tcp mode (layer 4), same load, medians over {rounds} rounds:");
+    println!("tcp mode (layer 4), same load, medians over {rounds} rounds (lowest–highest):");
     println!();
-    print_runs(&medians(&tcp_rounds));
+    print_runs(&tcp_rounds);
     println!();
     print_ratios(&tcp_rounds, "haproxy");
     println!();
@@ -180,7 +193,7 @@ fn bench(seconds: u64, rounds: usize) -> Result<(), String> {
         );
     }
     println!();
-    println!("Backend killed 3 s into a {seconds} s run:");
+    println!("Backend killed 3 s into a {DEATH_RUN_SECONDS} s run:");
     println!();
     println!("| proxy | requests | client errors (non-2xx + socket errors) |");
     println!("|---|---|---|");
@@ -191,24 +204,47 @@ fn bench(seconds: u64, rounds: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// One wrk run through proxy `name` in `mode`, with the proxy's CPU time.
-fn measure(
-    name: &'static str,
+/// Starts every proxy of `names` in `mode` on its own port, then runs `rounds` rounds, each a
+/// wrk run of `seconds` against every proxy in turn.
+fn interleaved(
+    names: &[&'static str],
     mode: Mode,
     dir: &Path,
     exe: &PathBuf,
     seconds: u64,
-) -> Result<Run, String> {
-    let proxy = start_proxy(name, mode, dir, exe)?;
+    rounds: usize,
+) -> Result<Vec<Vec<Run>>, String> {
+    let mut proxies = Vec::new();
+    for name in names {
+        proxies.push((
+            *name,
+            start_proxy(name, mode, dir, exe, round_port(name, mode))?,
+        ));
+    }
+    let mut all = Vec::new();
+    for round in 1..=rounds {
+        let mut runs = Vec::new();
+        for (name, proxy) in &proxies {
+            runs.push(measure(name, proxy, round_port(name, mode), seconds)?);
+        }
+        let line: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{} {:.0} rps {:.1} µs", r.name, r.rps, r.cpu_us_per_req))
+            .collect();
+        eprintln!("{mode:?} round {round} of {rounds}: {}", line.join(", "));
+        all.push(runs);
+    }
+    Ok(all)
+}
+
+/// One wrk run through the running proxy `name`, with the proxy's CPU time over it.
+fn measure(name: &'static str, proxy: &Guard, port: u16, seconds: u64) -> Result<Run, String> {
     let before = cpu_ticks(proxy.0.id());
-    let out = wrk(seconds)?;
+    let out = wrk(port, seconds)?;
     let after = cpu_ticks(proxy.0.id());
-    drop(proxy);
-    std::thread::sleep(Duration::from_millis(300));
     let (rps, p50_ms, p99_ms, requests) = parse_wrk(&out)?;
     let ticks_per_sec = 100.0; // USER_HZ on Linux
     let cpu_s = (after - before) as f64 / ticks_per_sec;
-    eprintln!("{name} ({mode:?}): {rps:.0} rps");
     Ok(Run {
         name,
         rps,
@@ -217,6 +253,9 @@ fn measure(
         cpu_us_per_req: cpu_s * 1e6 / requests.max(1.0),
     })
 }
+
+/// The backend-death run: one backend is killed 3 s into it.
+const DEATH_RUN_SECONDS: u64 = 10;
 
 /// Idle connections of the memory run, when the open-file limit allows.
 const IDLE_CLIENTS: usize = 10_000;
@@ -233,7 +272,7 @@ fn idle_memory(
     clients: usize,
 ) -> Result<(&'static str, u64, u64), String> {
     use std::io::{Read, Write};
-    let proxy = start_proxy(name, Mode::Http, dir, exe)?;
+    let proxy = start_proxy(name, Mode::Http, dir, exe, PROXY_PORT)?;
     std::thread::sleep(Duration::from_millis(500));
     let before = rss_kib(proxy.0.id());
     let count = clients;
@@ -308,20 +347,28 @@ fn client_errors(out: &str) -> (u64, u64) {
 
 const PROXIES: [&str; 3] = ["haproxy", "nginx", "duet"];
 
-/// Starts proxy `name` on [`PROXY_PORT`], waits for it and warms it up for a second.
-fn start_proxy(name: &str, mode: Mode, dir: &Path, exe: &PathBuf) -> Result<Guard, String> {
+/// Starts proxy `name` on `port`, waits for it and warms it up for a second.
+fn start_proxy(
+    name: &str,
+    mode: Mode,
+    dir: &Path,
+    exe: &PathBuf,
+    port: u16,
+) -> Result<Guard, String> {
+    let dir = dir.join(format!("{name}-{port}"));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let child = match name {
-        "haproxy" => start_haproxy(dir, mode)?,
-        "nginx" => start_nginx_proxy(dir)?,
-        _ => start_duet(dir, exe, mode)?,
+        "haproxy" => start_haproxy(&dir, mode, port)?,
+        "nginx" => start_nginx_proxy(&dir, port)?,
+        _ => start_duet(&dir, exe, mode, port)?,
     };
     let mut proxy = Guard(child);
-    wait_port(PROXY_PORT)?;
+    wait_port(port)?;
     if let Ok(Some(status)) = proxy.0.try_wait() {
         return Err(format!("{name} exited at start ({status})"));
     }
     // Warm-up: fill pools and caches.
-    wrk(1)?;
+    wrk(port, 1)?;
     Ok(proxy)
 }
 
@@ -366,7 +413,7 @@ fn start_backends(dir: &Path) -> Result<Vec<Guard>, String> {
     Ok(out)
 }
 
-fn start_haproxy(dir: &Path, mode: Mode) -> Result<Child, String> {
+fn start_haproxy(dir: &Path, mode: Mode, port: u16) -> Result<Child, String> {
     let servers: String = BACKENDS
         .iter()
         .enumerate()
@@ -374,7 +421,7 @@ fn start_haproxy(dir: &Path, mode: Mode) -> Result<Child, String> {
         .collect();
     let conf = format!(
         "global\n    maxconn {maxconn}\n    nbthread 2\n\ndefaults\n    mode {m}\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n{http}\n\
-         frontend f\n    bind 127.0.0.1:{PROXY_PORT}\n    default_backend b\n\nbackend b\n    balance roundrobin\n{servers}",
+         frontend f\n    bind 127.0.0.1:{port}\n    default_backend b\n\nbackend b\n    balance roundrobin\n{servers}",
         maxconn = HAPROXY_MAXCONN.load(std::sync::atomic::Ordering::Relaxed),
         m = if mode == Mode::Tcp { "tcp" } else { "http" },
         http = if mode == Mode::Tcp {
@@ -390,7 +437,7 @@ fn start_haproxy(dir: &Path, mode: Mode) -> Result<Child, String> {
     spawn(cmd)
 }
 
-fn start_nginx_proxy(dir: &Path) -> Result<Child, String> {
+fn start_nginx_proxy(dir: &Path, port: u16) -> Result<Child, String> {
     let servers: String = BACKENDS
         .iter()
         .map(|p| format!("server 127.0.0.1:{p};"))
@@ -399,7 +446,7 @@ fn start_nginx_proxy(dir: &Path) -> Result<Child, String> {
         "daemon off; worker_processes 2; worker_rlimit_nofile 65536; pid {d}/proxy.pid; error_log {d}/proxy.err;\n\
          events {{ worker_connections 30000; }}\n\
          http {{ access_log off; upstream b {{ {servers} keepalive 64; keepalive_requests 1000000; }}\n\
-         server {{ listen 127.0.0.1:{PROXY_PORT}; keepalive_requests 1000000;\n\
+         server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;\n\
          location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n",
         d = dir.display()
     );
@@ -410,14 +457,15 @@ fn start_nginx_proxy(dir: &Path) -> Result<Child, String> {
     spawn(cmd)
 }
 
-fn start_duet(dir: &Path, exe: &PathBuf, mode: Mode) -> Result<Child, String> {
+fn start_duet(dir: &Path, exe: &PathBuf, mode: Mode, port: u16) -> Result<Child, String> {
     let backends: Vec<String> = BACKENDS
         .iter()
         .map(|p| format!("{{ address = \"127.0.0.1:{p}\" }}"))
         .collect();
     let conf = format!(
-        "[node]\nname = \"bench\"\nadmin = \"127.0.0.1:18089\"\nstate_dir = \"{}\"\nguardian = false\n\n\
-         [[balancer]]\nname = \"web\"\nbind = \"127.0.0.1:{PROXY_PORT}\"\nmode = \"{}\"\nbackends = [{}]\n",
+        "[node]\nname = \"bench\"\nadmin = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\nguardian = false\n\n\
+         [[balancer]]\nname = \"web\"\nbind = \"127.0.0.1:{port}\"\nmode = \"{}\"\nbackends = [{}]\n",
+        port + 1000,
         dir.join("state").display(),
         if mode == Mode::Tcp { "tcp" } else { "http" },
         backends.join(", ")
@@ -439,10 +487,10 @@ fn wait_port(port: u16) -> Result<(), String> {
     Err(format!("nothing listens on port {port}"))
 }
 
-fn wrk(seconds: u64) -> Result<String, String> {
+fn wrk(port: u16, seconds: u64) -> Result<String, String> {
     let out = Command::new("wrk")
         .args(["-t1", "-c64", &format!("-d{seconds}s"), "--latency"])
-        .arg(format!("http://127.0.0.1:{PROXY_PORT}/"))
+        .arg(format!("http://127.0.0.1:{port}/"))
         .output()
         .map_err(|e| format!("wrk: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -526,7 +574,7 @@ fn print_header(seconds: u64, rounds: usize) {
     println!("\n### HTTP proxy, {}", crate::utc_now());
     println!();
     println!(
-        "Machine: {}. {}; {}. wrk -t1 -c64 -d{seconds}s, two nginx backends, round robin, all on loopback. Medians over {rounds} rounds; each round runs every proxy once.",
+        "Machine: {}. {}; {}. wrk -t1 -c64 -d{seconds}s, two nginx backends, round robin, all on loopback; every proxy runs throughout and each of {rounds} rounds loads every proxy once in turn. Medians over rounds (lowest–highest).",
         crate::machine(),
         shell("haproxy -v 2>&1 | head -1"),
         shell("nginx -v 2>&1")
@@ -547,63 +595,58 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Per proxy, the median of each column over the rounds.
-fn medians(rounds: &[Vec<Run>]) -> Vec<Run> {
-    let names: Vec<&'static str> = rounds
-        .first()
-        .map_or(Vec::new(), |r| r.iter().map(|x| x.name).collect());
-    names
-        .into_iter()
-        .map(|name| {
-            let of = |f: fn(&Run) -> f64| {
-                median(
-                    rounds
-                        .iter()
-                        .flat_map(|r| r.iter().filter(|x| x.name == name).map(f))
-                        .collect(),
-                )
-            };
-            Run {
-                name,
-                rps: of(|r| r.rps),
-                p50_ms: of(|r| r.p50_ms),
-                p99_ms: of(|r| r.p99_ms),
-                cpu_us_per_req: of(|r| r.cpu_us_per_req),
-            }
-        })
+/// The median and the spread (lowest and highest) of `v`.
+fn spread(v: Vec<f64>) -> (f64, f64, f64) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (median(v), lo, hi)
+}
+
+/// One column of proxy `name` over the rounds.
+fn column(rounds: &[Vec<Run>], name: &str, f: fn(&Run) -> f64) -> Vec<f64> {
+    rounds
+        .iter()
+        .flat_map(|r| r.iter().filter(|x| x.name == name).map(f))
         .collect()
 }
 
-/// duet ÷ `other`: the median over rounds of each round's ratio, and every round's rps ratio.
+/// duet ÷ `other`: the median over rounds of each round's ratio, with the lowest and highest.
 fn print_ratios(rounds: &[Vec<Run>], other: &str) {
-    let ratio = |f: fn(&Run) -> f64| -> Vec<f64> {
-        rounds
-            .iter()
-            .filter_map(|r| {
-                let d = r.iter().find(|x| x.name == "duet")?;
-                let o = r.iter().find(|x| x.name == other)?;
-                Some(f(d) / f(o))
-            })
-            .collect()
+    let ratio = |f: fn(&Run) -> f64| {
+        spread(
+            rounds
+                .iter()
+                .filter_map(|r| {
+                    let d = r.iter().find(|x| x.name == "duet")?;
+                    let o = r.iter().find(|x| x.name == other)?;
+                    Some(f(d) / f(o))
+                })
+                .collect(),
+        )
     };
-    let rps = ratio(|r| r.rps);
-    let each: Vec<String> = rps.iter().map(|x| format!("{x:.2}")).collect();
+    let show = |(m, lo, hi): (f64, f64, f64)| format!("**{m:.2}** ({lo:.2}–{hi:.2})");
     println!(
-        "duet ÷ {other}: rps {:.2} (rounds: {}), p99 {:.2}, CPU/request {:.2}",
-        median(rps.clone()),
-        each.join(", "),
-        median(ratio(|r| r.p99_ms)),
-        median(ratio(|r| r.cpu_us_per_req)),
+        "duet ÷ {other}, median of per-round ratios (lowest–highest): CPU/request {}, rps {}, p99 {}",
+        show(ratio(|r| r.cpu_us_per_req)),
+        show(ratio(|r| r.rps)),
+        show(ratio(|r| r.p99_ms)),
     );
 }
 
-fn print_runs(runs: &[Run]) {
-    println!("| proxy | rps | p50 | p99 | CPU per request |");
+/// Per proxy: medians over rounds, with the lowest and highest round, CPU per request first.
+fn print_runs(rounds: &[Vec<Run>]) {
+    let names: Vec<&'static str> = rounds
+        .first()
+        .map_or(Vec::new(), |r| r.iter().map(|x| x.name).collect());
+    println!("| proxy | CPU per request | rps | p50 | p99 |");
     println!("|---|---|---|---|---|");
-    for r in runs {
+    for name in names {
+        let (cpu, cpu_lo, cpu_hi) = spread(column(rounds, name, |r| r.cpu_us_per_req));
+        let (rps, rps_lo, rps_hi) = spread(column(rounds, name, |r| r.rps));
+        let p50 = median(column(rounds, name, |r| r.p50_ms));
+        let (p99, p99_lo, p99_hi) = spread(column(rounds, name, |r| r.p99_ms));
         println!(
-            "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.1} µs |",
-            r.name, r.rps, r.p50_ms, r.p99_ms, r.cpu_us_per_req
+            "| {name} | {cpu:.1} µs ({cpu_lo:.1}–{cpu_hi:.1}) | {rps:.0} ({rps_lo:.0}–{rps_hi:.0}) | {p50:.2} ms | {p99:.2} ms ({p99_lo:.2}–{p99_hi:.2}) |"
         );
     }
 }
