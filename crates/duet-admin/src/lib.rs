@@ -178,6 +178,10 @@ pub struct VrrpStatus {
     /// Fault description (when FAULT).
     #[serde(default)]
     pub fault: Option<String>,
+    /// The VIPs this node has configured on the interface right now (what the kernel was
+    /// told, not what the state implies).
+    #[serde(default)]
+    pub vips_held: Vec<String>,
     /// Why the cluster layer does not allow MASTER now, if it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub veto: Option<String>,

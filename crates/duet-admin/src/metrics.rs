@@ -175,6 +175,16 @@ pub fn render(s: &Status) -> String {
     }
     let w = family(
         &mut out,
+        "duet_vrrp_vips_held",
+        "gauge",
+        "VIPs of the instance configured on its interface by this node now.",
+    );
+    for v in &s.vrrp {
+        lines.push(w.line(&[("instance", &v.name)], v.vips_held.len() as f64));
+    }
+    flush(&mut out, &mut lines);
+    let w = family(
+        &mut out,
         "duet_vrrp_vetoed",
         "gauge",
         "1 while the cluster layer does not allow MASTER for the instance.",

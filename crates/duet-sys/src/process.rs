@@ -74,3 +74,69 @@ mod tests {
         assert_eq!(lim.rlim_cur, lim.rlim_max);
     }
 }
+
+/// A Linux capability duet needs for some of its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Binding ports below 1024.
+    NetBindService,
+    /// Adding and removing addresses (VIPs), nftables.
+    NetAdmin,
+    /// Raw sockets (VRRP, gratuitous ARP/NA).
+    NetRaw,
+}
+
+impl Capability {
+    /// The kernel's bit number (`linux/capability.h`).
+    pub fn bit(self) -> u32 {
+        match self {
+            Capability::NetBindService => 10,
+            Capability::NetAdmin => 12,
+            Capability::NetRaw => 13,
+        }
+    }
+
+    /// The name as `capsh` and systemd write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::NetBindService => "CAP_NET_BIND_SERVICE",
+            Capability::NetAdmin => "CAP_NET_ADMIN",
+            Capability::NetRaw => "CAP_NET_RAW",
+        }
+    }
+}
+
+/// Whether this process holds `cap` in its effective set (read from `/proc/self/status`, so
+/// the answer is the kernel's, whatever the uid).
+pub fn has_capability(cap: Capability) -> io::Result<bool> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let mask = effective_mask(&status).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no CapEff line in /proc/self/status",
+        )
+    })?;
+    Ok(mask & (1u64 << cap.bit()) != 0)
+}
+
+/// The `CapEff` mask of a `/proc/PID/status` text.
+fn effective_mask(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+#[cfg(test)]
+mod capability_tests {
+    use super::*;
+
+    #[test]
+    fn the_effective_mask_is_read_from_the_status_text() {
+        let status = "Name:\tduet\nCapInh:\t0000000000000000\nCapEff:\t0000000000002000\n";
+        let mask = effective_mask(status).unwrap();
+        assert_ne!(mask & (1 << Capability::NetRaw.bit()), 0);
+        assert_eq!(mask & (1 << Capability::NetAdmin.bit()), 0);
+        assert_eq!(effective_mask("Name: x\n"), None);
+        // This process can always answer for itself.
+        assert!(has_capability(Capability::NetAdmin).is_ok());
+    }
+}

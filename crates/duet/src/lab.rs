@@ -459,6 +459,9 @@ pub struct DuetNode {
     pub admin: std::net::SocketAddr,
     /// Extra environment for the daemon (test knobs such as `DUET_LINK_POLL_MS`).
     pub env: Vec<(String, String)>,
+    /// A program (and its arguments) the daemon runs under, e.g. `setpriv` to drop a
+    /// capability; empty: none.
+    pub wrapper: Vec<String>,
 }
 
 impl DuetNode {
@@ -479,6 +482,7 @@ impl DuetNode {
             pid: None,
             admin,
             env: Vec::new(),
+            wrapper: Vec::new(),
         })
     }
 
@@ -488,7 +492,14 @@ impl DuetNode {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut cmd = lab.command(&self.host, exe);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = lab.command(&self.host, program);
+                cmd.args(args).arg(exe);
+                cmd
+            }
+            None => lab.command(&self.host, exe),
+        };
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("run")
             .arg("-c")

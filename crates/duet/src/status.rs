@@ -74,7 +74,9 @@ pub fn render(s: &Status) -> String {
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for v in &s.vrrp {
-        let master = if v.state == "MASTER" {
+        let master = if v.state == "MASTER" && v.vips_held.len() < v.vips.len() {
+            "(this node, VIPs not all held)".to_string()
+        } else if v.state == "MASTER" {
             "(this node)".to_string()
         } else {
             v.master.clone().unwrap_or_else(|| "-".into())

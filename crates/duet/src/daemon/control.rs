@@ -313,11 +313,15 @@ impl ControlPlane {
         log_drop(&mut self.drop_logged, name, src, reason);
     }
 
-    /// Recomputes every instance's tracking input from the latest readings.
+    /// Recomputes every instance's tracking input from the latest readings (and the VIP
+    /// faults, which hold an instance in FAULT whatever the trackers say).
     fn retrack(&mut self) {
         let now = self.clock.now();
         for inst in &mut self.instances {
-            let health = self.readings.tracking_of(&inst.cfg);
+            let mut health = self.readings.tracking_of(&inst.cfg);
+            if let Some(f) = &inst.vip_fault {
+                health.fault = Some(f.message.clone());
+            }
             if *inst.core.tracking() != health {
                 inst.core.set_tracking(now, health);
             }
@@ -332,6 +336,7 @@ impl ControlPlane {
                     i.core.poll_timeout(),
                     i.garp.map(|(at, _)| at),
                     i.garp_refresh,
+                    i.vip_fault.as_ref().map(|f| f.retry_at),
                 ]
             })
             .chain([
@@ -410,8 +415,15 @@ impl ControlPlane {
             inst.core.handle_timeout(now);
             self.fx.announce_due(inst, now);
         }
+        self.retry_vips(now);
         if let Some(due) = self.fx.next_refresh.filter(|t| *t <= now) {
-            self.fx.vips.refresh();
+            for (ifname, e) in self.fx.vips.refresh() {
+                for inst in self.instances.iter_mut().filter(|i| {
+                    i.cfg.interface == ifname && i.core.state() == duet_vrrp::State::Master
+                }) {
+                    inst.fail_vips(now, e.message.clone(), e.permission);
+                }
+            }
             let every = self.fx.vips.refresh_interval();
             self.fx.next_refresh = every.map(|d| now + d);
             // A refresh more than a whole interval late means this process was frozen (SIGSTOP,
@@ -428,6 +440,36 @@ impl ControlPlane {
                     }
                 }
             }
+        }
+    }
+
+    /// Lifts VIP faults whose retry time came, so the instance may try again (a missing
+    /// privilege is checked first: without it the fault stays and the next check backs off).
+    fn retry_vips(&mut self, now: Instant) {
+        let mut lifted = false;
+        for inst in &mut self.instances {
+            let Some(permission) = inst
+                .vip_fault
+                .as_ref()
+                .filter(|f| f.retry_at <= now)
+                .map(|f| f.permission)
+            else {
+                continue;
+            };
+            if permission && !has_net_admin() {
+                inst.vip_failures = inst.vip_failures.saturating_add(1);
+                let next = now + inst.vip_backoff();
+                if let Some(f) = &mut inst.vip_fault {
+                    f.retry_at = next;
+                }
+                continue;
+            }
+            tracing::info!("{}: trying the VIPs again", inst.cfg.name);
+            inst.vip_fault = None;
+            lifted = true;
+        }
+        if lifted {
+            self.retrack();
         }
     }
 
@@ -523,9 +565,21 @@ impl ControlPlane {
             .collect();
         self.config = config;
         self.update_watch_list();
+        let net_admin = has_net_admin();
         for i in fresh {
             let inst = &mut self.instances[i];
-            let health = self.readings.tracking_of(&inst.cfg);
+            if !net_admin {
+                inst.vip_failures = 1;
+                inst.vip_fault = Some(super::instance::VipFault {
+                    message: "missing CAP_NET_ADMIN: cannot add VIPs".into(),
+                    permission: true,
+                    retry_at: now + inst.vip_backoff(),
+                });
+            }
+            let mut health = self.readings.tracking_of(&inst.cfg);
+            if let Some(f) = &inst.vip_fault {
+                health.fault = Some(f.message.clone());
+            }
             inst.core.set_tracking(now, health);
             inst.core.start(now);
         }
@@ -640,12 +694,19 @@ impl ControlPlane {
             self.started,
             &self.instances,
             &self.readings,
+            &self.fx.vips,
             &self.unmatched_drops,
         );
         status.balancers = balancers::status(&self.balancers);
         status.cluster = self.cluster.as_ref().map(|c| c.status(self.clock.now()));
         self.published.publish(status);
     }
+}
+
+/// Whether this process may add addresses (an unreadable answer counts as yes: the add then
+/// says what is wrong).
+fn has_net_admin() -> bool {
+    duet_sys::process::has_capability(duet_sys::process::Capability::NetAdmin).unwrap_or(true)
 }
 
 /// Logs a dropped packet at most once a minute per reason and sender.

@@ -123,10 +123,16 @@ impl Effects {
                         message,
                     })
                     .collect();
-                self.vips.add(&ifname, ifindex, &inst.cfg.vips);
-                self.vips.set_goodbyes(&inst.cfg.name, goodbyes);
-                if self.next_refresh.is_none() {
-                    self.next_refresh = self.vips.refresh_interval().map(|d| now + d);
+                match self.vips.add(&ifname, ifindex, &inst.cfg.vips) {
+                    Ok(()) => {
+                        inst.vip_failures = 0;
+                        self.vips.set_goodbyes(&inst.cfg.name, goodbyes);
+                        if self.next_refresh.is_none() {
+                            self.next_refresh = self.vips.refresh_interval().map(|d| now + d);
+                        }
+                    }
+                    // The instance goes to FAULT: its RemoveVips follows in this same drain.
+                    Err(e) => inst.fail_vips(now, e.message, e.permission),
                 }
             }
             Action::RemoveVips => {

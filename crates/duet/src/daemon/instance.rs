@@ -38,7 +38,27 @@ pub struct Inst {
     pub garp_refresh: Option<Instant>,
     /// A peer was last heard (heartbeat) claiming this instance while this node is MASTER.
     pub peer_claims: bool,
+    /// The kernel refused this instance's VIPs: it stays in FAULT until `retry_at`.
+    pub vip_fault: Option<VipFault>,
+    /// VIP failures in a row (the retry backoff doubles with each).
+    pub vip_failures: u32,
 }
+
+/// Why an instance cannot hold its VIPs, and when to try again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipFault {
+    /// What the kernel said.
+    pub message: String,
+    /// A missing privilege: the retry only happens once the capability is there.
+    pub permission: bool,
+    /// When to try again.
+    pub retry_at: Instant,
+}
+
+/// The first retry after a VIP failure; it doubles with each failure in a row.
+const VIP_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait between retries.
+const VIP_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Inst {
     /// Resolves the interface and source address and builds the core.
@@ -92,7 +112,36 @@ impl Inst {
             garp: None,
             garp_refresh: None,
             peer_claims: false,
+            vip_fault: None,
+            vip_failures: 0,
         })
+    }
+
+    /// The kernel refused this instance's VIPs: FAULT (which releases MASTER, so the peer can
+    /// serve, and removes whatever was added), with the reason in the log, the status and the
+    /// notify hooks, and a retry after a backoff that doubles up to a minute.
+    pub fn fail_vips(&mut self, now: Instant, message: String, permission: bool) {
+        self.vip_failures = self.vip_failures.saturating_add(1);
+        let backoff = self.vip_backoff();
+        tracing::error!(
+            "{}: {message}; FAULT, next try in {}",
+            self.cfg.name,
+            duet_time::format_duration(backoff)
+        );
+        self.vip_fault = Some(VipFault {
+            message: message.clone(),
+            permission,
+            retry_at: now + backoff,
+        });
+        let mut health = self.core.tracking().clone();
+        health.fault = Some(message);
+        self.core.set_tracking(now, health);
+    }
+
+    /// The wait before the next retry after the failures so far.
+    pub fn vip_backoff(&self) -> std::time::Duration {
+        let doublings = self.vip_failures.saturating_sub(1).min(6);
+        (VIP_RETRY_FIRST * 2u32.pow(doublings)).min(VIP_RETRY_MAX)
     }
 
     /// Where adverts go: the configured unicast peers, or the multicast group.

@@ -48,11 +48,7 @@ pub fn run(config_path: &Path) -> i32 {
 }
 
 fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> {
-    if duet_sys::process::effective_uid() != 0 {
-        tracing::warn!(
-            "not running as root: duet needs CAP_NET_ADMIN (VIPs) and CAP_NET_RAW (VRRP sockets)"
-        );
-    }
+    check_capabilities(&config);
     match duet_sys::process::raise_fd_limit() {
         Ok(n) if n < 4096 && !config.balancer.is_empty() => tracing::warn!(
             "open files are limited to {n}: raise LimitNOFILE for balancers with many connections"
@@ -144,6 +140,51 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
     hooks.wait_idle(max_notify + Duration::from_millis(500));
     tracing::info!("duet stopped");
     Ok(())
+}
+
+/// Says which capability the config needs and this process lacks (read from the kernel, not
+/// guessed from the uid). Instances without CAP_NET_ADMIN start in FAULT; the rest fails where
+/// it is used, with the kernel's error.
+fn check_capabilities(config: &duet_config::Config) {
+    use duet_sys::process::{Capability, has_capability};
+    let low_port = |a: &std::net::SocketAddr| a.port() != 0 && a.port() < 1024;
+    let mut needs: Vec<(Capability, &str)> = Vec::new();
+    if !config.vrrp.is_empty() {
+        needs.push((
+            Capability::NetAdmin,
+            "VIPs cannot be added: VRRP instances stay in FAULT",
+        ));
+        needs.push((
+            Capability::NetRaw,
+            "VRRP and gratuitous ARP/NA sockets cannot be opened",
+        ));
+    }
+    if config.vrrp.iter().any(|v| !v.accept) {
+        needs.push((
+            Capability::NetAdmin,
+            "the accept = false firewall table cannot be set",
+        ));
+    }
+    let low_binds = config.balancer.iter().any(|b| {
+        low_port(&b.bind)
+            || b.tls
+                .as_ref()
+                .and_then(|t| t.redirect_from)
+                .is_some_and(|r| low_port(&r))
+    }) || low_port(&config.node.admin);
+    if low_binds {
+        needs.push((
+            Capability::NetBindService,
+            "ports below 1024 cannot be bound",
+        ));
+    }
+    for (cap, what) in needs {
+        match has_capability(cap) {
+            Ok(true) => {}
+            Ok(false) => tracing::error!("missing {}: {what}", cap.name()),
+            Err(e) => tracing::warn!("cannot read this process's capabilities: {e}"),
+        }
+    }
 }
 
 /// The admin API's write side, when an operator token is configured.

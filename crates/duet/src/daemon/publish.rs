@@ -5,6 +5,7 @@ use duet_vrrp::{DropReason, TrackerReading};
 
 use super::instance::Inst;
 use super::readings::Readings;
+use super::vips::VipManager;
 
 /// The `GET /v1/status` document.
 pub fn status(
@@ -12,6 +13,7 @@ pub fn status(
     started: std::time::Instant,
     instances: &[Inst],
     readings: &Readings,
+    vips: &VipManager,
     unmatched_drops: &[u64; DropReason::ALL.len()],
 ) -> Status {
     let by_reason = |count: &dyn Fn(DropReason) -> u64| {
@@ -50,6 +52,7 @@ pub fn status(
                 advert_interval_ms: i.cfg.advert_interval.0.as_millis() as u64,
                 master: i.core.master().map(|m| m.address.to_string()),
                 fault: i.core.fault().map(str::to_string),
+                vips_held: vips.held_of(&i.cfg.interface, &i.cfg.vips),
                 veto: i.core.veto().map(str::to_string),
                 reason: i.last_reason.clone(),
                 in_state_seconds: i.since.elapsed().as_secs_f64(),

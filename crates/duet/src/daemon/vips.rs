@@ -12,6 +12,20 @@ use duet_config::{Config, Vip};
 use duet_sys::Netlink;
 use duet_sys::guardian::{Command as GuardianCommand, Goodbye};
 
+/// Why the kernel refused a VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipError {
+    /// What failed, with the kernel's error.
+    pub message: String,
+    /// A missing privilege (EPERM, EACCES): retrying is pointless until it is granted.
+    pub permission: bool,
+}
+
+fn is_permission(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        || e.kind() == std::io::ErrorKind::PermissionDenied
+}
+
 /// A VIP as configured on an interface.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HeldVip {
@@ -113,8 +127,10 @@ impl VipManager {
         self.write_state();
     }
 
-    /// Configures `vips` and tells the guardian about them and about the goodbye adverts.
-    pub fn add(&mut self, ifname: &str, ifindex: u32, vips: &[Vip]) {
+    /// Configures `vips` and tells the guardian about them. Stops at the first VIP the kernel
+    /// refuses and says why (the caller puts the instance in FAULT and removes what was added).
+    pub fn add(&mut self, ifname: &str, ifindex: u32, vips: &[Vip]) -> Result<(), VipError> {
+        let mut result = Ok(());
         for vip in vips {
             match self
                 .nl
@@ -133,16 +149,39 @@ impl VipManager {
                         prefix: vip.prefix,
                     });
                 }
-                Err(e) => tracing::error!("adding VIP {vip} on {ifname}: {e}"),
+                Err(e) => {
+                    result = Err(VipError {
+                        permission: is_permission(&e),
+                        message: format!("cannot add VIP {vip} on {ifname}: {e}"),
+                    });
+                    break;
+                }
             }
         }
         self.write_state();
+        result
     }
 
-    /// Removes `vips`.
+    /// The VIPs of `vips` this daemon holds on `ifname` now.
+    pub fn held_of(&self, ifname: &str, vips: &[Vip]) -> Vec<String> {
+        vips.iter()
+            .filter(|v| {
+                self.held
+                    .iter()
+                    .any(|h| h.ifname == ifname && h.address == v.address)
+            })
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Removes `vips` (those not held are skipped: a failed add leaves some unconfigured).
     pub fn remove(&mut self, ifname: &str, ifindex: u32, vips: &[Vip]) {
         for vip in vips {
-            if let Err(e) = self.nl.delete_address(ifindex, vip.address, vip.prefix) {
+            let held = self
+                .held
+                .iter()
+                .any(|h| h.ifname == ifname && h.address == vip.address);
+            if held && let Err(e) = self.nl.delete_address(ifindex, vip.address, vip.prefix) {
                 tracing::error!("removing VIP {vip} from {ifname}: {e}");
             }
             self.held.remove(&HeldVip {
@@ -161,23 +200,31 @@ impl VipManager {
     }
 
     /// Refreshes the lifetime of every held VIP (re-adding any that expired while frozen).
-    pub fn refresh(&mut self) {
+    /// Returns the interfaces where the kernel refused, with why: those instances no longer
+    /// hold their VIPs.
+    pub fn refresh(&mut self) -> Vec<(String, VipError)> {
         let Some(lifetime) = self.lifetime else {
-            return;
+            return Vec::new();
         };
+        let mut failed = Vec::new();
         for v in &self.held {
             if let Err(e) = self
                 .nl
                 .replace_address(v.ifindex, v.address, v.prefix, Some(lifetime))
             {
-                tracing::warn!(
-                    "refreshing VIP {}/{} on {}: {e}",
-                    v.address,
-                    v.prefix,
-                    v.ifname
-                );
+                failed.push((
+                    v.ifname.clone(),
+                    VipError {
+                        permission: is_permission(&e),
+                        message: format!(
+                            "cannot refresh VIP {}/{} on {}: {e}",
+                            v.address, v.prefix, v.ifname
+                        ),
+                    },
+                ));
             }
         }
+        failed
     }
 
     /// Registers the priority-0 adverts the guardian sends if the daemon dies while master.
