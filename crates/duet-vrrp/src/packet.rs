@@ -214,11 +214,14 @@ pub enum DropReason {
     OwnAdvert,
     /// Source is not one of the configured unicast peers.
     UnknownPeer,
+    /// With a cluster heartbeat: the source is not a cluster peer's address (a stranger on the
+    /// LAN, whose advert must neither take nor steal the VIP).
+    NotClusterPeer,
 }
 
 impl DropReason {
     /// Every reason, for exporting zero-valued counters.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Truncated,
         DropReason::BadLength,
         DropReason::BadVersion,
@@ -231,6 +234,7 @@ impl DropReason {
         DropReason::IntervalMismatch,
         DropReason::OwnAdvert,
         DropReason::UnknownPeer,
+        DropReason::NotClusterPeer,
     ];
 
     /// A short stable label for metrics and logs.
@@ -248,6 +252,7 @@ impl DropReason {
             DropReason::IntervalMismatch => "interval",
             DropReason::OwnAdvert => "own",
             DropReason::UnknownPeer => "peer",
+            DropReason::NotClusterPeer => "stranger",
         }
     }
 

@@ -83,3 +83,98 @@ fn a_node_without_cap_net_admin_is_fault_not_master_and_the_peer_serves() {
     assert_eq!(state(&alpha).as_deref(), Some("FAULT"), "{}", logs());
     assert_eq!(state(&beta).as_deref(), Some("MASTER"), "{}", logs());
 }
+
+/// Python that multicasts valid VRRPv3 adverts for VRID 51 with priority 254 (IPv4 checksum over
+/// the pseudo-header, as keepalived and duet send) from the host it runs on, every 50 ms for
+/// `seconds`.
+fn forger(src: &str, seconds: u32) -> String {
+    format!(
+        r#"
+import socket, struct, time
+src = "{src}"
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(src))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while t >> 16: t = (t & 0xffff) + (t >> 16)
+    return ~t & 0xffff
+body = bytes([0x31, 51, 254, 1, 0, 10, 0, 0]) + socket.inet_aton("10.99.0.100")
+pseudo = socket.inet_aton(src) + socket.inet_aton("224.0.0.18") + struct.pack("!BBH", 0, 112, len(body))
+c = csum(pseudo + body)
+pkt = body[:6] + struct.pack("!H", c) + body[8:]
+end = time.time() + {seconds}
+while time.time() < end:
+    s.sendto(pkt, ("224.0.0.18", 0))
+    time.sleep(0.05)
+"#
+    )
+}
+
+/// Starts the forger on the pair's client (10.99.0.10).
+fn forge(p: &common::Pair, seconds: u32) -> std::process::Child {
+    p.lab
+        .command(&p.client, "python3")
+        .args(["-c", &forger("10.99.0.10", seconds)])
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn without_a_heartbeat_a_forged_advert_is_obeyed_as_keepalived_does() {
+    // The documented risk of plain VRRP (RFC 9568 has no authentication), and the proof that
+    // the forger's adverts are valid: the master steps down to the stranger's priority 254.
+    let (a, b) = configs("100ms", "");
+    let Some(p) = common::pair("forge0", &a, &b, &format!("{VIP}:8080")) else {
+        return;
+    };
+    let mut f = forge(&p, 3);
+    let stepped = wait_for(S(3), || {
+        p.state(common::Node::Alpha).as_deref() == Some("BACKUP")
+    });
+    let _ = f.wait();
+    assert!(
+        stepped.is_some(),
+        "the forged advert was not obeyed: is it valid?\n{}",
+        p.logs()
+    );
+}
+
+#[test]
+fn with_a_heartbeat_a_strangers_adverts_neither_take_nor_steal_the_vip() {
+    let Some(p) = common::cluster("forge1", "", false) else {
+        return;
+    };
+    let mut f = forge(&p, 3);
+    // For the whole forgery: alpha stays MASTER and keeps answering on the VIP.
+    let start = std::time::Instant::now();
+    while start.elapsed() < S(3) {
+        assert_eq!(
+            p.state(common::Node::Alpha).as_deref(),
+            Some("MASTER"),
+            "{}",
+            p.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = f.wait();
+    assert!(p.wait_answer("alpha", S(2)).is_some(), "{}", p.logs());
+    let s = p.status(common::Node::Alpha).unwrap();
+    let dropped = s.vrrp[0]
+        .counters
+        .dropped
+        .get("stranger")
+        .copied()
+        .unwrap_or(0);
+    assert!(dropped >= 20, "only {dropped} stranger adverts counted");
+    let beta = p.status(common::Node::Beta).unwrap();
+    assert_eq!(beta.vrrp[0].state, "BACKUP");
+    // Logged once per source (per minute), not per packet.
+    let lines = p
+        .alpha
+        .log_text()
+        .matches("dropped VRRP packet from 10.99.0.10: sender is not a cluster peer")
+        .count();
+    assert_eq!(lines, 1, "{}", p.logs());
+}

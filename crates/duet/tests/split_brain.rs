@@ -6,39 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Node, Pair, VIP, exe};
+use common::{Node, Pair, VIP, cluster};
 use duet::lab::wait_for;
 
 const S: fn(u64) -> Duration = Duration::from_secs;
-
-/// alpha (150) and beta (100), VRRPv3 at 100 ms, heartbeats every 50 ms on two links (the LAN
-/// and a direct cable), `extra` appended (e.g. `[witness]`). A witness host (10.99.0.20)
-/// exists; `witness` starts `duet witness` on it.
-fn cluster(tag: &str, extra: &str, witness: bool) -> Option<Pair> {
-    let p = common::pair_with(tag, &format!("{VIP}:8080"), |lab, a, b| {
-        let w = lab.add_host("witness", 20).unwrap();
-        lab.add_direct_link(a, b).unwrap();
-        let key = lab.cluster_key().unwrap();
-        if witness {
-            lab.start_witness(&exe(), &w, &key).unwrap();
-        }
-        let heartbeat = |me: u8, peer: u8| duet::lab::heartbeat_config(me, peer, &key, extra);
-        let (ac, bc) = common::configs("100ms", "");
-        (ac + &heartbeat(2, 3), bc + &heartbeat(3, 2))
-    })?;
-    // Settled also means both heartbeat links carry heartbeats.
-    let ok = wait_for(S(15), || {
-        p.status(Node::Beta)
-            .and_then(|s| s.cluster)
-            .is_some_and(|c| c.peers.iter().all(|p| p.links == [true, true]))
-    });
-    assert!(
-        ok.is_some(),
-        "the heartbeat links never came up\n{}",
-        p.logs()
-    );
-    Some(p)
-}
 
 /// Samples for `how_long` whether both nodes hold the VIP at once; returns the longest such
 /// stretch seen.

@@ -336,6 +336,16 @@ impl Cluster {
         self.member.verdict(now, local)
     }
 
+    /// Whether `ip` is a cluster peer's address on one of the heartbeat links: only such a
+    /// sender's VRRP adverts are obeyed while the heartbeat runs.
+    pub fn is_peer_address(&self, ip: std::net::IpAddr) -> bool {
+        self.cfg
+            .links
+            .iter()
+            .flat_map(|l| &l.peers)
+            .any(|p| p.ip() == ip)
+    }
+
     /// Whether a peer heard now reports MASTER for `vrid`.
     pub fn peer_master(&self, vrid: u8) -> bool {
         self.member.peer_master(vrid)

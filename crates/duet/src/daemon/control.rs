@@ -275,6 +275,24 @@ impl ControlPlane {
             .filter(|i| i.key == key && i.cfg.vrid == advert.vrid.get())
         {
             matched = true;
+            // With a heartbeat, the cluster knows its peers through authenticated messages: a
+            // stranger's advert (any host on the LAN can multicast one) is not obeyed. Our own
+            // looped-back adverts go on to the core, which counts them as its own.
+            let stranger = self.cluster.as_ref().is_some_and(|c| {
+                src != inst.source
+                    && !c.is_peer_address(src)
+                    && !inst.cfg.unicast_peers.contains(&src)
+            });
+            if stranger {
+                inst.core.count_drop(DropReason::NotClusterPeer);
+                log_drop(
+                    &mut self.drop_logged,
+                    &inst.cfg.name,
+                    src,
+                    DropReason::NotClusterPeer,
+                );
+                continue;
+            }
             if !inst.cfg.unicast_peers.is_empty() && !inst.cfg.unicast_peers.contains(&src) {
                 inst.core.count_drop(DropReason::UnknownPeer);
                 log_drop(
@@ -748,5 +766,8 @@ fn describe(reason: DropReason) -> &'static str {
         DropReason::IntervalMismatch => "advert interval differs from ours (VRRPv2)",
         DropReason::OwnAdvert => "our own advert",
         DropReason::UnknownPeer => "sender is not a configured unicast peer",
+        DropReason::NotClusterPeer => {
+            "sender is not a cluster peer (not an address of [heartbeat] links): ignored"
+        }
     }
 }
