@@ -168,6 +168,28 @@ fn slow(conn: TcpStream, name: &str, _stop: &AtomicBool) {
     }
 }
 
+/// Polls `cond` every 5 ms for up to `limit`; whether it became true.
+fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits (up to 5 s) until a request holds a slot on backend `i` of `p`: the event a test
+/// must see before it acts "while a request is in flight", instead of a sleep.
+fn holds_a_slot(p: &Proxy, i: usize) -> bool {
+    until(Duration::from_secs(5), || {
+        p.backends()[i].backend.stats.active.load(Ordering::SeqCst) > 0
+    })
+}
+
 #[test]
 fn maxconn_queues_requests_and_a_full_queue_answers_503() {
     let b = common::spawn("limited", slow);
@@ -195,8 +217,7 @@ fn maxconn_queues_requests_and_a_full_queue_answers_503() {
     assert_eq!(SLOW_MAX.load(Ordering::SeqCst), 1, "maxconn 1 was exceeded");
     // The slot is freed when the proxy's task finishes, just after the client has its
     // answer: wait for it (a leaked slot never comes back).
-    let freed = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(10));
+    let freed = until(Duration::from_secs(1), || {
         p.backends()[0].backend.stats.active.load(Ordering::SeqCst) == 0
     });
     assert!(freed, "a maxconn slot was never given back");
@@ -208,7 +229,7 @@ fn maxconn_queues_requests_and_a_full_queue_answers_503() {
     });
     std::thread::scope(|s| {
         let first = s.spawn(|| get(&p, "/", "x"));
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(holds_a_slot(&p, 0), "the first request never took the slot");
         let (status, body) = get(&p, "/", "x");
         assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
         assert!(body.contains("connection limit"), "{body}");
@@ -221,7 +242,7 @@ fn maxconn_queues_requests_and_a_full_queue_answers_503() {
     });
     std::thread::scope(|s| {
         let first = s.spawn(|| get(&p, "/", "x"));
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(holds_a_slot(&p, 0), "the first request never took the slot");
         assert_eq!(get(&p, "/", "x").0, "HTTP/1.1 503 Service Unavailable");
         assert_eq!(first.join().unwrap().1, "slow");
     });
@@ -282,7 +303,7 @@ fn http_mode_sends_a_proxy_header_once_per_backend_connection_and_never_shares_i
             assert_eq!(status, "HTTP/1.1 200 OK");
         }
     }
-    std::thread::sleep(Duration::from_millis(100));
+    // The backend records a request before it answers it, so everything is in by now.
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "one backend connection per client: {seen:?}");
     for conn in &seen {
@@ -386,7 +407,7 @@ fn a_drained_backend_finishes_in_flight_takes_nothing_new_and_comes_back() {
             }
             got
         });
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(holds_a_slot(&p, 1), "no request reached the slow backend");
         p.set_draining(s.addr, true).unwrap();
         let answers = slow_request.join().unwrap();
         assert!(answers.contains(&"slow".to_string()), "{answers:?}");
@@ -418,7 +439,7 @@ fn stop_closes_idle_connections_and_lets_a_request_in_flight_finish() {
     );
     std::thread::scope(|scope| {
         let in_flight = scope.spawn(|| get(&p, "/", "x"));
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(holds_a_slot(&p, 0), "the request never reached the backend");
         p.stop();
         assert_eq!(in_flight.join().unwrap().1, "slow");
     });

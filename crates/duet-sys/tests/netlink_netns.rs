@@ -11,10 +11,25 @@ fn private_netns() -> bool {
     // SAFETY: unshare only affects the calling thread's namespaces; no memory is involved.
     let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
     if rc != 0 {
-        eprintln!(
-            "skipping: cannot create a network namespace ({}); run as root",
+        let why = format!(
+            "cannot create a network namespace ({}); run as root",
             std::io::Error::last_os_error()
         );
+        // As duet::lab::skip, which this crate cannot use: strict under DUET_REQUIRE_ROOT=1,
+        // and counted through DUET_SKIP_LOG.
+        assert!(
+            std::env::var("DUET_REQUIRE_ROOT").as_deref() != Ok("1"),
+            "{why}, and DUET_REQUIRE_ROOT=1 forbids skipping"
+        );
+        eprintln!("skipping: {why}");
+        if let Some(path) = std::env::var_os("DUET_SKIP_LOG") {
+            let line = format!("netlink_netns: {why}\n");
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+        }
         return false;
     }
     true

@@ -18,11 +18,10 @@ fn keepalived_available() -> bool {
     if have_program("keepalived") {
         return true;
     }
-    assert!(
-        std::env::var("DUET_REQUIRE_TOOLS").as_deref() != Ok("1"),
-        "keepalived is not installed but DUET_REQUIRE_TOOLS=1"
+    duet::lab::skip(
+        "keepalived is not installed (apt-get install keepalived)",
+        "DUET_REQUIRE_TOOLS",
     );
-    eprintln!("skipping: keepalived is not installed (apt-get install keepalived)");
     false
 }
 

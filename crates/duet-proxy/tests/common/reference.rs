@@ -38,6 +38,14 @@ pub fn haproxy_available() -> bool {
             "haproxy is required (DUET_REQUIRE_TOOLS=1) but not installed"
         );
         eprintln!("haproxy not installed: comparing with duet alone");
+        if let Some(path) = std::env::var_os("DUET_SKIP_LOG") {
+            let line = "hostile: the HAProxy comparison (haproxy not installed)\n";
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+        }
     }
     found
 }

@@ -30,7 +30,7 @@ pub fn exe() -> PathBuf {
 /// `None` (with a message) when this process cannot build namespaces.
 pub fn lab(tag: &str) -> Option<Lab> {
     if let Err(e) = duet::lab::can_build_labs() {
-        eprintln!("skipping: {e} (these tests need root)");
+        duet::lab::skip(&format!("{e} (these tests need root)"), "DUET_REQUIRE_ROOT");
         return None;
     }
     Some(Lab::new(tag).expect("lab"))
