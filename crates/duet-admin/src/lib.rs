@@ -276,16 +276,23 @@ impl std::fmt::Debug for Control {
 }
 
 /// Binds `addr` now (so the caller sees bind errors) and serves on a new thread. Without
-/// `control`, the API is read-only.
+/// `control`, the API is read-only. `names`: host names besides IP literals and `localhost`
+/// that clients may use for the API (`node.admin_names`).
 pub fn spawn(
     addr: SocketAddr,
     published: Arc<Published>,
     control: Option<Control>,
+    names: Vec<String>,
 ) -> std::io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| std::io::Error::new(e.kind(), format!("admin API on {addr}: {e}")))?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
+    let api = Arc::new(Api {
+        published,
+        control,
+        names,
+    });
     std::thread::Builder::new()
         .name("duet-admin".into())
         .spawn(move || {
@@ -293,16 +300,19 @@ pub fn spawn(
                 .enable_all()
                 .build()
                 .expect("admin runtime");
-            rt.block_on(serve(listener, published, control));
+            rt.block_on(serve(listener, api));
         })?;
     Ok(local)
 }
 
-async fn serve(
-    listener: std::net::TcpListener,
+/// The API's state: what it reads and who may act.
+struct Api {
     published: Arc<Published>,
     control: Option<Control>,
-) {
+    names: Vec<String>,
+}
+
+async fn serve(listener: std::net::TcpListener, api: Arc<Api>) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -319,22 +329,18 @@ async fn serve(
                 continue;
             }
         };
-        let published = published.clone();
-        let control = control.clone();
+        let api = api.clone();
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
             let service = service_fn(move |req| {
-                let published = published.clone();
-                let control = control.clone();
+                let api = api.clone();
                 async move {
-                    if req.method() != Method::POST {
-                        return Ok::<_, Infallible>(route(&req, &published));
-                    }
-                    let action = match authorize(&req, control.as_ref()) {
-                        Ok(a) => a,
-                        Err(e) => return Ok(action_error(&e)),
-                    };
-                    let Some(control) = control else {
+                    let action =
+                        match answer(&req, &api.published, api.control.as_ref(), &api.names) {
+                            Answer::Now(response) => return Ok::<_, Infallible>(response),
+                            Answer::Act(action) => action,
+                        };
+                    let Some(control) = &api.control else {
                         return Ok(error(StatusCode::FORBIDDEN, "read-only"));
                     };
                     let op = control.operator.clone();
@@ -360,10 +366,138 @@ async fn serve(
     }
 }
 
-/// Checks a `POST`: the operator token, then the path; returns the action it asks for or why
-/// it is refused.
-pub fn authorize<B>(req: &Request<B>, control: Option<&Control>) -> Result<Action, ActionError> {
+/// The endpoints, each with the one method it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    Status,
+    Metrics,
+    Act(Action),
+}
+
+impl Endpoint {
+    /// The endpoint at `path`, if any.
+    fn at(path: &str) -> Option<Endpoint> {
+        match path {
+            "/v1/status" => return Some(Endpoint::Status),
+            "/metrics" => return Some(Endpoint::Metrics),
+            "/v1/reload" => return Some(Endpoint::Act(Action::Reload)),
+            _ => {}
+        }
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match parts.as_slice() {
+            [
+                "v1",
+                "balancers",
+                balancer,
+                "backends",
+                backend,
+                verb @ ("drain" | "enable"),
+            ] => Some(Endpoint::Act(Action::Backend {
+                balancer: balancer.to_string(),
+                backend: backend.to_string(),
+                drain: *verb == "drain",
+            })),
+            _ => None,
+        }
+    }
+
+    fn method(&self) -> Method {
+        match self {
+            Endpoint::Status | Endpoint::Metrics => Method::GET,
+            Endpoint::Act(_) => Method::POST,
+        }
+    }
+}
+
+/// What to do with a request.
+enum Answer {
+    /// Answer this now.
+    Now(Response<Full<Bytes>>),
+    /// An authorized operator action to carry out.
+    Act(Action),
+}
+
+/// Checks a request in order, host, path, method, token, and says what to do with it.
+fn answer<B>(
+    req: &Request<B>,
+    published: &Published,
+    control: Option<&Control>,
+    names: &[String],
+) -> Answer {
     let path = req.uri().path();
+    if let Err(why) = host_allowed(req, names) {
+        return Answer::Now(error(StatusCode::FORBIDDEN, &why));
+    }
+    let Some(endpoint) = Endpoint::at(path) else {
+        return Answer::Now(error(
+            StatusCode::NOT_FOUND,
+            &format!("no such endpoint: {path}"),
+        ));
+    };
+    let allowed = endpoint.method();
+    if req.method() != allowed {
+        let mut r = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{} {path}: only {allowed} is allowed", req.method()),
+        );
+        if let Ok(v) = allowed.as_str().parse() {
+            r.headers_mut().insert(hyper::header::ALLOW, v);
+        }
+        return Answer::Now(r);
+    }
+    match endpoint {
+        Endpoint::Status => {
+            let body = serde_json::to_vec_pretty(&*published.get()).unwrap_or_default();
+            Answer::Now(respond(StatusCode::OK, "application/json", body))
+        }
+        Endpoint::Metrics => Answer::Now(respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            render_metrics(&published.get()).into_bytes(),
+        )),
+        Endpoint::Act(action) => match authorize(req, control) {
+            Ok(()) => Answer::Act(action),
+            Err(e) => Answer::Now(action_error(&e)),
+        },
+    }
+}
+
+/// A page on another site can reach a loopback API through DNS rebinding (its own name, made
+/// to resolve to 127.0.0.1): such a request carries that name as its `Host`. Only IP literals,
+/// `localhost` and the configured `names` pass.
+fn host_allowed<B>(req: &Request<B>, names: &[String]) -> Result<(), String> {
+    let mut hosts = req.headers().get_all(hyper::header::HOST).iter();
+    let Some(host) = hosts.next() else {
+        // Browsers always send one; a request without is not a rebinding page.
+        return Ok(());
+    };
+    if hosts.next().is_some() {
+        return Err("several Host headers".into());
+    }
+    let host = host
+        .to_str()
+        .map_err(|_| "unreadable Host header".to_string())?;
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    let ok = bare.parse::<std::net::IpAddr>().is_ok()
+        || bare.eq_ignore_ascii_case("localhost")
+        || names.iter().any(|n| n.eq_ignore_ascii_case(bare));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "Host {host:?} is not an address of this admin API; use its IP, localhost, or add the name to node.admin_names"
+        ))
+    }
+}
+
+/// Checks the operator token of an action request.
+fn authorize<B>(req: &Request<B>, control: Option<&Control>) -> Result<(), ActionError> {
     let Some(control) = control else {
         return Err(ActionError {
             status: 403,
@@ -371,9 +505,15 @@ pub fn authorize<B>(req: &Request<B>, control: Option<&Control>) -> Result<Actio
                 .into(),
         });
     };
-    let given = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
+    let mut headers = req.headers().get_all(hyper::header::AUTHORIZATION).iter();
+    let first = headers.next();
+    if headers.next().is_some() {
+        return Err(ActionError {
+            status: 400,
+            message: "several Authorization headers: send exactly one".into(),
+        });
+    }
+    let given = first
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
@@ -383,54 +523,12 @@ pub fn authorize<B>(req: &Request<B>, control: Option<&Control>) -> Result<Actio
             message: "POST needs Authorization: Bearer <operator token>".into(),
         });
     }
-    if path == "/v1/reload" {
-        return Ok(Action::Reload);
-    }
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match parts.as_slice() {
-        [
-            "v1",
-            "balancers",
-            balancer,
-            "backends",
-            backend,
-            verb @ ("drain" | "enable"),
-        ] => Ok(Action::Backend {
-            balancer: balancer.to_string(),
-            backend: backend.to_string(),
-            drain: *verb == "drain",
-        }),
-        _ => Err(ActionError {
-            status: 404,
-            message: format!("no such endpoint: POST {path}"),
-        }),
-    }
+    Ok(())
 }
 
 /// Compares in time independent of where the first difference is.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Answers one request.
-pub fn route<B>(req: &Request<B>, published: &Published) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
-    match (req.method(), path) {
-        (&Method::GET, "/v1/status") => {
-            let body = serde_json::to_vec_pretty(&*published.get()).unwrap_or_default();
-            respond(StatusCode::OK, "application/json", body)
-        }
-        (&Method::GET, "/metrics") => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            render_metrics(&published.get()).into_bytes(),
-        ),
-        (_, "/v1/status" | "/metrics") => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{} {path}: only GET is allowed", req.method()),
-        ),
-        _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
-    }
 }
 
 fn action_error(e: &ActionError) -> Response<Full<Bytes>> {
@@ -473,13 +571,9 @@ mod tests {
         p
     }
 
-    fn get(path: &str) -> Request<()> {
-        Request::builder().uri(path).body(()).unwrap()
-    }
-
     #[test]
     fn status_has_the_contract_fields() {
-        let r = route(&get("/v1/status"), &sample());
+        let r = ask(Method::GET, "/v1/status", &[], None).unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         let body = futures_body(r);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -492,68 +586,153 @@ mod tests {
         assert_eq!(w["vips"][0], "10.10.10.10/24");
     }
 
+    fn control() -> Control {
+        Control {
+            token: "0123456789abcdef".into(),
+            operator: Arc::new(|_| Ok(String::new())),
+        }
+    }
+
+    /// What the API does with `method path` and `headers`: the immediate answer's status and
+    /// response, or the action it would carry out.
+    fn ask(
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        control: Option<&Control>,
+    ) -> Result<Response<Full<Bytes>>, Action> {
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let names = vec!["duet.example.net".to_string()];
+        match answer(&b.body(()).unwrap(), &sample(), control, &names) {
+            Answer::Now(r) => Ok(r),
+            Answer::Act(a) => Err(a),
+        }
+    }
+
+    fn status(r: Result<Response<Full<Bytes>>, Action>) -> Option<StatusCode> {
+        r.ok().map(|r| r.status())
+    }
+
     #[test]
-    fn unknown_paths_and_methods_get_clear_errors() {
-        let r = route(&get("/v2/nope"), &sample());
+    fn unknown_paths_get_404_and_wrong_methods_405_with_allow() {
+        let r = ask(Method::GET, "/v2/nope", &[], None).unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert!(
             String::from_utf8(futures_body(r))
                 .unwrap()
                 .contains("/v2/nope")
         );
-        let post = Request::builder()
-            .method(Method::POST)
-            .uri("/v1/status")
-            .body(())
-            .unwrap();
+        for (method, path, allow) in [
+            (Method::POST, "/v1/status", "GET"),
+            (Method::DELETE, "/metrics", "GET"),
+            (Method::GET, "/v1/reload", "POST"),
+            (
+                Method::PUT,
+                "/v1/balancers/web/backends/10.0.0.1:80/drain",
+                "POST",
+            ),
+        ] {
+            let r = ask(method.clone(), path, &[], Some(&control())).unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn only_ip_literals_localhost_and_configured_names_may_be_the_host() {
+        for host in [
+            "127.0.0.1:9900",
+            "127.0.0.1",
+            "[::1]:9900",
+            "10.1.2.3:9900",
+            "localhost:9900",
+            "LOCALHOST",
+            "duet.example.net:9900",
+        ] {
+            assert_eq!(
+                status(ask(Method::GET, "/v1/status", &[("host", host)], None)),
+                Some(StatusCode::OK),
+                "{host}"
+            );
+        }
+        // A page on attacker.example whose name was made to resolve to 127.0.0.1.
+        for host in [
+            "attacker.example:9900",
+            "attacker.example",
+            "127.0.0.1.attacker.example",
+        ] {
+            let r = ask(Method::GET, "/v1/status", &[("host", host)], None).unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{host}");
+            assert!(
+                String::from_utf8(futures_body(r))
+                    .unwrap()
+                    .contains("node.admin_names"),
+                "{host}"
+            );
+        }
+        // Nor may it act with a stolen token.
+        let auth = ("authorization", "Bearer 0123456789abcdef");
         assert_eq!(
-            route(&post, &sample()).status(),
-            StatusCode::METHOD_NOT_ALLOWED
+            status(ask(
+                Method::POST,
+                "/v1/reload",
+                &[("host", "attacker.example"), auth],
+                Some(&control())
+            )),
+            Some(StatusCode::FORBIDDEN)
         );
     }
 
     #[test]
-    fn posts_need_the_token_and_a_known_path() {
-        let control = Control {
-            token: "0123456789abcdef".into(),
-            operator: Arc::new(|_| Ok(String::new())),
-        };
-        let post = |path: &str, auth: Option<&str>| {
-            let mut b = Request::builder().method(Method::POST).uri(path);
-            if let Some(a) = auth {
-                b = b.header("authorization", a);
-            }
-            b.body(()).unwrap()
-        };
-        let status = |r: Result<Action, ActionError>| {
-            r.err().map(|e| StatusCode::from_u16(e.status).unwrap())
-        };
-        let good = Some("Bearer 0123456789abcdef");
+    fn posts_need_exactly_one_good_token_and_a_known_path() {
+        let good = ("authorization", "Bearer 0123456789abcdef");
         assert_eq!(
-            status(authorize(&post("/v1/reload", good), None)),
+            status(ask(Method::POST, "/v1/reload", &[good], None)),
             Some(StatusCode::FORBIDDEN)
         );
+        let c = control();
         assert_eq!(
-            status(authorize(&post("/v1/reload", None), Some(&control))),
+            status(ask(Method::POST, "/v1/reload", &[], Some(&c))),
             Some(StatusCode::UNAUTHORIZED)
         );
         assert_eq!(
-            status(authorize(
-                &post("/v1/reload", Some("Bearer 0123456789abcdeX")),
-                Some(&control)
+            status(ask(
+                Method::POST,
+                "/v1/reload",
+                &[("authorization", "Bearer 0123456789abcdeX")],
+                Some(&c)
             )),
             Some(StatusCode::UNAUTHORIZED)
         );
+        // Two Authorization headers: refused, whichever comes first.
+        for pair in [
+            [good, ("authorization", "Bearer wrong")],
+            [("authorization", "Bearer wrong"), good],
+        ] {
+            assert_eq!(
+                status(ask(Method::POST, "/v1/reload", &pair, Some(&c))),
+                Some(StatusCode::BAD_REQUEST)
+            );
+        }
         assert_eq!(
-            authorize(&post("/v1/reload", good), Some(&control)).ok(),
+            ask(Method::POST, "/v1/reload", &[good], Some(&c)).err(),
             Some(Action::Reload)
         );
         assert_eq!(
-            authorize(
-                &post("/v1/balancers/web/backends/10.0.0.1:80/drain", good),
-                Some(&control)
+            ask(
+                Method::POST,
+                "/v1/balancers/web/backends/10.0.0.1:80/drain",
+                &[good],
+                Some(&c)
             )
-            .ok(),
+            .err(),
             Some(Action::Backend {
                 balancer: "web".into(),
                 backend: "10.0.0.1:80".into(),
@@ -561,9 +740,11 @@ mod tests {
             })
         );
         assert_eq!(
-            status(authorize(
-                &post("/v1/balancers/web/backends/10.0.0.1:80/explode", good),
-                Some(&control)
+            status(ask(
+                Method::POST,
+                "/v1/balancers/web/backends/10.0.0.1:80/explode",
+                &[good],
+                Some(&c)
             )),
             Some(StatusCode::NOT_FOUND)
         );

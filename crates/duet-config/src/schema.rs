@@ -159,6 +159,10 @@ pub struct NodeConfig {
     /// Admin API address.
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
+    /// Host names clients may use for the admin API besides its IP and `localhost` (a request
+    /// with another `Host` is refused: DNS rebinding).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_names: Vec<String>,
     /// Where duet keeps runtime state (VIP records for crash cleanup).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -179,6 +183,7 @@ impl Default for NodeConfig {
         NodeConfig {
             name: String::new(),
             admin: default_admin(),
+            admin_names: Vec::new(),
             state_dir: default_state_dir(),
             vip_lifetime: default_vip_lifetime(),
             guardian: true,

@@ -79,6 +79,19 @@ pub(crate) fn check(cfg: &Config) -> Vec<Problem> {
     if cfg.node.name.trim().is_empty() {
         bad(path!["node", "name"], "node name must not be empty".into());
     }
+    for (k, n) in cfg.node.admin_names.iter().enumerate() {
+        let ok = !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            bad(
+                path!["node", "admin_names", k],
+                format!(
+                    "admin name {n:?}: write a host name such as \"duet.example.net\" (letters, digits, '-' and '.', no port)"
+                ),
+            );
+        }
+    }
     let lifetime = cfg.node.vip_lifetime.0;
     if !lifetime.is_zero() && (lifetime.subsec_nanos() != 0 || lifetime > Duration::from_secs(3600))
     {

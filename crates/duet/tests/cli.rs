@@ -104,7 +104,8 @@ fn admin_server_answers_status_and_metrics_over_http() {
         }],
         ..Default::default()
     });
-    let addr = duet_admin::spawn("127.0.0.1:0".parse().unwrap(), published, None).unwrap();
+    let addr =
+        duet_admin::spawn("127.0.0.1:0".parse().unwrap(), published, None, Vec::new()).unwrap();
     let body = duet::status::http_get(addr, "/v1/status").unwrap();
     let status: duet_admin::Status = serde_json::from_str(&body).unwrap();
     assert_eq!(status.vrrp[0].state, "BACKUP");

@@ -61,8 +61,13 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
     let inbox: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<control::Input>>> =
         Arc::default();
     let operator = operator_control(&config, inbox.clone())?;
-    let admin = duet_admin::spawn(config.node.admin, published.clone(), operator)
-        .map_err(|e| e.to_string())?;
+    let admin = duet_admin::spawn(
+        config.node.admin,
+        published.clone(),
+        operator,
+        config.node.admin_names.clone(),
+    )
+    .map_err(|e| e.to_string())?;
     tracing::info!(
         "duet {} starting as node {:?}; admin API on http://{admin}",
         env!("CARGO_PKG_VERSION"),
