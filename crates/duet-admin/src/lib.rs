@@ -87,6 +87,10 @@ pub struct LeaseStatus {
     pub valid_for_ms: u64,
     /// The term held or last learned.
     pub term: u64,
+    /// Why the authority cannot grant leases now, as it said (a degraded cluster: nobody can
+    /// take over after a silent failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// One load balancer in `GET /v1/status`.

@@ -161,6 +161,17 @@ pub fn render(s: &Status) -> String {
             );
             lines.push(w.line(&[], l.term as f64));
             flush(&mut out, &mut lines);
+            let w = family(
+                &mut out,
+                "duet_cluster_degraded",
+                "gauge",
+                "1 while the lease authority says it cannot grant leases (see /v1/status).",
+            );
+            lines.push(w.line(
+                &[("witness", &l.witness)],
+                f64::from(u8::from(l.problem.is_some())),
+            ));
+            flush(&mut out, &mut lines);
         }
         let w = family(
             &mut out,
@@ -376,6 +387,7 @@ mod tests {
                     valid: true,
                     valid_for_ms: 1500,
                     term: 4,
+                    problem: None,
                 }),
                 dropped: [("auth".to_string(), 2)].into(),
             }),
@@ -386,6 +398,7 @@ mod tests {
             "duet_cluster_peer_alive{peer=\"beta\",address=\"10.0.0.2\"} 1\n",
             "duet_cluster_link_up{peer=\"beta\",link=\"1\"} 0\n",
             "duet_cluster_lease_valid{witness=\"10.0.0.9:7947\"} 1\n",
+            "duet_cluster_degraded{witness=\"10.0.0.9:7947\"} 0\n",
             "duet_cluster_term 4\n",
             "duet_cluster_dropped_total{reason=\"auth\"} 2\n",
             "duet_vrrp_vetoed{instance=\"web\"} 1\n",

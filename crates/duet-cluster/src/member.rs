@@ -88,6 +88,9 @@ pub enum Event {
         /// Who holds it.
         holder: String,
     },
+    /// The lease authority cannot grant anyone a lease (with why), or can again (`None`).
+    /// Emitted on change only.
+    AuthorityProblem(Option<String>),
 }
 
 /// One node's cluster logic.
@@ -107,6 +110,8 @@ pub struct Member {
     names: Vec<Option<String>>,
     /// When the lease authority last answered (granted or refused).
     authority_heard: Option<Instant>,
+    /// What the lease authority last said it cannot do, while it says so.
+    authority_problem: Option<String>,
     /// Per peer: the goodbye heard (its boot and counter); its earlier messages still in
     /// flight on another link must not bring it back.
     goodbyes: Vec<Option<(u64, u64)>>,
@@ -157,6 +162,7 @@ impl Member {
             witness_guard: ReplayGuard::new(cfg.clock_window_ms),
             names: vec![None; peers],
             authority_heard: None,
+            authority_problem: None,
             goodbyes: vec![None; peers],
             leaving: false,
             stepped_down: VecDeque::new(),
@@ -413,8 +419,12 @@ impl Member {
                     return Err("sent before its goodbye");
                 }
             }
-            (Via::Witness, Body::LeaseGranted { .. } | Body::LeaseRefused { .. })
-                if self.lease.is_some() => {}
+            (
+                Via::Witness,
+                Body::LeaseGranted { .. }
+                | Body::LeaseRefused { .. }
+                | Body::LeaseUnavailable { .. },
+            ) if self.lease.is_some() => {}
             _ => return Err("unexpected"),
         }
         let guard = match via {
@@ -488,6 +498,10 @@ impl Member {
                 self.lease_refused(now, *request, msg.term, d, holder);
                 Ok(())
             }
+            (Via::Witness, Body::LeaseUnavailable { request, reason }) => {
+                self.lease_unavailable(now, *request, msg.term, reason);
+                Ok(())
+            }
             _ => Err("unexpected"),
         }
     }
@@ -503,6 +517,30 @@ impl Member {
         lease.granted(request, duration, term);
         if !was && lease.valid(now) {
             self.events.push_back(Event::LeaseGranted { term });
+        }
+        self.set_authority_problem(None);
+    }
+
+    /// The lease authority cannot grant any lease now, for `reason`: like a refusal without a
+    /// holder (the node asks again at its usual pace), and a degraded cluster in the status.
+    pub fn lease_unavailable(&mut self, now: Instant, request: u64, term: u64, reason: &str) {
+        let Some(lease) = &mut self.lease else {
+            return;
+        };
+        self.authority_heard = Some(now);
+        lease.refused(now, request, term, Duration::ZERO);
+        self.set_authority_problem(Some(reason.to_string()));
+    }
+
+    /// Why the lease authority cannot grant leases, as it last said, if it cannot.
+    pub fn authority_problem(&self) -> Option<&str> {
+        self.authority_problem.as_deref()
+    }
+
+    fn set_authority_problem(&mut self, problem: Option<String>) {
+        if self.authority_problem != problem {
+            self.authority_problem = problem.clone();
+            self.events.push_back(Event::AuthorityProblem(problem));
         }
     }
 
@@ -524,6 +562,7 @@ impl Member {
         self.events.push_back(Event::LeaseRefused {
             holder: holder.to_string(),
         });
+        self.set_authority_problem(None);
     }
 
     fn take_liveness_events(&mut self) {
@@ -721,6 +760,33 @@ mod tests {
             matches!(&v, Verdict::Denied(w) if w.contains("promised its vote to alpha")),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn a_witness_that_cannot_grant_is_a_problem_reported_once_until_it_grants() {
+        let mut alpha = Member::new(
+            MemberConfig {
+                lease: Some(Duration::from_secs(2)),
+                ..member("alpha", "b").cfg
+            },
+            7,
+        );
+        let events = |m: &mut Member| std::iter::from_fn(|| m.poll_event()).collect::<Vec<_>>();
+        let why = "cannot write its state file: Read-only file system";
+        for i in 0..3 {
+            alpha.lease_unavailable(ms(10 + i), 1, 0, why);
+        }
+        assert_eq!(alpha.authority_problem(), Some(why));
+        assert_eq!(
+            events(&mut alpha),
+            [Event::AuthorityProblem(Some(why.into()))],
+            "reported once, not per answer"
+        );
+        assert!(!alpha.lease().unwrap().valid(ms(20)));
+        // A later answer, even a refusal, means the witness works again.
+        alpha.lease_refused(ms(30), 2, 0, Duration::ZERO, "beta");
+        assert_eq!(alpha.authority_problem(), None);
+        assert!(events(&mut alpha).contains(&Event::AuthorityProblem(None)));
     }
 
     #[test]

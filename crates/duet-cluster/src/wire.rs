@@ -44,7 +44,18 @@ pub enum Body {
         /// For at most this long from now (the witness's view).
         remaining_ms: u32,
     },
+    /// The witness cannot grant anyone a lease now (it cannot keep its promise, e.g. its
+    /// state file cannot be written), and says why.
+    LeaseUnavailable {
+        /// The request answered.
+        request: u64,
+        /// Why, for the nodes' status and logs.
+        reason: String,
+    },
 }
+
+/// Longest `LeaseUnavailable` reason carried (longer ones are cut at a character boundary).
+pub const MAX_REASON: usize = 200;
 
 /// What a heartbeat says about its sender.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -179,6 +190,7 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
         Body::LeaseRequest { .. } => 2,
         Body::LeaseGranted { .. } => 3,
         Body::LeaseRefused { .. } => 4,
+        Body::LeaseUnavailable { .. } => 5,
     };
     out.push(kind);
     put_name(&mut out, &msg.sender);
@@ -226,6 +238,15 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
             body.extend_from_slice(&request.to_be_bytes());
             body.extend_from_slice(&remaining_ms.to_be_bytes());
             put_name(&mut body, holder);
+        }
+        Body::LeaseUnavailable { request, reason } => {
+            body.extend_from_slice(&request.to_be_bytes());
+            let mut end = reason.len().min(MAX_REASON);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            body.push(end as u8);
+            body.extend_from_slice(&reason.as_bytes()[..end]);
         }
     }
     out.extend_from_slice(&(body.len() as u16).to_be_bytes());
@@ -367,6 +388,17 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
             remaining_ms: b.u32()?,
             holder: b.name()?,
         },
+        5 => {
+            let request = b.u64()?;
+            let n = usize::from(b.u8()?);
+            if n > MAX_REASON {
+                return Err(WireError::Malformed);
+            }
+            let reason = std::str::from_utf8(b.take(n)?)
+                .map_err(|_| WireError::Malformed)?
+                .to_string();
+            Body::LeaseUnavailable { request, reason }
+        }
         _ => return Err(WireError::Malformed),
     };
     if !b.0.is_empty() {
@@ -499,6 +531,11 @@ mod tests {
                 holder: "beta".into(),
                 remaining_ms: 1500,
             },
+            Body::LeaseUnavailable {
+                request: 9,
+                reason: "cannot write its state file /var/lib/duet/witness.state: No space left"
+                    .into(),
+            },
         ];
         for body in bodies {
             let msg = Message {
@@ -507,6 +544,26 @@ mod tests {
             };
             assert_eq!(decode(&encode(&msg, &k), &k), Ok(msg));
         }
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_at_a_character_boundary() {
+        let k = key();
+        let msg = Message {
+            body: Body::LeaseUnavailable {
+                request: 1,
+                reason: "é".repeat(150),
+            },
+            ..heartbeat(1, 1000)
+        };
+        let Ok(Message {
+            body: Body::LeaseUnavailable { reason, .. },
+            ..
+        }) = decode(&encode(&msg, &k), &k)
+        else {
+            panic!("did not decode");
+        };
+        assert_eq!(reason, "é".repeat(MAX_REASON / 2));
     }
 
     #[test]

@@ -145,6 +145,11 @@ pub fn render(s: &Status) -> String {
                 },
                 l.term
             ));
+            if let Some(why) = &l.problem {
+                out.push_str(&format!(
+                    "DEGRADED: the {authority} cannot grant a lease: {why}\n"
+                ));
+            }
         }
     }
     if s.vrrp.is_empty() {
@@ -231,6 +236,7 @@ mod tests {
             valid: true,
             valid_for_ms: 1500,
             term: 7,
+            problem: None,
         };
         s.cluster = Some(duet_admin::ClusterStatus {
             lease: Some(lease("etcd", "https://10.0.0.21:2379")),
@@ -247,5 +253,19 @@ mod tests {
             ..Default::default()
         });
         assert!(render(&s).contains("witness 10.0.0.9:7947: lease held"));
+        // A witness that cannot grant says why, and the status says the cluster is degraded.
+        s.cluster = Some(duet_admin::ClusterStatus {
+            lease: Some(duet_admin::LeaseStatus {
+                valid: false,
+                problem: Some("cannot write its state file: Read-only file system".into()),
+                ..lease("witness", "10.0.0.9:7947")
+            }),
+            ..Default::default()
+        });
+        let text = render(&s);
+        assert!(
+            text.contains("DEGRADED: the witness cannot grant a lease: cannot write its state file: Read-only file system"),
+            "{text}"
+        );
     }
 }

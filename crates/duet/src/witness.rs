@@ -104,8 +104,38 @@ fn save_promise(path: &Path, p: &Promise) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes sure promises can be kept: the state file's directory exists (created if missing) and
+/// a file can be written and synced there. A witness that cannot persist refuses every grant,
+/// so it must not start as if it could.
+fn check_state_dir(path: &Path) -> Result<(), String> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => std::path::PathBuf::from("."),
+    };
+    let fail = |what: &str, e: std::io::Error| {
+        format!(
+            "state file {}: cannot {what} {}: {e}; the witness could not keep its promises (create the directory or choose another with --state)",
+            path.display(),
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| fail("create", e))?;
+    let probe = dir.join(format!(
+        ".{}.probe",
+        path.file_name()
+            .map_or_else(|| "witness".into(), |n| n.to_string_lossy())
+    ));
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, b"probe")?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| fail("write in", e))
+}
+
 fn serve(opts: &Options) -> Result<(), String> {
     let key = read_key(&opts.key_file)?;
+    check_state_dir(&opts.state_file)?;
     let restored = load_promise(&opts.state_file)?;
     let socket = UdpSocket::bind(opts.listen).map_err(|e| format!("bind {}: {e}", opts.listen))?;
     let epoch = std::time::Instant::now();
@@ -123,6 +153,8 @@ fn serve(opts: &Options) -> Result<(), String> {
     let boot = duet_sys::process::random_u64().map_err(|e| format!("random: {e}"))?;
     let mut seq = 0u64;
     let mut holder: Option<String> = None;
+    // Why promises cannot be written now, logged once per change.
+    let mut failing: Option<String> = None;
     tracing::info!(
         "duet witness on {} (lease {}, state {})",
         opts.listen,
@@ -167,33 +199,33 @@ fn serve(opts: &Options) -> Result<(), String> {
             msg.term,
             Duration::from_millis(u64::from(duration_ms)),
         );
-        if let Some(p) = &promise
-            && let Err(e) = save_promise(&opts.state_file, p)
-        {
-            // Without a durable promise there is no grant.
-            tracing::error!("state file {}: {e}; refusing", opts.state_file.display());
-            continue;
-        }
-        let body = match &answer {
-            Answer::Granted { duration, term } => {
-                if holder.as_deref() != Some(msg.sender.as_str()) {
-                    tracing::info!("lease to {} (term {term})", msg.sender);
-                    holder = Some(msg.sender.clone());
-                }
-                Body::LeaseGranted {
-                    request,
-                    duration_ms: duration.as_millis() as u32,
-                }
+        let saved = match &promise {
+            Some(p) => save_promise(&opts.state_file, p).map_err(|e| {
+                format!(
+                    "cannot write its state file {}: {e}",
+                    opts.state_file.display()
+                )
+            }),
+            None => Ok(()),
+        };
+        match (&saved, &failing) {
+            (Err(why), old) if old.as_ref() != Some(why) => {
+                tracing::error!("{why}: refusing every lease until it can");
+                failing = Some(why.clone());
             }
-            Answer::Refused {
-                holder: h,
-                remaining,
-                ..
-            } => Body::LeaseRefused {
-                request,
-                holder: h.clone(),
-                remaining_ms: remaining.as_millis() as u32,
-            },
+            (Ok(()), Some(_)) if promise.is_some() => {
+                tracing::info!(
+                    "state file {} written again: granting leases",
+                    opts.state_file.display()
+                );
+                failing = None;
+            }
+            _ => {}
+        }
+        let body = match (&answer, saved) {
+            // Without a durable promise there is no grant; the node is told why.
+            (Answer::Granted { .. }, Err(reason)) => Body::LeaseUnavailable { request, reason },
+            (answer, _) => reply_body(answer, request, &msg.sender, &mut holder),
         };
         seq += 1;
         let reply = Message {
@@ -210,6 +242,31 @@ fn serve(opts: &Options) -> Result<(), String> {
         if let Err(e) = socket.send_to(&wire::encode(&reply, &key), from) {
             tracing::warn!("reply to {from}: {e}");
         }
+    }
+}
+
+/// The reply to a request the witness could answer (and persist).
+fn reply_body(answer: &Answer, request: u64, sender: &str, holder: &mut Option<String>) -> Body {
+    match answer {
+        Answer::Granted { duration, term } => {
+            if holder.as_deref() != Some(sender) {
+                tracing::info!("lease to {sender} (term {term})");
+                *holder = Some(sender.to_string());
+            }
+            Body::LeaseGranted {
+                request,
+                duration_ms: duration.as_millis() as u32,
+            }
+        }
+        Answer::Refused {
+            holder: h,
+            remaining,
+            ..
+        } => Body::LeaseRefused {
+            request,
+            holder: h.clone(),
+            remaining_ms: remaining.as_millis() as u32,
+        },
     }
 }
 

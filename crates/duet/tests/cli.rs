@@ -116,3 +116,52 @@ fn admin_server_answers_status_and_metrics_over_http() {
     let missing = duet::status::http_get(addr, "/nope").unwrap_err();
     assert!(missing.to_string().contains("404"), "{missing}");
 }
+
+#[test]
+fn a_witness_that_cannot_keep_its_promises_does_not_start() {
+    let key = scratch("cluster.key", "a cluster key long enough for hmac");
+    let out = duet()
+        .args(["witness", "--listen", "127.0.0.1:0", "--key-file"])
+        .arg(&key)
+        .args(["--state-file", "/proc/duet-no-such-dir/witness.state"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "state file /proc/duet-no-such-dir/witness.state: cannot create /proc/duet-no-such-dir"
+        ) && err.contains("could not keep its promises"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_witness_creates_its_missing_state_directory() {
+    let key = scratch("cluster2.key", "a cluster key long enough for hmac");
+    let dir = std::env::temp_dir().join(format!("duet-cli-witness-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.join("lib/duet/witness.state");
+    let mut child = duet()
+        .args(["witness", "--listen", "127.0.0.1:0", "--key-file"])
+        .arg(&key)
+        .arg("--state-file")
+        .arg(&state)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !state.parent().unwrap().is_dir() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        state.parent().unwrap().is_dir(),
+        "the directory was not created"
+    );
+    assert!(running, "the witness exited");
+    let _ = std::fs::remove_dir_all(&dir);
+}

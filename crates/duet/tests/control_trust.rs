@@ -178,3 +178,65 @@ fn with_a_heartbeat_a_strangers_adverts_neither_take_nor_steal_the_vip() {
         .count();
     assert_eq!(lines, 1, "{}", p.logs());
 }
+
+#[test]
+fn a_witness_that_cannot_write_tells_the_nodes_why_once() {
+    let witness = duet::lab::witness_config(20);
+    let Some(p) = common::cluster("wfail", &witness, true) else {
+        return;
+    };
+    let lease_held = wait_for(S(10), || {
+        p.status(common::Node::Alpha)
+            .and_then(|s| s.cluster?.lease)
+            .is_some_and(|l| l.valid)
+    });
+    assert!(
+        lease_held.is_some(),
+        "alpha never held the lease\n{}",
+        p.logs()
+    );
+    // The witness's state file becomes unwritable (a directory where the file must be
+    // renamed to): its next grant cannot be made durable.
+    let state = p.lab.dir().join("witness.state");
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    let degraded = wait_for(S(5), || {
+        p.status(common::Node::Alpha)
+            .and_then(|s| s.cluster?.lease?.problem)
+            .is_some_and(|why| why.contains("cannot write its state file"))
+    });
+    assert!(
+        degraded.is_some(),
+        "alpha's status never showed the witness's problem\n{}",
+        p.logs()
+    );
+    // Logged once per change on both sides, however many renewals were refused.
+    std::thread::sleep(S(2));
+    let alpha_lines = p
+        .alpha
+        .log_text()
+        .matches("cluster degraded: the witness cannot grant")
+        .count();
+    assert_eq!(alpha_lines, 1, "{}", p.logs());
+    let witness_log = std::fs::read_to_string(p.lab.dir().join("witness.log")).unwrap();
+    assert_eq!(
+        witness_log
+            .matches("refusing every lease until it can")
+            .count(),
+        1,
+        "{witness_log}"
+    );
+    // Writable again: the nodes say so, and the lease comes back.
+    std::fs::remove_dir(&state).unwrap();
+    let healed = wait_for(S(5), || {
+        p.status(common::Node::Alpha)
+            .and_then(|s| s.cluster?.lease)
+            .is_some_and(|l| l.problem.is_none() && l.valid)
+    });
+    assert!(healed.is_some(), "{}", p.logs());
+    assert!(
+        p.alpha
+            .log_text()
+            .contains("the witness can grant leases again")
+    );
+}

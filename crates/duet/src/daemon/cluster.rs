@@ -298,6 +298,14 @@ impl Cluster {
                     tracing::debug!("witness lease refused: held by {holder:?}");
                     continue;
                 }
+                Event::AuthorityProblem(Some(why)) => {
+                    tracing::error!("cluster degraded: the witness cannot grant a lease: {why}");
+                    continue;
+                }
+                Event::AuthorityProblem(None) => {
+                    tracing::info!("the witness can grant leases again");
+                    continue;
+                }
             };
             let live = self.member.liveness();
             match e {
@@ -407,6 +415,7 @@ impl Cluster {
                     .valid_until()
                     .map_or(0, |t| t.saturating_since(now).as_millis() as u64),
                 term: l.term(),
+                problem: m.authority_problem().map(str::to_string),
             }),
             dropped: self
                 .drops
