@@ -121,6 +121,9 @@ pub struct BackendStatus {
     /// Drained by the operator (finishes what it has, takes nothing new).
     #[serde(default)]
     pub draining: bool,
+    /// While down: why (the check or request failure that took it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_reason: Option<String>,
     /// Configured weight.
     pub weight: u32,
     /// Configured in-flight limit (0: none).

@@ -174,7 +174,7 @@ pub struct Backend {
     pub address: SocketAddr,
     /// Its counters.
     pub stats: BackendStats,
-    health: Mutex<BackendHealth>,
+    health: Mutex<Health>,
     /// Its id in sticky cookies.
     pub(crate) sticky_id: String,
     /// Idle keep-alive connections of both HTTP paths, per worker thread.
@@ -189,36 +189,63 @@ impl Backend {
         Backend {
             address,
             stats,
-            health: Mutex::new(BackendHealth::new(policy)),
+            health: Mutex::new(Health {
+                core: BackendHealth::new(policy),
+                down_reason: None,
+            }),
             sticky_id: sticky_id(address),
             pool: crate::upstream::Pool::new(threads),
         }
     }
 
-    /// Applies a health input and republishes availability; `balancer` names it in logs.
+    /// Applies a health input and republishes availability; `balancer` names it in logs. `f`
+    /// returns the health change it caused, if any, with its reason: a backend that goes down
+    /// says why (in the log at WARN and in the status), one that comes back says so at INFO.
     pub(crate) fn update(
         &self,
         balancer: &str,
-        f: impl FnOnce(&mut BackendHealth, duet_time::Instant),
+        f: impl FnOnce(&mut BackendHealth, duet_time::Instant) -> Option<duet_health::Change>,
     ) {
         let now = now();
-        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut health, now);
+        let mut guard = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let Health { core, down_reason } = &mut *guard;
+        let change = f(core, now);
+        if let Some(c) = &change {
+            *down_reason = (!c.up).then(|| c.reason.clone());
+        }
         let s = &self.stats;
         s.failing
-            .store(health.failure_streak() > 0, Ordering::Relaxed);
-        s.healthy.store(health.is_up(now), Ordering::Relaxed);
-        let up = health.accepts_new(now);
-        if s.up.swap(up, Ordering::Relaxed) != up {
-            let why = if health.admin() == Admin::Draining {
-                "draining"
-            } else if up {
-                "up"
-            } else {
-                "down"
-            };
-            tracing::warn!("{balancer}: backend {} is {why}", self.address);
+            .store(core.failure_streak() > 0, Ordering::Relaxed);
+        s.healthy.store(core.is_up(now), Ordering::Relaxed);
+        let up = core.accepts_new(now);
+        if s.up.swap(up, Ordering::Relaxed) == up {
+            return;
         }
+        let address = self.address;
+        let reason = change.map(|c| c.reason);
+        match (core.admin() == Admin::Draining, up, reason) {
+            (true, _, _) => tracing::info!("{balancer}: backend {address} is draining"),
+            (false, true, Some(why)) => {
+                tracing::info!("{balancer}: backend {address} is up ({why})")
+            }
+            (false, true, None) => tracing::info!("{balancer}: backend {address} is up"),
+            (false, false, Some(why)) => {
+                tracing::warn!("{balancer}: backend {address} is down: {why}")
+            }
+            (false, false, None) => tracing::warn!("{balancer}: backend {address} is down"),
+        }
+    }
+
+    /// Why it is down (the last failure that took it out), while it is down.
+    pub fn down_reason(&self) -> Option<String> {
+        if self.stats.healthy.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .down_reason
+            .clone()
     }
 
     /// Records a request's outcome: counts a failure by kind, and feeds the passive checks.
@@ -235,9 +262,7 @@ impl Backend {
         if outcome == duet_health::Outcome::Success && !self.stats.failing.load(Ordering::Relaxed) {
             return;
         }
-        self.update(balancer, |h, now| {
-            h.record_outcome(now, outcome);
-        });
+        self.update(balancer, |h, now| h.record_outcome(now, outcome));
     }
 
     /// Whether the operator drains it.
@@ -245,6 +270,7 @@ impl Backend {
         self.health
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .core
             .admin()
             == Admin::Draining
     }
@@ -253,8 +279,16 @@ impl Backend {
         self.health
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .core
             .effective_weight(weight, now())
     }
+}
+
+/// A backend's health and the reason of its last fall.
+#[derive(Debug)]
+struct Health {
+    core: BackendHealth,
+    down_reason: Option<String>,
 }
 
 /// The stable id of a backend in sticky cookies: the same on every node and across restarts,
@@ -405,7 +439,10 @@ impl Shared {
         let mut member = |b: &BackendSpec| {
             let backend = match known.iter().find(|k| k.address == b.address) {
                 Some(k) => {
-                    k.update(&spec.name, |h, _| h.set_policy(spec.health.clone()));
+                    k.update(&spec.name, |h, _| {
+                        h.set_policy(spec.health.clone());
+                        None
+                    });
                     k.clone()
                 }
                 None => {

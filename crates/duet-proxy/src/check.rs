@@ -17,9 +17,7 @@ pub(crate) async fn tick_loop(inner: Arc<Balancer>) {
         tick.tick().await;
         let shared = inner.snapshot();
         for b in shared.backends() {
-            b.update(&inner.name, |h, now| {
-                h.handle_timeout(now);
-            });
+            b.update(&inner.name, |h, now| h.handle_timeout(now));
         }
     }
 }
@@ -39,11 +37,15 @@ pub(crate) async fn check_loop(inner: Arc<Balancer>) {
             let (passed, detail) = match result {
                 Ok(Ok(())) => (true, String::new()),
                 Ok(Err(e)) => (false, e),
-                Err(_) => (false, "timed out".to_string()),
+                Err(_) => (
+                    false,
+                    format!(
+                        "no answer within {}",
+                        duet_time::format_duration(check.timeout)
+                    ),
+                ),
             };
-            b.update(&inner.name, |h, now| {
-                h.record_check(now, passed, &detail);
-            });
+            b.update(&inner.name, |h, now| h.record_check(now, passed, &detail));
         }
         drop(shared);
         tokio::time::sleep_until(round + check.interval).await;
@@ -53,7 +55,9 @@ pub(crate) async fn check_loop(inner: Arc<Balancer>) {
 /// One check of one backend.
 async fn probe(addr: SocketAddr, check: &CheckSpec) -> Result<(), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let Some(path) = &check.path else {
         return Ok(());
     };
@@ -72,7 +76,10 @@ async fn probe(addr: SocketAddr, check: &CheckSpec) -> Result<(), String> {
                 return if (lo..=hi).contains(&res.status) {
                     Ok(())
                 } else {
-                    Err(format!("status {}", res.status))
+                    Err(format!(
+                        "GET {path} answered {} (expected {lo}-{hi})",
+                        res.status
+                    ))
                 };
             }
             Ok(None) => {

@@ -196,7 +196,10 @@ impl Proxy {
         } else {
             duet_health::Admin::Enabled
         };
-        b.update(&self.inner.name, |h, _| h.set_admin(admin));
+        b.update(&self.inner.name, |h, _| {
+            h.set_admin(admin);
+            None
+        });
         Ok(())
     }
 }

@@ -224,8 +224,14 @@ fn http_checks_follow_the_health_endpoint() {
     };
     healthy.store(false, Ordering::SeqCst);
     assert!(up(false), "503 from /health never took the backend out");
+    // It says why, until it is back.
+    assert_eq!(
+        p.backends()[0].backend.down_reason().as_deref(),
+        Some("check failed: GET /health answered 503 (expected 200-399)")
+    );
     healthy.store(true, Ordering::SeqCst);
     assert!(up(true), "200 from /health never brought it back");
+    assert_eq!(p.backends()[0].backend.down_reason(), None);
 }
 
 #[test]

@@ -91,6 +91,14 @@ fn active_checks_take_a_backend_out_and_back() {
         !proxy.backends()[0].backend.stats.up.load(Ordering::Relaxed)
     });
     assert!(down, "the check never marked the dead backend down");
+    let why = proxy.backends()[0]
+        .backend
+        .down_reason()
+        .unwrap_or_default();
+    assert!(
+        why.starts_with("check failed: connect: Connection refused"),
+        "{why}"
+    );
     // A new listener on the same port brings it back after `rise` passing checks.
     let revived = TcpListener::bind(a.addr).unwrap();
     std::thread::spawn(move || {

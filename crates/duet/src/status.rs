@@ -169,6 +169,7 @@ pub fn render(s: &Status) -> String {
                 "ACTIVE",
                 "FORWARDED",
                 "ERRORS",
+                "WHY DOWN",
             ]
             .map(String::from)
             .to_vec(),
@@ -197,6 +198,7 @@ pub fn render(s: &Status) -> String {
                 } else {
                     errors.join(", ")
                 },
+                be.down_reason.clone().unwrap_or_else(|| "-".into()),
             ]);
         }
         out.push_str(&table(rows));

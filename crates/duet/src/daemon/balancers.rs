@@ -266,6 +266,7 @@ fn backend_status(v: &duet_proxy::BackendView) -> BackendStatus {
         pool: v.pool.clone(),
         up: s.up.load(Ordering::Relaxed),
         draining: v.backend.draining(),
+        down_reason: v.backend.down_reason(),
         weight: v.weight,
         maxconn: v.maxconn,
         connections: s.connections.load(Ordering::Relaxed),
