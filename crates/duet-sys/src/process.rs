@@ -75,6 +75,50 @@ mod tests {
     }
 }
 
+/// An exclusive advisory lock on a file, held until it is dropped (or the process dies: the
+/// kernel releases it, so a crashed daemon never leaves a stale lock).
+#[derive(Debug)]
+pub struct FileLock {
+    /// Kept open: closing it releases the lock.
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    /// Opens (creating) `path` and takes its exclusive lock without waiting, then writes
+    /// `note` into it (who holds it). `Ok(None)`: another holder has it ([`FileLock::holder`]
+    /// says who).
+    pub fn try_new(path: &std::path::Path, note: &str) -> io::Result<Option<FileLock>> {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // SAFETY: flock(2) takes the open descriptor of `file`, which lives for the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        file.set_len(0)?;
+        (&file).write_all(note.as_bytes())?;
+        Ok(Some(FileLock { _file: file }))
+    }
+
+    /// What the holder of the lock at `path` wrote into it (for the message to whoever cannot
+    /// take it).
+    pub fn holder(path: &std::path::Path) -> String {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
 /// A Linux capability duet needs for some of its work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capability {
@@ -128,6 +172,19 @@ fn effective_mask(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod capability_tests {
     use super::*;
+
+    #[test]
+    fn a_lock_is_held_once_and_freed_on_drop() {
+        let path = std::env::temp_dir().join(format!("duet-lock-test-{}", std::process::id()));
+        let first = FileLock::try_new(&path, "pid 1 node alpha").unwrap();
+        assert!(first.is_some());
+        // flock locks belong to the open file: a second open, even in this process, is refused.
+        assert!(FileLock::try_new(&path, "pid 2").unwrap().is_none());
+        assert_eq!(FileLock::holder(&path), "pid 1 node alpha");
+        drop(first);
+        assert!(FileLock::try_new(&path, "pid 3").unwrap().is_some());
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn the_effective_mask_is_read_from_the_status_text() {

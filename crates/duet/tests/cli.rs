@@ -165,3 +165,61 @@ fn a_witness_creates_its_missing_state_directory() {
     assert!(running, "the witness exited");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
+    let dir = std::env::temp_dir().join(format!("duet-cli-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = |name: &str| {
+        scratch(
+            &format!("lock-{name}.toml"),
+            &format!(
+                "[node]\nname = \"{name}\"\nadmin = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nguardian = false\n",
+                dir.display()
+            ),
+        )
+    };
+    let mut first = duet()
+        .args(["run", "-c"])
+        .arg(config("alpha"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = dir.join("lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !std::fs::read_to_string(&lock).is_ok_and(|s| s.contains("alpha"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = duet()
+        .args(["run", "-c"])
+        .arg(config("beta"))
+        .output()
+        .unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!(
+            "node.state_dir {} is in use by another duet (pid {} node \"alpha\")",
+            dir.display(),
+            first.id()
+        )),
+        "{err}"
+    );
+    // Once the first is gone (even killed), the directory is free again.
+    let mut third = duet()
+        .args(["run", "-c"])
+        .arg(config("beta"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let running = third.try_wait().unwrap().is_none();
+    let _ = third.kill();
+    let _ = third.wait();
+    assert!(running, "a daemon could not take a free state_dir");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -49,6 +49,7 @@ pub fn run(config_path: &Path) -> i32 {
 
 fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> {
     check_capabilities(&config);
+    let _state_lock = lock_state_dir(&config)?;
     match duet_sys::process::raise_fd_limit() {
         Ok(n) if n < 4096 && !config.balancer.is_empty() => tracing::warn!(
             "open files are limited to {n}: raise LimitNOFILE for balancers with many connections"
@@ -145,6 +146,30 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
     hooks.wait_idle(max_notify + Duration::from_millis(500));
     tracing::info!("duet stopped");
     Ok(())
+}
+
+/// Takes the state directory for this daemon alone: two daemons on one directory would remove
+/// each other's VIP records at start. The lock lives as long as the returned value (the
+/// process); the kernel drops it if the process dies.
+fn lock_state_dir(config: &duet_config::Config) -> Result<duet_sys::process::FileLock, String> {
+    let dir = &config.node.state_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("node.state_dir {}: cannot create it: {e}", dir.display()))?;
+    let path = dir.join("lock");
+    let note = format!("pid {} node {:?}", std::process::id(), config.node.name);
+    match duet_sys::process::FileLock::try_new(&path, &note) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(format!(
+            "node.state_dir {} is in use by another duet ({}): give each daemon on this host its own node.state_dir",
+            dir.display(),
+            duet_sys::process::FileLock::holder(&path)
+        )),
+        Err(e) => Err(format!(
+            "node.state_dir {}: cannot lock {}: {e}",
+            dir.display(),
+            path.display()
+        )),
+    }
 }
 
 /// Says which capability the config needs and this process lacks (read from the kernel, not
