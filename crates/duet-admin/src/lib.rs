@@ -37,6 +37,10 @@ pub struct Status {
     /// Packets dropped before they could be matched to an instance, by reason.
     #[serde(default)]
     pub unmatched_drops: BTreeMap<String, u64>,
+    /// Datagrams (VRRP, heartbeat) the control loop's inbox had no room for, since start: a
+    /// flood at those ports is dropped and counted here, never queued without bound.
+    #[serde(default)]
+    pub inputs_dropped: u64,
     /// Load balancers.
     #[serde(default)]
     pub balancers: Vec<BalancerStatus>,
@@ -224,18 +228,60 @@ pub struct VrrpCounters {
 }
 
 /// The latest snapshot, shared between the daemon (writer) and the server (reader).
-#[derive(Debug, Default)]
-pub struct Published(Mutex<Arc<Status>>);
+pub struct Published {
+    status: Mutex<Arc<Status>>,
+    balancers: Mutex<Option<BalancerSource>>,
+}
+
+/// Reads the balancers' live counters; called by the admin thread per request, so the control
+/// loop never builds them.
+pub type BalancerSource = Arc<dyn Fn() -> Vec<BalancerStatus> + Send + Sync>;
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published").finish_non_exhaustive()
+    }
+}
+
+impl Default for Published {
+    fn default() -> Published {
+        Published {
+            status: Mutex::new(Arc::default()),
+            balancers: Mutex::new(None),
+        }
+    }
+}
 
 impl Published {
-    /// Replaces the snapshot.
+    /// Replaces the control plane's snapshot.
     pub fn publish(&self, status: Status) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(status);
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(status);
     }
 
-    /// The current snapshot.
+    /// Sets where the balancers' counters are read from (on start and after a reload).
+    pub fn set_balancers(&self, source: BalancerSource) {
+        *self.balancers.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// The current status: the control plane's last snapshot with the balancers read now.
     pub fn get(&self) -> Arc<Status> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let source = self
+            .balancers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match source {
+            Some(read) => Arc::new(Status {
+                balancers: read(),
+                ..(*status).clone()
+            }),
+            None => status,
+        }
     }
 }
 

@@ -186,6 +186,14 @@ pub fn render(s: &Status) -> String {
     }
     let w = family(
         &mut out,
+        "duet_control_inputs_dropped_total",
+        "counter",
+        "Datagrams (VRRP, heartbeat) dropped because the control loop's inbox was full.",
+    );
+    lines.push(w.line(&[], s.inputs_dropped as f64));
+    flush(&mut out, &mut lines);
+    let w = family(
+        &mut out,
         "duet_vrrp_vips_held",
         "gauge",
         "VIPs of the instance configured on its interface by this node now.",

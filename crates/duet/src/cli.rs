@@ -73,6 +73,30 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// (internal) lab flood of forged and garbage VRRP and heartbeat packets.
+    #[command(hide = true)]
+    LabFlood {
+        #[arg(long)]
+        from: std::net::Ipv4Addr,
+        #[arg(long)]
+        udp: Vec<SocketAddr>,
+        #[arg(long)]
+        vrid: Option<u8>,
+        #[arg(long, default_value_t = 50_000)]
+        pps: u32,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// (internal) lab watcher of one sender's VRRP advert intervals.
+    #[command(hide = true)]
+    LabVrrpWatch {
+        #[arg(long)]
+        src: std::net::Ipv4Addr,
+        #[arg(long)]
+        on: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// (internal) lab client that polls a target and prints one JSON line per answer.
     #[command(hide = true)]
     LabProbe {
@@ -144,6 +168,20 @@ pub fn main() -> i32 {
             }
         }
         Command::LabResponder { listen, name } => crate::labtools::responder(listen, &name),
+        Command::LabFlood {
+            from,
+            udp,
+            vrid,
+            pps,
+            seconds,
+        } => crate::labflood::flood(&crate::labflood::Flood {
+            from,
+            udp,
+            vrid,
+            pps,
+            seconds,
+        }),
+        Command::LabVrrpWatch { src, on, seconds } => crate::labflood::vrrp_watch(src, on, seconds),
         Command::LabProbe {
             target,
             interval,

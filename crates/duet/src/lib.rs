@@ -8,6 +8,7 @@ pub mod cli;
 pub mod daemon;
 pub mod demo;
 pub mod lab;
+pub mod labflood;
 pub mod labtools;
 pub mod status;
 pub mod witness;

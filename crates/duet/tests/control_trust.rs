@@ -240,3 +240,126 @@ fn a_witness_that_cannot_write_tells_the_nodes_why_once() {
             .contains("the witness can grant leases again")
     );
 }
+
+/// VmRSS of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_flood_at_the_vrrp_and_heartbeat_ports_stalls_nothing() {
+    // Both nodes also run a balancer, which the client loads throughout.
+    let balancer = "\n[[balancer]]\nname = \"web\"\nbind = \"0.0.0.0:8081\"\nmode = \"http\"\nbackends = [{ address = \"10.99.0.2:8080\" }, { address = \"10.99.0.3:8080\" }]\n";
+    let Some(mut p) = common::cluster("flood", balancer, false) else {
+        return;
+    };
+    let exe = exe();
+    let seconds = 20u64;
+    let loads: Vec<_> = (0..3)
+        .map(|_| {
+            p.lab
+                .probe_with(&exe, &p.client, "10.99.0.2:8081", "0ms", "500ms")
+                .unwrap()
+        })
+        .collect();
+    let watch = p
+        .lab
+        .command(&p.beta.host, &exe)
+        .args([
+            "lab-vrrp-watch",
+            "--src",
+            "10.99.0.2",
+            "--on",
+            "10.99.0.3",
+            "--seconds",
+        ])
+        .arg((seconds + 1).to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let alpha_pid = p.alpha.pid.unwrap();
+    let rss_before = rss_kib(alpha_pid);
+    let flood = p
+        .lab
+        .command(&p.client, &exe)
+        .args([
+            "lab-flood",
+            "--from",
+            "10.99.0.10",
+            "--udp",
+            "10.99.0.2:7946",
+            "--vrid",
+            "51",
+            "--pps",
+            "50000",
+            "--seconds",
+        ])
+        .arg(seconds.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Throughout: alpha MASTER, beta BACKUP.
+    let start = std::time::Instant::now();
+    let mut rss_peak = rss_before;
+    while start.elapsed() < S(seconds) {
+        assert_eq!(
+            p.state(common::Node::Alpha).as_deref(),
+            Some("MASTER"),
+            "spurious failover during the flood\n{}",
+            p.logs()
+        );
+        assert_eq!(
+            p.state(common::Node::Beta).as_deref(),
+            Some("BACKUP"),
+            "{}",
+            p.logs()
+        );
+        rss_peak = rss_peak.max(rss_kib(alpha_pid));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let flood_out = flood.wait_with_output().unwrap();
+    let watch_out = watch.wait_with_output().unwrap();
+    let flood: serde_json::Value = serde_json::from_slice(&flood_out.stdout).unwrap();
+    let intervals: serde_json::Value = serde_json::from_slice(&watch_out.stdout).unwrap();
+    let served: usize = loads
+        .iter()
+        .map(|rx| rx.try_iter().filter(|l| l.node.is_some()).count())
+        .sum();
+    let status = p.status(common::Node::Alpha).unwrap();
+    let rate = flood["sent"].as_f64().unwrap() / flood["seconds"].as_f64().unwrap();
+    eprintln!(
+        "flood: {rate:.0} packets/s for {seconds} s; advert intervals at beta: {intervals}; alpha RSS {rss_before} KiB before, {rss_peak} KiB at most; {served} proxied requests; inputs dropped {}; stranger adverts {}",
+        status.inputs_dropped,
+        status.vrrp[0]
+            .counters
+            .dropped
+            .get("stranger")
+            .copied()
+            .unwrap_or(0)
+    );
+    assert!(
+        rate >= 40_000.0,
+        "the flood reached only {rate:.0} packets/s"
+    );
+    // Generous bounds a stall would break (the master-down interval is ~360 ms). The loop
+    // before this change sent no advert at all for the whole flood: its inputs always won.
+    let count = intervals["count"].as_u64().unwrap_or(0);
+    assert!(
+        count >= seconds * 9,
+        "only {count} advert intervals reached beta in {seconds} s"
+    );
+    let max = intervals["max_ms"].as_f64().unwrap_or(f64::INFINITY);
+    assert!(max < 250.0, "an advert interval at beta reached {max} ms");
+    assert!(
+        rss_peak < rss_before + 30 * 1024,
+        "alpha grew from {rss_before} to {rss_peak} KiB"
+    );
+    assert!(served > 1000, "the proxy load stalled: {served} requests");
+}

@@ -1,15 +1,14 @@
 //! Load balancers of the node: start them from the config and report their state.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use duet_admin::{BackendStatus, BalancerStatus};
 use duet_config::{BalancerAlgorithm, BalancerConfig, BalancerMode};
 use duet_health::{Algorithm, HealthPolicy};
 use duet_proxy::{BackendSpec, BalancerSpec, CheckSpec, Proxy, ReloadError};
 
-/// A running balancer with the config it runs.
-#[derive(Debug)]
+/// A running balancer with the config it runs (clones share the running proxy).
+#[derive(Debug, Clone)]
 pub struct Balancer {
     /// Its configuration.
     pub cfg: BalancerConfig,
@@ -235,6 +234,13 @@ fn backends(list: &[duet_config::BackendConfig]) -> Vec<BackendSpec> {
 }
 
 /// The status of every balancer.
+/// Where the admin thread reads the balancers' counters from: a copy of the running set (the
+/// proxies are shared handles), registered again after every reload.
+pub fn source(balancers: &[Balancer]) -> duet_admin::BalancerSource {
+    let running: Vec<Balancer> = balancers.to_vec();
+    std::sync::Arc::new(move || status(&running))
+}
+
 pub fn status(balancers: &[Balancer]) -> Vec<BalancerStatus> {
     balancers
         .iter()
@@ -283,9 +289,6 @@ fn backend_status(v: &duet_proxy::BackendView) -> BackendStatus {
         },
     }
 }
-
-/// How often the status snapshot is refreshed when nothing else happens.
-pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 fn mode_name(mode: BalancerMode) -> &'static str {
     match mode {

@@ -19,7 +19,7 @@ use duet_time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::control::Input;
+use super::input::Inbox;
 
 pub use duet_cluster::member::Via;
 
@@ -56,7 +56,7 @@ impl Cluster {
         witness: Option<&WitnessConfig>,
         coordination: Option<&CoordinationConfig>,
         vip_lifetime: Duration,
-        tx: &mpsc::UnboundedSender<Input>,
+        inbox: &Inbox,
     ) -> Result<Cluster, String> {
         let key = crate::witness::read_key(&cfg.key_file)?;
         let witness_key = match witness.and_then(|w| w.key_file.as_deref()) {
@@ -68,7 +68,11 @@ impl Cluster {
             let s =
                 bind_udp(l.local).map_err(|e| format!("heartbeat link {n} on {}: {e}", l.local))?;
             let s = Arc::new(s);
-            tokio::spawn(read_loop(s.clone(), Via::Link(n), tx.clone()));
+            tokio::spawn(super::ingress::read_cluster(
+                s.clone(),
+                Via::Link(n),
+                inbox.clone(),
+            ));
             links.push(s);
         }
         let witness_socket = match witness {
@@ -78,7 +82,11 @@ impl Cluster {
                 let s = Arc::new(
                     bind_udp(local).map_err(|e| format!("witness client on {local}: {e}"))?,
                 );
-                tokio::spawn(read_loop(s.clone(), Via::Witness, tx.clone()));
+                tokio::spawn(super::ingress::read_cluster(
+                    s.clone(),
+                    Via::Witness,
+                    inbox.clone(),
+                ));
                 Some(s)
             }
             None => None,
@@ -110,7 +118,7 @@ impl Cluster {
                     duet_time::format_duration(c.lease.0)
                 );
                 Some((
-                    super::etcd::start(node, c, tx.clone())?,
+                    super::etcd::start(node, c, inbox.clone())?,
                     c.endpoints.join(","),
                 ))
             }
@@ -438,26 +446,4 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
-}
-
-async fn read_loop(socket: Arc<UdpSocket>, via: Via, tx: mpsc::UnboundedSender<Input>) {
-    let mut buf = vec![0u8; 2048];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, from)) => {
-                let input = Input::Cluster {
-                    via,
-                    from,
-                    bytes: buf[..n].to_vec(),
-                };
-                if tx.send(input).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::debug!("cluster socket: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
 }

@@ -4,7 +4,7 @@
 //! then drain their outputs through [`Effects`]. Nothing here blocks for long: netlink round
 //! trips take microseconds and child processes live on the hooks thread.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,67 +20,11 @@ use tokio::sync::mpsc;
 use super::balancers::{self, Balancer};
 use super::effects::{Effects, SocketEntry};
 use super::hooks::{Hooks, ScriptResult};
+pub use super::input::{Clock, Inbox, Input};
 use super::instance::{Inst, SocketKey};
 use super::readings::Readings;
 use super::vips::VipManager;
 use super::watch::{self, WatchList};
-
-/// Inputs to the control loop.
-#[derive(Debug)]
-pub enum Input {
-    /// A VRRP packet arrived.
-    Packet {
-        key: SocketKey,
-        at: Instant,
-        src: IpAddr,
-        dst: IpAddr,
-        hop_limit: u8,
-        bytes: Vec<u8>,
-    },
-    /// Link carrier states changed (interface name → running).
-    Links(BTreeMap<String, bool>),
-    /// Track file values changed.
-    Files(BTreeMap<PathBuf, i64>),
-    /// SIGTERM / SIGINT.
-    Shutdown,
-    /// SIGHUP.
-    Reload,
-    /// A datagram on a heartbeat or witness socket.
-    Cluster {
-        /// The socket.
-        via: super::cluster::Via,
-        /// Its sender.
-        from: std::net::SocketAddr,
-        /// Its bytes.
-        bytes: Vec<u8>,
-    },
-    /// etcd answered a lease request (`[coordination]`).
-    Etcd(super::etcd::Answer),
-    /// An operator's action from the admin API, and where to send the answer.
-    Action(
-        duet_admin::Action,
-        std::sync::mpsc::Sender<Result<String, duet_admin::ActionError>>,
-    ),
-}
-
-/// Maps the process's monotonic clock onto the cores' time values.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock(std::time::Instant);
-
-impl Clock {
-    /// A clock starting now.
-    pub fn new() -> Clock {
-        Clock(std::time::Instant::now())
-    }
-    /// Current time.
-    pub fn now(&self) -> Instant {
-        Instant::from_nanos(self.0.elapsed().as_nanos() as u64)
-    }
-    /// The tokio instant of a core time value.
-    pub fn to_tokio(self, t: Instant) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(self.0 + Duration::from_nanos(t.as_nanos()))
-    }
-}
 
 /// The control plane.
 pub struct ControlPlane {
@@ -92,7 +36,7 @@ pub struct ControlPlane {
     groups: Vec<SyncGroup>,
     fx: Effects,
     readings: Readings,
-    input_tx: mpsc::UnboundedSender<Input>,
+    inbox: Inbox,
     script_tx: mpsc::UnboundedSender<ScriptResult>,
     watch_list: tokio::sync::watch::Sender<WatchList>,
     published: Arc<Published>,
@@ -102,13 +46,15 @@ pub struct ControlPlane {
     balancers: Vec<Balancer>,
     /// Heartbeats and the witness, when configured.
     cluster: Option<super::cluster::Cluster>,
-    /// Next periodic status refresh (balancer counters move without control-plane events).
-    publish_at: Instant,
+    /// When the status snapshot was last published.
+    published_at: Instant,
+    /// Something may have changed since.
+    dirty: bool,
 }
 
 /// Receivers the loop waits on.
 pub struct Inputs {
-    input_rx: mpsc::UnboundedReceiver<Input>,
+    input_rx: mpsc::Receiver<Input>,
     script_rx: mpsc::UnboundedReceiver<ScriptResult>,
 }
 
@@ -121,11 +67,13 @@ impl ControlPlane {
         hooks: Hooks,
         published: Arc<Published>,
         balancers: Vec<Balancer>,
-    ) -> Result<(ControlPlane, Inputs, mpsc::UnboundedSender<Input>), String> {
-        let (input_tx, input_rx) = mpsc::unbounded_channel();
+    ) -> Result<(ControlPlane, Inputs, Inbox), String> {
+        let (inbox, input_rx) = Inbox::new(super::input::INBOX_CAPACITY);
         let (script_tx, script_rx) = mpsc::unbounded_channel();
         let (watch_list, watch_rx) = tokio::sync::watch::channel(WatchList::default());
-        tokio::spawn(watch::run(watch_rx, input_tx.clone()));
+        tokio::spawn(watch::run_links(watch_rx.clone(), inbox.clone()));
+        watch::spawn_files(watch_rx, inbox.clone())
+            .map_err(|e| format!("track-file thread: {e}"))?;
         let mut cp = ControlPlane {
             nl: Netlink::open().map_err(|e| format!("netlink: {e}"))?,
             config: Config::default(),
@@ -139,9 +87,10 @@ impl ControlPlane {
                 vips,
                 hooks,
                 next_refresh: None,
+                transitioned: false,
             },
             readings: Readings::default(),
-            input_tx: input_tx.clone(),
+            inbox: inbox.clone(),
             script_tx,
             watch_list,
             published,
@@ -150,7 +99,8 @@ impl ControlPlane {
             started: std::time::Instant::now(),
             balancers,
             cluster: None,
-            publish_at: Instant::ZERO,
+            published_at: Instant::ZERO,
+            dirty: true,
         };
         if let Some(hb) = &config.heartbeat {
             cp.cluster = Some(super::cluster::Cluster::start(
@@ -159,23 +109,35 @@ impl ControlPlane {
                 config.witness.as_ref(),
                 config.coordination.as_ref(),
                 config.node.vip_lifetime.0,
-                &input_tx,
+                &inbox,
             )?);
         }
+        cp.published.set_balancers(balancers::source(&cp.balancers));
         cp.apply_config(config)?;
         let inputs = Inputs {
             input_rx,
             script_rx,
         };
-        Ok((cp, inputs, input_tx))
+        Ok((cp, inputs, inbox))
     }
 
     /// Runs until shutdown; returns after every instance has stepped down.
+    ///
+    /// Timers never wait behind inputs: under a flood the inbox always holds something, and
+    /// adverts and heartbeats must still leave on time. Inputs are taken in batches of at most
+    /// [`BATCH`] between looks at the clock.
     pub async fn run(mut self, mut inputs: Inputs) {
-        loop {
+        'run: loop {
             self.drain();
-            self.publish();
+            let now = self.clock.now();
+            if self.publish_due(now) {
+                self.publish(now);
+            }
             let deadline = self.next_deadline();
+            if deadline.is_some_and(|t| t <= now) {
+                self.timers();
+                continue;
+            }
             let sleep = async {
                 match deadline {
                     Some(t) => tokio::time::sleep_until(self.clock.to_tokio(t)).await,
@@ -184,25 +146,60 @@ impl ControlPlane {
             };
             tokio::select! {
                 biased;
-                input = inputs.input_rx.recv() => match input {
-                    Some(Input::Shutdown) | None => break,
-                    Some(Input::Reload) => {
-                        let _ = self.reload();
+                () = sleep => self.timers(),
+                input = inputs.input_rx.recv() => {
+                    let Some(first) = input else { break };
+                    if !self.take(first) {
+                        break;
                     }
-                    Some(Input::Action(action, reply)) => {
-                        let _ = reply.send(self.act(action));
+                    for _ in 1..BATCH {
+                        let Ok(next) = inputs.input_rx.try_recv() else { break };
+                        if !self.take(next) {
+                            break 'run;
+                        }
                     }
-                    Some(input) => self.handle(input),
-                },
+                }
                 Some(result) = inputs.script_rx.recv() => {
+                    self.dirty = true;
                     if self.readings.record_script(&result) {
                         self.retrack();
                     }
                 }
-                () = sleep => self.timers(),
             }
         }
         self.shutdown();
+    }
+
+    /// Handles one input; `false` when it asks the loop to end.
+    fn take(&mut self, input: Input) -> bool {
+        self.dirty = true;
+        match input {
+            Input::Shutdown => return false,
+            Input::Reload => {
+                let _ = self.reload();
+            }
+            Input::Action(action, reply) => {
+                let _ = reply.send(self.act(action));
+            }
+            input => self.handle(input),
+        }
+        true
+    }
+
+    /// Whether the status snapshot is due: an instance changed state (at once), something else
+    /// changed and the last one is [`PUBLISH_CHANGES`] old, or nothing changed for
+    /// [`PUBLISH_IDLE`] (its clocks move).
+    fn publish_due(&self, now: Instant) -> bool {
+        self.fx.transitioned || now >= self.next_publish()
+    }
+
+    fn next_publish(&self) -> Instant {
+        let after = if self.dirty {
+            PUBLISH_CHANGES
+        } else {
+            PUBLISH_IDLE
+        };
+        self.published_at + after
     }
 
     fn handle(&mut self, input: Input) {
@@ -359,7 +356,7 @@ impl ControlPlane {
             })
             .chain([
                 self.fx.next_refresh,
-                Some(self.publish_at),
+                Some(self.next_publish()),
                 self.cluster.as_ref().and_then(|c| c.next_deadline()),
             ])
             .flatten()
@@ -424,11 +421,8 @@ impl ControlPlane {
         // VIPs away before the refresh below could put them back.
         self.cluster_eval();
         self.drain();
+        self.dirty = true;
         let now = self.clock.now();
-        if self.publish_at <= now {
-            // The loop publishes after every wake-up; this only schedules the next one.
-            self.publish_at = now + balancers::PUBLISH_EVERY;
-        }
         for inst in &mut self.instances {
             inst.core.handle_timeout(now);
             self.fx.announce_due(inst, now);
@@ -536,7 +530,7 @@ impl ControlPlane {
                     &inst.cfg.interface,
                     inst.key,
                     self.clock,
-                    self.input_tx.clone(),
+                    self.inbox.clone(),
                 )?;
                 new_sockets.insert(inst.key, entry);
             }
@@ -676,6 +670,8 @@ impl ControlPlane {
             return Err(format!("reload rejected: {e}"));
         }
         let errors = balancers::reload_all(&mut self.balancers, &balancer_configs);
+        self.published
+            .set_balancers(balancers::source(&self.balancers));
         for e in &errors {
             tracing::error!("reload: {e}");
         }
@@ -703,10 +699,10 @@ impl ControlPlane {
         }
         self.readings.stop_scripts();
         self.fx.vips.dismiss_guardian();
-        self.publish();
+        self.publish(now);
     }
 
-    fn publish(&self) {
+    fn publish(&mut self, now: Instant) {
         let mut status = super::publish::status(
             &self.config.node.name,
             self.started,
@@ -715,11 +711,22 @@ impl ControlPlane {
             &self.fx.vips,
             &self.unmatched_drops,
         );
-        status.balancers = balancers::status(&self.balancers);
-        status.cluster = self.cluster.as_ref().map(|c| c.status(self.clock.now()));
+        status.cluster = self.cluster.as_ref().map(|c| c.status(now));
+        status.inputs_dropped = self.inbox.dropped();
         self.published.publish(status);
+        self.published_at = now;
+        self.dirty = false;
+        self.fx.transitioned = false;
     }
 }
+
+/// Inputs taken in one go before the loop looks at the clock again.
+const BATCH: usize = 64;
+/// The status snapshot follows changes at most this often (a flood must not rebuild it per
+/// packet).
+const PUBLISH_CHANGES: Duration = Duration::from_millis(100);
+/// And is refreshed this often when nothing changed (its clocks move).
+const PUBLISH_IDLE: Duration = Duration::from_secs(1);
 
 /// Whether this process may add addresses (an unreadable answer counts as yes: the add then
 /// says what is wrong).

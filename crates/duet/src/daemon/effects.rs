@@ -8,11 +8,10 @@ use duet_sys::guardian::Goodbye;
 use duet_sys::{Announcer, Netlink, VrrpSocket};
 use duet_time::Instant;
 use duet_vrrp::{Action, Advert, State};
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::control::{Clock, Input};
 use super::hooks::{HookJob, Hooks};
+use super::input::{Clock, Inbox};
 use super::instance::{Inst, SocketKey};
 use super::vips::VipManager;
 
@@ -36,7 +35,7 @@ impl SocketEntry {
         ifname: &str,
         key: SocketKey,
         clock: Clock,
-        tx: mpsc::UnboundedSender<Input>,
+        inbox: Inbox,
     ) -> Result<SocketEntry, String> {
         let sock = Arc::new(VrrpSocket::open(ifname, key.0, key.1).map_err(|e| e.to_string())?);
         let link = nl.link(ifname).map_err(|e| e.to_string())?;
@@ -48,7 +47,8 @@ impl SocketEntry {
                 None
             }
         };
-        let reader = tokio::spawn(read_packets(key, sock.clone(), clock, tx)).abort_handle();
+        let reader =
+            tokio::spawn(super::ingress::read_vrrp(key, sock.clone(), clock, inbox)).abort_handle();
         Ok(SocketEntry {
             sock,
             reader,
@@ -69,6 +69,9 @@ pub struct Effects {
     pub hooks: Hooks,
     /// When VIP lifetimes must next be refreshed.
     pub next_refresh: Option<Instant>,
+    /// An instance changed state since the status was last published (it is published at
+    /// once, not at the next tick).
+    pub transitioned: bool,
 }
 
 impl Effects {
@@ -97,6 +100,7 @@ impl Effects {
         let (ifname, ifindex) = (inst.cfg.interface.clone(), inst.ifindex);
         match action {
             Action::Transition { from, to, reason } => {
+                self.transitioned = true;
                 let reason = reason.to_string();
                 tracing::info!(
                     "{}: {from} -> {to} ({reason}), effective priority {}",
@@ -221,49 +225,6 @@ impl Effects {
                 inst.core.effective_priority().to_string(),
             ]);
             self.hooks.submit(job("notify", argv));
-        }
-    }
-}
-
-async fn read_packets(
-    key: SocketKey,
-    sock: Arc<VrrpSocket>,
-    clock: Clock,
-    tx: mpsc::UnboundedSender<Input>,
-) {
-    let fd = match duet_sys::vrrp_socket::register_rx(sock.clone()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::error!("VRRP socket: {e}");
-            return;
-        }
-    };
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let Ok(mut guard) = fd.readable().await else {
-            return;
-        };
-        loop {
-            match sock.recv(&mut buf) {
-                Ok(r) => {
-                    let input = Input::Packet {
-                        key,
-                        at: clock.now(),
-                        src: r.src,
-                        dst: r.dst,
-                        hop_limit: r.hop_limit,
-                        bytes: buf[r.offset..r.offset + r.len].to_vec(),
-                    };
-                    if tx.send(input).is_err() {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    guard.clear_ready();
-                    break;
-                }
-                Err(e) => tracing::debug!("VRRP receive: {e}"),
-            }
         }
     }
 }

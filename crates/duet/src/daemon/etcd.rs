@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::control::Input;
+use super::input::{Inbox, Input};
 
 /// A lease request from the member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,19 +74,15 @@ pub const RETRY: Duration = Duration::from_millis(200);
 pub fn start(
     node: &str,
     cfg: &CoordinationConfig,
-    tx: mpsc::UnboundedSender<Input>,
+    inbox: Inbox,
 ) -> Result<mpsc::UnboundedSender<Request>, String> {
     let client = Client::new(node, cfg)?;
     let (req_tx, req_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(client, req_rx, tx));
+    tokio::spawn(run(client, req_rx, inbox));
     Ok(req_tx)
 }
 
-async fn run(
-    mut client: Client,
-    mut rx: mpsc::UnboundedReceiver<Request>,
-    tx: mpsc::UnboundedSender<Input>,
-) {
+async fn run(mut client: Client, mut rx: mpsc::UnboundedReceiver<Request>, inbox: Inbox) {
     let mut failures = 0u64;
     while let Some(mut req) = rx.recv().await {
         // Only the newest request matters (the member ignores answers to older ones), but a
@@ -110,7 +106,7 @@ async fn run(
                     tracing::info!("etcd: reachable again");
                 }
                 failures = 0;
-                if tx.send(Input::Etcd(answer)).is_err() {
+                if inbox.send(Input::Etcd(answer)).await.is_err() {
                     return;
                 }
             }

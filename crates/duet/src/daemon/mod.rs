@@ -15,6 +15,8 @@ mod control;
 mod effects;
 mod etcd;
 mod hooks;
+mod ingress;
+mod input;
 mod instance;
 mod publish;
 mod readings;
@@ -59,8 +61,7 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
     }
     let published = Arc::new(Published::default());
     // The admin API starts before the control plane; actions wait until it is there.
-    let inbox: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<control::Input>>> =
-        Arc::default();
+    let inbox: Arc<std::sync::OnceLock<input::Inbox>> = Arc::default();
     let operator = operator_control(&config, inbox.clone())?;
     let admin = duet_admin::spawn(
         config.node.admin,
@@ -220,7 +221,7 @@ fn check_capabilities(config: &duet_config::Config) {
 /// The admin API's write side, when an operator token is configured.
 fn operator_control(
     config: &duet_config::Config,
-    inbox: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<control::Input>>>,
+    inbox: Arc<std::sync::OnceLock<input::Inbox>>,
 ) -> Result<Option<duet_admin::Control>, String> {
     let Some(path) = &config.node.operator_token_file else {
         return Ok(None);
@@ -244,7 +245,8 @@ fn operator_control(
             .get()
             .ok_or_else(|| unavailable("the daemon is starting"))?;
         let (reply, answer) = std::sync::mpsc::channel();
-        tx.send(control::Input::Action(action, reply))
+        // Runs on the admin runtime's blocking pool: it may wait for room in the inbox.
+        tx.blocking_send(input::Input::Action(action, reply))
             .map_err(|_| unavailable("the daemon is stopping"))?;
         answer
             .recv_timeout(Duration::from_secs(30))
@@ -253,7 +255,7 @@ fn operator_control(
     Ok(Some(duet_admin::Control { token, operator }))
 }
 
-fn forward_signals(tx: tokio::sync::mpsc::UnboundedSender<control::Input>) -> std::io::Result<()> {
+fn forward_signals(inbox: input::Inbox) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -261,11 +263,11 @@ fn forward_signals(tx: tokio::sync::mpsc::UnboundedSender<control::Input>) -> st
     tokio::spawn(async move {
         loop {
             let input = tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: stepping down"); control::Input::Shutdown }
-                _ = int.recv() => { tracing::info!("SIGINT: stepping down"); control::Input::Shutdown }
-                _ = hup.recv() => { tracing::info!("SIGHUP: reloading"); control::Input::Reload }
+                _ = term.recv() => { tracing::info!("SIGTERM: stepping down"); input::Input::Shutdown }
+                _ = int.recv() => { tracing::info!("SIGINT: stepping down"); input::Input::Shutdown }
+                _ = hup.recv() => { tracing::info!("SIGHUP: reloading"); input::Input::Reload }
             };
-            if tx.send(input).is_err() {
+            if inbox.send(input).await.is_err() {
                 return;
             }
         }

@@ -76,5 +76,6 @@ pub fn status(
         unmatched_drops: by_reason(&|r| unmatched_drops[r.index()]),
         balancers: Vec::new(),
         cluster: None,
+        inputs_dropped: 0,
     }
 }
