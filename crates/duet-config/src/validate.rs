@@ -8,12 +8,15 @@ use std::time::Duration;
 use duet_vrrp::{AdvertInterval, Version};
 use toml::de::{DeTable, DeValue};
 
+use crate::path;
 use crate::schema::Config;
 
 /// A step in the path to a value: a table key or an array index.
-#[derive(Debug, Clone)]
-pub(crate) enum Seg {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    /// A table key.
     Key(String),
+    /// An array index.
     Index(usize),
 }
 
@@ -27,10 +30,6 @@ impl From<usize> for Seg {
     fn from(i: usize) -> Seg {
         Seg::Index(i)
     }
-}
-
-macro_rules! path {
-    ($($seg:expr),* $(,)?) => { vec![$(Seg::from($seg)),*] };
 }
 
 /// A rule violation and where it is.
@@ -79,6 +78,7 @@ pub(crate) fn check(cfg: &Config) -> Vec<Problem> {
     if cfg.node.name.trim().is_empty() {
         bad(path!["node", "name"], "node name must not be empty".into());
     }
+    check_names_and_ports(cfg, &mut bad);
     for (k, n) in cfg.node.admin_names.iter().enumerate() {
         let ok = !n.is_empty()
             && n.bytes()
@@ -266,6 +266,81 @@ pub(crate) fn check(cfg: &Config) -> Vec<Problem> {
         }
     }
     out
+}
+
+/// Names end up in logs, hooks' environment and metric labels: no control characters. Port 0
+/// asks the kernel for any port, which nobody could then find: refused wherever duet binds or
+/// connects.
+fn check_names_and_ports(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
+    let mut name = |path: Vec<Seg>, what: &str, value: &str| {
+        if value.chars().any(char::is_control) {
+            bad(
+                path,
+                format!(
+                    "{what} {value:?} holds a control character (a line break, a tab…): names must be plain text"
+                ),
+            );
+        }
+    };
+    name(path!["node", "name"], "node name", &cfg.node.name);
+    for (i, v) in cfg.vrrp.iter().enumerate() {
+        name(path!["vrrp", i, "name"], "instance name", &v.name);
+    }
+    for (i, b) in cfg.balancer.iter().enumerate() {
+        name(path!["balancer", i, "name"], "balancer name", &b.name);
+        for (r, route) in b.route.iter().enumerate() {
+            if let Some(host) = &route.host {
+                name(path!["balancer", i, "route", r, "host"], "route host", host);
+            }
+        }
+    }
+    for key in cfg.track_script.keys() {
+        name(
+            path!["track_script", key.as_str()],
+            "track script name",
+            key,
+        );
+    }
+    for key in cfg.sync_group.keys() {
+        name(path!["sync_group", key.as_str()], "sync group name", key);
+    }
+    let mut port = |path: Vec<Seg>, addr: &std::net::SocketAddr| {
+        if addr.port() == 0 {
+            bad(
+                path,
+                format!("{addr} has port 0: give the port (\"{}:80\")", addr.ip()),
+            );
+        }
+    };
+    port(path!["node", "admin"], &cfg.node.admin);
+    for (i, b) in cfg.balancer.iter().enumerate() {
+        port(path!["balancer", i, "bind"], &b.bind);
+        if let Some(r) = b.tls.as_ref().and_then(|t| t.redirect_from) {
+            port(path!["balancer", i, "tls", "redirect_from"], &r);
+        }
+        for (j, be) in b.backends.iter().enumerate() {
+            port(path!["balancer", i, "backends", j, "address"], &be.address);
+        }
+        for (r, route) in b.route.iter().enumerate() {
+            for (j, be) in route.backends.iter().enumerate() {
+                port(
+                    path!["balancer", i, "route", r, "backends", j, "address"],
+                    &be.address,
+                );
+            }
+        }
+    }
+    if let Some(hb) = &cfg.heartbeat {
+        for (i, l) in hb.links.iter().enumerate() {
+            port(path!["heartbeat", "links", i, "local"], &l.local);
+            for (j, p) in l.peers.iter().enumerate() {
+                port(path!["heartbeat", "links", i, "peers", j], p);
+            }
+        }
+    }
+    if let Some(w) = &cfg.witness {
+        port(path!["witness", "address"], &w.address);
+    }
 }
 
 fn check_balancers(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {

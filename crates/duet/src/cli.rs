@@ -117,19 +117,25 @@ pub fn main() -> i32 {
             init_logging();
             crate::daemon::run(&config)
         }
-        Command::Check { config } => match duet_config::load(&config) {
-            Ok(c) => {
+        Command::Check { config } => match crate::preflight::load_checked(&config) {
+            Ok((c, warnings)) => {
+                for w in &warnings {
+                    eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.col, w.message);
+                }
                 println!(
-                    "{}: OK (node {:?}, {} vrrp instance(s), {} track script(s))",
+                    "{}: OK (node {:?}, {} vrrp instance(s), {} balancer(s), {} track script(s))",
                     config.display(),
                     c.node.name,
                     c.vrrp.len(),
+                    c.balancer.len(),
                     c.track_script.len()
                 );
                 0
             }
-            Err(e) => {
-                eprintln!("{e}");
+            Err(diagnostics) => {
+                for d in diagnostics {
+                    eprintln!("{d}");
+                }
                 2
             }
         },

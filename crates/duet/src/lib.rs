@@ -10,5 +10,6 @@ pub mod demo;
 pub mod lab;
 pub mod labflood;
 pub mod labtools;
+pub mod preflight;
 pub mod status;
 pub mod witness;

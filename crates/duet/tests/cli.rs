@@ -33,7 +33,10 @@ fn check_reports_file_line_col_and_exits_2() {
 fn check_accepts_a_good_config() {
     let good = scratch(
         "good.toml",
-        "[node]\nname = \"a\"\n\n[[vrrp]]\nname = \"web\"\ninterface = \"eth0\"\nvrid = 51\npriority = 100\nvips = [\"10.0.0.1/24\"]\n",
+        &format!(
+            "[node]\nname = \"a\"\nstate_dir = \"{}\"\n\n[[vrrp]]\nname = \"web\"\ninterface = \"lo\"\nvrid = 51\npriority = 100\nvips = [\"10.0.0.1/24\"]\n",
+            std::env::temp_dir().join("duet-cli-good-state").display()
+        ),
     );
     let out = duet().args(["check", "-c"]).arg(&good).output().unwrap();
     assert!(
@@ -171,10 +174,16 @@ fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
     let dir = std::env::temp_dir().join(format!("duet-cli-lock-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let config = |name: &str| {
+        // A free port for each daemon's admin API.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         scratch(
             &format!("lock-{name}.toml"),
             &format!(
-                "[node]\nname = \"{name}\"\nadmin = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nguardian = false\n",
+                "[node]\nname = \"{name}\"\nadmin = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\nguardian = false\n",
                 dir.display()
             ),
         )

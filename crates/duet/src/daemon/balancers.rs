@@ -105,6 +105,23 @@ pub fn reload_all(running: &mut Vec<Balancer>, configs: &[BalancerConfig]) -> Ve
     errors
 }
 
+/// The TLS settings of a balancer, as the proxy takes them.
+pub fn tls_spec(cfg: &BalancerConfig) -> Option<duet_proxy::TlsSpec> {
+    cfg.tls.as_ref().map(|t| duet_proxy::TlsSpec {
+        certificates: t
+            .certificates
+            .iter()
+            .map(|c| duet_proxy::CertPaths {
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+            })
+            .collect(),
+        hsts: t.hsts.map(|d| d.0),
+        redirect_from: t.redirect_from,
+        http2: t.http2,
+    })
+}
+
 /// Drains (`drain`) or re-enables a backend of balancer `name`.
 pub fn set_draining(
     running: &[Balancer],
@@ -172,19 +189,7 @@ fn spec(
             size: cfg.queue.size,
             timeout: cfg.queue.timeout.0,
         },
-        tls: cfg.tls.as_ref().map(|t| duet_proxy::TlsSpec {
-            certificates: t
-                .certificates
-                .iter()
-                .map(|c| duet_proxy::CertPaths {
-                    cert: c.cert.clone(),
-                    key: c.key.clone(),
-                })
-                .collect(),
-            hsts: t.hsts.map(|d| d.0),
-            redirect_from: t.redirect_from,
-            http2: t.http2,
-        }),
+        tls: tls_spec(cfg),
         health: HealthPolicy {
             rise: cfg.check.as_ref().map_or(2, |c| c.rise),
             fall: cfg.check.as_ref().map_or(3, |c| c.fall),

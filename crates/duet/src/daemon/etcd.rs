@@ -312,7 +312,7 @@ where
     Ok(sender)
 }
 
-fn tls_connector(cfg: &CoordinationConfig) -> Result<tokio_rustls::TlsConnector, String> {
+pub fn tls_connector(cfg: &CoordinationConfig) -> Result<tokio_rustls::TlsConnector, String> {
     let Some(ca) = &cfg.ca_file else {
         return Err("coordination.ca_file is required for https endpoints".into());
     };

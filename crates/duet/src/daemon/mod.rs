@@ -31,12 +31,30 @@ use duet_admin::Published;
 
 pub use watch::read_track_file;
 
+/// The TLS settings of a balancer, as the proxy takes them (for `duet check`).
+pub fn tls_spec(cfg: &duet_config::BalancerConfig) -> Option<duet_proxy::TlsSpec> {
+    balancers::tls_spec(cfg)
+}
+
+/// Whether the etcd client's TLS settings load (for `duet check`).
+pub fn etcd_tls(cfg: &duet_config::CoordinationConfig) -> Result<(), String> {
+    etcd::tls_connector(cfg).map(|_| ())
+}
+
 /// Runs the daemon. Returns the process exit code.
 pub fn run(config_path: &Path) -> i32 {
-    let config = match duet_config::load(config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
+    // What `duet check` refuses, run refuses too, with the same messages.
+    let config = match crate::preflight::load_checked(config_path) {
+        Ok((config, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            config
+        }
+        Err(diagnostics) => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
             return 2;
         }
     };

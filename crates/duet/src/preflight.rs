@@ -1,0 +1,230 @@
+//! What a valid config needs from this host before `duet run` can keep its promises: every file
+//! it reads (tokens, keys, certificates), every command it runs (track scripts, notify hooks),
+//! every interface it uses and every directory it writes. `duet check` and `duet run` both call
+//! [`check`], so check says OK to exactly what run accepts; each problem points at the
+//! `file:line:col` of the value that names the missing thing.
+//!
+//! Nothing here changes the host: directories are not created (the nearest existing parent
+//! must be writable), files are not opened for writing where they do not exist yet.
+
+use std::path::Path;
+
+use duet_config::{Config, Diagnostic, Source, path};
+
+/// The problems found: errors (run refuses to start) and warnings (it starts, and says so).
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Run refuses to start.
+    pub errors: Vec<Diagnostic>,
+    /// Worth knowing, not fatal (a tracked interface that does not exist yet).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads, parses and checks the config at `path` against this host: the config and the
+/// warnings, or every error (config errors first; host checks need a valid config).
+pub fn load_checked(path: &Path) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let source = Source::read(path).map_err(|e| e.diagnostics)?;
+    let config = source.parse().map_err(|e| e.diagnostics)?;
+    let found = check(&config, &source);
+    if found.errors.is_empty() {
+        Ok((config, found.warnings))
+    } else {
+        Err(found.errors)
+    }
+}
+
+/// Checks `config` (read from `source`) against this host.
+pub fn check(config: &Config, source: &Source) -> Findings {
+    let mut f = Findings::default();
+    let mut error = |p: Vec<duet_config::Seg>, m: String| f.errors.push(source.at(&p, m));
+    let node = &config.node;
+
+    if let Some(token) = &node.operator_token_file {
+        match std::fs::read_to_string(token) {
+            Err(e) => error(
+                path!["node", "operator_token_file"],
+                format!("operator token file {}: {e}", token.display()),
+            ),
+            Ok(t) if t.trim().len() < 16 => error(
+                path!["node", "operator_token_file"],
+                format!(
+                    "operator token file {}: the token must have at least 16 characters (it has {})",
+                    token.display(),
+                    t.trim().len()
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+    if let Err(e) = writable_dir(&node.state_dir) {
+        error(
+            path!["node", "state_dir"],
+            format!("state_dir {}: {e}", node.state_dir.display()),
+        );
+    }
+    if let Some(hb) = &config.heartbeat
+        && let Err(e) = crate::witness::read_key(&hb.key_file)
+    {
+        error(path!["heartbeat", "key_file"], e);
+    }
+    if let Some(key) = config.witness.as_ref().and_then(|w| w.key_file.as_deref())
+        && let Err(e) = crate::witness::read_key(key)
+    {
+        error(path!["witness", "key_file"], e);
+    }
+    if let Some(c) = &config.coordination {
+        for (what, file) in [
+            ("ca_file", &c.ca_file),
+            ("cert_file", &c.cert_file),
+            ("key_file", &c.key_file),
+        ] {
+            if let Some(file) = file
+                && let Err(e) = std::fs::metadata(file)
+            {
+                error(
+                    path!["coordination", what],
+                    format!("{what} {}: {e}", file.display()),
+                );
+            }
+        }
+        if c.endpoints.iter().any(|e| e.starts_with("https://"))
+            && let Err(e) = crate::daemon::etcd_tls(c)
+        {
+            error(path!["coordination", "ca_file"], e);
+        }
+    }
+    for (i, b) in config.balancer.iter().enumerate() {
+        if let Some(spec) = crate::daemon::tls_spec(b)
+            && let Err(e) = duet_proxy::tls::acceptor(&spec)
+        {
+            error(path!["balancer", i, "tls", "certificates"], e);
+        }
+        if !matches!(b.access_log.as_str(), "off" | "stderr")
+            && let Err(e) = writable_file(Path::new(&b.access_log))
+        {
+            error(
+                path!["balancer", i, "access_log"],
+                format!("access_log {}: {e}", b.access_log),
+            );
+        }
+    }
+    for (name, script) in &config.track_script {
+        if let Err(e) = runnable(&script.command) {
+            error(
+                path!["track_script", name.as_str(), "command"],
+                format!("track script {name:?}: {e}"),
+            );
+        }
+    }
+    let nl = duet_sys::Netlink::open().ok();
+    for (i, v) in config.vrrp.iter().enumerate() {
+        let hooks = [
+            ("notify", &v.notify),
+            ("notify_master", &v.notify_master),
+            ("notify_backup", &v.notify_backup),
+            ("notify_fault", &v.notify_fault),
+            ("notify_stop", &v.notify_stop),
+        ];
+        for (key, hook) in hooks {
+            if let Some(cmd) = hook
+                && let Err(e) = runnable(&cmd.0)
+            {
+                error(path!["vrrp", i, key], format!("{key}: {e}"));
+            }
+        }
+        let Some(nl) = &nl else { continue };
+        if let Err(e) = nl.link(&v.interface) {
+            error(
+                path!["vrrp", i, "interface"],
+                format!("interface {:?}: {e}", v.interface),
+            );
+        }
+        for (t, tracked) in v.track_interfaces.iter().enumerate() {
+            if nl.link(&tracked.name).is_err() {
+                let at = path!["vrrp", i, "track_interfaces", t];
+                f.warnings.push(source.at(
+                    &at,
+                    format!(
+                        "tracked interface {:?} does not exist now: it counts as down until it appears",
+                        tracked.name
+                    ),
+                ));
+            }
+        }
+    }
+    f
+}
+
+/// Whether `argv[0]` names an executable file (a path, or a name found on `PATH`).
+fn runnable(argv: &[String]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
+        return Err("the command is empty".into());
+    };
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = Path::new(program);
+        return match std::fs::metadata(p) {
+            Err(e) => Err(format!("{program}: {e}")),
+            Ok(_) if !executable(p) => Err(format!("{program}: not an executable file")),
+            Ok(_) => Ok(()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| executable(&dir.join(program))) {
+        Ok(())
+    } else {
+        Err(format!("{program}: not found on PATH"))
+    }
+}
+
+/// Whether a file can be created (or appended to) at `path`, without creating it.
+fn writable_file(path: &Path) -> Result<(), String> {
+    if path.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!("directory {} does not exist", dir.display()));
+    }
+    probe(dir)
+}
+
+/// Whether `dir` can be written, or created under its nearest existing parent.
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let mut at = dir;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => return Err("no existing parent directory".into()),
+        }
+    }
+    if !at.is_dir() {
+        return Err(format!("{} is not a directory", at.display()));
+    }
+    probe(at).map_err(|e| {
+        if at == dir {
+            e
+        } else {
+            format!("cannot be created in {}: {e}", at.display())
+        }
+    })
+}
+
+/// Creates and removes a probe file in `dir`.
+fn probe(dir: &Path) -> Result<(), String> {
+    let probe = dir.join(format!(".duet-check-{}", std::process::id()));
+    let made = std::fs::File::create(&probe);
+    let _ = std::fs::remove_file(&probe);
+    made.map(|_| ())
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))
+}
