@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod lift;
 mod read;
 pub mod schema;
 mod validate;
@@ -14,6 +15,7 @@ mod validate;
 use std::fmt;
 use std::ops::Range;
 
+pub use lift::Lifted;
 pub use schema::*;
 pub use validate::Seg;
 

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 use std::time::Duration;
 
-use duet_vrrp::{AdvertInterval, Version};
+use duet_vrrp::Version;
 use toml::de::{DeTable, DeValue};
 
 use crate::path;
@@ -113,28 +113,26 @@ pub(crate) fn check(cfg: &Config) -> Vec<Problem> {
         if v.interface.trim().is_empty() {
             bad(at("interface"), "interface must not be empty".into());
         }
-        if v.vrid == 0 {
-            bad(at("vrid"), "vrid must be 1..=255".into());
-        }
         if v.priority == 0 {
             bad(
                 at("priority"),
                 "priority must be 1..=255 (0 is reserved for a master that is leaving)".into(),
             );
         }
-        let version = match v.version {
-            2 => Some(Version::V2),
-            3 => Some(Version::V3),
-            n => {
-                bad(at("version"), format!("version must be 2 or 3, got {n}"));
-                None
+        // The same function the daemon builds its core with: what passes here lifts there.
+        let version = match v.lift() {
+            Ok(lifted) => Some(lifted.version),
+            Err(problems) => {
+                for (key, message) in problems {
+                    bad(at(key), message);
+                }
+                match v.version {
+                    2 => Some(Version::V2),
+                    3 => Some(Version::V3),
+                    _ => None,
+                }
             }
         };
-        if let Some(version) = version
-            && let Err(e) = AdvertInterval::from_duration(v.advert_interval.0, version)
-        {
-            bad(at("advert_interval"), e);
-        }
         if v.vips.is_empty() {
             bad(at("vips"), "at least one VIP is required".into());
         }

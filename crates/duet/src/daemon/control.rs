@@ -18,9 +18,9 @@ use duet_vrrp::{Advert, DropReason, SyncGroup, packet::check_hop_limit};
 use tokio::sync::mpsc;
 
 use super::balancers::{self, Balancer};
-use super::effects::{Effects, SocketEntry};
+use super::effects::Effects;
 use super::hooks::{Hooks, ScriptResult};
-pub use super::input::{Clock, Inbox, Input};
+use super::input::{Clock, Inbox, Input};
 use super::instance::{Inst, SocketKey};
 use super::readings::Readings;
 use super::vips::VipManager;
@@ -28,28 +28,28 @@ use super::watch::{self, WatchList};
 
 /// The control plane.
 pub struct ControlPlane {
-    config: Config,
-    config_path: PathBuf,
-    clock: Clock,
-    nl: Netlink,
-    instances: Vec<Inst>,
-    groups: Vec<SyncGroup>,
-    fx: Effects,
-    readings: Readings,
-    inbox: Inbox,
-    script_tx: mpsc::UnboundedSender<ScriptResult>,
-    watch_list: tokio::sync::watch::Sender<WatchList>,
-    published: Arc<Published>,
-    unmatched_drops: [u64; DropReason::ALL.len()],
-    drop_logged: HashMap<(DropReason, IpAddr), std::time::Instant>,
-    started: std::time::Instant,
-    balancers: Vec<Balancer>,
+    pub(super) config: Config,
+    pub(super) config_path: PathBuf,
+    pub(super) clock: Clock,
+    pub(super) nl: Netlink,
+    pub(super) instances: Vec<Inst>,
+    pub(super) groups: Vec<SyncGroup>,
+    pub(super) fx: Effects,
+    pub(super) readings: Readings,
+    pub(super) inbox: Inbox,
+    pub(super) script_tx: mpsc::UnboundedSender<ScriptResult>,
+    pub(super) watch_list: tokio::sync::watch::Sender<WatchList>,
+    pub(super) published: Arc<Published>,
+    pub(super) unmatched_drops: [u64; DropReason::ALL.len()],
+    pub(super) drop_log: DropLog,
+    pub(super) started: Instant,
+    pub(super) balancers: Vec<Balancer>,
     /// Heartbeats and the witness, when configured.
-    cluster: Option<super::cluster::Cluster>,
+    pub(super) cluster: Option<super::cluster::Cluster>,
     /// When the status snapshot was last published.
-    published_at: Instant,
+    pub(super) published_at: Instant,
     /// Something may have changed since.
-    dirty: bool,
+    pub(super) dirty: bool,
 }
 
 /// Receivers the loop waits on.
@@ -95,8 +95,8 @@ impl ControlPlane {
             watch_list,
             published,
             unmatched_drops: [0; DropReason::ALL.len()],
-            drop_logged: HashMap::new(),
-            started: std::time::Instant::now(),
+            drop_log: DropLog::default(),
+            started: Instant::ZERO,
             balancers,
             cluster: None,
             published_at: Instant::ZERO,
@@ -261,7 +261,7 @@ impl ControlPlane {
             Ok((advert, _)) => advert,
             Err(reason) => {
                 let vrid = bytes.get(1).copied();
-                self.count_drop(key, vrid, src, reason);
+                self.count_drop(at, key, vrid, src, reason);
                 return;
             }
         };
@@ -282,26 +282,18 @@ impl ControlPlane {
             });
             if stranger {
                 inst.core.count_drop(DropReason::NotClusterPeer);
-                log_drop(
-                    &mut self.drop_logged,
-                    &inst.cfg.name,
-                    src,
-                    DropReason::NotClusterPeer,
-                );
+                self.drop_log
+                    .note(at, &inst.cfg.name, src, DropReason::NotClusterPeer);
                 continue;
             }
             if !inst.cfg.unicast_peers.is_empty() && !inst.cfg.unicast_peers.contains(&src) {
                 inst.core.count_drop(DropReason::UnknownPeer);
-                log_drop(
-                    &mut self.drop_logged,
-                    &inst.cfg.name,
-                    src,
-                    DropReason::UnknownPeer,
-                );
+                self.drop_log
+                    .note(at, &inst.cfg.name, src, DropReason::UnknownPeer);
                 continue;
             }
             if let Err(reason) = inst.core.handle_advert(at, src, &advert) {
-                log_drop(&mut self.drop_logged, &inst.cfg.name, src, reason);
+                self.drop_log.note(at, &inst.cfg.name, src, reason);
             }
         }
         if !matched {
@@ -310,7 +302,14 @@ impl ControlPlane {
     }
 
     /// Counts a packet that failed validation, on the instance its VRID byte names if any.
-    fn count_drop(&mut self, key: SocketKey, vrid: Option<u8>, src: IpAddr, reason: DropReason) {
+    fn count_drop(
+        &mut self,
+        at: Instant,
+        key: SocketKey,
+        vrid: Option<u8>,
+        src: IpAddr,
+        reason: DropReason,
+    ) {
         let inst = self
             .instances
             .iter_mut()
@@ -325,7 +324,7 @@ impl ControlPlane {
                 "-"
             }
         };
-        log_drop(&mut self.drop_logged, name, src, reason);
+        self.drop_log.note(at, name, src, reason);
     }
 
     /// Recomputes every instance's tracking input from the latest readings (and the VIP
@@ -349,8 +348,7 @@ impl ControlPlane {
             .flat_map(|i| {
                 [
                     i.core.poll_timeout(),
-                    i.garp.map(|(at, _)| at),
-                    i.garp_refresh,
+                    i.garp.next_deadline(),
                     i.vip_fault.as_ref().map(|f| f.retry_at),
                 ]
             })
@@ -409,8 +407,8 @@ impl ControlPlane {
             // that learned the other's MAC must hear where the VIPs live.
             let claims =
                 inst.core.state() == duet_vrrp::State::Master && c.peer_master(inst.cfg.vrid);
-            if claims && !inst.peer_claims && inst.cfg.garp.count > 0 {
-                inst.garp = Some((now, inst.cfg.garp.count));
+            if claims && !inst.peer_claims {
+                inst.garp.burst(now, &inst.cfg.garp);
             }
             inst.peer_claims = claims;
         }
@@ -447,8 +445,8 @@ impl ControlPlane {
                     duet_time::format_duration(now.saturating_since(due))
                 );
                 for inst in &mut self.instances {
-                    if inst.core.state() == duet_vrrp::State::Master && inst.cfg.garp.count > 0 {
-                        inst.garp = Some((now, inst.cfg.garp.count));
+                    if inst.core.state() == duet_vrrp::State::Master {
+                        inst.garp.burst(now, &inst.cfg.garp);
                     }
                 }
             }
@@ -468,7 +466,7 @@ impl ControlPlane {
             else {
                 continue;
             };
-            if permission && !has_net_admin() {
+            if permission && !super::vips::may_add_addresses() {
                 inst.vip_failures = inst.vip_failures.saturating_add(1);
                 let next = now + inst.vip_backoff();
                 if let Some(f) = &mut inst.vip_fault {
@@ -499,190 +497,6 @@ impl ControlPlane {
         }
     }
 
-    /// Switches to `config`. Instances whose config is unchanged keep running untouched (no
-    /// flap on reload); changed and removed ones step down; new ones start. Everything that can
-    /// fail (interfaces, addresses, sockets) is prepared first: on error nothing changes.
-    fn apply_config(&mut self, config: Config) -> Result<(), String> {
-        let all_vips: Vec<IpAddr> = config
-            .vrrp
-            .iter()
-            .flat_map(|v| v.vips.iter().map(|x| x.address))
-            .collect();
-        // Prepare: for each configured instance, an unchanged running one or a new one.
-        let mut claimed = vec![false; self.instances.len()];
-        let mut plan: Vec<Result<usize, Inst>> = Vec::new();
-        for v in &config.vrrp {
-            let same =
-                (0..self.instances.len()).find(|&i| !claimed[i] && self.instances[i].cfg == *v);
-            match same {
-                Some(i) => {
-                    claimed[i] = true;
-                    plan.push(Ok(i));
-                }
-                None => plan.push(Err(Inst::new(&self.nl, v, &all_vips)?)),
-            }
-        }
-        let mut new_sockets = HashMap::new();
-        for inst in plan.iter().filter_map(|p| p.as_ref().err()) {
-            if !self.fx.sockets.contains_key(&inst.key) && !new_sockets.contains_key(&inst.key) {
-                let entry = SocketEntry::open(
-                    &self.nl,
-                    &inst.cfg.interface,
-                    inst.key,
-                    self.clock,
-                    self.inbox.clone(),
-                )?;
-                new_sockets.insert(inst.key, entry);
-            }
-        }
-
-        // Commit.
-        let now = self.clock.now();
-        self.fx.sockets.extend(new_sockets);
-        let mut old: Vec<Option<Inst>> = std::mem::take(&mut self.instances)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let mut fresh = Vec::new();
-        for (n, p) in plan.into_iter().enumerate() {
-            match p {
-                Ok(i) => self.instances.push(old[i].take().expect("claimed once")),
-                Err(inst) => {
-                    fresh.push(n);
-                    self.instances.push(inst);
-                }
-            }
-        }
-        for mut gone in old.into_iter().flatten() {
-            gone.core.shutdown(now);
-            self.fx.drain(&mut gone, now);
-        }
-        let instances = &self.instances;
-        self.fx
-            .sockets
-            .retain(|key, _| instances.iter().any(|i| i.key == *key));
-        self.readings
-            .restart_scripts(&config.track_script, &self.fx.hooks, &self.script_tx);
-        self.groups = config
-            .sync_group
-            .iter()
-            .map(|(name, g)| {
-                let members = g
-                    .instances
-                    .iter()
-                    .filter_map(|n| self.instances.iter().position(|i| &i.cfg.name == n))
-                    .collect();
-                SyncGroup::new(name.clone(), members)
-            })
-            .collect();
-        self.config = config;
-        self.update_watch_list();
-        let net_admin = has_net_admin();
-        for i in fresh {
-            let inst = &mut self.instances[i];
-            if !net_admin {
-                inst.vip_failures = 1;
-                inst.vip_fault = Some(super::instance::VipFault {
-                    message: "missing CAP_NET_ADMIN: cannot add VIPs".into(),
-                    permission: true,
-                    retry_at: now + inst.vip_backoff(),
-                });
-            }
-            let mut health = self.readings.tracking_of(&inst.cfg);
-            if let Some(f) = &inst.vip_fault {
-                health.fault = Some(f.message.clone());
-            }
-            inst.core.set_tracking(now, health);
-            inst.core.start(now);
-        }
-        Ok(())
-    }
-
-    fn update_watch_list(&mut self) {
-        let mut list = WatchList::default();
-        for v in &self.config.vrrp {
-            list.interfaces.insert(v.interface.clone());
-            list.interfaces
-                .extend(v.track_interfaces.iter().map(|t| t.name.clone()));
-            list.files
-                .extend(v.track_files.iter().map(|f| f.path.clone()));
-        }
-        let _ = self.watch_list.send(list);
-    }
-
-    fn act(&mut self, action: duet_admin::Action) -> Result<String, duet_admin::ActionError> {
-        match action {
-            duet_admin::Action::Reload => {
-                self.reload().map_err(|message| duet_admin::ActionError {
-                    status: 409,
-                    message,
-                })
-            }
-            duet_admin::Action::Backend {
-                balancer,
-                backend,
-                drain,
-            } => balancers::set_draining(&self.balancers, &balancer, &backend, drain),
-        }
-    }
-
-    /// Re-reads the config file. A file that does not load or VRRP changes that cannot be
-    /// applied change nothing; a balancer whose new settings fail keeps its old ones.
-    fn reload(&mut self) -> Result<String, String> {
-        let path = self.config_path.clone();
-        let config = match duet_config::load(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                for d in &e.diagnostics {
-                    tracing::error!("reload rejected, keeping the running config: {d}");
-                }
-                let all: Vec<String> = e.diagnostics.iter().map(|d| d.to_string()).collect();
-                return Err(format!("reload rejected: {}", all.join("; ")));
-            }
-        };
-        if config.node.admin != self.config.node.admin
-            || config.node.operator_token_file != self.config.node.operator_token_file
-        {
-            tracing::warn!(
-                "reload: node.admin and node.operator_token_file take effect after a restart"
-            );
-        }
-        let cluster_changed = config.heartbeat != self.config.heartbeat
-            || config.witness != self.config.witness
-            || config.coordination != self.config.coordination
-            || config.node.vip_lifetime != self.config.node.vip_lifetime;
-        if cluster_changed {
-            // The running cluster's promises and leases were counted against the running
-            // settings; changing them under it could break the no-two-masters guarantee.
-            tracing::warn!(
-                "reload: [heartbeat], [witness], [coordination] and node.vip_lifetime take effect after a restart"
-            );
-        }
-        if let Err(e) = super::accept::apply(&config) {
-            tracing::error!("reload rejected, keeping the running config: {e}");
-            let _ = super::accept::apply(&self.config);
-            return Err(format!("reload rejected: {e}"));
-        }
-        let balancer_configs = config.balancer.clone();
-        if let Err(e) = self.apply_config(config) {
-            tracing::error!("reload rejected, keeping the running config: {e}");
-            let _ = super::accept::apply(&self.config);
-            return Err(format!("reload rejected: {e}"));
-        }
-        let errors = balancers::reload_all(&mut self.balancers, &balancer_configs);
-        self.published
-            .set_balancers(balancers::source(&self.balancers));
-        for e in &errors {
-            tracing::error!("reload: {e}");
-        }
-        if errors.is_empty() {
-            tracing::info!("reloaded {}", path.display());
-            Ok(format!("reloaded {}", path.display()))
-        } else {
-            Err(format!("reloaded with errors: {}", errors.join("; ")))
-        }
-    }
-
     fn shutdown(&mut self) {
         let now = self.clock.now();
         for inst in &mut self.instances {
@@ -706,6 +520,7 @@ impl ControlPlane {
         let mut status = super::publish::status(
             &self.config.node.name,
             self.started,
+            now,
             &self.instances,
             &self.readings,
             &self.fx.vips,
@@ -728,35 +543,33 @@ const PUBLISH_CHANGES: Duration = Duration::from_millis(100);
 /// And is refreshed this often when nothing changed (its clocks move).
 const PUBLISH_IDLE: Duration = Duration::from_secs(1);
 
-/// Whether this process may add addresses (an unreadable answer counts as yes: the add then
-/// says what is wrong).
-fn has_net_admin() -> bool {
-    duet_sys::process::has_capability(duet_sys::process::Capability::NetAdmin).unwrap_or(true)
+/// Logs dropped packets: at most once a minute per reason and sender.
+#[derive(Debug, Default)]
+pub struct DropLog {
+    last: HashMap<(DropReason, IpAddr), Instant>,
 }
 
-/// Logs a dropped packet at most once a minute per reason and sender.
-fn log_drop(
-    logged: &mut HashMap<(DropReason, IpAddr), std::time::Instant>,
-    instance: &str,
-    src: IpAddr,
-    reason: DropReason,
-) {
-    // Other virtual routers on the LAN, and our own adverts, are normal.
-    if matches!(reason, DropReason::UnknownVrid | DropReason::OwnAdvert) {
-        return;
+impl DropLog {
+    /// Logs that `instance` dropped a packet from `src` for `reason` at `now`, unless it did
+    /// within the last minute.
+    fn note(&mut self, now: Instant, instance: &str, src: IpAddr, reason: DropReason) {
+        // Other virtual routers on the LAN, and our own adverts, are normal.
+        if matches!(reason, DropReason::UnknownVrid | DropReason::OwnAdvert) {
+            return;
+        }
+        if self
+            .last
+            .get(&(reason, src))
+            .is_some_and(|last| now.saturating_since(*last) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.last.insert((reason, src), now);
+        tracing::warn!(
+            "{instance}: dropped VRRP packet from {src}: {}",
+            describe(reason)
+        );
     }
-    let now = std::time::Instant::now();
-    if logged
-        .get(&(reason, src))
-        .is_some_and(|last| now.duration_since(*last) < Duration::from_secs(60))
-    {
-        return;
-    }
-    logged.insert((reason, src), now);
-    tracing::warn!(
-        "{instance}: dropped VRRP packet from {src}: {}",
-        describe(reason)
-    );
 }
 
 fn describe(reason: DropReason) -> &'static str {

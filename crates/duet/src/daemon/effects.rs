@@ -108,10 +108,9 @@ impl Effects {
                     inst.core.effective_priority()
                 );
                 inst.last_reason = reason.clone();
-                inst.since = std::time::Instant::now();
+                inst.since = now;
                 if to != State::Master {
-                    inst.garp = None;
-                    inst.garp_refresh = None;
+                    inst.garp.stop();
                 }
                 self.submit_hooks(inst, from, to, &reason);
             }
@@ -143,26 +142,13 @@ impl Effects {
                 self.vips.remove(&ifname, ifindex, &inst.cfg.vips);
                 self.vips.clear_goodbyes(&inst.cfg.name);
             }
-            Action::Announce => {
-                if inst.cfg.garp.count > 0 {
-                    inst.garp = Some((now, inst.cfg.garp.count));
-                }
-                let refresh = inst.cfg.garp.refresh.0;
-                inst.garp_refresh = (!refresh.is_zero()).then(|| now + refresh);
-            }
+            Action::Announce => inst.garp.take_over(now, &inst.cfg.garp),
         }
     }
 
     /// Sends the due announcements of `inst`'s GARP burst and schedules the next.
     pub fn announce_due(&self, inst: &mut Inst, now: Instant) {
-        if inst.garp_refresh.is_some_and(|t| t <= now) {
-            inst.garp_refresh = Some(now + inst.cfg.garp.refresh.0);
-            inst.garp = Some((now, inst.cfg.garp.count));
-        }
-        let Some((at, remaining)) = inst.garp else {
-            return;
-        };
-        if at > now {
+        if !inst.garp.due(now, &inst.cfg.garp) {
             return;
         }
         if let Some(a) = self
@@ -176,7 +162,6 @@ impl Effects {
                 }
             }
         }
-        inst.garp = (remaining > 1).then(|| (now + inst.cfg.garp.interval.0, remaining - 1));
     }
 
     fn submit_hooks(&self, inst: &Inst, from: State, to: State, reason: &str) {

@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+pub use super::input::EtcdAnswer as Answer;
 use super::input::{Inbox, Input};
 
 /// A lease request from the member.
@@ -40,29 +41,6 @@ pub struct Request {
     pub request: u64,
     /// Zero: release.
     pub duration: Duration,
-}
-
-/// etcd's answer to a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// This node holds the leadership key for `duration` under `term`.
-    Granted {
-        /// The request answered.
-        request: u64,
-        /// The lease TTL.
-        duration: Duration,
-        /// The key's create revision.
-        term: u64,
-    },
-    /// Another node holds it.
-    Refused {
-        /// The request answered.
-        request: u64,
-        /// The holder's name.
-        holder: String,
-        /// The key's create revision.
-        term: u64,
-    },
 }
 
 /// While another node leads, ask again this often (so a released or expired key is taken

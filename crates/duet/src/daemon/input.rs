@@ -50,7 +50,7 @@ pub enum Input {
         bytes: Vec<u8>,
     },
     /// etcd answered a lease request (`[coordination]`).
-    Etcd(super::etcd::Answer),
+    Etcd(EtcdAnswer),
     /// An operator's action from the admin API, and where to send the answer.
     Action(
         duet_admin::Action,
@@ -75,6 +75,29 @@ impl Clock {
     pub fn to_tokio(self, t: Instant) -> tokio::time::Instant {
         tokio::time::Instant::from_std(self.0 + Duration::from_nanos(t.as_nanos()))
     }
+}
+
+/// etcd's answer to a lease request (the etcd client task's output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EtcdAnswer {
+    /// This node holds the leadership key for `duration` under `term`.
+    Granted {
+        /// The request answered.
+        request: u64,
+        /// The lease TTL.
+        duration: Duration,
+        /// The key's create revision.
+        term: u64,
+    },
+    /// Another node holds it.
+    Refused {
+        /// The request answered.
+        request: u64,
+        /// The holder's name.
+        holder: String,
+        /// The key's create revision.
+        term: u64,
+    },
 }
 
 /// The sending side of the control loop's inbox; clones share the drop counter.

@@ -3,12 +3,10 @@
 
 use std::net::IpAddr;
 
-use duet_config::{V3Checksum, VrrpConfig};
+use duet_config::{GarpConfig, VrrpConfig};
 use duet_sys::Netlink;
 use duet_time::Instant;
-use duet_vrrp::{
-    Advert, AdvertInterval, ChecksumMode, Family, Instance, InstanceConfig, Version, Vrid,
-};
+use duet_vrrp::{Advert, ChecksumMode, Family, Instance};
 
 /// Sockets are shared by every instance on one interface and family.
 pub type SocketKey = (u32, Family);
@@ -31,17 +29,71 @@ pub struct Inst {
     /// Reason of the last transition.
     pub last_reason: String,
     /// When the last transition happened.
-    pub since: std::time::Instant,
-    /// Next GARP of the current burst and how many remain.
-    pub garp: Option<(Instant, u32)>,
-    /// Next periodic GARP burst while master.
-    pub garp_refresh: Option<Instant>,
+    pub since: Instant,
+    /// Gratuitous ARP / unsolicited NA for its VIPs.
+    pub garp: GarpBurst,
     /// A peer was last heard (heartbeat) claiming this instance while this node is MASTER.
     pub peer_claims: bool,
     /// The kernel refused this instance's VIPs: it stays in FAULT until `retry_at`.
     pub vip_fault: Option<VipFault>,
     /// VIP failures in a row (the retry backoff doubles with each).
     pub vip_failures: u32,
+}
+
+/// Gratuitous ARP / unsolicited NA for one instance's VIPs: a burst of `garp.count`
+/// announcements `garp.interval` apart when it takes over (and again whenever the LAN may have
+/// learned another MAC), repeated every `garp.refresh` while it stays MASTER. Every change goes
+/// through here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GarpBurst {
+    /// Next announcement of the current burst and how many remain.
+    next: Option<(Instant, u32)>,
+    /// Next periodic burst.
+    refresh_at: Option<Instant>,
+}
+
+impl GarpBurst {
+    /// Starts a burst now (none when the count is 0).
+    pub fn burst(&mut self, now: Instant, cfg: &GarpConfig) {
+        if cfg.count > 0 {
+            self.next = Some((now, cfg.count));
+        }
+    }
+
+    /// Became MASTER: a burst now, and the periodic ones from now on.
+    pub fn take_over(&mut self, now: Instant, cfg: &GarpConfig) {
+        self.burst(now, cfg);
+        let refresh = cfg.refresh.0;
+        self.refresh_at = (!refresh.is_zero()).then(|| now + refresh);
+    }
+
+    /// No longer MASTER: no more announcements.
+    pub fn stop(&mut self) {
+        *self = GarpBurst::default();
+    }
+
+    /// Whether an announcement is due now; if so, counts it and schedules the next.
+    pub fn due(&mut self, now: Instant, cfg: &GarpConfig) -> bool {
+        if self.refresh_at.is_some_and(|t| t <= now) {
+            self.refresh_at = Some(now + cfg.refresh.0);
+            self.burst(now, cfg);
+        }
+        match self.next {
+            Some((at, remaining)) if at <= now => {
+                self.next = (remaining > 1).then(|| (now + cfg.interval.0, remaining - 1));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// When [`GarpBurst::due`] must next be asked.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [self.next.map(|(at, _)| at), self.refresh_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
 }
 
 /// Why an instance cannot hold its VIPs, and when to try again.
@@ -62,7 +114,12 @@ const VIP_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Inst {
     /// Resolves the interface and source address and builds the core.
-    pub fn new(nl: &Netlink, cfg: &VrrpConfig, all_vips: &[IpAddr]) -> Result<Inst, String> {
+    pub fn new(
+        nl: &Netlink,
+        cfg: &VrrpConfig,
+        all_vips: &[IpAddr],
+        now: Instant,
+    ) -> Result<Inst, String> {
         let link = nl
             .link(&cfg.interface)
             .map_err(|e| format!("vrrp {:?}: interface {}: {e}", cfg.name, cfg.interface))?;
@@ -81,36 +138,22 @@ impl Inst {
                 )
             })?,
         };
-        let version = if cfg.version == 2 {
-            Version::V2
-        } else {
-            Version::V3
-        };
-        let core_cfg = InstanceConfig {
-            name: cfg.name.clone(),
-            vrid: Vrid::new(cfg.vrid).ok_or("vrid 0")?,
-            version,
-            priority: cfg.priority,
-            advert_interval: AdvertInterval::from_duration(cfg.advert_interval.0, version)?,
-            preempt: cfg.preempt,
-            preempt_delay: cfg.preempt_delay.0,
-            vips: cfg.vips.iter().map(|v| v.address).collect(),
-            primary_address: source,
-        };
+        // Validation lifted this very instance: on a parsed config this cannot fail.
+        let lifted = cfg.lift().map_err(|problems| {
+            let all: Vec<String> = problems.into_iter().map(|(_, m)| m).collect();
+            format!("vrrp {:?}: {}", cfg.name, all.join("; "))
+        })?;
+        let core_cfg = cfg.core_config(&lifted, source);
         Ok(Inst {
             cfg: cfg.clone(),
             core: Instance::new(core_cfg),
             ifindex: link.index,
             source,
             key: (link.index, family),
-            checksum: match cfg.v3_checksum {
-                V3Checksum::PseudoHeader => ChecksumMode::PseudoHeader,
-                V3Checksum::Rfc => ChecksumMode::MessageOnly,
-            },
+            checksum: lifted.checksum,
             last_reason: String::new(),
-            since: std::time::Instant::now(),
-            garp: None,
-            garp_refresh: None,
+            since: now,
+            garp: GarpBurst::default(),
             peer_claims: false,
             vip_fault: None,
             vip_failures: 0,
@@ -186,4 +229,41 @@ fn pick_source(nl: &Netlink, index: u32, family: Family, vips: &[IpAddr]) -> Opt
             _ => false,
         })
         .map(|a| a.address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_nanos(n * 1_000_000)
+    }
+
+    #[test]
+    fn a_burst_counts_down_and_refreshes_until_stopped() {
+        let cfg = GarpConfig {
+            count: 3,
+            interval: duet_config::Dur(std::time::Duration::from_millis(10)),
+            refresh: duet_config::Dur(std::time::Duration::from_secs(1)),
+        };
+        let mut g = GarpBurst::default();
+        assert_eq!(g.next_deadline(), None);
+        g.take_over(ms(0), &cfg);
+        let mut sent = Vec::new();
+        for t in 0..100 {
+            if g.due(ms(t), &cfg) {
+                sent.push(t);
+            }
+        }
+        assert_eq!(sent, [0, 10, 20], "three, 10 ms apart");
+        assert_eq!(g.next_deadline(), Some(ms(1000)), "then the refresh");
+        assert!(g.due(ms(1000), &cfg));
+        g.stop();
+        assert_eq!(g.next_deadline(), None);
+        assert!(!g.due(ms(5000), &cfg));
+        // A count of 0 sends nothing, even when a burst is asked for.
+        let silent = GarpConfig { count: 0, ..cfg };
+        g.burst(ms(0), &silent);
+        assert!(!g.due(ms(0), &silent));
+    }
 }

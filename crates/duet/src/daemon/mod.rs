@@ -20,6 +20,7 @@ mod input;
 mod instance;
 mod publish;
 mod readings;
+mod reload;
 mod vips;
 mod watch;
 

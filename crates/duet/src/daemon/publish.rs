@@ -1,6 +1,7 @@
 //! Builds the admin API snapshot from the running instances.
 
 use duet_admin::{Status, VrrpCounters, VrrpStatus};
+use duet_time::Instant;
 use duet_vrrp::{DropReason, TrackerReading};
 
 use super::instance::Inst;
@@ -10,7 +11,8 @@ use super::vips::VipManager;
 /// The `GET /v1/status` document.
 pub fn status(
     node: &str,
-    started: std::time::Instant,
+    started: Instant,
+    now: Instant,
     instances: &[Inst],
     readings: &Readings,
     vips: &VipManager,
@@ -55,7 +57,7 @@ pub fn status(
                 vips_held: vips.held_of(&i.cfg.interface, &i.cfg.vips),
                 veto: i.core.veto().map(str::to_string),
                 reason: i.last_reason.clone(),
-                in_state_seconds: i.since.elapsed().as_secs_f64(),
+                in_state_seconds: now.saturating_since(i.since).as_secs_f64(),
                 trackers,
                 counters: VrrpCounters {
                     adverts_received: stats.adverts_received,
@@ -71,7 +73,7 @@ pub fn status(
     Status {
         node: node.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_seconds: started.elapsed().as_secs_f64(),
+        uptime_seconds: now.saturating_since(started).as_secs_f64(),
         vrrp,
         unmatched_drops: by_reason(&|r| unmatched_drops[r.index()]),
         balancers: Vec::new(),

@@ -289,3 +289,9 @@ struct Guardian {
     child: Child,
     stdin: Option<ChildStdin>,
 }
+
+/// Whether this process may add addresses (an unreadable answer counts as yes: the add then
+/// says what is wrong).
+pub fn may_add_addresses() -> bool {
+    duet_sys::process::has_capability(duet_sys::process::Capability::NetAdmin).unwrap_or(true)
+}

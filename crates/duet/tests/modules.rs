@@ -1,11 +1,11 @@
-//! The proxy's modules import each other without a cycle (ARCHITECTURE.md, "duet-proxy module
-//! map"): a shared type lives in the lower module, never in both directions.
+//! The modules of the proxy and of the daemon import each other without a cycle (ARCHITECTURE.md,
+//! the module maps): a shared type lives in the lower module, never in both directions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Top-level module → the top-level modules its files name as `crate::x`.
-fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+/// Top-level module of `src` → the sibling modules its files name as `{prefix}x`.
+fn imports(src: &Path, prefix: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(src).unwrap() {
         let path = entry.unwrap().path();
@@ -16,7 +16,7 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             }
         } else if path.extension().is_some_and(|e| e == "rs") {
             let module = path.file_stem().unwrap().to_string_lossy().into_owned();
-            if module != "lib" {
+            if module != "lib" && module != "mod" {
                 files.push((module, path));
             }
         }
@@ -26,13 +26,13 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     for (module, path) in files {
         let text = std::fs::read_to_string(&path).unwrap();
         let deps = graph.entry(module.clone()).or_default();
-        for (i, _) in text.match_indices("crate::") {
-            let rest = &text[i + "crate::".len()..];
+        for (i, _) in text.match_indices(prefix) {
+            let rest = &text[i + prefix.len()..];
             let name: String = rest
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            // `use crate::{a, b}` names several.
+            // `use {prefix}{a, b}` names several.
             let names: Vec<String> = if rest.starts_with('{') {
                 let end = rest.find('}').unwrap_or(rest.len());
                 rest[1..end]
@@ -84,25 +84,32 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
         .find_map(|m| visit(m, graph, &mut Vec::new(), &mut done))
 }
 
-#[test]
-fn the_proxy_modules_import_each_other_without_a_cycle() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let graph = imports(&src);
-    assert!(graph.len() > 10, "found too few modules: {graph:?}");
+fn assert_acyclic_and_mapped(src: &Path, prefix: &str, what: &str) {
+    let graph = imports(src, prefix);
+    assert!(graph.len() > 10, "{what}: found too few modules: {graph:?}");
     if let Some(c) = cycle(&graph) {
-        panic!("import cycle: {}", c.join(" -> "));
+        panic!("{what}: import cycle: {}", c.join(" -> "));
     }
-    // The map in ARCHITECTURE.md names every module.
-    let arch = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ARCHITECTURE.md"),
-    )
-    .unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let arch = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
     for m in graph.keys() {
         assert!(
             arch.contains(&format!("`{m}`")),
-            "ARCHITECTURE.md's proxy module map does not name `{m}`"
+            "ARCHITECTURE.md's {what} module map does not name `{m}`"
         );
     }
+}
+
+#[test]
+fn the_proxy_modules_import_each_other_without_a_cycle() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    assert_acyclic_and_mapped(&root.join("crates/duet-proxy/src"), "crate::", "duet-proxy");
+}
+
+#[test]
+fn the_daemon_modules_import_each_other_without_a_cycle() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    assert_acyclic_and_mapped(&root.join("crates/duet/src/daemon"), "super::", "daemon");
 }
 
 #[test]
