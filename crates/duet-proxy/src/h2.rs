@@ -1,28 +1,27 @@
 //! HTTP/2 from clients (negotiated by ALPN over TLS), forwarded to backends over HTTP/1.1.
 //!
-//! Here the protocol is the hard part, so hyper does it (design.md): hyper's HTTP/2 server on
-//! the worker's runtime, and per backend hyper HTTP/1.1 client connections kept per worker
-//! thread. Each stream is one request and follows the request policy of the HTTP/1.1 path
-//! ([`crate::policy`]): routes, sticky cookies, hashing, `maxconn` and the queue, fresh
-//! connections for requests that are not idempotent, retries only where safe, passive health,
-//! the access log.
+//! The `h2` crate serves the client side (framing, HPACK, flow control), and per backend hyper's
+//! HTTP/1.1 client connections are kept per worker thread. Each stream is one request and follows
+//! the request policy of the HTTP/1.1 path ([`crate::policy`]): routes, sticky cookies, hashing,
+//! `maxconn` and the queue, fresh connections for requests that are not idempotent, retries
+//! only where safe, passive health, the access log.
 //!
-//! Interim responses: hyper's server answers `Expect: 100-continue` itself when the body is
-//! first read (so it works whether or not the backend sends `100`); hyper's client skips a
-//! backend's 1xx responses, and its server cannot send any other 1xx, so `103 Early Hints`
-//! is not relayed to HTTP/2 clients.
+//! Interim responses: a backend's 1xx (hyper's client reports them) are relayed to the client
+//! before the final response, `103 Early Hints` included; `Expect: 100-continue` is answered by
+//! duet with `100 Continue` as it starts forwarding the body, so it works whether or not the
+//! backend sends one (a backend's own `100` is then not relayed twice).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use duet_health::Outcome;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::backends::{Backend, Lease, Shared};
@@ -40,7 +39,12 @@ struct Client {
     private: Senders,
 }
 
-/// Serves one client connection that chose `h2`.
+/// Streams served at once on one client connection.
+const MAX_STREAMS: u32 = 256;
+
+/// Serves one client connection that chose `h2`: a task per stream, until the client goes, the
+/// connection idles past the idle timeout, or the balancer stops (then the streams in flight
+/// finish and no new ones are taken).
 pub(crate) async fn serve_connection<S>(
     io: S,
     peer: SocketAddr,
@@ -50,6 +54,7 @@ pub(crate) async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let timeouts = balancer.snapshot().spec.http_timeouts;
     let client = Arc::new(Client {
         balancer: balancer.clone(),
         thread,
@@ -57,21 +62,157 @@ pub(crate) async fn serve_connection<S>(
         local,
         private: std::sync::Mutex::new(Vec::new()),
     });
-    let service = hyper::service::service_fn(move |req| {
-        let client = client.clone();
-        async move { Ok::<_, Infallible>(forward(req, &client).await) }
-    });
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(hyper_util::rt::TokioTimer::new())
-        .serve_connection(TokioIo::new(io), service);
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        () = balancer.stopped(thread) => {
-            // Finish the streams in flight, take no new ones.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+    let handshake = h2::server::Builder::new()
+        .max_concurrent_streams(MAX_STREAMS)
+        .handshake::<_, Bytes>(io);
+    let Ok(Ok(mut conn)) = tokio::time::timeout(timeouts.client, handshake).await else {
+        return;
+    };
+    let mut closing = false;
+    let idle = tokio::time::sleep(timeouts.idle);
+    let mut idle = std::pin::pin!(idle);
+    loop {
+        tokio::select! {
+            next = conn.accept() => match next {
+                Some(Ok((request, respond))) => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + timeouts.idle);
+                    tokio::spawn(stream(request, respond, client.clone()));
+                }
+                Some(Err(e)) => {
+                    tracing::debug!("{}: {peer}: HTTP/2: {e}", balancer.name);
+                    return;
+                }
+                None => return,
+            },
+            () = &mut idle, if !closing => {
+                if conn.has_streams() {
+                    idle.as_mut().reset(tokio::time::Instant::now() + timeouts.idle);
+                } else {
+                    closing = true;
+                    conn.graceful_shutdown();
+                }
+            }
+            () = balancer.stopped(thread), if !closing => {
+                closing = true;
+                conn.graceful_shutdown();
+            }
         }
+    }
+}
+
+/// One stream: forward its request, relay interim responses, then the final response.
+async fn stream(
+    request: hyper::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    client: Arc<Client>,
+) {
+    let expect_continue = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expect_continue {
+        let mut go_on = Response::new(());
+        *go_on.status_mut() = StatusCode::CONTINUE;
+        let _ = respond.send_informational(go_on);
+    }
+    let (interim_tx, mut interim) = tokio::sync::mpsc::unbounded_channel();
+    let (parts, body) = request.into_parts();
+    let request = Request::from_parts(
+        parts,
+        RequestBody {
+            recv: body,
+            data_done: false,
+        },
+    );
+    let forwarding = forward(request, &client, interim_tx);
+    let mut forwarding = std::pin::pin!(forwarding);
+    let response = loop {
+        tokio::select! {
+            biased;
+            Some(r) = interim.recv() => {
+                let _ = respond.send_informational(r);
+            }
+            response = &mut forwarding => break response,
+        }
+    };
+    // Interim answers that arrived with the final one still go first.
+    while let Ok(r) = interim.try_recv() {
+        let _ = respond.send_informational(r);
+    }
+    let (parts, body) = response.into_parts();
+    let end = body.is_end_stream();
+    let Ok(mut send) = respond.send_response(Response::from_parts(parts, ()), end) else {
+        return;
+    };
+    if !end && send_body(body, &mut send).await.is_err() {
+        send.send_reset(h2::Reason::INTERNAL_ERROR);
+    }
+}
+
+/// Copies a response body to the client within the stream's flow-control window.
+async fn send_body(body: ProxyBody, send: &mut h2::SendStream<Bytes>) -> Result<(), ()> {
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ())?;
+        let frame = match frame.into_data() {
+            Ok(mut data) => {
+                while !data.is_empty() {
+                    send.reserve_capacity(data.len());
+                    let room = std::future::poll_fn(|cx| send.poll_capacity(cx))
+                        .await
+                        .ok_or(())?
+                        .map_err(|_| ())?;
+                    let chunk = data.split_to(room.min(data.len()));
+                    send.send_data(chunk, false).map_err(|_| ())?;
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(trailers) = frame.into_trailers() {
+            return send.send_trailers(trailers).map_err(|_| ());
+        }
+    }
+    send.send_data(Bytes::new(), true).map_err(|_| ())
+}
+
+/// A client's request body, as hyper's client takes it: flow-control capacity is given back
+/// for each chunk as hyper takes it, so a slow backend slows the client, not memory.
+struct RequestBody {
+    recv: h2::RecvStream,
+    data_done: bool,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = self.get_mut();
+        if !this.data_done {
+            match this.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => this.data_done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match this.recv.poll_trailers(cx) {
+            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
     }
 }
 
@@ -108,7 +249,13 @@ fn empty_body() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-async fn forward(req: Request<Incoming>, client: &Client) -> Response<ProxyBody> {
+/// Forwards one request under the request policy; a backend's interim responses (other than
+/// `100`) go to `interim` as they arrive.
+async fn forward(
+    req: Request<RequestBody>,
+    client: &Client,
+    interim: tokio::sync::mpsc::UnboundedSender<Response<()>>,
+) -> Response<ProxyBody> {
     let shared = client.balancer.snapshot();
     let (parts, body) = req.into_parts();
     let authority = parts
@@ -171,7 +318,7 @@ async fn forward(req: Request<Incoming>, client: &Client) -> Response<ProxyBody>
         // Built once a connection is there: a failed connect keeps the body for the retry.
         let request = || {
             let outgoing_body = match body.take() {
-                Some(b) if !bodiless => b.boxed(),
+                Some(b) if !bodiless => b.map_err(Into::into).boxed(),
                 _ => empty_body(),
             };
             let mut out = Request::new(outgoing_body);
@@ -180,6 +327,18 @@ async fn forward(req: Request<Incoming>, client: &Client) -> Response<ProxyBody>
                 .parse()
                 .unwrap_or_else(|_| hyper::Uri::from_static("/"));
             *out.headers_mut() = headers.clone();
+            let interim = interim.clone();
+            hyper::ext::on_informational(&mut out, move |r| {
+                // duet answered `Expect: 100-continue` itself.
+                if r.status() == StatusCode::CONTINUE {
+                    return;
+                }
+                let mut relay = Response::new(());
+                *relay.status_mut() = r.status();
+                *relay.headers_mut() = r.headers().clone();
+                strip_hop_by_hop(relay.headers_mut());
+                let _ = interim.send(relay);
+            });
             out
         };
         match attempt(request, &lease, &attempts, client).await {
@@ -190,7 +349,7 @@ async fn forward(req: Request<Incoming>, client: &Client) -> Response<ProxyBody>
                 let h = response.headers_mut();
                 strip_hop_by_hop(h);
                 add_response_headers(h, &shared, attempts.set_cookie(&lease));
-                return response.map(|b| b.boxed());
+                return response.map(|b| b.map_err(Into::into).boxed());
             }
             Err(failure) => {
                 // The body went with the first attempt that got a connection.

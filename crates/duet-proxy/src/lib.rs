@@ -7,8 +7,8 @@
 //!   bounded queue, per-backend counters and latency histograms; `upstream`: backend
 //!   connections and their idle pools.
 //! - `policy`: the request policy both HTTP paths share (pick, retry, blame, log).
-//! - [`h1`] and `http`: the hand-written HTTP/1.1 hot path; `h2`: HTTP/2 from clients through
-//!   hyper; `tcp`: layer-4 mode; `check`: active checks; [`tls`]: rustls termination with SNI;
+//! - [`h1`] and `http`: the hand-written HTTP/1.1 hot path; `h2`: HTTP/2 from clients on the
+//!   h2 crate, to backends through hyper's HTTP/1.1 client; `tcp`: layer-4 mode; `check`: active checks; [`tls`]: rustls termination with SNI;
 //!   [`proxy_protocol`]; [`access_log`].
 //!
 //! See `docs/proxy-design.md` and the module map in `ARCHITECTURE.md`.

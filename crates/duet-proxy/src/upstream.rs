@@ -15,7 +15,10 @@ use http_body_util::combinators::BoxBody;
 use tokio::net::TcpStream;
 
 /// Request and response bodies as they pass through the HTTP/2 path.
-pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Any body error (the client's stream, the backend's connection).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An HTTP/1.1 client connection to a backend (the HTTP/2 path's).
 pub(crate) type Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;

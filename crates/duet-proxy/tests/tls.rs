@@ -388,3 +388,88 @@ fn h2_requests_are_access_logged_and_expect_continue_is_answered() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn h2_clients_get_the_backends_early_hints_before_the_response() {
+    use common::strict::{self, Answer, Prefer};
+    let dir = temp_dir("h2hints");
+    let a = cert(&dir, "a.test");
+    let hints = strict::spawn(
+        Prefer::Length,
+        None,
+        strict::reply(|n, seen| {
+            let mut out =
+                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n".to_vec();
+            out.extend(strict::echo_target(n, seen)?.bytes);
+            Some(Answer {
+                bytes: out,
+                close: false,
+            })
+        }),
+    );
+    let p = Proxy::start(tls_spec(&[hints.addr], &[&a])).unwrap();
+    let addr = p.local_addr();
+    rt().block_on(async {
+        let tls = handshake(addr, client_config(&a, &[b"h2"], BOTH), "a.test")
+            .await
+            .unwrap();
+        let (mut send, conn) = h2::client::handshake(tls).await.unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .uri("https://a.test/page")
+            .body(())
+            .unwrap();
+        let (mut response, _) = send.send_request(req, true).unwrap();
+        let mut interim = Vec::new();
+        while let Some(r) = std::future::poll_fn(|cx| response.poll_informational(cx)).await {
+            let r = r.unwrap();
+            interim.push((r.status(), r.headers().get("link").cloned()));
+        }
+        assert_eq!(interim.len(), 1, "{interim:?}");
+        assert_eq!(interim[0].0, 103);
+        assert_eq!(interim[0].1.as_ref().unwrap(), "</s.css>; rel=preload");
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = body.data().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(got, b"/page");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn h2_bodies_larger_than_the_flow_control_window_pass_both_ways() {
+    let dir = temp_dir("h2big");
+    let a = cert(&dir, "a.test");
+    let web = backend("web");
+    let p = Proxy::start(tls_spec(&[web.addr], &[&a])).unwrap();
+    let addr = p.local_addr();
+    rt().block_on(async {
+        let tls = handshake(addr, client_config(&a, &[b"h2"], BOTH), "a.test")
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        // 1 MiB, 16 times the default window: both directions must wait for WINDOW_UPDATEs.
+        let big: Vec<u8> = (0..1 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri("https://a.test/echo")
+            .body(Full::new(Bytes::from(big.clone())))
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), big.len());
+        assert!(body[..] == big[..], "the echo differs");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
