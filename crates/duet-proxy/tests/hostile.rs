@@ -574,17 +574,7 @@ fn compare(
 fn a_post_is_never_sent_twice() {
     // The backend answers a connection's first request, then reads the next one and closes
     // without an answer: a proxy that resends it on a new connection pays twice.
-    let backend = strict::spawn(
-        Prefer::Length,
-        None,
-        reply(|n, seen| {
-            if n == 0 {
-                strict::echo_target(n, seen)
-            } else {
-                None
-            }
-        }),
-    );
+    let backend = strict::drops_second_request();
     compare(
         "POST on a pooled connection the backend drops",
         &backend,
@@ -610,17 +600,7 @@ fn a_post_is_never_sent_twice() {
 
 #[test]
 fn an_idempotent_request_on_a_dropped_pooled_connection_is_answered() {
-    let backend = strict::spawn(
-        Prefer::Length,
-        None,
-        reply(|n, seen| {
-            if n == 0 {
-                strict::echo_target(n, seen)
-            } else {
-                None
-            }
-        }),
-    );
+    let backend = strict::drops_second_request();
     compare(
         "GET on a pooled connection the backend drops",
         &backend,
@@ -693,19 +673,7 @@ fn expect_100_continue_works_whether_or_not_the_backend_sends_100() {
 
 #[test]
 fn early_hints_are_relayed_and_the_final_response_follows() {
-    let backend = strict::spawn(
-        Prefer::Length,
-        None,
-        reply(|n, seen| {
-            let mut out =
-                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n".to_vec();
-            out.extend(strict::echo_target(n, seen)?.bytes);
-            Some(Answer {
-                bytes: out,
-                close: false,
-            })
-        }),
-    );
+    let backend = strict::early_hints();
     compare("103 Early Hints", &backend, Setup::default(), |t, _| {
         let mut c = send(t.addr, b"GET /page HTTP/1.1\r\nHost: x\r\n\r\n");
         let got = read_responses(&mut c, 1, Duration::from_secs(2));

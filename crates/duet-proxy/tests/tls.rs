@@ -118,6 +118,24 @@ async fn h1_request(tls: &mut TlsStream<TcpStream>, path: &str, host: &str) -> S
     }
 }
 
+/// An HTTP/2 connection to the proxy at `addr` (trusting `cert`), through hyper's client.
+async fn h2_sender(
+    addr: SocketAddr,
+    cert: &Cert,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let tls = handshake(addr, client_config(cert, &[b"h2"], BOTH), "a.test")
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -349,16 +367,7 @@ fn h2_requests_are_access_logged_and_expect_continue_is_answered() {
     .unwrap();
     let addr = p.local_addr();
     rt().block_on(async {
-        let tls = handshake(addr, client_config(&a, &[b"h2"], BOTH), "a.test")
-            .await
-            .unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tls),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let mut sender = h2_sender(addr, &a).await;
         let req = hyper::Request::builder()
             .method("POST")
             .uri("https://a.test/echo")
@@ -391,22 +400,9 @@ fn h2_requests_are_access_logged_and_expect_continue_is_answered() {
 
 #[test]
 fn h2_clients_get_the_backends_early_hints_before_the_response() {
-    use common::strict::{self, Answer, Prefer};
     let dir = temp_dir("h2hints");
     let a = cert(&dir, "a.test");
-    let hints = strict::spawn(
-        Prefer::Length,
-        None,
-        strict::reply(|n, seen| {
-            let mut out =
-                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n".to_vec();
-            out.extend(strict::echo_target(n, seen)?.bytes);
-            Some(Answer {
-                bytes: out,
-                close: false,
-            })
-        }),
-    );
+    let hints = common::strict::early_hints();
     let p = Proxy::start(tls_spec(&[hints.addr], &[&a])).unwrap();
     let addr = p.local_addr();
     rt().block_on(async {
@@ -448,16 +444,7 @@ fn h2_bodies_larger_than_the_flow_control_window_pass_both_ways() {
     let p = Proxy::start(tls_spec(&[web.addr], &[&a])).unwrap();
     let addr = p.local_addr();
     rt().block_on(async {
-        let tls = handshake(addr, client_config(&a, &[b"h2"], BOTH), "a.test")
-            .await
-            .unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tls),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let mut sender = h2_sender(addr, &a).await;
         // 1 MiB, 16 times the default window: both directions must wait for WINDOW_UPDATEs.
         let big: Vec<u8> = (0..1 << 20).map(|i| b'a' + (i % 26) as u8).collect();
         let req = hyper::Request::builder()

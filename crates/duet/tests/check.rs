@@ -95,6 +95,15 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
+/// `duet check -c path`.
+fn check(path: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 /// 1-based line and column (in characters) of byte offset `at` in `text`.
 fn line_col(text: &str, at: usize) -> (usize, usize) {
     let before = &text[..at];
@@ -120,11 +129,7 @@ fn duet_check_reports_each_bad_config_where_it_is_wrong() {
         let (line, col) = line_col(&text, at);
         let path = d.join(format!("case{i}.toml"));
         std::fs::write(&path, &text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_duet"))
-            .args(["check", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = check(&path);
         let err = String::from_utf8_lossy(&out.stderr);
         let want = format!(
             "{}:{line}:{col}: {}",
@@ -158,11 +163,7 @@ fn every_problem_is_reported_not_only_the_first() {
     .replace("@DIR@", &d.display().to_string());
     let path = d.join("many.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_duet"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
         ":4:9: admin = \"127.0.0.1\": not an address",
@@ -179,11 +180,7 @@ fn a_byte_that_is_not_utf8_is_reported_where_it_is() {
     let d = dir();
     let path = d.join("latin1.toml");
     std::fs::write(&path, b"[node]\nname = \"caf\xe9\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_duet"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -200,11 +197,7 @@ fn warnings_do_not_fail_the_check() {
         .replace("@DIR@", &d.display().to_string());
     let path = d.join("warn.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_duet"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(

@@ -556,3 +556,31 @@ fn read_more(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Option<bool> {
         Err(_) => Some(false),
     }
 }
+
+/// A backend that answers each request with `103 Early Hints` (a `Link` header), then
+/// [`echo_target`].
+pub fn early_hints() -> StrictBackend {
+    spawn(
+        Prefer::Length,
+        None,
+        reply(|n, seen| {
+            let mut out =
+                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n".to_vec();
+            out.extend(echo_target(n, seen)?.bytes);
+            Some(Answer {
+                bytes: out,
+                close: false,
+            })
+        }),
+    )
+}
+
+/// A backend that answers a connection's first request, then reads the next one and closes
+/// without an answer (as a keep-alive timeout racing a request does).
+pub fn drops_second_request() -> StrictBackend {
+    spawn(
+        Prefer::Length,
+        None,
+        reply(|n, seen| if n == 0 { echo_target(n, seen) } else { None }),
+    )
+}
