@@ -54,7 +54,11 @@ pub(crate) async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let timeouts = balancer.snapshot().spec.http_timeouts;
+    let shared = balancer.snapshot();
+    let timeouts = shared.spec.http_timeouts;
+    // The same head limit as HTTP/1.1 (a client's header list beyond it is refused by h2).
+    let max_head = u32::try_from(shared.spec.limits.max_head_bytes).unwrap_or(u32::MAX);
+    drop(shared);
     let client = Arc::new(Client {
         balancer: balancer.clone(),
         thread,
@@ -64,6 +68,7 @@ pub(crate) async fn serve_connection<S>(
     });
     let handshake = h2::server::Builder::new()
         .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(max_head)
         .handshake::<_, Bytes>(io);
     let Ok(Ok(mut conn)) = tokio::time::timeout(timeouts.client, handshake).await else {
         return;

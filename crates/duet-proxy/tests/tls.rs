@@ -460,3 +460,38 @@ fn h2_bodies_larger_than_the_flow_control_window_pass_both_ways() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn h2_header_lists_beyond_the_head_limit_are_refused_and_not_forwarded() {
+    let dir = temp_dir("h2big-head");
+    let a = cert(&dir, "a.test");
+    let web = common::strict::echo(common::strict::Prefer::Length);
+    let p = Proxy::start(tls_spec(&[web.addr], &[&a])).unwrap();
+    let addr = p.local_addr();
+    rt().block_on(async {
+        let mut sender = h2_sender(addr, &a).await;
+        let req = hyper::Request::builder()
+            .uri("https://a.test/huge")
+            .header("x-big", "a".repeat(32 * 1024))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let answer = sender.send_request(req).await;
+        // Refused one way or another (431, or the stream reset), never answered by the backend.
+        if let Ok(res) = answer {
+            assert_eq!(res.status(), 431);
+        }
+        // The connection still serves a normal request.
+        let mut sender = h2_sender(addr, &a).await;
+        let req = hyper::Request::builder()
+            .uri("https://a.test/small")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    });
+    assert_eq!(
+        web.record.count("/huge"),
+        0,
+        "a 32 KiB header list was forwarded"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
