@@ -11,9 +11,11 @@
 //! duet with `100 Continue` as it starts forwarding the body, so it works whether or not the
 //! backend sends one (a backend's own `100` is then not relayed twice).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use duet_health::Outcome;
@@ -27,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::backends::{Backend, Lease, Shared};
 use crate::balancer::Balancer;
 use crate::policy::{Attempts, Failed, Logged, Plan};
-use crate::upstream::{ProxyBody, Senders};
+use crate::upstream::{BoxError, ProxyBody, Senders};
 
 /// One client's HTTP/2 connection.
 struct Client {
@@ -76,12 +78,21 @@ pub(crate) async fn serve_connection<S>(
     let mut closing = false;
     let idle = tokio::time::sleep(timeouts.idle);
     let mut idle = std::pin::pin!(idle);
+    // The streams' tasks: when the connection ends they end too (a gone client's backend
+    // work is dropped), and a client cannot keep more than [`MAX_STREAMS`] of them running
+    // by resetting streams it had opened.
+    let mut streams = tokio::task::JoinSet::new();
     loop {
+        while streams.try_join_next().is_some() {}
         tokio::select! {
             next = conn.accept() => match next {
-                Some(Ok((request, respond))) => {
+                Some(Ok((request, mut respond))) => {
                     idle.as_mut().reset(tokio::time::Instant::now() + timeouts.idle);
-                    tokio::spawn(stream(request, respond, client.clone()));
+                    if streams.len() >= MAX_STREAMS as usize {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    streams.spawn(stream(request, respond, client.clone()));
                 }
                 Some(Err(e)) => {
                     tracing::debug!("{}: {peer}: HTTP/2: {e}", balancer.name);
@@ -120,20 +131,20 @@ async fn stream(
         *go_on.status_mut() = StatusCode::CONTINUE;
         let _ = respond.send_informational(go_on);
     }
+    let timeouts = client.balancer.snapshot().spec.http_timeouts;
     let (interim_tx, mut interim) = tokio::sync::mpsc::unbounded_channel();
     let (parts, body) = request.into_parts();
-    let request = Request::from_parts(
-        parts,
-        RequestBody {
-            recv: body,
-            data_done: false,
-        },
-    );
-    let forwarding = forward(request, &client, interim_tx);
+    let body = RequestBody::new(body, timeouts.client);
+    let state = body.state.clone();
+    let request = Request::from_parts(parts, body);
+    let forwarding = forward(request, &client, interim_tx, state);
     let mut forwarding = std::pin::pin!(forwarding);
     let response = loop {
         tokio::select! {
             biased;
+            // The client reset the stream: its backend work stops here (the forwarding future
+            // is dropped, and with it a backend connection made for it).
+            _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
             Some(r) = interim.recv() => {
                 let _ = respond.send_informational(r);
             }
@@ -149,24 +160,37 @@ async fn stream(
     let Ok(mut send) = respond.send_response(Response::from_parts(parts, ()), end) else {
         return;
     };
-    if !end && send_body(body, &mut send).await.is_err() {
+    if !end && send_body(body, &mut send, timeouts).await.is_err() {
         send.send_reset(h2::Reason::INTERNAL_ERROR);
     }
 }
 
-/// Copies a response body to the client within the stream's flow-control window.
-async fn send_body(body: ProxyBody, send: &mut h2::SendStream<Bytes>) -> Result<(), ()> {
+/// Copies a response body to the client within the stream's flow-control window. A client
+/// that opens no window within the client timeout, or a backend that sends nothing within the
+/// server timeout, ends it (the stream is reset and the backend connection let go).
+async fn send_body(
+    body: ProxyBody,
+    send: &mut h2::SendStream<Bytes>,
+    timeouts: crate::spec::HttpTimeouts,
+) -> Result<(), ()> {
     let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
+    while let Some(frame) = tokio::time::timeout(timeouts.server, body.frame())
+        .await
+        .map_err(|_| ())?
+    {
         let frame = frame.map_err(|_| ())?;
         let frame = match frame.into_data() {
             Ok(mut data) => {
                 while !data.is_empty() {
                     send.reserve_capacity(data.len());
-                    let room = std::future::poll_fn(|cx| send.poll_capacity(cx))
-                        .await
-                        .ok_or(())?
-                        .map_err(|_| ())?;
+                    let room = tokio::time::timeout(
+                        timeouts.client,
+                        std::future::poll_fn(|cx| send.poll_capacity(cx)),
+                    )
+                    .await
+                    .map_err(|_| ())?
+                    .ok_or(())?
+                    .map_err(|_| ())?;
                     let chunk = data.split_to(room.min(data.len()));
                     send.send_data(chunk, false).map_err(|_| ())?;
                 }
@@ -181,37 +205,115 @@ async fn send_body(body: ProxyBody, send: &mut h2::SendStream<Bytes>) -> Result<
     send.send_data(Bytes::new(), true).map_err(|_| ())
 }
 
+/// What became of a request body, shared between the body hyper's client reads and the
+/// attempt that must say whose fault a failure was.
+#[derive(Debug, Default)]
+struct BodyState {
+    /// The client failed its body: 408 when it stalled past the client timeout, 400 when it
+    /// reset or broke the stream.
+    client_fault: Option<StatusCode>,
+    /// The whole body was read.
+    finished: bool,
+    /// The backend side asked for more of the body and the client has not sent it yet.
+    waiting_on_client: bool,
+}
+
 /// A client's request body, as hyper's client takes it: flow-control capacity is given back
-/// for each chunk as hyper takes it, so a slow backend slows the client, not memory.
+/// for each chunk as hyper takes it, so a slow backend slows the client, not memory. A client
+/// that sends nothing for the client timeout fails its body (its fault, not the backend's).
 struct RequestBody {
     recv: h2::RecvStream,
     data_done: bool,
+    timeout: Duration,
+    stall: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    state: Arc<std::sync::Mutex<BodyState>>,
+}
+
+impl RequestBody {
+    fn new(recv: h2::RecvStream, timeout: Duration) -> RequestBody {
+        let finished = recv.is_end_stream();
+        RequestBody {
+            recv,
+            data_done: false,
+            timeout,
+            stall: None,
+            state: Arc::new(std::sync::Mutex::new(BodyState {
+                client_fault: None,
+                finished,
+                waiting_on_client: false,
+            })),
+        }
+    }
+
+    fn fail(&self, status: StatusCode) {
+        if let Ok(mut s) = self.state.lock() {
+            s.client_fault.get_or_insert(status);
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.finished = true;
+            s.waiting_on_client = false;
+        }
+    }
+
+    fn waiting(&self, waiting: bool) {
+        if let Ok(mut s) = self.state.lock() {
+            s.waiting_on_client = waiting;
+        }
+    }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = h2::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if !this.data_done {
             match this.recv.poll_data(cx) {
                 Poll::Ready(Some(Ok(data))) => {
+                    this.stall = None;
+                    this.waiting(false);
                     let _ = this.recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Err(e))) => {
+                    this.fail(StatusCode::BAD_REQUEST);
+                    return Poll::Ready(Some(Err(e.into())));
+                }
                 Poll::Ready(None) => this.data_done = true,
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    this.waiting(true);
+                    let timeout = this.timeout;
+                    let stall = this
+                        .stall
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if stall.as_mut().poll(cx).is_ready() {
+                        this.fail(StatusCode::REQUEST_TIMEOUT);
+                        return Poll::Ready(Some(Err("the client's body stalled".into())));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
         match this.recv.poll_trailers(cx) {
-            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(Some(t))) => {
+                this.finish();
+                Poll::Ready(Some(Ok(Frame::trailers(t))))
+            }
+            Poll::Ready(Ok(None)) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                this.fail(StatusCode::BAD_REQUEST);
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -222,8 +324,9 @@ impl Body for RequestBody {
 }
 
 /// Headers that describe one connection; never forwarded (RFC 9113 §8.2.2, RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
+    header::PROXY_AUTHORIZATION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TE,
@@ -260,9 +363,25 @@ async fn forward(
     req: Request<RequestBody>,
     client: &Client,
     interim: tokio::sync::mpsc::UnboundedSender<Response<()>>,
+    body_state: Arc<std::sync::Mutex<BodyState>>,
 ) -> Response<ProxyBody> {
     let shared = client.balancer.snapshot();
     let (parts, body) = req.into_parts();
+    // What HTTP/1.1 refuses, HTTP/2 refuses too (see h1::head).
+    if parts.method == hyper::Method::CONNECT {
+        return text_response(StatusCode::NOT_IMPLEMENTED, "CONNECT is not supported\n");
+    }
+    let scheme_ok = parts
+        .uri
+        .scheme_str()
+        .is_none_or(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+    let userinfo = parts
+        .uri
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'));
+    if !scheme_ok || userinfo {
+        return text_response(StatusCode::BAD_REQUEST, "invalid request target\n");
+    }
     let authority = parts
         .uri
         .authority()
@@ -303,6 +422,18 @@ async fn forward(
     // The head to send: origin-form target, Host from the authority, forwarding headers.
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
+    // HTTP/2 clients split cookies into several fields; HTTP/1.1 takes one (RFC 9113 §8.2.3).
+    let cookie_values: Vec<&str> = parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if cookie_values.len() > 1
+        && let Ok(joined) = HeaderValue::from_str(&cookie_values.join("; "))
+    {
+        headers.insert(header::COOKIE, joined);
+    }
     if let Some(a) = authority
         .as_deref()
         .and_then(|a| HeaderValue::from_str(a).ok())
@@ -357,6 +488,12 @@ async fn forward(
                 return response.map(|b| b.map_err(Into::into).boxed());
             }
             Err(failure) => {
+                // The client's own failure (a reset or stalled body) is answered to it and
+                // never counted against the backend.
+                if let Some(status) = client_fault(&body_state, failure) {
+                    attempts.log(&logged, status.as_u16(), Some(lease.backend.address));
+                    return text_response(status, "the request body did not arrive\n");
+                }
                 // The body went with the first attempt that got a connection.
                 let resendable = bodiless || body.is_some();
                 attempts.failed(&lease, failure, resendable);
@@ -369,6 +506,19 @@ async fn forward(
         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
         why,
     )
+}
+
+/// Whether a failed attempt was the client's doing: its body broke or stalled (the server
+/// timeout can fire while the backend waits for a body the client does not send).
+fn client_fault(state: &std::sync::Mutex<BodyState>, failure: Failed) -> Option<StatusCode> {
+    let state = state.lock().ok()?;
+    match (state.client_fault, failure) {
+        (Some(status), _) => Some(status),
+        (None, Failed::BeforeResponse(Outcome::Timeout)) if state.waiting_on_client => {
+            Some(StatusCode::REQUEST_TIMEOUT)
+        }
+        _ => None,
+    }
 }
 
 /// Sets the forwarding headers: every earlier value of the `X-Forwarded-For` and `Forwarded`
@@ -430,6 +580,9 @@ async fn attempt(
         (true, false) => backend.pool.take_sender(client.thread, backend.address),
         (false, _) => None,
     };
+    // A connection made for this request is closed if the request goes away (the client
+    // reset its stream, or left) before the response head: its backend work stops too.
+    let mut guard = AbortOnDrop(None);
     let mut sender = match idle {
         Some(s) => s,
         None => {
@@ -440,7 +593,7 @@ async fn attempt(
             let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(|_| Failed::Connect)?;
-            tokio::spawn(conn);
+            guard.0 = Some(tokio::spawn(conn).abort_handle());
             sender
         }
     };
@@ -457,6 +610,8 @@ async fn attempt(
         }
         Err(_) => return Err(Failed::BeforeResponse(Outcome::Timeout)),
     };
+    // The response came: the connection lives on (for its body, then the pool).
+    guard.0 = None;
     // The connection takes the next request once this response's body has been read; until
     // then `take_sender` passes over it.
     if private {
@@ -467,4 +622,15 @@ async fn attempt(
             .give_sender(client.thread, backend.address, sender);
     }
     Ok(response)
+}
+
+/// Aborts a backend connection's task when dropped, unless disarmed first.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }

@@ -495,3 +495,144 @@ fn h2_header_lists_beyond_the_head_limit_are_refused_and_not_forwarded() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An h2 client of the crate that shows resets and interim responses, on a TLS connection to
+/// `addr`.
+async fn raw_h2(addr: SocketAddr, cert: &Cert) -> h2::client::SendRequest<Bytes> {
+    let tls = handshake(addr, client_config(cert, &[b"h2"], BOTH), "a.test")
+        .await
+        .unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    send.ready().await.unwrap()
+}
+
+#[test]
+fn h2_clients_that_stall_their_bodies_get_408_and_are_not_blamed_on_the_backend() {
+    let dir = temp_dir("h2stall");
+    let a = cert(&dir, "a.test");
+    let web = backend("web");
+    let p = Proxy::start(BalancerSpec {
+        http_timeouts: duet_proxy::HttpTimeouts {
+            client: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..tls_spec(&[web.addr], &[&a])
+    })
+    .unwrap();
+    let addr = p.local_addr();
+    rt().block_on(async {
+        let mut send = raw_h2(addr, &a).await;
+        // More than the passive-failure threshold (3): each announces 1000 bytes, sends 10 and
+        // then nothing, while the connection stays open.
+        let mut streams = Vec::new();
+        for _ in 0..5 {
+            let req = hyper::Request::builder()
+                .method("POST")
+                .uri("https://a.test/echo")
+                .header("content-length", "1000")
+                .body(())
+                .unwrap();
+            let (response, mut body) = send.send_request(req, false).unwrap();
+            body.send_data(Bytes::from_static(b"0123456789"), false)
+                .unwrap();
+            streams.push((response, body));
+            send = send.ready().await.unwrap();
+        }
+        for (response, _body) in streams {
+            let status = tokio::time::timeout(Duration::from_secs(5), response)
+                .await
+                .expect("no answer to a stalled body")
+                .map(|r| r.status());
+            assert_eq!(status.unwrap(), 408);
+        }
+    });
+    let b = &p.backends()[0].backend;
+    assert!(
+        b.stats.up.load(std::sync::atomic::Ordering::Relaxed),
+        "the backend was taken out for the clients' stalls"
+    );
+    let errors: u64 = duet_proxy::ErrorKind::ALL
+        .iter()
+        .map(|&k| b.stats.errors_of(k))
+        .sum();
+    assert_eq!(errors, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_reset_h2_stream_lets_its_backend_connection_go() {
+    let dir = temp_dir("h2reset");
+    let a = cert(&dir, "a.test");
+    // A backend that reads a request and then only waits: it sees duet close the connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = listener.local_addr().unwrap();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = std::io::Read::read(&mut c, &mut buf);
+        let t = std::time::Instant::now();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let eof = matches!(std::io::Read::read(&mut c, &mut buf), Ok(0));
+        let _ = closed_tx.send((eof, t.elapsed()));
+    });
+    let p = Proxy::start(tls_spec(&[backend], &[&a])).unwrap();
+    let addr = p.local_addr();
+    rt().block_on(async {
+        let mut send = raw_h2(addr, &a).await;
+        let req = hyper::Request::builder()
+            .uri("https://a.test/slow")
+            .body(())
+            .unwrap();
+        let (_response, mut stream) = send.send_request(req, true).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stream.send_reset(h2::Reason::CANCEL);
+        // The client stays connected: only its reset may end the backend's request.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(send);
+    });
+    let (eof, after) = closed_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the backend never saw its connection end");
+    assert!(
+        eof && after < Duration::from_secs(2),
+        "the backend connection stayed {after:?} after the client's reset"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn h2_requests_follow_the_http1_rules_on_their_way_to_a_backend() {
+    let dir = temp_dir("h2rules");
+    let a = cert(&dir, "a.test");
+    let web = common::strict::echo(common::strict::Prefer::Length);
+    let p = Proxy::start(tls_spec(&[web.addr], &[&a])).unwrap();
+    let addr = p.local_addr();
+    rt().block_on(async {
+        let mut send = raw_h2(addr, &a).await;
+        // Split cookies are joined; Proxy-Authorization is for this hop only.
+        let req = hyper::Request::builder()
+            .uri("https://a.test/cookies")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .header("proxy-authorization", "Basic c2VjcmV0")
+            .body(())
+            .unwrap();
+        let (response, _) = send.send_request(req, true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+        // Userinfo in the authority and schemes other than http(s) are refused, as HTTP/1.1
+        // refuses them.
+        for uri in ["https://user@a.test/x", "ftp://a.test/x"] {
+            let mut send = raw_h2(addr, &a).await;
+            let req = hyper::Request::builder().uri(uri).body(()).unwrap();
+            let (response, _) = send.send_request(req, true).unwrap();
+            assert_eq!(response.await.unwrap().status(), 400, "{uri}");
+        }
+    });
+    let seen = web.record.last("/cookies").expect("forwarded");
+    assert_eq!(seen.values("cookie"), ["a=1; b=2"]);
+    assert!(seen.values("proxy-authorization").is_empty(), "{seen:?}");
+    assert_eq!(web.record.count("/x"), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
