@@ -71,13 +71,27 @@ impl Default for Options {
     }
 }
 
+/// A port for HAProxy below the kernel's ephemeral range (32768 and up), where every port-0
+/// bind of the tests' backends and proxies lands: a port picked there by binding port 0 and
+/// letting it go could be taken by another test's backend before HAProxy binds it, and the
+/// case would then talk to that backend directly. Each port is checked free before use.
+fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 100) as u16 * 100;
+    loop {
+        // base + 2 699 < 32 768 for every base.
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 2_700;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Starts HAProxy in HTTP mode, one thread, round robin over `backends`, keep-alive both ways
 /// with `http-reuse safe` (its default), and waits until it accepts.
 pub fn start(backends: &[SocketAddr], opts: Options) -> Haproxy {
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let dir = std::env::temp_dir().join(format!("duet-haproxy-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -98,7 +112,7 @@ pub fn start(backends: &[SocketAddr], opts: Options) -> Haproxy {
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, config).unwrap();
-    let child = Command::new("haproxy")
+    let mut child = Command::new("haproxy")
         .arg("-db")
         .arg("-f")
         .arg(&path)
@@ -111,5 +125,10 @@ pub fn start(backends: &[SocketAddr], opts: Options) -> Haproxy {
         assert!(Instant::now() < deadline, "haproxy did not start on {addr}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Whatever answers must be this HAProxy, not another listener on the port.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "haproxy exited at start (its port {port} taken?)"
+    );
     Haproxy { addr, child, dir }
 }
