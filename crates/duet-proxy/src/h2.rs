@@ -323,22 +323,14 @@ impl Body for RequestBody {
     }
 }
 
-/// Headers that describe one connection; never forwarded (RFC 9113 §8.2.2, RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
+/// Strips the headers that describe one connection (the HTTP/1.1 path's list, RFC 9110
+/// §7.6.1), and `Transfer-Encoding`, which HTTP/2 never carries (RFC 9113 §8.2.2) and hyper
+/// writes itself towards the backend.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in &HOP_BY_HOP {
+    for name in crate::h1::forward::HOP_BY_HOP {
         headers.remove(name);
     }
+    headers.remove(header::TRANSFER_ENCODING);
 }
 
 fn text_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {

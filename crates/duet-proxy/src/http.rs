@@ -340,12 +340,20 @@ async fn one_request<S: ClientIo>(
             let _ = client.write_all(&error_response(status, why)).await;
             return false;
         };
-        let mut extra = shared.response_headers.clone();
-        if let Some(c) = attempts.set_cookie(&lease) {
-            extra.extend_from_slice(b"Set-Cookie: ");
-            extra.extend_from_slice(c.as_bytes());
-            extra.extend_from_slice(b"\r\n");
-        }
+        // The snapshot's own header lines (HSTS), with a sticky cookie only when one is set:
+        // no allocation per request otherwise.
+        let extra: std::borrow::Cow<'_, [u8]> = match attempts.set_cookie(&lease) {
+            None => std::borrow::Cow::Borrowed(&shared.response_headers),
+            Some(c) => std::borrow::Cow::Owned(
+                [
+                    &shared.response_headers[..],
+                    b"Set-Cookie: ",
+                    c.as_bytes(),
+                    b"\r\n",
+                ]
+                .concat(),
+            ),
+        };
         let forward = Forward {
             extra_response_headers: &extra,
             framing: request.framing,

@@ -39,22 +39,10 @@ pub fn check(config: &Config, source: &Source) -> Findings {
     let mut error = |p: Vec<duet_config::Seg>, m: String| f.errors.push(source.at(&p, m));
     let node = &config.node;
 
-    if let Some(token) = &node.operator_token_file {
-        match std::fs::read_to_string(token) {
-            Err(e) => error(
-                path!["node", "operator_token_file"],
-                format!("operator token file {}: {e}", token.display()),
-            ),
-            Ok(t) if t.trim().len() < 16 => error(
-                path!["node", "operator_token_file"],
-                format!(
-                    "operator token file {}: the token must have at least 16 characters (it has {})",
-                    token.display(),
-                    t.trim().len()
-                ),
-            ),
-            Ok(_) => {}
-        }
+    if let Some(token) = &node.operator_token_file
+        && let Err(e) = read_operator_token(token)
+    {
+        error(path!["node", "operator_token_file"], e);
     }
     if let Err(e) = writable_dir(&node.state_dir) {
         error(
@@ -220,11 +208,36 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
     })
 }
 
-/// Creates and removes a probe file in `dir`.
+/// Whether a file can be written in `dir`, said as a problem.
 fn probe(dir: &Path) -> Result<(), String> {
-    let probe = dir.join(format!(".duet-check-{}", std::process::id()));
-    let made = std::fs::File::create(&probe);
+    probe_write(dir).map_err(|e| format!("cannot write in {}: {e}", dir.display()))
+}
+
+/// Writes, syncs and removes a probe file in `dir`: whether files can be written there and
+/// made durable.
+pub(crate) fn probe_write(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".duet-probe-{}", std::process::id()));
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, b"probe")?;
+        f.sync_all()
+    });
     let _ = std::fs::remove_file(&probe);
-    made.map(|_| ())
-        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))
+    written
+}
+
+/// The operator token in `path`: its first line, trimmed, of at least 16 characters. Both
+/// `duet check` and the admin API at start read it through here.
+pub fn read_operator_token(path: &Path) -> Result<String, String> {
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| format!("operator token file {}: {e}", path.display()))?
+        .trim()
+        .to_string();
+    if token.len() < 16 {
+        return Err(format!(
+            "operator token file {}: the token must have at least 16 characters (it has {})",
+            path.display(),
+            token.len()
+        ));
+    }
+    Ok(token)
 }

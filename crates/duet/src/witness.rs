@@ -120,17 +120,7 @@ fn check_state_dir(path: &Path) -> Result<(), String> {
         )
     };
     std::fs::create_dir_all(&dir).map_err(|e| fail("create", e))?;
-    let probe = dir.join(format!(
-        ".{}.probe",
-        path.file_name()
-            .map_or_else(|| "witness".into(), |n| n.to_string_lossy())
-    ));
-    let written = std::fs::File::create(&probe).and_then(|mut f| {
-        std::io::Write::write_all(&mut f, b"probe")?;
-        f.sync_all()
-    });
-    let _ = std::fs::remove_file(&probe);
-    written.map_err(|e| fail("write in", e))
+    crate::preflight::probe_write(&dir).map_err(|e| fail("write in", e))
 }
 
 fn serve(opts: &Options) -> Result<(), String> {

@@ -15,8 +15,9 @@ use httparse::Header;
 
 use super::head::{Framing, RequestHead, ResponseHead, listed_in_connection};
 
-/// Headers that describe one connection, never the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 7] = [
+/// Headers that describe one connection, never the message (RFC 9110 §7.6.1). The HTTP/2 path
+/// strips the same ones.
+pub(crate) const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",

@@ -332,10 +332,7 @@ impl ControlPlane {
     fn retrack(&mut self) {
         let now = self.clock.now();
         for inst in &mut self.instances {
-            let mut health = self.readings.tracking_of(&inst.cfg);
-            if let Some(f) = &inst.vip_fault {
-                health.fault = Some(f.message.clone());
-            }
+            let health = inst.with_vip_fault(self.readings.tracking_of(&inst.cfg));
             if *inst.core.tracking() != health {
                 inst.core.set_tracking(now, health);
             }

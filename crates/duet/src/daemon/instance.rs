@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use duet_config::{GarpConfig, VrrpConfig};
 use duet_sys::Netlink;
 use duet_time::Instant;
-use duet_vrrp::{Advert, ChecksumMode, Family, Instance};
+use duet_vrrp::{Advert, ChecksumMode, Family, Instance, TrackedHealth};
 
 /// Sockets are shared by every instance on one interface and family.
 pub type SocketKey = (u32, Family);
@@ -164,21 +164,37 @@ impl Inst {
     /// serve, and removes whatever was added), with the reason in the log, the status and the
     /// notify hooks, and a retry after a backoff that doubles up to a minute.
     pub fn fail_vips(&mut self, now: Instant, message: String, permission: bool) {
-        self.vip_failures = self.vip_failures.saturating_add(1);
-        let backoff = self.vip_backoff();
-        tracing::error!(
-            "{}: {message}; FAULT, next try in {}",
-            self.cfg.name,
-            duet_time::format_duration(backoff)
-        );
-        self.vip_fault = Some(VipFault {
-            message: message.clone(),
-            permission,
-            retry_at: now + backoff,
-        });
-        let mut health = self.core.tracking().clone();
-        health.fault = Some(message);
+        self.hold_vips(now, message, permission);
+        if let Some(f) = &self.vip_fault {
+            tracing::error!(
+                "{}: {}; FAULT, next try in {}",
+                self.cfg.name,
+                f.message,
+                duet_time::format_duration(self.vip_backoff())
+            );
+        }
+        let health = self.with_vip_fault(self.core.tracking().clone());
         self.core.set_tracking(now, health);
+    }
+
+    /// Records that the VIPs cannot be held, for `message`, with the next try after the
+    /// backoff (the core is told by the caller, through [`Inst::with_vip_fault`]).
+    pub fn hold_vips(&mut self, now: Instant, message: String, permission: bool) {
+        self.vip_failures = self.vip_failures.saturating_add(1);
+        self.vip_fault = Some(VipFault {
+            message,
+            permission,
+            retry_at: now + self.vip_backoff(),
+        });
+    }
+
+    /// `health` (the trackers' verdict) with the VIP fault on top: an instance that cannot
+    /// hold its VIPs is in FAULT whatever the trackers say.
+    pub fn with_vip_fault(&self, mut health: TrackedHealth) -> TrackedHealth {
+        if let Some(f) = &self.vip_fault {
+            health.fault = Some(f.message.clone());
+        }
+        health
     }
 
     /// The wait before the next retry after the failures so far.

@@ -245,16 +245,7 @@ fn operator_control(
     let Some(path) = &config.node.operator_token_file else {
         return Ok(None);
     };
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| format!("node.operator_token_file {}: {e}", path.display()))?
-        .trim()
-        .to_string();
-    if token.len() < 16 {
-        return Err(format!(
-            "node.operator_token_file {}: the token must have at least 16 characters",
-            path.display()
-        ));
-    }
+    let token = crate::preflight::read_operator_token(path)?;
     let operator: duet_admin::Operator = Arc::new(move |action| {
         let unavailable = |message: &str| duet_admin::ActionError {
             status: 503,

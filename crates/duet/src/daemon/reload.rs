@@ -97,17 +97,9 @@ impl ControlPlane {
         for i in fresh {
             let inst = &mut self.instances[i];
             if !net_admin {
-                inst.vip_failures = 1;
-                inst.vip_fault = Some(super::instance::VipFault {
-                    message: "missing CAP_NET_ADMIN: cannot add VIPs".into(),
-                    permission: true,
-                    retry_at: now + inst.vip_backoff(),
-                });
+                inst.hold_vips(now, "missing CAP_NET_ADMIN: cannot add VIPs".into(), true);
             }
-            let mut health = self.readings.tracking_of(&inst.cfg);
-            if let Some(f) = &inst.vip_fault {
-                health.fault = Some(f.message.clone());
-            }
+            let health = inst.with_vip_fault(self.readings.tracking_of(&inst.cfg));
             inst.core.set_tracking(now, health);
             inst.core.start(now);
         }
