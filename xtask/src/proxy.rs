@@ -311,16 +311,7 @@ fn idle_memory(
 fn rss_kib(pgid: u32) -> u64 {
     group_stats(pgid)
         .iter()
-        .map(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                })
-                .unwrap_or(0)
-        })
+        .map(|pid| duet_sys::process::rss_kib(*pid).unwrap_or(0))
         .sum()
 }
 

@@ -119,6 +119,18 @@ impl FileLock {
     }
 }
 
+/// The resident memory (VmRSS) of process `pid` in KiB, if it is there to ask.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A Linux capability duet needs for some of its work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capability {
@@ -193,6 +205,7 @@ mod capability_tests {
         assert_ne!(mask & (1 << Capability::NetRaw.bit()), 0);
         assert_eq!(mask & (1 << Capability::NetAdmin.bit()), 0);
         assert_eq!(effective_mask("Name: x\n"), None);
+        assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
         // This process can always answer for itself.
         assert!(has_capability(Capability::NetAdmin).is_ok());
     }

@@ -241,16 +241,9 @@ fn a_witness_that_cannot_write_tells_the_nodes_why_once() {
     );
 }
 
-/// VmRSS of `pid` in KiB.
+/// VmRSS of `pid` in KiB (0 once it is gone).
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+    duet_sys::process::rss_kib(pid).unwrap_or(0)
 }
 
 #[test]
