@@ -38,11 +38,27 @@ fn cert(dir: &Path, name: &str) -> Cert {
     }
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+/// A scratch directory, removed when the test ends (passed or not).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(tag: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("duet-tls-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 fn tls_spec(backends: &[SocketAddr], certs: &[&Cert]) -> BalancerSpec {
@@ -180,7 +196,6 @@ fn sni_picks_the_certificate_and_tls_12_and_13_both_work() {
         let first = handshake(addr, client_config(&a, &[], BOTH), "a.test").await;
         assert!(first.is_ok());
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -195,7 +210,6 @@ fn plain_http_on_the_redirect_listener_gets_a_308_to_https() {
     let port = p.local_addr().port();
     let want = format!("https://a.test:{port}/x/y?z=1");
     assert_eq!(r.header("location"), Some(want.as_str()));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -230,7 +244,6 @@ fn a_certificate_reload_keeps_open_connections_and_serves_the_new_one() {
         let still = handshake(addr, client_config(&renewed, &[], BOTH), "a.test").await;
         assert!(still.is_ok());
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -306,7 +319,6 @@ fn an_h2_client_gets_concurrent_streams_forwarded_to_http1_backends() {
         let (status, _, _, _) = send("GET", "/500", "").await;
         assert_eq!(status, 500);
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Whether the server closes `tls` within `within` (a read ends or fails).
@@ -350,7 +362,6 @@ fn https_keep_alive_honours_the_idle_timeout_and_stop() {
             "stop left an idle https connection open"
         );
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -395,7 +406,6 @@ fn h2_requests_are_access_logged_and_expect_continue_is_answered() {
         text.contains(&format!("\"backend\":\"{}\"", web.addr)),
         "{text}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -433,7 +443,6 @@ fn h2_clients_get_the_backends_early_hints_before_the_response() {
         }
         assert_eq!(got, b"/page");
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -458,7 +467,6 @@ fn h2_bodies_larger_than_the_flow_control_window_pass_both_ways() {
         assert_eq!(body.len(), big.len());
         assert!(body[..] == big[..], "the echo differs");
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -493,7 +501,6 @@ fn h2_header_lists_beyond_the_head_limit_are_refused_and_not_forwarded() {
         0,
         "a 32 KiB header list was forwarded"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An h2 client of the crate that shows resets and interim responses, on a TLS connection to
@@ -557,7 +564,6 @@ fn h2_clients_that_stall_their_bodies_get_408_and_are_not_blamed_on_the_backend(
         .map(|&k| b.stats.errors_of(k))
         .sum();
     assert_eq!(errors, 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -599,7 +605,6 @@ fn a_reset_h2_stream_lets_its_backend_connection_go() {
         eof && after < Duration::from_secs(2),
         "the backend connection stayed {after:?} after the client's reset"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -634,5 +639,4 @@ fn h2_requests_follow_the_http1_rules_on_their_way_to_a_backend() {
     assert_eq!(seen.values("cookie"), ["a=1; b=2"]);
     assert!(seen.values("proxy-authorization").is_empty(), "{seen:?}");
     assert_eq!(web.record.count("/x"), 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
