@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod database;
 mod lift;
 mod read;
 pub mod schema;
@@ -15,6 +16,7 @@ mod validate;
 use std::fmt;
 use std::ops::Range;
 
+pub use database::{ByteSize, DatabaseConfig, DatabaseKind, Network, SyncMode, WriteVip};
 pub use lift::Lifted;
 pub use schema::*;
 pub use validate::Seg;

@@ -148,6 +148,8 @@ pub(crate) fn explain(text: &str, span: Range<usize>, message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown variant ")
         && let Some((got, expected)) = rest.split_once(", expected ")
     {
+        // serde writes "one of `a`, `b`, `c`" for three or more, "`a` or `b`" for two.
+        let expected = expected.strip_prefix("one of ").unwrap_or(expected);
         return format!("{got} is not one of {expected}");
     }
     message

@@ -41,6 +41,9 @@ pub struct Config {
     /// An external coordinator (etcd) that grants leadership instead of a witness or votes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordination: Option<CoordinationConfig>,
+    /// The database server duet runs and fails over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<crate::database::DatabaseConfig>,
 }
 
 /// `[heartbeat]`.

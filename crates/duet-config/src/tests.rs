@@ -340,6 +340,24 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
             cert_file: Some("c".into()),
             key_file: Some("k".into()),
         }),
+        database: Some(DatabaseConfig {
+            kind: DatabaseKind::Postgres,
+            listen: "10.0.0.1:5432".parse().unwrap(),
+            data_dir: "/d".into(),
+            bin_dir: "/b".into(),
+            os_user: "postgres".into(),
+            superuser: "postgres".into(),
+            replication_user: "replicator".into(),
+            password_file: "/p".into(),
+            allow: vec!["10.0.0.0/24".parse().unwrap()],
+            synchronous: SyncMode::On,
+            maximum_lag_on_failover: ByteSize(1),
+            write_vip: Some(WriteVip {
+                address: "10.0.0.9/24".parse().unwrap(),
+                interface: "eth0".into(),
+            }),
+            parameters: [("NAME".to_string(), "1".to_string())].into(),
+        }),
     };
     let value = toml::Value::try_from(&full).unwrap();
     let mut keys = Vec::new();
@@ -609,4 +627,74 @@ endpoints = ["http://10.10.10.21:2379", "https://[fd00::21]:2379/"]
         "backend = \"etcd\"\ncert_file = \"/c\"",
     ));
     assert!(e.contains("cert_file and key_file go together"), "{e}");
+}
+
+/// The issue's `[database]` contract, with the cluster it needs.
+const DATABASE_SAMPLE: &str = r#"[node]
+name = "alpha"
+
+[heartbeat]
+key_file = "/etc/duet/cluster.key"
+links = [{ local = "10.10.10.11:7946", peers = ["10.10.10.12:7946"] }]
+
+[witness]
+address = "10.10.10.20:7947"
+
+[database]
+kind = "postgres"
+listen = "10.10.10.11:5432"          # this node's server; peers learn it through the cluster
+data_dir = "/var/lib/duet/pg"         # empty or missing on first start: bootstrap (below)
+bin_dir = "/usr/lib/postgresql/15/bin"
+os_user = "postgres"                  # OS user that owns data_dir and runs the server (default "postgres")
+superuser = "postgres"                # database roles; both get the password from password_file
+replication_user = "replicator"
+password_file = "/etc/duet/db.secret" # first line = password; never logged
+allow = ["10.10.10.0/24"]             # networks allowed in for any role with scram-sha-256 (peers always are)
+synchronous = "on"                    # off | on | strict
+maximum_lag_on_failover = "1MB"       # for synchronous = "off"
+write_vip = { address = "10.10.10.15/24", interface = "eth0" }   # optional; lives where the primary is
+parameters = { max_connections = "200" }                          # passed to postgresql.conf
+"#;
+
+#[test]
+fn the_database_contract_parses_as_written_without_vrrp() {
+    let cfg = parse("duet.toml", DATABASE_SAMPLE).expect("valid");
+    let db = cfg.database.expect("[database]");
+    assert_eq!(db.synchronous, SyncMode::On);
+    assert_eq!(db.maximum_lag_on_failover, ByteSize(1 << 20));
+    assert_eq!(db.write_vip.unwrap().address.prefix, 24);
+    assert_eq!(db.parameters["max_connections"], "200");
+    assert!(cfg.vrrp.is_empty());
+}
+
+#[test]
+fn database_mistakes_point_at_the_key() {
+    // No cluster at all.
+    let text = DATABASE_SAMPLE.replace("[heartbeat]", "[unused]");
+    let e = err(&text);
+    assert!(e.contains("unknown field") || e.contains("unused"), "{e}");
+    let alone = "[node]\nname = \"a\"\n[database]\nkind = \"postgres\"\nlisten = \"10.0.0.1:5432\"\ndata_dir = \"/d\"\npassword_file = \"/p\"\n";
+    let e = err(alone);
+    assert!(e.starts_with("duet.toml:4:8:") && e.contains("needs a cluster"), "{e}");
+    // A parameter duet manages; a bad network; a role name that would need quoting.
+    let e = err(&DATABASE_SAMPLE.replace("max_connections", "synchronous_standby_names"));
+    assert!(e.contains("synchronous_standby_names is set by duet"), "{e}");
+    let e = err(&DATABASE_SAMPLE.replace("10.10.10.0/24", "10.10.10.1/24"));
+    assert!(e.contains("did you mean 10.10.10.0/24"), "{e}");
+    let e = err(&DATABASE_SAMPLE.replace("\"replicator\"", "\"Rep-1\""));
+    assert!(e.contains("role name \"Rep-1\""), "{e}");
+    let e = err(&DATABASE_SAMPLE.replace("synchronous = \"on\"", "synchronous = \"yes\""));
+    assert!(
+        e.ends_with("`yes` is not one of `off`, `on`, `strict`"),
+        "{e}"
+    );
+    // Two nodes without a witness: only under the safe policy.
+    let text = DATABASE_SAMPLE
+        .replace("[witness]\naddress = \"10.10.10.20:7947\"\n", "")
+        .replace(
+            "links = [",
+            "two_node_policy = \"available\"\nlinks = [",
+        );
+    let e = err(&text);
+    assert!(e.contains("needs two_node_policy = \"safe\""), "{e}");
 }

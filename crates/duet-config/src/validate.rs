@@ -79,6 +79,7 @@ pub(crate) fn check(cfg: &Config) -> Vec<Problem> {
         bad(path!["node", "name"], "node name must not be empty".into());
     }
     check_names_and_ports(cfg, &mut bad);
+    crate::database::check(cfg, &mut bad);
     for (k, n) in cfg.node.admin_names.iter().enumerate() {
         let ok = !n.is_empty()
             && n.bytes()

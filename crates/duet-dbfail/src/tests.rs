@@ -1,0 +1,473 @@
+//! The planner's rules, one scenario each.
+
+use std::time::Duration;
+
+use duet_time::Instant;
+
+use crate::*;
+
+fn planner(mode: Mode) -> Planner {
+    Planner::new(PlannerConfig {
+        name: "beta".into(),
+        mode,
+        max_lag: 1 << 20,
+        max_crashes: 3,
+        crash_window: Duration::from_secs(60),
+    })
+}
+
+fn lead(may: bool, lease: bool) -> Leadership {
+    Leadership {
+        may_lead: may,
+        why_not: if may {
+            String::new()
+        } else {
+            "alpha leads".into()
+        },
+        lease,
+        term: 7,
+    }
+}
+
+fn peer(role: Role, alive: bool, timeline: u32, lsn: Lsn) -> PeerDb {
+    PeerDb {
+        name: "alpha".into(),
+        alive,
+        report: Some(Report {
+            role,
+            listen: "10.0.0.1:5432".parse().unwrap(),
+            system_id: 42,
+            timeline,
+            lsn,
+            clean_stop: false,
+        }),
+    }
+}
+
+fn replica(timeline: u32, received: Lsn, streaming: bool) -> Server {
+    Server::Replica(ReplicaState {
+        timeline,
+        received,
+        replayed: received,
+        upstream: Some("alpha".into()),
+        streaming,
+    })
+}
+
+fn record(primary: &str, standby: Option<&str>) -> Record {
+    Record {
+        system_id: 42,
+        primary: primary.into(),
+        standby: standby.map(Into::into),
+        term: 6,
+    }
+}
+
+const DATA: Data = Data::Cluster { system_id: 42 };
+
+fn at(s: u64) -> Instant {
+    Instant::from_nanos(s * 1_000_000_000)
+}
+
+struct World {
+    leadership: Leadership,
+    data: Data,
+    server: Server,
+    peers: Vec<PeerDb>,
+    authority: bool,
+    record: Option<Record>,
+}
+
+impl World {
+    fn plan(&self, p: &mut Planner, now: Instant) -> Plan {
+        p.next(&Facts {
+            now,
+            leadership: &self.leadership,
+            data: &self.data,
+            server: &self.server,
+            peers: &self.peers,
+            authority: self.authority,
+            record: self.record.as_ref(),
+        })
+    }
+}
+
+#[test]
+fn the_leader_bootstraps_an_empty_pair_and_the_other_clones_from_it() {
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(false, false),
+        data: Data::Empty,
+        server: Server::Stopped,
+        peers: vec![peer(Role::Unknown, true, 0, 0)],
+        authority: true,
+        record: None,
+    };
+    w.peers[0].report.as_mut().unwrap().system_id = 0;
+    let plan = w.plan(&mut p, at(1));
+    assert!(
+        matches!(plan.step, Step::Wait(ref w) if w.contains("alpha leads")),
+        "{plan:?}"
+    );
+    assert!(plan.wants, "an empty pair: either node may bootstrap");
+    w.leadership = lead(true, true);
+    let plan = w.plan(&mut p, at(2));
+    assert_eq!(plan.step, Step::Act(Action::Initdb));
+    assert!(plan.master, "bootstrapping counts as primary for the peers");
+    // The other node: the peer runs a primary now.
+    let mut q = planner(Mode::On);
+    w.leadership = lead(false, false);
+    w.peers = vec![peer(Role::Primary, true, 1, 100)];
+    let plan = w.plan(&mut q, at(3));
+    assert_eq!(
+        plan.step,
+        Step::Act(Action::Clone {
+            from: "alpha".into()
+        })
+    );
+    assert!(!plan.wants && !plan.master);
+}
+
+#[test]
+fn an_empty_node_never_bootstraps_a_cluster_that_exists() {
+    let mut p = planner(Mode::On);
+    let w = World {
+        leadership: lead(true, true),
+        data: Data::Empty,
+        server: Server::Stopped,
+        peers: vec![peer(Role::Stopped, false, 1, 100)],
+        authority: true,
+        record: Some(record("alpha", Some("beta"))),
+    };
+    let plan = w.plan(&mut p, at(1));
+    assert!(
+        matches!(plan.step, Step::Wait(ref m) if m.contains("cluster exists")),
+        "{plan:?}"
+    );
+    assert!(!plan.wants);
+}
+
+#[test]
+fn data_of_another_cluster_is_refused_and_left_alone() {
+    let mut p = planner(Mode::On);
+    let w = World {
+        leadership: lead(false, false),
+        data: Data::Cluster { system_id: 99 },
+        server: Server::Stopped,
+        peers: vec![peer(Role::Primary, true, 1, 100)],
+        authority: true,
+        record: None,
+    };
+    let plan = w.plan(&mut p, at(1));
+    assert!(
+        matches!(plan.step, Step::Wait(ref m) if m.contains("another cluster") && m.contains("99") && m.contains("42")),
+        "{plan:?}"
+    );
+}
+
+#[test]
+fn a_primary_that_may_not_lead_is_fenced_at_once() {
+    let mut p = planner(Mode::On);
+    let w = World {
+        leadership: lead(false, false),
+        data: DATA,
+        server: Server::Primary(PrimaryState {
+            timeline: 1,
+            lsn: 500,
+            ..Default::default()
+        }),
+        peers: vec![peer(Role::Replica, false, 1, 400)],
+        authority: true,
+        record: Some(record("beta", Some("alpha"))),
+    };
+    let plan = w.plan(&mut p, at(1));
+    assert_eq!(plan.step, Step::Act(Action::Fence));
+    assert!(!plan.master);
+}
+
+#[test]
+fn the_synchronous_standby_records_itself_then_promotes() {
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(true, true),
+        data: DATA,
+        server: replica(1, 300, false),
+        peers: vec![peer(Role::Primary, false, 1, 400)],
+        authority: true,
+        record: Some(record("alpha", Some("beta"))),
+    };
+    let plan = w.plan(&mut p, at(1));
+    assert_eq!(
+        plan.step,
+        Step::Act(Action::Record(Record {
+            system_id: 42,
+            primary: "beta".into(),
+            standby: None,
+            term: 7
+        })),
+        "the record names the new primary before it takes a write"
+    );
+    assert!(plan.master);
+    w.record = Some(Record {
+        term: 7,
+        ..record("beta", None)
+    });
+    let plan = w.plan(&mut p, at(2));
+    assert_eq!(plan.step, Step::Act(Action::Promote { sync_names: vec![] }));
+}
+
+#[test]
+fn a_standby_the_record_does_not_name_is_not_promoted() {
+    let mut p = planner(Mode::On);
+    let w = World {
+        leadership: lead(true, true),
+        data: DATA,
+        server: replica(1, 400, false),
+        peers: vec![peer(Role::Primary, false, 1, 400)],
+        authority: true,
+        record: Some(record("alpha", None)),
+    };
+    let plan = w.plan(&mut p, at(1));
+    assert!(
+        matches!(plan.step, Step::Wait(ref m) if m.contains("names no node as the synchronous standby of alpha")),
+        "{plan:?}"
+    );
+    assert!(plan.refusal.is_some() && !plan.wants);
+}
+
+#[test]
+fn without_an_authority_a_silent_primary_is_never_replaced_but_a_clean_stop_is() {
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(true, false),
+        data: DATA,
+        server: replica(1, 400, false),
+        peers: vec![peer(Role::Primary, false, 1, 400)],
+        authority: false,
+        record: None,
+    };
+    let plan = w.plan(&mut p, at(1));
+    assert!(
+        matches!(plan.step, Step::Wait(ref m) if m.contains("never promoted")),
+        "{plan:?}"
+    );
+    // The primary stopped cleanly at 400, and this standby has 400.
+    w.peers = vec![PeerDb {
+        report: Some(Report {
+            role: Role::Stopped,
+            clean_stop: true,
+            ..w.peers[0].report.clone().unwrap()
+        }),
+        ..w.peers[0].clone()
+    }];
+    let plan = w.plan(&mut p, at(2));
+    assert_eq!(plan.step, Step::Act(Action::Promote { sync_names: vec![] }));
+    // Not if it lacks the end.
+    w.server = replica(1, 399, false);
+    let plan = w.plan(&mut planner(Mode::On), at(3));
+    assert!(matches!(plan.step, Step::Wait(_)), "{plan:?}");
+}
+
+#[test]
+fn asynchronous_promotion_stays_within_the_lag_limit() {
+    let mut p = planner(Mode::Off);
+    let mut w = World {
+        leadership: lead(false, false),
+        data: DATA,
+        server: replica(1, 1_000, true),
+        peers: vec![peer(Role::Primary, true, 1, 3_000_000)],
+        authority: true,
+        record: Some(record("alpha", None)),
+    };
+    w.plan(&mut p, at(1));
+    // The primary dies; we heard it at 3 000 000, we have 1 000: 2.9 MB behind (limit 1 MB).
+    w.peers[0].alive = false;
+    w.leadership = lead(true, true);
+    let plan = w.plan(&mut p, at(2));
+    assert!(
+        matches!(plan.step, Step::Wait(ref m) if m.contains("bytes behind")),
+        "{plan:?}"
+    );
+    w.server = replica(1, 2_500_000, false);
+    let plan = w.plan(&mut p, at(3));
+    assert!(
+        matches!(plan.step, Step::Act(Action::Record(_))),
+        "{plan:?}"
+    );
+    // A planner that never heard a primary cannot tell.
+    let plan = w.plan(&mut planner(Mode::Off), at(3));
+    assert!(
+        matches!(plan.step, Step::Wait(ref m) if m.contains("no primary position")),
+        "{plan:?}"
+    );
+}
+
+fn primary(sync: &[&str], followers: Vec<Follower>, lsn: Lsn) -> Server {
+    Server::Primary(PrimaryState {
+        timeline: 1,
+        lsn,
+        sync_names: sync.iter().map(|s| s.to_string()).collect(),
+        followers,
+        slots: vec!["alpha".into()],
+    })
+}
+
+fn follower(streaming: bool, sync: bool, flush: Lsn) -> Follower {
+    Follower {
+        name: "alpha".into(),
+        streaming,
+        sync,
+        flush,
+    }
+}
+
+#[test]
+fn sync_is_set_recorded_after_two_looks_and_relaxed_only_after_the_record() {
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(true, true),
+        data: DATA,
+        server: primary(&[], vec![follower(true, false, 100)], 100),
+        peers: vec![peer(Role::Replica, true, 1, 100)],
+        authority: true,
+        record: Some(record("beta", None)),
+    };
+    assert_eq!(
+        w.plan(&mut p, at(1)).step,
+        Step::Act(Action::SetSync(vec!["alpha".into()]))
+    );
+    // In effect: first look records where our WAL was (200); the standby has 150 only.
+    w.server = primary(&["alpha"], vec![follower(true, true, 150)], 200);
+    assert!(matches!(w.plan(&mut p, at(2)).step, Step::Wait(_)));
+    w.server = primary(&["alpha"], vec![follower(true, true, 250)], 300);
+    assert_eq!(
+        w.plan(&mut p, at(3)).step,
+        Step::Act(Action::Record(Record {
+            term: 7,
+            ..record("beta", Some("alpha"))
+        }))
+    );
+    w.record = Some(record("beta", Some("alpha")));
+    assert!(
+        matches!(w.plan(&mut p, at(4)).step, Step::Wait(ref m) if m.contains("synchronous standby alpha"))
+    );
+    // The standby dies: the record first, then relax.
+    w.peers[0].alive = false;
+    w.server = primary(&["alpha"], vec![], 300);
+    assert_eq!(
+        w.plan(&mut p, at(5)).step,
+        Step::Act(Action::Record(Record {
+            term: 7,
+            ..record("beta", None)
+        }))
+    );
+    w.record = Some(record("beta", None));
+    assert_eq!(
+        w.plan(&mut p, at(6)).step,
+        Step::Act(Action::SetSync(vec![]))
+    );
+}
+
+#[test]
+fn strict_never_relaxes() {
+    let mut p = planner(Mode::Strict);
+    let w = World {
+        leadership: lead(true, true),
+        data: DATA,
+        server: primary(&["alpha"], vec![], 300),
+        peers: vec![peer(Role::Replica, false, 1, 100)],
+        authority: true,
+        record: Some(record("beta", Some("alpha"))),
+    };
+    assert!(matches!(w.plan(&mut p, at(1)).step, Step::Wait(_)));
+}
+
+#[test]
+fn a_crashed_primary_restarts_in_place_until_it_crashes_too_often() {
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(true, true),
+        data: DATA,
+        server: primary(&[], vec![], 100),
+        peers: vec![peer(Role::Replica, true, 1, 100)],
+        authority: true,
+        record: Some(record("beta", None)),
+    };
+    w.peers[0].alive = true;
+    for round in 0..3u64 {
+        w.server = primary(&[], vec![], 100);
+        w.plan(&mut p, at(10 * round));
+        w.server = Server::Stopped;
+        let plan = w.plan(&mut p, at(10 * round + 1));
+        if round < 2 {
+            assert!(
+                matches!(plan.step, Step::Act(Action::Start { primary: true, .. })),
+                "round {round}: {plan:?}"
+            );
+            assert!(plan.master);
+        } else {
+            assert!(
+                matches!(plan.step, Step::Act(Action::Start { primary: false, .. })),
+                "third crash in a minute: {plan:?}"
+            );
+            assert!(!plan.master && !plan.wants);
+            assert!(p.gave_up());
+        }
+    }
+}
+
+#[test]
+fn a_fenced_primary_comes_back_as_a_standby_and_rewinds_onto_the_new_timeline() {
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(false, false),
+        data: DATA,
+        server: primary(&[], vec![], 100),
+        peers: vec![peer(Role::Replica, false, 1, 100)],
+        authority: true,
+        record: Some(record("beta", None)),
+    };
+    assert_eq!(w.plan(&mut p, at(1)).step, Step::Act(Action::Fence));
+    w.server = Server::Stopped;
+    // Not a crash: it starts as a standby, not as a primary.
+    let plan = w.plan(&mut p, at(2));
+    assert_eq!(
+        plan.step,
+        Step::Act(Action::Start {
+            primary: false,
+            upstream: None,
+            sync_names: vec![]
+        })
+    );
+    // The peer promoted (timeline 2).
+    w.peers = vec![peer(Role::Primary, true, 2, 200)];
+    assert_eq!(
+        w.plan(&mut p, at(3)).step,
+        Step::Act(Action::Rewind {
+            from: "alpha".into()
+        })
+    );
+    p.failed(&Action::Rewind {
+        from: "alpha".into(),
+    });
+    assert_eq!(
+        w.plan(&mut p, at(4)).step,
+        Step::Act(Action::Reclone {
+            from: "alpha".into()
+        })
+    );
+    // Rewound and started: it follows.
+    w.server = Server::Replica(ReplicaState {
+        timeline: 2,
+        received: 200,
+        replayed: 200,
+        upstream: None,
+        streaming: false,
+    });
+    assert_eq!(
+        w.plan(&mut p, at(5)).step,
+        Step::Act(Action::Follow {
+            upstream: "alpha".into()
+        })
+    );
+}
