@@ -16,6 +16,7 @@ command -v nft >/dev/null || need+=(nftables)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v haproxy >/dev/null || need+=(haproxy)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 if ((${#need[@]})); then
     if [ "$(id -u)" -eq 0 ]; then
         echo "installing: ${need[*]}"
@@ -24,6 +25,12 @@ if ((${#need[@]})); then
     else
         echo "missing ${need[*]}; install them or run as root" >&2
     fi
+fi
+
+# duet runs its own PostgreSQL servers: Debian's 15/main cluster (started by the package on
+# 5432) stays stopped.
+if [ "$(id -u)" -eq 0 ] && command -v pg_ctlcluster >/dev/null; then
+    pg_ctlcluster 15 main stop 2>/dev/null || true
 fi
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -675,10 +675,16 @@ fn database_mistakes_point_at_the_key() {
     assert!(e.contains("unknown field") || e.contains("unused"), "{e}");
     let alone = "[node]\nname = \"a\"\n[database]\nkind = \"postgres\"\nlisten = \"10.0.0.1:5432\"\ndata_dir = \"/d\"\npassword_file = \"/p\"\n";
     let e = err(alone);
-    assert!(e.starts_with("duet.toml:4:8:") && e.contains("needs a cluster"), "{e}");
+    assert!(
+        e.starts_with("duet.toml:4:8:") && e.contains("needs a cluster"),
+        "{e}"
+    );
     // A parameter duet manages; a bad network; a role name that would need quoting.
     let e = err(&DATABASE_SAMPLE.replace("max_connections", "synchronous_standby_names"));
-    assert!(e.contains("synchronous_standby_names is set by duet"), "{e}");
+    assert!(
+        e.contains("synchronous_standby_names is set by duet"),
+        "{e}"
+    );
     let e = err(&DATABASE_SAMPLE.replace("10.10.10.0/24", "10.10.10.1/24"));
     assert!(e.contains("did you mean 10.10.10.0/24"), "{e}");
     let e = err(&DATABASE_SAMPLE.replace("\"replicator\"", "\"Rep-1\""));
@@ -691,10 +697,7 @@ fn database_mistakes_point_at_the_key() {
     // Two nodes without a witness: only under the safe policy.
     let text = DATABASE_SAMPLE
         .replace("[witness]\naddress = \"10.10.10.20:7947\"\n", "")
-        .replace(
-            "links = [",
-            "two_node_policy = \"available\"\nlinks = [",
-        );
+        .replace("links = [", "two_node_policy = \"available\"\nlinks = [");
     let e = err(&text);
     assert!(e.contains("needs two_node_policy = \"safe\""), "{e}");
 }

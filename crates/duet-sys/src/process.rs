@@ -11,7 +11,7 @@ pub fn send_signal(pid: u32, signal: i32, group: bool) -> io::Result<()> {
     crate::fd::check(unsafe { libc::kill(target, signal) })
 }
 
-pub use libc::{SIGCONT, SIGHUP, SIGINT, SIGKILL, SIGSTOP, SIGTERM};
+pub use libc::{SIGCONT, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGSTOP, SIGTERM};
 
 /// The effective user id of this process.
 pub fn effective_uid() -> u32 {
@@ -208,5 +208,29 @@ mod capability_tests {
         assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
         // This process can always answer for itself.
         assert!(has_capability(Capability::NetAdmin).is_ok());
+    }
+}
+
+/// Makes the child that `cmd` starts receive `signal` when the thread that starts it exits
+/// (Linux `PR_SET_PDEATHSIG`): a server duet runs must not outlive the daemon, or nobody would
+/// fence it. Start the child from a thread that lives as long as the daemon.
+pub fn die_with_parent(cmd: &mut std::process::Command, signal: i32) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the child between fork and exec and calls only prctl and
+    // getppid, which are async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent died between fork and prctl: the signal will never come.
+            if libc::getppid() != parent {
+                return Err(io::Error::other(
+                    "the parent exited while starting the child",
+                ));
+            }
+            Ok(())
+        });
     }
 }
