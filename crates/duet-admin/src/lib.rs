@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod metrics;
+mod roles;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -47,6 +48,77 @@ pub struct Status {
     /// Heartbeat peers and the witness lease, when `[heartbeat]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
+    /// The database, when `[database]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseStatus>,
+}
+
+/// The database in `GET /v1/status` (and behind `/primary`, `/replica`, `/read-only`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseStatus {
+    /// `primary`, `replica`, `stopped`, `cloning` or `unknown`, as last observed.
+    pub role: String,
+    /// The server accepted writes at the last look and this node may lead.
+    pub writable: bool,
+    /// When the server was last looked at (Unix milliseconds).
+    pub observed_unix_ms: u64,
+    /// Its timeline.
+    pub timeline: u32,
+    /// Its WAL position (primary: flushed; replica: received), as PostgreSQL writes it.
+    pub lsn: String,
+    /// A replica: bytes behind the last primary position heard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// A replica: it streams now.
+    pub streaming: bool,
+    /// A replica: the node it streams from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// A primary: the standby it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_standby: Option<String>,
+    /// `database.synchronous`.
+    pub synchronous: String,
+    /// The lag a replica may have and still answer `/replica` (bytes).
+    pub max_lag_bytes: u64,
+    /// What the node does or waits for.
+    pub step: String,
+    /// Why this replica may not be promoted, when it may not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// The last action that failed, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// A clone in progress (pg_basebackup's last progress line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// The last promotion of this node: when (Unix ms) and under which term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_promotion: Option<String>,
+    /// The lease authority's record, when it keeps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// Refusals to promote since start.
+    pub refusals: u64,
+    /// Promotions, fences, rewinds, clones since start.
+    pub counters: BTreeMap<String, u64>,
+    /// The other nodes' databases, from their heartbeats.
+    pub peers: Vec<DatabasePeer>,
+}
+
+/// Another node's database, as its heartbeat says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatabasePeer {
+    /// Its node name.
+    pub name: String,
+    /// Heard now.
+    pub alive: bool,
+    /// Its role.
+    pub role: String,
+    /// Its timeline.
+    pub timeline: u32,
+    /// Its WAL position.
+    pub lsn: String,
 }
 
 /// The cluster layer in `GET /v1/status`.
@@ -231,6 +303,9 @@ pub struct VrrpCounters {
 pub struct Published {
     status: Mutex<Arc<Status>>,
     balancers: Mutex<Option<BalancerSource>>,
+    /// Written by the database agent at every look, so role endpoints answer from what the
+    /// server said last, not from the control loop's slower snapshot.
+    database: Mutex<Option<DatabaseStatus>>,
 }
 
 /// Reads the balancers' live counters; called by the admin thread per request, so the control
@@ -248,6 +323,7 @@ impl Default for Published {
         Published {
             status: Mutex::new(Arc::default()),
             balancers: Mutex::new(None),
+            database: Mutex::new(None),
         }
     }
 }
@@ -263,7 +339,21 @@ impl Published {
         *self.balancers.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
     }
 
-    /// The current status: the control plane's last snapshot with the balancers read now.
+    /// Replaces the database's status (the database agent, at every look).
+    pub fn set_database(&self, db: DatabaseStatus) {
+        *self.database.lock().unwrap_or_else(|p| p.into_inner()) = Some(db);
+    }
+
+    /// The database's status, as last set.
+    pub fn database(&self) -> Option<DatabaseStatus> {
+        self.database
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The current status: the control plane's last snapshot with the balancers and the
+    /// database read now.
     pub fn get(&self) -> Arc<Status> {
         let status = self
             .status
@@ -275,13 +365,18 @@ impl Published {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        match source {
-            Some(read) => Arc::new(Status {
-                balancers: read(),
-                ..(*status).clone()
-            }),
-            None => status,
+        let database = self.database();
+        if source.is_none() && database.is_none() {
+            return status;
         }
+        let mut s = (*status).clone();
+        if let Some(read) = source {
+            s.balancers = read();
+        }
+        if database.is_some() {
+            s.database = database;
+        }
+        Arc::new(s)
     }
 }
 
@@ -424,6 +519,8 @@ async fn serve(listener: std::net::TcpListener, api: Arc<Api>) {
 enum Endpoint {
     Status,
     Metrics,
+    /// `/primary`, `/replica`, `/read-only`.
+    Role(roles::Role),
     Act(Action),
 }
 
@@ -433,6 +530,9 @@ impl Endpoint {
         match path {
             "/v1/status" => return Some(Endpoint::Status),
             "/metrics" => return Some(Endpoint::Metrics),
+            "/primary" => return Some(Endpoint::Role(roles::Role::Primary)),
+            "/replica" => return Some(Endpoint::Role(roles::Role::Replica)),
+            "/read-only" => return Some(Endpoint::Role(roles::Role::ReadOnly)),
             "/v1/reload" => return Some(Endpoint::Act(Action::Reload)),
             _ => {}
         }
@@ -456,7 +556,7 @@ impl Endpoint {
 
     fn method(&self) -> Method {
         match self {
-            Endpoint::Status | Endpoint::Metrics => Method::GET,
+            Endpoint::Status | Endpoint::Metrics | Endpoint::Role(_) => Method::GET,
             Endpoint::Act(_) => Method::POST,
         }
     }
@@ -508,6 +608,15 @@ fn answer<B>(
             "text/plain; version=0.0.4",
             render_metrics(&published.get()).into_bytes(),
         )),
+        Endpoint::Role(role) => {
+            let (ok, body) = roles::check(role, published.database().as_ref(), req.uri().query());
+            let code = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            Answer::Now(respond(code, "application/json", body.into_bytes()))
+        }
         Endpoint::Act(action) => match authorize(req, control) {
             Ok(()) => Answer::Act(action),
             Err(e) => Answer::Now(action_error(&e)),

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use duet_time::Instant;
 
+use crate::wire::DbRecord;
+
 /// A lease the witness granted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -56,6 +58,8 @@ pub struct Promise {
     pub holder: String,
     /// The longest lease it grants.
     pub duration: Duration,
+    /// The database record it keeps.
+    pub record: Option<DbRecord>,
 }
 
 /// The witness's decision logic.
@@ -66,6 +70,8 @@ pub struct Witness {
     max_duration: Duration,
     /// After a restart: nobody gets a lease before this.
     quiet_until: Option<Instant>,
+    /// The database record (see [`Witness::write_record`]).
+    record: Option<DbRecord>,
 }
 
 impl Witness {
@@ -77,6 +83,7 @@ impl Witness {
             max_term: restored.map_or(0, |p| p.max_term),
             max_duration,
             quiet_until: restored.map(|p| now + p.duration.max(max_duration)),
+            record: restored.and_then(|p| p.record.clone()),
         }
     }
 
@@ -150,8 +157,41 @@ impl Witness {
             max_term: self.max_term,
             holder: from.to_string(),
             duration: self.max_duration,
+            record: self.record.clone(),
         };
         (Answer::Granted { duration, term }, Some(promise))
+    }
+
+    /// The database record.
+    pub fn record(&self) -> Option<&DbRecord> {
+        self.record.as_ref()
+    }
+
+    /// Keeps `record` if `from` holds the lease now under `term`, and the record says that
+    /// term: only the current holder may change it, so a node that lost its lease (frozen,
+    /// partitioned) cannot overwrite what its successor wrote. The returned promise must be
+    /// persisted before the answer; on refusal, why.
+    pub fn write_record(
+        &mut self,
+        now: Instant,
+        from: &str,
+        term: u64,
+        record: DbRecord,
+    ) -> Result<Promise, &'static str> {
+        let g = self.lease(now).ok_or("no lease is held")?;
+        if g.holder != from {
+            return Err("the writer does not hold the lease");
+        }
+        if g.term != term || record.term != term {
+            return Err("the record's term is not the lease's");
+        }
+        self.record = Some(record);
+        Ok(Promise {
+            max_term: self.max_term,
+            holder: from.to_string(),
+            duration: self.max_duration,
+            record: self.record.clone(),
+        })
     }
 }
 
@@ -334,6 +374,60 @@ impl LeaseClient {
 }
 
 #[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_nanos(n * 1_000_000)
+    }
+
+    fn rec(primary: &str, standby: &str, term: u64) -> DbRecord {
+        DbRecord {
+            system_id: 1,
+            primary: primary.into(),
+            standby: standby.into(),
+            term,
+        }
+    }
+
+    #[test]
+    fn only_the_holder_writes_the_record_under_its_term_and_it_survives_a_restart() {
+        let two = Duration::from_secs(2);
+        let mut w = Witness::new(ms(0), two, None);
+        assert_eq!(
+            w.write_record(ms(0), "alpha", 1, rec("alpha", "", 1)),
+            Err("no lease is held")
+        );
+        w.request(ms(0), "alpha", 1, two);
+        assert_eq!(
+            w.write_record(ms(1), "beta", 1, rec("beta", "", 1)),
+            Err("the writer does not hold the lease")
+        );
+        assert_eq!(
+            w.write_record(ms(1), "alpha", 1, rec("alpha", "", 0)),
+            Err("the record's term is not the lease's")
+        );
+        let p = w
+            .write_record(ms(1), "alpha", 1, rec("alpha", "beta", 1))
+            .expect("the holder writes");
+        assert_eq!(p.record, Some(rec("alpha", "beta", 1)));
+        // alpha's lease runs out (frozen); beta takes over and rewrites; alpha cannot undo it.
+        w.request(ms(2_500), "beta", 2, two);
+        w.write_record(ms(2_501), "beta", 2, rec("beta", "", 2))
+            .unwrap();
+        assert!(
+            w.write_record(ms(2_502), "alpha", 1, rec("alpha", "beta", 1))
+                .is_err()
+        );
+        // Grants carry the record into the promise; a restarted witness keeps it.
+        let (_, p) = w.request(ms(2_600), "beta", 2, two);
+        let p = p.expect("a renewal persists");
+        let w2 = Witness::new(ms(0), two, Some(&p));
+        assert_eq!(w2.record(), Some(&rec("beta", "", 2)));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -419,6 +513,7 @@ mod tests {
             max_term: 7,
             holder: "alpha".into(),
             duration: TWO,
+            record: None,
         };
         let mut w = Witness::new(ms(10_000), TWO, Some(&promise));
         assert!(matches!(

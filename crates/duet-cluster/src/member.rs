@@ -15,7 +15,9 @@ use crate::lease::LeaseClient;
 use crate::liveness::{Liveness, LivenessEvent};
 use crate::quorum::{self, Ballot, Local, Rules, TwoNodePolicy, Verdict};
 use crate::votes::{Votes, may_grant};
-use crate::wire::{Body, Grant, Heartbeat, InstanceReport, Message, ReplayGuard};
+use crate::wire::{
+    Body, DbRecord, DbState, Grant, Heartbeat, InstanceReport, Message, ReplayGuard,
+};
 
 /// What a member is configured with.
 #[derive(Debug, Clone)]
@@ -91,6 +93,8 @@ pub enum Event {
     /// The lease authority cannot grant anyone a lease (with why), or can again (`None`).
     /// Emitted on change only.
     AuthorityProblem(Option<String>),
+    /// The lease authority's database record changed (as it told).
+    Record(DbRecord),
 }
 
 /// One node's cluster logic.
@@ -125,6 +129,12 @@ pub struct Member {
     /// for one promise's length it acts as if it had promised its vote: no MASTER, no grant,
     /// no lease (not with a coordinator, whose lease alone decides).
     started: Option<Instant>,
+    /// This node's database, for its heartbeats.
+    database: Option<DbState>,
+    /// The lease authority's database record, as it last told.
+    record: Option<DbRecord>,
+    /// The sequence number of the witness message that carried it.
+    record_seq: u64,
     boot: u64,
     seq: u64,
     next_beat: Instant,
@@ -168,6 +178,9 @@ impl Member {
             stepped_down: VecDeque::new(),
             last_state: Vec::new(),
             started: None,
+            database: None,
+            record: None,
+            record_seq: 0,
             boot,
             seq: 0,
             next_beat: Instant::ZERO,
@@ -277,6 +290,7 @@ impl Member {
                     instances: reports.to_vec(),
                     ask,
                     grant: grant.clone(),
+                    database: self.database.clone(),
                 };
                 let msg = self.message(unix_ms, term, Body::Heartbeat(hb));
                 self.transmits.push_back(Transmit {
@@ -423,7 +437,8 @@ impl Member {
                 Via::Witness,
                 Body::LeaseGranted { .. }
                 | Body::LeaseRefused { .. }
-                | Body::LeaseUnavailable { .. },
+                | Body::LeaseUnavailable { .. }
+                | Body::Record { .. },
             ) if self.lease.is_some() => {}
             _ => return Err("unexpected"),
         }
@@ -483,7 +498,15 @@ impl Member {
                 },
             ) => {
                 let d = Duration::from_millis(u64::from(*duration_ms));
+                let was = self.lease.as_ref().is_some_and(|l| l.valid(now));
                 self.lease_granted(now, *request, d, msg.term);
+                let new = !was && self.lease.as_ref().is_some_and(|l| l.valid(now));
+                // A new lease must not act on a record older than itself: the witness sends
+                // the record just before each answer; if that one was lost or overtaken, the
+                // record is unknown until the next answer brings it.
+                if new && self.record_seq + 1 != msg.seq {
+                    self.record = None;
+                }
                 Ok(())
             }
             (
@@ -500,6 +523,11 @@ impl Member {
             }
             (Via::Witness, Body::LeaseUnavailable { request, reason }) => {
                 self.lease_unavailable(now, *request, msg.term, reason);
+                Ok(())
+            }
+            (Via::Witness, Body::Record { record, .. }) => {
+                self.record_seq = msg.seq;
+                self.record_heard(record.clone());
                 Ok(())
             }
             _ => Err("unexpected"),
@@ -530,6 +558,51 @@ impl Member {
         self.authority_heard = Some(now);
         lease.refused(now, request, term, Duration::ZERO);
         self.set_authority_problem(Some(reason.to_string()));
+    }
+
+    /// The lease authority's database record as it told (the witness after each answer, or
+    /// the etcd task).
+    pub fn record_heard(&mut self, record: DbRecord) {
+        if self.record.as_ref() != Some(&record) {
+            self.events.push_back(Event::Record(record.clone()));
+            self.record = Some(record);
+        }
+    }
+
+    /// The lease authority's database record, as last heard.
+    pub fn record(&self) -> Option<&DbRecord> {
+        self.record.as_ref()
+    }
+
+    /// Asks the lease authority to keep `record`, if this node holds the lease now (only the
+    /// holder may write it; the authority checks the term too). Returns whether it was sent;
+    /// the answer arrives as [`Member::record`].
+    pub fn write_record(&mut self, now: Instant, unix_ms: u64, record: DbRecord) -> bool {
+        let Some(term) = self
+            .lease
+            .as_ref()
+            .filter(|l| l.valid(now))
+            .map(LeaseClient::term)
+        else {
+            return false;
+        };
+        let request = self.seq + 1;
+        let msg = self.message(unix_ms, term, Body::RecordWrite { request, record });
+        self.transmits.push_back(Transmit {
+            via: Via::Witness,
+            msg,
+        });
+        true
+    }
+
+    /// What this node's heartbeats say of its database from now on.
+    pub fn set_database(&mut self, database: Option<DbState>) {
+        self.database = database;
+    }
+
+    /// Peer `i`'s database, from its latest heartbeat.
+    pub fn peer_database(&self, i: usize) -> Option<&DbState> {
+        self.liveness.peers()[i].report.as_ref()?.database.as_ref()
     }
 
     /// Why the lease authority cannot grant leases, as it last said, if it cannot.

@@ -52,6 +52,53 @@ pub enum Body {
         /// Why, for the nodes' status and logs.
         reason: String,
     },
+    /// The lease holder asks the witness to keep this database record.
+    RecordWrite {
+        /// Matches the answer.
+        request: u64,
+        /// The record.
+        record: DbRecord,
+    },
+    /// The witness's database record: the answer to a [`Body::RecordWrite`] (`request` its
+    /// id; the record equals the one written if it was kept), and sent after every lease
+    /// answer while a record exists (`request` 0).
+    Record {
+        /// The write answered, or 0.
+        request: u64,
+        /// What the witness keeps now.
+        record: DbRecord,
+    },
+}
+
+/// The database record a lease authority keeps: who is (or last was) primary and which
+/// standby holds every commit it acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbRecord {
+    /// The database cluster's system identifier.
+    pub system_id: u64,
+    /// The primary's node name.
+    pub primary: String,
+    /// The standby with every acknowledged commit; empty: none.
+    pub standby: String,
+    /// The lease term it was written under.
+    pub term: u64,
+}
+
+/// A node's database as its heartbeats report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbState {
+    /// Role code (`duet_dbfail::Role::code`).
+    pub role: u8,
+    /// Its server stopped cleanly at `lsn`.
+    pub clean_stop: bool,
+    /// Where its server listens.
+    pub listen: std::net::SocketAddr,
+    /// System identifier of its data (0: none).
+    pub system_id: u64,
+    /// Timeline.
+    pub timeline: u32,
+    /// WAL position (primary: flushed; standby: received; stopped: final checkpoint).
+    pub lsn: u64,
 }
 
 /// Longest `LeaseUnavailable` reason carried (longer ones are cut at a character boundary).
@@ -73,6 +120,9 @@ pub struct Heartbeat {
     pub ask: u64,
     /// The sender's vote, if it gives one.
     pub grant: Option<Grant>,
+    /// The sender's database, when it runs one (absent: the heartbeat is byte for byte what
+    /// a node without `[database]` sends).
+    pub database: Option<DbState>,
 }
 
 /// A vote in a heartbeat: a promise not to become MASTER for `duration_ms` from its sending.
@@ -191,6 +241,8 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
         Body::LeaseGranted { .. } => 3,
         Body::LeaseRefused { .. } => 4,
         Body::LeaseUnavailable { .. } => 5,
+        Body::RecordWrite { .. } => 6,
+        Body::Record { .. } => 7,
     };
     out.push(kind);
     put_name(&mut out, &msg.sender);
@@ -218,6 +270,32 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
                     body.extend_from_slice(&g.duration_ms.to_be_bytes());
                 }
             }
+            if let Some(d) = &h.database {
+                body.push(1);
+                body.push(d.role);
+                body.push(u8::from(d.clean_stop));
+                body.extend_from_slice(&d.system_id.to_be_bytes());
+                body.extend_from_slice(&d.timeline.to_be_bytes());
+                body.extend_from_slice(&d.lsn.to_be_bytes());
+                match d.listen.ip() {
+                    std::net::IpAddr::V4(a) => {
+                        body.push(4);
+                        body.extend_from_slice(&a.octets());
+                    }
+                    std::net::IpAddr::V6(a) => {
+                        body.push(6);
+                        body.extend_from_slice(&a.octets());
+                    }
+                }
+                body.extend_from_slice(&d.listen.port().to_be_bytes());
+            }
+        }
+        Body::RecordWrite { request, record } | Body::Record { request, record } => {
+            body.extend_from_slice(&request.to_be_bytes());
+            body.extend_from_slice(&record.system_id.to_be_bytes());
+            body.extend_from_slice(&record.term.to_be_bytes());
+            put_name(&mut body, &record.primary);
+            put_name(&mut body, &record.standby);
         }
         Body::LeaseRequest {
             request,
@@ -359,6 +437,40 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                 }),
                 _ => return Err(WireError::Malformed),
             };
+            let database = if b.0.is_empty() {
+                None
+            } else {
+                if b.u8()? != 1 {
+                    return Err(WireError::Malformed);
+                }
+                let role = b.u8()?;
+                let clean_stop = match b.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::Malformed),
+                };
+                let system_id = b.u64()?;
+                let timeline = b.u32()?;
+                let lsn = b.u64()?;
+                let ip: std::net::IpAddr = match b.u8()? {
+                    4 => <[u8; 4]>::try_from(b.take(4)?)
+                        .map_err(|_| WireError::Malformed)?
+                        .into(),
+                    6 => <[u8; 16]>::try_from(b.take(16)?)
+                        .map_err(|_| WireError::Malformed)?
+                        .into(),
+                    _ => return Err(WireError::Malformed),
+                };
+                let port = b.u16()?;
+                Some(DbState {
+                    role,
+                    clean_stop,
+                    listen: std::net::SocketAddr::new(ip, port),
+                    system_id,
+                    timeline,
+                    lsn,
+                })
+            };
             Body::Heartbeat(Heartbeat {
                 link,
                 business_up,
@@ -366,7 +478,22 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                 instances,
                 ask,
                 grant,
+                database,
             })
+        }
+        6 | 7 => {
+            let request = b.u64()?;
+            let record = DbRecord {
+                system_id: b.u64()?,
+                term: b.u64()?,
+                primary: b.name()?,
+                standby: b.name()?,
+            };
+            if kind == 6 {
+                Body::RecordWrite { request, record }
+            } else {
+                Body::Record { request, record }
+            }
         }
         2 | 3 => {
             let request = b.u64()?;
@@ -509,8 +636,49 @@ mod tests {
                     ask: 40,
                     duration_ms: 2000,
                 }),
+                database: None,
             }),
         }
+    }
+
+    fn heartbeat_body() -> Heartbeat {
+        match heartbeat(1, 1000).body {
+            Body::Heartbeat(h) => h,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_without_a_database_is_what_earlier_builds_send() {
+        // Earlier builds refused trailing bytes: a node without [database] must not send any.
+        let k = key();
+        let bytes = encode(&heartbeat(1, 1000), &k);
+        let with = Message {
+            body: Body::Heartbeat(Heartbeat {
+                database: Some(DbState {
+                    role: 4,
+                    clean_stop: false,
+                    listen: "10.0.0.1:5432".parse().unwrap(),
+                    system_id: 1,
+                    timeline: 1,
+                    lsn: 1,
+                }),
+                ..heartbeat_body()
+            }),
+            ..heartbeat(1, 1000)
+        };
+        assert_eq!(
+            encode(&with, &k).len(),
+            bytes.len() + 1 + 2 + 8 + 4 + 8 + 5 + 2
+        );
+        // A database section with a bad family or flag is malformed, not misread.
+        let mut bad = encode(&with, &k);
+        let family = bad.len() - 32 - 2 - 4 - 1;
+        bad[family] = 5;
+        let n = bad.len() - 32;
+        let tag = ring::hmac::sign(&k.0, &bad[..n]);
+        bad[n..].copy_from_slice(tag.as_ref());
+        assert_eq!(decode(&bad, &k), Err(WireError::Malformed));
     }
 
     #[test]
@@ -536,6 +704,46 @@ mod tests {
                 reason: "cannot write its state file /var/lib/duet/witness.state: No space left"
                     .into(),
             },
+            Body::RecordWrite {
+                request: 10,
+                record: DbRecord {
+                    system_id: 7_443_000_000_000_000_001,
+                    primary: "beta".into(),
+                    standby: String::new(),
+                    term: 12,
+                },
+            },
+            Body::Record {
+                request: 0,
+                record: DbRecord {
+                    system_id: 1,
+                    primary: "alpha".into(),
+                    standby: "beta".into(),
+                    term: 11,
+                },
+            },
+            Body::Heartbeat(Heartbeat {
+                database: Some(DbState {
+                    role: 3,
+                    clean_stop: false,
+                    listen: "10.10.10.11:5432".parse().unwrap(),
+                    system_id: 7_443_000_000_000_000_001,
+                    timeline: 2,
+                    lsn: 0x16_B374_D848,
+                }),
+                ..heartbeat_body()
+            }),
+            Body::Heartbeat(Heartbeat {
+                database: Some(DbState {
+                    role: 2,
+                    clean_stop: true,
+                    listen: "[fd00::11]:5432".parse().unwrap(),
+                    system_id: 1,
+                    timeline: 1,
+                    lsn: 1,
+                }),
+                ..heartbeat_body()
+            }),
         ];
         for body in bodies {
             let msg = Message {
@@ -622,7 +830,7 @@ mod tests {
         }
 
         #[test]
-        fn signed_garbage_bodies_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..64), kind in 0u8..6) {
+        fn signed_garbage_bodies_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..64), kind in 0u8..8) {
             // A well-signed datagram with an arbitrary body must decode or be refused cleanly.
             let k = key();
             let mut out = Vec::new();

@@ -309,6 +309,12 @@ pub(crate) fn check(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
             "a database without [witness] or [coordination] needs two_node_policy = \"safe\": under \"available\" both nodes would be primary during a partition".into(),
         );
     }
+    if cfg.coordination.is_some() {
+        bad(
+            at("kind"),
+            "a database with [coordination] (etcd) is not supported yet: the record of the synchronous standby lives at the witness; use [witness]".into(),
+        );
+    }
     for (key, role) in [
         ("superuser", &db.superuser),
         ("replication_user", &db.replication_user),

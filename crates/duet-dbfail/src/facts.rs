@@ -187,7 +187,7 @@ pub struct Record {
 }
 
 /// The cluster's verdict for the database role, from `duet-cluster`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Leadership {
     /// This node may be (or become) primary now.
     pub may_lead: bool,

@@ -134,8 +134,12 @@ pub struct Planner {
     sync_since: Option<(String, Lsn)>,
     /// Rewinding onto this primary failed: clone again instead.
     rewind_failed: Option<String>,
+    /// Rewound onto this primary, at this time: start and stream, do not rewind again.
+    rewound: Option<(String, Instant)>,
     /// This node's timeline, as last seen running.
     timeline: u32,
+    /// The time of the current look.
+    now: Instant,
 }
 
 impl Planner {
@@ -151,7 +155,9 @@ impl Planner {
             primary_seen: None,
             sync_since: None,
             rewind_failed: None,
+            rewound: None,
             timeline: 0,
+            now: Instant::ZERO,
         }
     }
 
@@ -185,10 +191,12 @@ impl Planner {
             (Server::Replica(r), None) => self.promotable(f, r).err(),
             _ => None,
         };
+        // A node asks for leadership when it could use it. Not knowing the record is no
+        // refusal: the record comes with the lease, and the decision is taken then.
         let wants = !master && !self.gave_up && f.live_primary().is_none() && {
             match (f.data, f.server) {
-                (Data::Empty, _) => self.may_bootstrap(f).is_ok(),
-                (_, Server::Replica(_)) => refusal.is_none(),
+                (Data::Empty, _) => f.cluster_system().is_none(),
+                (_, Server::Replica(_)) => refusal.is_none() || (f.authority && f.record.is_none()),
                 (_, Server::Stopped) => self.restart_primary,
                 _ => false,
             }
@@ -204,7 +212,10 @@ impl Planner {
     /// The shell could not carry out `action` (`why`, already logged by the shell).
     pub fn failed(&mut self, action: &Action) {
         match action {
-            Action::Rewind { from } => self.rewind_failed = Some(from.clone()),
+            Action::Rewind { from } => {
+                self.rewind_failed = Some(from.clone());
+                self.rewound = None;
+            }
             Action::Fence | Action::Stop | Action::Reclone { .. } => self.stopping = false,
             _ => {}
         }
@@ -213,6 +224,7 @@ impl Planner {
     /// Updates memory from a new look.
     fn observe(&mut self, f: &Facts) {
         let now = f.now;
+        self.now = now;
         let seen = match f.server {
             Server::Stopped => Seen::Stopped,
             Server::Starting => Seen::Starting,
@@ -268,6 +280,9 @@ impl Planner {
     }
 
     fn issued(&mut self, a: &Action) {
+        if let Action::Rewind { from } | Action::Reclone { from } = a {
+            self.rewound = Some((from.clone(), self.now));
+        }
         match a {
             Action::Fence | Action::Stop | Action::Rewind { .. } | Action::Reclone { .. } => {
                 self.stopping = true;
@@ -307,9 +322,6 @@ impl Planner {
                 "the cluster exists (system identifier {s}) and no primary is running to clone from"
             ));
         }
-        if f.authority && f.record.is_none() && !f.leadership.lease && f.leadership.may_lead {
-            return Err("waiting for the lease to learn whether a cluster exists".into());
-        }
         Ok(())
     }
 
@@ -322,7 +334,10 @@ impl Planner {
         if let Err(why) = self.may_bootstrap(f) {
             return Step::Wait(why);
         }
-        if f.leadership.may_lead {
+        if f.leadership.may_lead && f.authority && !f.leadership.lease {
+            // The record comes with the lease: only then is it known that no cluster exists.
+            Step::Wait("waiting for the lease to learn whether a cluster exists".into())
+        } else if f.leadership.may_lead {
             Step::Act(Action::Initdb)
         } else {
             Step::Wait(format!(
@@ -344,6 +359,7 @@ impl Planner {
         if let Some((p, r)) = primary
             && r.timeline > self.timeline
             && self.timeline != 0
+            && !self.rewound_onto(&p.name)
         {
             // Our data may have gone further on an older timeline than where theirs forked:
             // pg_rewind finds out (and does nothing when no rewind is needed).
@@ -354,6 +370,12 @@ impl Planner {
             upstream: primary.map(|(p, _)| p.name.clone()),
             sync_names: Vec::new(),
         })
+    }
+
+    /// Whether this node was rewound (or cloned again) onto `primary` and should now just
+    /// stream from it.
+    fn rewound_onto(&self, primary: &str) -> bool {
+        self.rewound.as_ref().is_some_and(|(p, _)| p == primary)
     }
 
     fn rejoin(&self, from: &str) -> Step {
@@ -530,8 +552,21 @@ impl Planner {
 
     fn as_replica(&mut self, f: &Facts, r: &ReplicaState, system: u64) -> Step {
         if let Some((peer, pr)) = f.live_primary() {
-            if pr.timeline > r.timeline && !r.streaming {
-                return self.rejoin(&peer.name);
+            if r.streaming {
+                self.rewound = None;
+            }
+            match &self.rewound {
+                // Rewound onto it and still not streaming after a while: clone again rather
+                // than leave the node stuck.
+                Some((p, at))
+                    if *p == peer.name && f.now.saturating_since(*at) > REJOIN_PATIENCE =>
+                {
+                    self.rewind_failed = Some(p.clone());
+                    return self.rejoin(&peer.name);
+                }
+                Some((p, _)) if *p == peer.name => {}
+                _ if pr.timeline > r.timeline && !r.streaming => return self.rejoin(&peer.name),
+                _ => {}
             }
             if r.upstream.as_deref() != Some(peer.name.as_str()) {
                 return Step::Act(Action::Follow {
@@ -637,6 +672,9 @@ impl Planner {
         }
     }
 }
+
+/// How long a rewound standby may try to stream before it is cloned again.
+const REJOIN_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The peers' node names, in order.
 fn peer_names(f: &Facts) -> Vec<String> {

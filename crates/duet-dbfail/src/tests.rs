@@ -471,3 +471,41 @@ fn a_fenced_primary_comes_back_as_a_standby_and_rewinds_onto_the_new_timeline() 
         })
     );
 }
+
+#[test]
+fn a_rewound_standby_streams_instead_of_rewinding_again_and_is_cloned_if_it_cannot() {
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(false, false),
+        data: DATA,
+        server: replica(1, 100, false),
+        peers: vec![peer(Role::Primary, true, 2, 200)],
+        authority: true,
+        record: Some(record("alpha", None)),
+    };
+    assert_eq!(
+        w.plan(&mut p, at(1)).step,
+        Step::Act(Action::Rewind {
+            from: "alpha".into()
+        })
+    );
+    // "No rewind required": the control file still says timeline 1. Start, do not rewind.
+    w.server = Server::Stopped;
+    assert!(matches!(
+        w.plan(&mut p, at(2)).step,
+        Step::Act(Action::Start {
+            primary: false,
+            upstream: Some(_),
+            ..
+        })
+    ));
+    w.server = replica(1, 100, false);
+    assert!(matches!(w.plan(&mut p, at(3)).step, Step::Wait(_)));
+    // Still not streaming half a minute later: clone again.
+    assert_eq!(
+        w.plan(&mut p, at(40)).step,
+        Step::Act(Action::Reclone {
+            from: "alpha".into()
+        })
+    );
+}

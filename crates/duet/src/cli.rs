@@ -97,6 +97,21 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// (internal) lab PostgreSQL writer (`write`: one JSON line per acknowledged commit) or
+    /// reader (`read`: the ids a server holds).
+    #[command(hide = true)]
+    LabPg {
+        /// `write` or `read`.
+        mode: String,
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long)]
+        password_file: std::path::PathBuf,
+        #[arg(long, default_value = "20ms")]
+        interval: String,
+        #[arg(long, default_value = "5s")]
+        timeout: String,
+    },
     /// (internal) lab client that polls a target and prints one JSON line per answer.
     #[command(hide = true)]
     LabProbe {
@@ -193,6 +208,20 @@ pub fn main() -> i32 {
             interval,
             timeout,
         } => crate::labtools::probe(target, &interval, &timeout),
+        Command::LabPg {
+            mode,
+            target,
+            password_file,
+            interval,
+            timeout,
+        } => match mode.as_str() {
+            "write" => crate::labpg::write(target, &password_file, &interval, &timeout),
+            "read" => crate::labpg::read(target, &password_file),
+            other => {
+                eprintln!("lab-pg: mode {other:?}: write or read");
+                2
+            }
+        },
     }
 }
 

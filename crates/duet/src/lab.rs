@@ -125,6 +125,15 @@ impl Lab {
         Ok(pid)
     }
 
+    /// Starts a long-running process in `host` whose standard output the caller reads; the
+    /// lab kills it on drop.
+    pub fn spawn_piped(&mut self, mut cmd: Command) -> io::Result<std::process::ChildStdout> {
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()?;
+        let out = child.stdout.take().expect("piped stdout");
+        self.children.push(child);
+        Ok(out)
+    }
+
     /// Waits for a started child that exited (reaps it), if it is ours.
     pub fn reap(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
         let i = self.children.iter().position(|c| c.id() == pid)?;
@@ -162,12 +171,8 @@ impl Lab {
             interval,
             "--timeout",
             timeout,
-        ])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null());
-        let mut child = cmd.spawn()?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        self.children.push(child);
+        ]);
+        let stdout = self.spawn_piped(cmd)?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout)

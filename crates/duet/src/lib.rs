@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod demo;
 pub mod lab;
 pub mod labflood;
+pub mod labpg;
 pub mod labtools;
 pub mod preflight;
 pub mod status;

@@ -104,7 +104,26 @@ pub fn check(config: &Config, source: &Source) -> Findings {
             );
         }
     }
+    if let Some(db) = &config.database {
+        check_database(db, config, &mut error);
+        if config.witness.is_none() && config.coordination.is_none() {
+            f.warnings.push(source.at(
+                &[duet_config::Seg::from("database"), duet_config::Seg::from("kind")],
+                "without [witness] or [coordination], a standby is never promoted after the primary's silent death (only after a clean stop, a switchover): add a witness for automatic failover".into(),
+            ));
+        }
+    }
     let nl = duet_sys::Netlink::open().ok();
+    if let (Some(nl), Some(w)) = (
+        &nl,
+        config.database.as_ref().and_then(|d| d.write_vip.as_ref()),
+    ) && let Err(e) = nl.link(&w.interface)
+    {
+        error(
+            path!["database", "write_vip", "interface"],
+            format!("interface {:?}: {e}", w.interface),
+        );
+    }
     for (i, v) in config.vrrp.iter().enumerate() {
         let hooks = [
             ("notify", &v.notify),
@@ -141,6 +160,109 @@ pub fn check(config: &Config, source: &Source) -> Findings {
         }
     }
     f
+}
+
+/// What `[database]` needs from this host: PostgreSQL's programs, the OS user, a readable
+/// password, a data directory it may own and reach, a free port. Nothing is created.
+fn check_database(
+    db: &duet_config::DatabaseConfig,
+    config: &Config,
+    error: &mut impl FnMut(Vec<duet_config::Seg>, String),
+) {
+    for program in [
+        "postgres",
+        "initdb",
+        "pg_basebackup",
+        "pg_rewind",
+        "pg_controldata",
+    ] {
+        let p = db.bin_dir.join(program);
+        if !p.is_file() {
+            error(
+                path!["database", "bin_dir"],
+                format!(
+                    "{} is missing: is PostgreSQL installed here? (Debian: postgresql-15)",
+                    p.display()
+                ),
+            );
+            break;
+        }
+    }
+    if let Err(e) = duet_db::read_password(&db.password_file) {
+        error(path!["database", "password_file"], e);
+    }
+    let user = match duet_db::os_user(&db.os_user) {
+        Ok(u) => u,
+        Err(e) => {
+            error(path!["database", "os_user"], e);
+            return;
+        }
+    };
+    // Every directory on the way to data_dir and to the run directory must let os_user in.
+    for (key, dir) in [
+        ("data_dir", db.data_dir.parent()),
+        ("state_dir", Some(config.node.state_dir.as_path())),
+    ] {
+        let Some(dir) = dir else { continue };
+        if let Some(blocked) = dir.ancestors().find(|a| {
+            std::fs::metadata(a).is_ok_and(|m| {
+                use std::os::unix::fs::{MetadataExt, PermissionsExt};
+                m.uid() != user.uid
+                    && m.permissions().mode() & 0o001 == 0
+                    && a != &config.node.state_dir
+            })
+        }) {
+            let at = if key == "data_dir" {
+                path!["database", "data_dir"]
+            } else {
+                path!["node", "state_dir"]
+            };
+            error(
+                at,
+                format!(
+                    "{} does not let os_user {} through (chmod o+x it, or move {key})",
+                    blocked.display(),
+                    user.name
+                ),
+            );
+        }
+    }
+    let data = duet_db::inspect_data(&duet_db::Spec {
+        node: config.node.name.clone(),
+        listen: db.listen,
+        listen_all: false,
+        data_dir: db.data_dir.clone(),
+        bin_dir: db.bin_dir.clone(),
+        os_user: user,
+        superuser: db.superuser.clone(),
+        replication_user: db.replication_user.clone(),
+        password: duet_db::Secret(String::new()),
+        allow: Vec::new(),
+        peers: Vec::new(),
+        parameters: Vec::new(),
+        run_dir: config.node.state_dir.join("pg"),
+    });
+    if let duet_dbfail::Data::Unusable(why) = data.data {
+        error(path!["database", "data_dir"], why);
+    }
+    // A port someone else listens on: the server would not start. (Our own server, running
+    // on data_dir, holds it legitimately.)
+    let ours = std::fs::read_to_string(db.data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+    if let Err(e) = std::net::TcpListener::bind(db.listen)
+        && e.kind() == std::io::ErrorKind::AddrInUse
+        && !ours
+    {
+        error(
+            path!["database", "listen"],
+            format!(
+                "{} is in use by another program (a distribution's own PostgreSQL service?): stop it or choose another port",
+                db.listen
+            ),
+        );
+    }
 }
 
 /// Whether `argv[0]` names an executable file (a path, or a name found on `PATH`).

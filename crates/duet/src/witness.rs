@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use duet_cluster::lease::{Answer, Promise, Witness};
-use duet_cluster::wire::{self, Body, Key, Message, ReplayGuard};
+use duet_cluster::wire::{self, Body, DbRecord, Key, Message, ReplayGuard};
 
 /// Clocks of nodes and witness may differ by this much (they should run NTP).
 pub const CLOCK_WINDOW_MS: u64 = 30_000;
@@ -63,19 +63,31 @@ fn load_promise(path: &Path) -> Result<Option<Promise>, String> {
     let mut max_term = None;
     let mut holder = None;
     let mut duration = None;
+    let mut record = DbRecord {
+        system_id: 0,
+        primary: String::new(),
+        standby: String::new(),
+        term: 0,
+    };
     for line in text.lines() {
         match line.split_once('=') {
             Some(("max_term", v)) => max_term = v.trim().parse().ok(),
             Some(("holder", v)) => holder = Some(v.trim().to_string()),
             Some(("lease_ms", v)) => duration = v.trim().parse().ok().map(Duration::from_millis),
+            Some(("db_system", v)) => record.system_id = v.trim().parse().unwrap_or(0),
+            Some(("db_primary", v)) => record.primary = v.trim().to_string(),
+            Some(("db_standby", v)) => record.standby = v.trim().to_string(),
+            Some(("db_term", v)) => record.term = v.trim().parse().unwrap_or(0),
             _ => {}
         }
     }
+    let record = (!record.primary.is_empty()).then_some(record);
     match (max_term, holder, duration) {
         (Some(max_term), Some(holder), Some(duration)) => Ok(Some(Promise {
             max_term,
             holder,
             duration,
+            record,
         })),
         _ => Err(format!(
             "state file {}: unreadable; remove it only if no node can hold a lease now",
@@ -96,6 +108,13 @@ fn save_promise(path: &Path, p: &Promise) -> std::io::Result<()> {
         p.holder,
         p.duration.as_millis()
     )?;
+    if let Some(r) = &p.record {
+        write!(
+            f,
+            "db_system={}\ndb_primary={}\ndb_standby={}\ndb_term={}\n",
+            r.system_id, r.primary, r.standby, r.term
+        )?;
+    }
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -175,6 +194,50 @@ fn serve(opts: &Options) -> Result<(), String> {
             );
             continue;
         }
+        if let Body::RecordWrite { request, record } = msg.body {
+            let answer = match witness.write_record(now(), &msg.sender, msg.term, record.clone()) {
+                Ok(p) => match save_promise(&opts.state_file, &p) {
+                    Ok(()) => {
+                        tracing::info!(
+                            "database record from {}: primary {}, synchronous standby {} (term {})",
+                            msg.sender,
+                            record.primary,
+                            if record.standby.is_empty() {
+                                "none"
+                            } else {
+                                &record.standby
+                            },
+                            record.term
+                        );
+                        witness.record().cloned()
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "cannot write its state file {}: {e}: database record not kept",
+                            opts.state_file.display()
+                        );
+                        None
+                    }
+                },
+                Err(why) => {
+                    tracing::warn!("database record from {} refused: {why}", msg.sender);
+                    witness.record().cloned()
+                }
+            };
+            if let Some(record) = answer {
+                seq += 1;
+                send(
+                    &socket,
+                    &key,
+                    boot,
+                    seq,
+                    witness.max_term(),
+                    from,
+                    Body::Record { request, record },
+                );
+            }
+            continue;
+        }
         let Body::LeaseRequest {
             request,
             duration_ms,
@@ -217,21 +280,34 @@ fn serve(opts: &Options) -> Result<(), String> {
             (Answer::Granted { .. }, Err(reason)) => Body::LeaseUnavailable { request, reason },
             (answer, _) => reply_body(answer, request, &msg.sender, &mut holder),
         };
-        seq += 1;
-        let reply = Message {
-            sender: "witness".into(),
-            boot,
-            seq,
-            sent_ms: unix_ms(),
-            term: match answer {
-                Answer::Granted { term, .. } => term,
-                Answer::Refused { term, .. } => term,
-            },
-            body,
+        let term = match answer {
+            Answer::Granted { term, .. } => term,
+            Answer::Refused { term, .. } => term,
         };
-        if let Err(e) = socket.send_to(&wire::encode(&reply, &key), from) {
-            tracing::warn!("reply to {from}: {e}");
+        // Every lease answer comes right after the database record (the next sequence
+        // number), so a new holder knows the record as it stands when its lease begins.
+        if let Some(record) = witness.record().cloned() {
+            seq += 1;
+            let body = Body::Record { request: 0, record };
+            send(&socket, &key, boot, seq, term, from, body);
         }
+        seq += 1;
+        send(&socket, &key, boot, seq, term, from, body);
+    }
+}
+
+/// Sends one message from the witness.
+fn send(socket: &UdpSocket, key: &Key, boot: u64, seq: u64, term: u64, to: SocketAddr, body: Body) {
+    let reply = Message {
+        sender: "witness".into(),
+        boot,
+        seq,
+        sent_ms: unix_ms(),
+        term,
+        body,
+    };
+    if let Err(e) = socket.send_to(&wire::encode(&reply, key), to) {
+        tracing::warn!("reply to {to}: {e}");
     }
 }
 
@@ -274,6 +350,12 @@ mod tests {
             max_term: 42,
             holder: "alpha".into(),
             duration: Duration::from_secs(2),
+            record: Some(DbRecord {
+                system_id: 7_443_000_000_000_000_001,
+                primary: "alpha".into(),
+                standby: "beta".into(),
+                term: 42,
+            }),
         };
         save_promise(&path, &p).unwrap();
         assert_eq!(load_promise(&path).unwrap(), Some(p));

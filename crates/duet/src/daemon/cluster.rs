@@ -314,6 +314,19 @@ impl Cluster {
                     tracing::info!("the witness can grant leases again");
                     continue;
                 }
+                Event::Record(r) => {
+                    tracing::info!(
+                        "database record: primary {}, synchronous standby {} (term {})",
+                        r.primary,
+                        if r.standby.is_empty() {
+                            "none"
+                        } else {
+                            &r.standby
+                        },
+                        r.term
+                    );
+                    continue;
+                }
             };
             let live = self.member.liveness();
             match e {
@@ -350,6 +363,53 @@ impl Cluster {
     /// The verdict for one instance.
     pub fn verdict(&self, now: Instant, local: Local) -> Verdict {
         self.member.verdict(now, local)
+    }
+
+    /// What this node's heartbeats say of its database from now on.
+    pub fn set_database(&mut self, state: Option<wire::DbState>) {
+        self.member.set_database(state);
+    }
+
+    /// Whether this node holds the lease now (its own conservative view).
+    pub fn lease_valid(&self, now: Instant) -> bool {
+        self.member.lease().is_some_and(|l| l.valid(now))
+    }
+
+    /// The term held or last learned.
+    pub fn term(&self) -> u64 {
+        self.member.lease().map_or(0, |l| l.term())
+    }
+
+    /// The lease authority's database record, as last heard.
+    pub fn record(&self) -> Option<&wire::DbRecord> {
+        self.member.record()
+    }
+
+    /// Asks the lease authority to keep `record` (sent only while this node holds the lease).
+    pub fn write_record(&mut self, now: Instant, record: wire::DbRecord) -> bool {
+        // etcd keeps no record yet: `duet check` refuses [database] with [coordination].
+        if self.etcd.is_some() {
+            return false;
+        }
+        let sent = self
+            .member
+            .write_record(now, crate::witness::unix_ms(), record);
+        self.flush();
+        sent
+    }
+
+    /// The peers' databases, by node name (peers not yet heard are left out).
+    pub fn peer_databases(&self) -> Vec<duet_dbfail::PeerDb> {
+        let m = &self.member;
+        (0..m.liveness().peers().len())
+            .filter_map(|i| {
+                Some(duet_dbfail::PeerDb {
+                    name: m.name(i)?.to_string(),
+                    alive: m.liveness().peers()[i].alive(),
+                    report: m.peer_database(i).map(super::database::report_from_wire),
+                })
+            })
+            .collect()
     }
 
     /// Whether `ip` is a cluster peer's address on one of the heartbeat links: only such a

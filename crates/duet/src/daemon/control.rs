@@ -46,6 +46,8 @@ pub struct ControlPlane {
     pub(super) balancers: Vec<Balancer>,
     /// Heartbeats and the witness, when configured.
     pub(super) cluster: Option<super::cluster::Cluster>,
+    /// The database, when configured.
+    pub(super) database: Option<super::database::Database>,
     /// When the status snapshot was last published.
     pub(super) published_at: Instant,
     /// Something may have changed since.
@@ -99,6 +101,7 @@ impl ControlPlane {
             started: Instant::ZERO,
             balancers,
             cluster: None,
+            database: None,
             published_at: Instant::ZERO,
             dirty: true,
         };
@@ -112,6 +115,8 @@ impl ControlPlane {
                 &inbox,
             )?);
         }
+        cp.database =
+            super::database::Database::start(&config, inbox.clone(), cp.published.clone())?;
         cp.published.set_balancers(balancers::source(&cp.balancers));
         cp.apply_config(config)?;
         let inputs = Inputs {
@@ -243,6 +248,12 @@ impl ControlPlane {
                 }
                 self.cluster_eval();
             }
+            Input::Database(out) => {
+                if let Some(db) = &mut self.database {
+                    db.update(out);
+                }
+                self.database_eval();
+            }
             Input::Shutdown | Input::Reload | Input::Action(..) => {}
         }
     }
@@ -369,6 +380,7 @@ impl ControlPlane {
                 wants: i.core.state() != duet_vrrp::State::Master && i.core.wants_master(),
                 priority: i.core.effective_priority(),
             })
+            .chain(self.database.as_ref().map(|d| d.report()))
             .collect();
         let business_up = self
             .instances
@@ -408,6 +420,19 @@ impl ControlPlane {
                 inst.garp.burst(now, &inst.cfg.garp);
             }
             inst.peer_claims = claims;
+        }
+        self.database_eval();
+    }
+
+    /// Hands the database agent the cluster's view and holds the write VIP as it allows.
+    fn database_eval(&mut self) {
+        let now = self.clock.now();
+        let (Some(db), Some(c)) = (&mut self.database, &mut self.cluster) else {
+            return;
+        };
+        db.eval(now, c, &mut self.fx.vips, &self.nl);
+        if db.holds_write_vip() && self.fx.next_refresh.is_none() {
+            self.fx.next_refresh = self.fx.vips.refresh_interval().map(|d| now + d);
         }
     }
 
@@ -500,10 +525,20 @@ impl ControlPlane {
             inst.core.shutdown(now);
             self.fx.drain(inst, now);
         }
+        // The database stops cleanly first: its final position travels in the goodbye, so
+        // the standby can see it has everything and take over at once.
+        let final_db = self
+            .database
+            .as_mut()
+            .and_then(|db| db.stop(&mut self.fx.vips, &self.nl));
         // Tell the peers at once that this node no longer serves, so they need not wait for
         // the heartbeat to go silent.
-        let (reports, business_up) = self.reports();
+        let (mut reports, business_up) = self.reports();
+        reports.retain(|r| r.vrid != super::database::RESOURCE);
         if let Some(c) = &mut self.cluster {
+            if self.database.is_some() {
+                c.set_database(final_db);
+            }
             // Tell the peers that this node no longer asks for votes (they are free at once
             // instead of after their promises run out) and give the witness lease back.
             c.goodbye(now, &reports, business_up);

@@ -51,6 +51,8 @@ pub enum Input {
     },
     /// etcd answered a lease request (`[coordination]`).
     Etcd(EtcdAnswer),
+    /// The database agent's report after a look at the server.
+    Database(super::database::Out),
     /// An operator's action from the admin API, and where to send the answer.
     Action(
         duet_admin::Action,

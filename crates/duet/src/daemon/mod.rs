@@ -4,7 +4,8 @@
 //! - `duet-control`: the control plane (VRRP) on its own current-thread runtime, so nothing else
 //!   can delay an advert;
 //! - `duet-hooks`: notify hooks and track scripts (process spawning and waiting);
-//! - `duet-admin`: the admin HTTP API, reading published snapshots.
+//! - `duet-admin`: the admin HTTP API, reading published snapshots;
+//! - `duet-database`: the database agent (`[database]`), whose actions take seconds.
 //!
 //! Plus the guardian child process (see `duet_sys::guardian`).
 
@@ -12,6 +13,7 @@ mod accept;
 mod balancers;
 mod cluster;
 mod control;
+mod database;
 mod effects;
 mod etcd;
 mod hooks;

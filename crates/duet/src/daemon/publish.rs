@@ -78,6 +78,7 @@ pub fn status(
         unmatched_drops: by_reason(&|r| unmatched_drops[r.index()]),
         balancers: Vec::new(),
         cluster: None,
+        database: None,
         inputs_dropped: 0,
     }
 }

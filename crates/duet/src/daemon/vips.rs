@@ -106,6 +106,9 @@ impl VipManager {
                 stale.push((v.interface.clone(), vip.address, vip.prefix));
             }
         }
+        if let Some(w) = config.database.as_ref().and_then(|d| d.write_vip.as_ref()) {
+            stale.push((w.interface.clone(), w.address.address, w.address.prefix));
+        }
         for (ifname, address, prefix) in stale {
             let Ok(link) = self.nl.link(&ifname) else {
                 continue;
