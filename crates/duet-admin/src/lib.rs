@@ -394,6 +394,11 @@ pub enum Action {
         /// Drain (true) or enable (false).
         drain: bool,
     },
+    /// `POST /v1/switchover` (`?to=NODE`): the database primary hands over to a standby.
+    Switchover {
+        /// The node to hand over to; `None`: the only other node.
+        to: Option<String>,
+    },
 }
 
 /// Why an action failed: the HTTP status to answer and a message.
@@ -534,6 +539,7 @@ impl Endpoint {
             "/replica" => return Some(Endpoint::Role(roles::Role::Replica)),
             "/read-only" => return Some(Endpoint::Role(roles::Role::ReadOnly)),
             "/v1/reload" => return Some(Endpoint::Act(Action::Reload)),
+            "/v1/switchover" => return Some(Endpoint::Act(Action::Switchover { to: None })),
             _ => {}
         }
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -618,7 +624,10 @@ fn answer<B>(
             Answer::Now(respond(code, "application/json", body.into_bytes()))
         }
         Endpoint::Act(action) => match authorize(req, control) {
-            Ok(()) => Answer::Act(action),
+            Ok(()) => match with_query(action, req.uri().query()) {
+                Ok(action) => Answer::Act(action),
+                Err(e) => Answer::Now(action_error(&e)),
+            },
             Err(e) => Answer::Now(action_error(&e)),
         },
     }
@@ -686,6 +695,42 @@ fn authorize<B>(req: &Request<B>, control: Option<&Control>) -> Result<(), Actio
         });
     }
     Ok(())
+}
+
+/// Fills an action's parameters from the query string (`/v1/switchover?to=beta`); other
+/// actions take none.
+fn with_query(action: Action, query: Option<&str>) -> Result<Action, ActionError> {
+    let bad = |message: String| ActionError {
+        status: 400,
+        message,
+    };
+    let pairs: Vec<(&str, &str)> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect();
+    match action {
+        Action::Switchover { .. } => {
+            let mut to = None;
+            for (k, v) in pairs {
+                match k {
+                    "to" if !v.is_empty()
+                        && v.len() <= 64
+                        && v.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+                    {
+                        to = Some(v.to_string())
+                    }
+                    "to" => return Err(bad(format!("to={v:?}: write a node name"))),
+                    k => return Err(bad(format!("unknown parameter {k:?} (only to=NODE)"))),
+                }
+            }
+            Ok(Action::Switchover { to })
+        }
+        other if pairs.is_empty() => Ok(other),
+        _ => Err(bad("this action takes no parameters".into())),
+    }
 }
 
 /// Compares in time independent of where the first difference is.

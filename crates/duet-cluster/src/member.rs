@@ -661,6 +661,7 @@ impl Member {
                         .then(|| "whichever peer it voted for before it started".to_string())
                 }),
             voted_for: self.votes.last_given().is_some(),
+            timeline: self.database.as_ref().map_or(0, |d| d.timeline),
         };
         quorum::verdict(
             self.rules,

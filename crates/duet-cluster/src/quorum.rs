@@ -18,12 +18,19 @@
 //! | two nodes, peer silent, no witness, `available` | yes (both may serve; alerted) |
 //! | two nodes, peer silent, no witness, `safe` | yes if already MASTER, or the peer was last seen not serving and this node did not vote for it since |
 //!
+//! The database (resource [`DATABASE`]) is never preempted: its MASTER does not yield to a
+//! waiting peer that outranks it (a primary that stepped down for a peer's preference would
+//! cost a failover and could hand the role to a standby that lacks commits).
+//!
 //! With `[coordination]` (etcd), the first five rows apply, then: MASTER only while holding the
 //! etcd leadership lease; votes and the policy do not count.
 //!
 //! The caller counts votes and the lease only while they outlast the VIP's kernel lifetime.
 
 use crate::liveness::Liveness;
+
+/// The resource id heartbeats use for the database primary role (VRRP ids are 1..=255).
+pub const DATABASE: u8 = 0;
 
 /// What a two-node cluster without a witness does when the peer goes silent on every link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,6 +99,11 @@ pub struct Ballot {
     pub promised_to: Option<String>,
     /// This node last voted for a peer that has not been heard idle since: it may be serving.
     pub voted_for: bool,
+    /// For the database: this node's timeline. Of two primaries, the one on the later
+    /// timeline was promoted later and stays (a primary that was frozen and thaws reports
+    /// MASTER until it notices; names must not decide then). Terms cannot serve: a thawed
+    /// node learns the current term from the heartbeats it finds queued.
+    pub timeline: u32,
 }
 
 /// Decides whether this node (named `me`, for tie-breaks between equal priorities) may hold
@@ -123,15 +135,26 @@ pub fn verdict(rules: Rules, live: &Liveness, me: &str, local: Local, ballot: &B
         else {
             continue;
         };
-        // Higher priority wins; equal priorities go to the larger name.
-        let outranks = (i.priority, p.display.as_str()) > (local.priority, me);
+        // Higher priority wins; equal priorities go to the larger name. For the database,
+        // the higher term first: a primary that was frozen and thaws still reports MASTER
+        // under its old term until it notices, and must not make its successor yield.
+        let outranks = if local.vrid == DATABASE {
+            let theirs = p
+                .report
+                .as_ref()
+                .and_then(|r| r.database.as_ref())
+                .map_or(0, |d| d.timeline);
+            (theirs, i.priority, p.display.as_str()) > (ballot.timeline, local.priority, me)
+        } else {
+            (i.priority, p.display.as_str()) > (local.priority, me)
+        };
         if i.master && (!local.master || outranks) {
             return Verdict::Denied(format!(
                 "{} is MASTER with priority {} (heard over the heartbeat)",
                 p.display, i.priority
             ));
         }
-        if local.master && i.wants && outranks {
+        if local.master && i.wants && outranks && local.vrid != DATABASE {
             return Verdict::Denied(format!(
                 "yielding to {} (priority {}), which takes over",
                 p.display, i.priority
@@ -250,11 +273,13 @@ mod tests {
         peer_votes: 0,
         promised_to: None,
         voted_for: false,
+        timeline: 0,
     };
     const VOTED: Ballot = Ballot {
         peer_votes: 1,
         promised_to: None,
         voted_for: false,
+        timeline: 0,
     };
 
     const BACKUP: Local = Local {
@@ -426,6 +451,52 @@ mod tests {
             "1 of 3"
         );
     }
+
+    #[test]
+    fn a_database_primary_never_yields_to_a_waiting_peer() {
+        // beta outranks alpha (priority 200) and waits to take over.
+        let mut hb = wanting(200);
+        hb.instances[0].vrid = DATABASE;
+        let l = live(&hb, false);
+        let master = Local {
+            vrid: DATABASE,
+            master: true,
+            ..BACKUP
+        };
+        assert_eq!(verdict(PAIR, &l, "alpha", master, &VOTED), Verdict::Allowed);
+        // Two database primaries (one thawed from a freeze): the higher term stays, whatever
+        // the names say.
+        let mut hb = report(true, 100, true);
+        hb.instances[0].vrid = DATABASE;
+        hb.database = Some(crate::wire::DbState {
+            role: 3,
+            clean_stop: false,
+            listen: "10.0.0.2:5432".parse().unwrap(),
+            system_id: 1,
+            timeline: 1,
+            lsn: 1,
+        });
+        // It learned the current term from queued heartbeats: terms do not tell.
+        let mut l = Liveness::new(2, &["beta".to_string()], Duration::from_millis(50), 5);
+        l.heard(ms(0), "beta", 0, 9, &hb);
+        let newer = Ballot {
+            timeline: 2,
+            ..VOTED
+        };
+        assert_eq!(verdict(PAIR, &l, "alpha", master, &newer), Verdict::Allowed);
+        let same = Ballot {
+            timeline: 1,
+            ..VOTED
+        };
+        assert!(!verdict(PAIR, &l, "alpha", master, &same).allowed());
+        // A VRRP instance in the same place yields (preemption).
+        let l = live(&wanting(200), false);
+        let vrrp = Local {
+            master: true,
+            ..BACKUP
+        };
+        assert!(!verdict(PAIR, &l, "alpha", vrrp, &VOTED).allowed());
+    }
 }
 
 #[cfg(test)]
@@ -459,6 +530,7 @@ mod coordinator_tests {
             peer_votes: 2,
             promised_to: None,
             voted_for: false,
+            timeline: 0,
         };
         let v = verdict(rules, &l, "alpha", local, &votes);
         assert!(
@@ -501,6 +573,7 @@ mod ballot_tests {
             peer_votes: 0,
             promised_to: Some("beta".into()),
             voted_for: true,
+            timeline: 0,
         };
         let v = verdict(rules, &l, "alpha", local, &promised);
         assert!(

@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 pub use files::{DataInfo, OsUser, inspect_data, os_user, read_password};
-pub use server::{Postgres, Upstream};
+pub use server::{Postgres, RewindError, Upstream};
 
 /// What the shell needs to know to run a node's server.
 #[derive(Debug, Clone)]

@@ -24,6 +24,16 @@ pub struct Upstream {
     pub addr: SocketAddr,
 }
 
+/// Why a rewind did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RewindError {
+    /// Nothing was tried (the new primary did not answer its CHECKPOINT, or the
+    /// configuration could not be written): try again later.
+    Source(String),
+    /// pg_rewind ran and failed: the data cannot be rewound (WAL gone, another system).
+    Rewind(String),
+}
+
 /// Query deadline: a server that does not answer within it counts as not ready.
 const QUERY: Duration = Duration::from_secs(2);
 
@@ -331,8 +341,10 @@ impl Postgres {
                 slots,
             }));
         }
+        // The timeline: the receiver's while it streams; else the newest history file in
+        // pg_wal (a standby fetches it when its primary switches), as the checkpoint's lags.
         let rows = self
-            .query("SELECT coalesce(pg_last_wal_receive_lsn(), '0/0'), coalesce(pg_last_wal_replay_lsn(), '0/0'), (SELECT status FROM pg_stat_wal_receiver), greatest((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()), (SELECT min_recovery_end_timeline FROM pg_control_recovery()))")
+            .query("SELECT coalesce(pg_last_wal_receive_lsn(), '0/0'), coalesce(pg_last_wal_replay_lsn(), '0/0'), (SELECT status FROM pg_stat_wal_receiver), greatest((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()), (SELECT min_recovery_end_timeline FROM pg_control_recovery()), (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir() WHERE name LIKE '%.history'))")
             .await?;
         let row = rows.first().ok_or("no row")?;
         let received = cell(row, 0).and_then(parse_lsn).unwrap_or(0);
@@ -556,10 +568,12 @@ impl Postgres {
     /// Stops the server, has the new primary checkpoint, and rewinds this data directory
     /// onto its timeline (pg_rewind finishes crash recovery first, and does nothing when no
     /// rewind is needed).
-    pub async fn rewind(&mut self, from: &Upstream) -> Result<(), String> {
+    pub async fn rewind(&mut self, from: &Upstream) -> Result<(), RewindError> {
         self.stop().await;
-        self.checkpoint_on(from).await?;
-        write_config(&self.spec)?;
+        self.checkpoint_on(from)
+            .await
+            .map_err(RewindError::Source)?;
+        write_config(&self.spec).map_err(RewindError::Source)?;
         let source = format!(
             "host={} port={} user={} dbname=postgres passfile={} connect_timeout=5 options='-c statement_timeout=0'",
             from.addr.ip(),
@@ -580,7 +594,7 @@ impl Postgres {
         if r.is_ok() {
             tracing::info!("database: pg_rewind onto {}: {said}", from.node);
         }
-        r
+        r.map_err(RewindError::Rewind)
     }
 
     async fn checkpoint_on(&self, from: &Upstream) -> Result<(), String> {

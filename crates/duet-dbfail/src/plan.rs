@@ -140,6 +140,12 @@ pub struct Planner {
     timeline: u32,
     /// The time of the current look.
     now: Instant,
+    /// An operator's planned handover: to this node, asked at this time.
+    handover: Option<(String, Instant)>,
+    /// The server was started as a primary and has not been seen otherwise since: while it
+    /// starts (crash recovery can take a while) this node still claims the role, or a peer
+    /// would take it meanwhile.
+    claiming: bool,
 }
 
 impl Planner {
@@ -158,6 +164,8 @@ impl Planner {
             rewound: None,
             timeline: 0,
             now: Instant::ZERO,
+            claiming: false,
+            handover: None,
         }
     }
 
@@ -179,6 +187,7 @@ impl Planner {
             self.issued(a);
         }
         let master = matches!(f.server, Server::Primary(_))
+            || (self.claiming && matches!(f.server, Server::Starting))
             || matches!(
                 &step,
                 Step::Act(
@@ -206,6 +215,27 @@ impl Planner {
             master,
             wants,
             refusal,
+        }
+    }
+
+    /// An operator asks this primary to hand over to `to` (a switchover): once `to` streams
+    /// and has nearly caught up, the primary stops cleanly (its last WAL reaches `to` during
+    /// the shutdown), `to` is promoted under the clean-stop rule, and this node rejoins as its
+    /// standby. Without a takeover within [`HANDOVER_PATIENCE`] the node goes back to leading.
+    pub fn switchover(&mut self, to: String) {
+        self.handover = Some((to, self.now));
+    }
+
+    /// The node a switchover hands over to, while one runs.
+    pub fn handover(&self) -> Option<&str> {
+        self.handover.as_ref().map(|(to, _)| to.as_str())
+    }
+
+    /// The shell did not try `action` after all (its source did not answer): forget what
+    /// issuing it implied, so the next look plans it again.
+    pub fn not_tried(&mut self, action: &Action) {
+        if let Action::Rewind { .. } | Action::Reclone { .. } = action {
+            self.rewound = None;
         }
     }
 
@@ -257,6 +287,9 @@ impl Planner {
         if seen != Seen::Primary {
             self.sync_since = None;
         }
+        if seen == Seen::Replica {
+            self.claiming = false;
+        }
         self.last = seen;
         if self.gave_up
             && (f.live_primary().is_some()
@@ -280,6 +313,18 @@ impl Planner {
     }
 
     fn issued(&mut self, a: &Action) {
+        match a {
+            Action::Initdb | Action::Start { primary: true, .. } | Action::Promote { .. } => {
+                self.claiming = true
+            }
+            Action::Start { primary: false, .. }
+            | Action::Fence
+            | Action::Stop
+            | Action::Rewind { .. }
+            | Action::Reclone { .. }
+            | Action::Clone { .. } => self.claiming = false,
+            _ => {}
+        }
         if let Action::Rewind { from } | Action::Reclone { from } = a {
             self.rewound = Some((from.clone(), self.now));
         }
@@ -347,8 +392,24 @@ impl Planner {
         }
     }
 
-    fn start(&self, f: &Facts) -> Step {
+    fn start(&mut self, f: &Facts) -> Step {
         let primary = f.live_primary();
+        if let Some((to, since)) = self.handover.clone() {
+            match primary {
+                Some((p, _)) if p.name == to => self.handover = None,
+                _ if f.now.saturating_since(since) <= HANDOVER_PATIENCE => {
+                    return Step::Wait(format!(
+                        "switchover: stopped cleanly, waiting for {to} to take over"
+                    ));
+                }
+                // Nobody took over: this node stopped cleanly and lost nothing; it may lead
+                // again.
+                _ => {
+                    self.handover = None;
+                    self.restart_primary = true;
+                }
+            }
+        }
         if self.restart_primary && f.leadership.may_lead && primary.is_none() && !self.gave_up {
             return Step::Act(Action::Start {
                 primary: true,
@@ -412,6 +473,9 @@ impl Planner {
         if self.gave_up {
             return Step::Act(Action::Stop);
         }
+        if let Some(step) = self.hand_over(f, p) {
+            return step;
+        }
         let me = &self.cfg.name;
         // The record first: it must name this node before anything relies on it.
         if f.authority
@@ -437,6 +501,28 @@ impl Planner {
             return Step::Act(Action::Slots { create, drop });
         }
         self.manage_sync(f, p, system)
+    }
+
+    /// A primary's part in a switchover: wait for the target to stream and catch up, then
+    /// stop cleanly.
+    fn hand_over(&mut self, f: &Facts, p: &PrimaryState) -> Option<Step> {
+        let (to, since) = self.handover.clone()?;
+        if f.now.saturating_since(since) > HANDOVER_PATIENCE {
+            self.handover = None;
+            return Some(Step::Wait(format!(
+                "switchover to {to} abandoned: it did not catch up within {}s",
+                HANDOVER_PATIENCE.as_secs()
+            )));
+        }
+        let target = p.followers.iter().find(|x| x.name == to && x.streaming);
+        Some(match target {
+            None => Step::Wait(format!("switchover: waiting for {to} to stream")),
+            Some(t) if p.lsn.saturating_sub(t.flush) > HANDOVER_LAG => Step::Wait(format!(
+                "switchover: {to} is {} bytes behind",
+                p.lsn.saturating_sub(t.flush)
+            )),
+            Some(_) => Step::Act(Action::Stop),
+        })
     }
 
     fn record(&self, f: &Facts, system: u64, standby: Option<String>) -> Step {
@@ -596,9 +682,13 @@ impl Planner {
             Mode::Strict => peer_names(f),
             _ => Vec::new(),
         };
-        if f.authority && f.record.is_none_or(|x| x.primary != self.cfg.name) {
-            // Before the first write: a former primary must not read the old record as its
-            // licence to come back.
+        if f.authority
+            && f.record
+                .is_none_or(|x| x.primary != self.cfg.name || x.term != f.leadership.term)
+        {
+            // Before the first write, under this node's own lease: the witness gives the
+            // current record with the lease (a cached one may be stale), and a former primary
+            // must not read the old record as its licence to come back.
             let standby = match self.cfg.mode {
                 Mode::Strict => sync_names.first().cloned(),
                 _ => None,
@@ -621,17 +711,40 @@ impl Planner {
             .filter_map(|p| p.report.as_ref())
             .all(|x| x.timeline <= r.timeline);
         // The old primary stopped cleanly and this standby received all of it.
-        let clean = f.peers.iter().filter_map(|p| p.report.as_ref()).any(|x| {
-            x.role == Role::Stopped
-                && x.clean_stop
-                && x.timeline <= r.timeline
-                && r.received >= x.lsn
-        }) && f
+        let stopped = f
+            .peers
+            .iter()
+            .filter_map(|p| Some((p, p.report.as_ref()?)))
+            .find(|(_, x)| x.role == Role::Stopped && x.clean_stop);
+        let no_primary = f
             .peers
             .iter()
             .filter_map(|p| p.report.as_ref())
             .all(|x: &Report| x.role != Role::Primary);
+        let clean = stopped
+            .is_some_and(|(_, x)| no_primary && x.timeline <= r.timeline && r.received >= x.lsn);
+        // Said with the refusal below when it is the reason.
+        let short = stopped.filter(|_| !clean).map(|(p, x)| {
+            format!(
+                "; {} stopped cleanly at {} (timeline {}), this standby has {} (timeline {})",
+                p.name,
+                fmt_lsn(x.lsn),
+                x.timeline,
+                fmt_lsn(r.received),
+                r.timeline
+            )
+        });
         if clean {
+            return Ok(());
+        }
+        // No record, and every peer was heard without data: this is the only copy (a primary
+        // fenced between its bootstrap and its first record).
+        let sole = f.record.is_none()
+            && !f.peers.is_empty()
+            && f.peers
+                .iter()
+                .all(|p| p.report.as_ref().is_some_and(|x| x.system_id == 0));
+        if sole {
             return Ok(());
         }
         let rec = f.record;
@@ -653,9 +766,10 @@ impl Planner {
                     return Ok(());
                 }
                 Err(format!(
-                    "the record names {} as the synchronous standby of {}: this node may lack acknowledged commits",
+                    "the record names {} as the synchronous standby of {}: this node may lack acknowledged commits{}",
                     rec.standby.as_deref().unwrap_or("no node"),
-                    rec.primary
+                    rec.primary,
+                    short.unwrap_or_default()
                 ))
             }
             Mode::Off => match self.primary_seen {
@@ -672,6 +786,13 @@ impl Planner {
         }
     }
 }
+
+/// How long a switchover may take before the primary goes back to leading.
+pub const HANDOVER_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A switchover target at most this far behind may be handed over to (the rest of the WAL
+/// reaches it during the clean shutdown).
+const HANDOVER_LAG: Lsn = 16 << 20;
 
 /// How long a rewound standby may try to stream before it is cloned again.
 const REJOIN_PATIENCE: Duration = Duration::from_secs(30);

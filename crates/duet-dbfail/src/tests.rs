@@ -509,3 +509,188 @@ fn a_rewound_standby_streams_instead_of_rewinding_again_and_is_cloned_if_it_cann
         })
     );
 }
+
+#[test]
+fn the_only_copy_is_promotable_without_a_record() {
+    // Bootstrapped, fenced before the first record; the peer never had data.
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(true, true),
+        data: DATA,
+        server: replica(1, 100, false),
+        peers: vec![peer(Role::Unknown, true, 0, 0)],
+        authority: true,
+        record: None,
+    };
+    w.peers[0].report.as_mut().unwrap().system_id = 0;
+    assert!(matches!(
+        w.plan(&mut p, at(1)).step,
+        Step::Act(Action::Record(_))
+    ));
+    // A peer never heard at all might have data: no.
+    w.peers[0].report = None;
+    let plan = w.plan(&mut planner(Mode::On), at(2));
+    assert!(
+        matches!(plan.step, Step::Wait(ref m) if m.contains("no record")),
+        "{plan:?}"
+    );
+}
+
+#[test]
+fn a_primary_restarting_after_its_crash_keeps_claiming_the_role_while_it_recovers() {
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(true, true),
+        data: DATA,
+        server: primary(&["alpha"], vec![follower(true, true, 100)], 100),
+        peers: vec![peer(Role::Replica, true, 1, 100)],
+        authority: true,
+        record: Some(record("beta", Some("alpha"))),
+    };
+    assert!(w.plan(&mut p, at(1)).master);
+    w.server = Server::Stopped;
+    let plan = w.plan(&mut p, at(2));
+    assert!(matches!(
+        plan.step,
+        Step::Act(Action::Start { primary: true, .. })
+    ));
+    assert!(plan.master);
+    // Crash recovery: the server does not answer yet. Still the primary for the peers, or
+    // the standby would be voted in meanwhile.
+    w.server = Server::Starting;
+    let plan = w.plan(&mut p, at(3));
+    assert!(plan.master, "{plan:?}");
+    // A standby that starts does not claim anything.
+    let mut q = planner(Mode::On);
+    w.server = Server::Stopped;
+    w.leadership = lead(false, false);
+    w.peers = vec![peer(Role::Primary, true, 1, 100)];
+    w.plan(&mut q, at(4));
+    w.server = Server::Starting;
+    assert!(!w.plan(&mut q, at(5)).master);
+}
+
+#[test]
+fn a_cached_record_that_names_this_node_still_needs_a_write_under_its_own_lease() {
+    // beta was primary before a partition (term 6) and holds that record in its cache; the
+    // lease it gets now (term 7) must be used to write the record before any promotion, and
+    // without the lease nothing happens.
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(true, false),
+        data: DATA,
+        server: replica(1, 300, false),
+        peers: vec![peer(Role::Replica, false, 1, 300)],
+        authority: true,
+        record: Some(record("beta", Some("alpha"))),
+    };
+    let plan = w.plan(&mut p, at(1));
+    assert!(
+        matches!(plan.step, Step::Wait(ref m) if m.contains("lease")),
+        "{plan:?}"
+    );
+    w.leadership = lead(true, true);
+    assert!(matches!(
+        w.plan(&mut p, at(2)).step,
+        Step::Act(Action::Record(Record { term: 7, .. }))
+    ));
+}
+
+#[test]
+fn a_switchover_stops_cleanly_after_catch_up_and_the_target_takes_over_without_loss() {
+    // beta is primary; alpha streams and is 20 MB behind at first.
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(true, true),
+        data: DATA,
+        server: primary(&["alpha"], vec![follower(true, true, 0)], 20 << 20),
+        peers: vec![peer(Role::Replica, true, 1, 0)],
+        authority: true,
+        record: Some(Record {
+            term: 7,
+            ..record("beta", Some("alpha"))
+        }),
+    };
+    w.plan(&mut p, at(1));
+    p.switchover("alpha".into());
+    let plan = w.plan(&mut p, at(2));
+    assert!(
+        matches!(plan.step, Step::Wait(ref m) if m.contains("bytes behind")),
+        "{plan:?}"
+    );
+    w.server = primary(&["alpha"], vec![follower(true, true, 20 << 20)], 20 << 20);
+    let plan = w.plan(&mut p, at(3));
+    assert_eq!(plan.step, Step::Act(Action::Stop));
+    assert!(
+        !plan.master,
+        "a primary that hands over no longer claims the role"
+    );
+    // Stopped cleanly: it waits for alpha, neither restarting as primary nor wanting.
+    w.server = Server::Stopped;
+    let plan = w.plan(&mut p, at(4));
+    assert!(
+        matches!(plan.step, Step::Wait(ref m) if m.contains("waiting for alpha")),
+        "{plan:?}"
+    );
+    assert!(!plan.master && !plan.wants);
+
+    // alpha's side: beta reports a clean stop at 20 MB, alpha received it all: promotable.
+    let mut a = Planner::new(PlannerConfig {
+        name: "alpha".into(),
+        ..p.config().clone()
+    });
+    let mut stopped = peer(Role::Stopped, true, 1, 20 << 20);
+    stopped.name = "beta".into();
+    stopped.report.as_mut().unwrap().clean_stop = true;
+    let wa = World {
+        leadership: lead(true, true),
+        data: DATA,
+        server: replica(1, (20 << 20) + 120, false),
+        peers: vec![stopped],
+        authority: true,
+        record: Some(record("beta", Some("alpha"))),
+    };
+    let plan = wa.plan(&mut a, at(5));
+    assert!(plan.wants || plan.master, "{plan:?}");
+    assert!(
+        matches!(plan.step, Step::Act(Action::Record(Record { ref primary, .. })) if primary == "alpha")
+    );
+
+    // alpha promoted: beta rejoins (rewind onto the new timeline, then streams).
+    w.peers = vec![peer(Role::Primary, true, 2, 30 << 20)];
+    w.leadership = lead(false, false);
+    let plan = w.plan(&mut p, at(6));
+    assert_eq!(
+        plan.step,
+        Step::Act(Action::Rewind {
+            from: "alpha".into()
+        })
+    );
+    assert_eq!(p.handover(), None);
+}
+
+#[test]
+fn a_switchover_nobody_takes_over_ends_with_the_old_primary_leading_again() {
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(true, true),
+        data: DATA,
+        server: primary(&["alpha"], vec![follower(true, true, 100)], 100),
+        peers: vec![peer(Role::Replica, true, 1, 100)],
+        authority: true,
+        record: Some(Record {
+            term: 7,
+            ..record("beta", Some("alpha"))
+        }),
+    };
+    w.plan(&mut p, at(1));
+    p.switchover("alpha".into());
+    assert_eq!(w.plan(&mut p, at(2)).step, Step::Act(Action::Stop));
+    w.server = Server::Stopped;
+    assert!(matches!(w.plan(&mut p, at(3)).step, Step::Wait(_)));
+    let plan = w.plan(&mut p, at(40));
+    assert!(
+        matches!(plan.step, Step::Act(Action::Start { primary: true, .. })),
+        "{plan:?}"
+    );
+}

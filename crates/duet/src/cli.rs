@@ -41,6 +41,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Hand the database primary over to a standby, planned and without loss (run it where
+    /// the primary is; needs node.operator_token_file).
+    Switchover {
+        /// The standby to hand over to (default: the only other node).
+        #[arg(long)]
+        to: Option<String>,
+        /// Config file to find the admin address and the operator token in.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Admin address, instead of reading it from the config.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Return once asked, without waiting for the handover to finish.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Build a throw-away lab of two nodes and a client, kill the master, watch the VIP move.
     Demo {
         /// Advert interval used in the demo.
@@ -159,6 +175,12 @@ pub fn main() -> i32 {
             admin,
             json,
         } => crate::status::run(&config, admin, json),
+        Command::Switchover {
+            to,
+            config,
+            admin,
+            no_wait,
+        } => crate::status::switchover(&config, admin, to.as_deref(), !no_wait),
         Command::Demo { advert_interval } => crate::demo::run(&advert_interval),
         Command::Witness {
             listen,

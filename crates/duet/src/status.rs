@@ -44,11 +44,99 @@ pub fn run(config: &Path, admin: Option<SocketAddr>, json: bool) -> i32 {
     }
 }
 
+/// Runs `duet switchover`: asks this node's admin API, then (with `wait`) follows the
+/// status until this node is a standby and `to` runs the primary. Returns the exit code.
+pub fn switchover(config: &Path, admin: Option<SocketAddr>, to: Option<&str>, wait: bool) -> i32 {
+    let cfg = match duet_config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "{e}\n(duet switchover reads the admin address and the operator token from the config)"
+            );
+            return 2;
+        }
+    };
+    let addr = admin.unwrap_or(cfg.node.admin);
+    let Some(token_file) = &cfg.node.operator_token_file else {
+        eprintln!(
+            "duet switchover: node.operator_token_file is not set in {}: the admin API takes no POST",
+            config.display()
+        );
+        return 2;
+    };
+    let token = match crate::preflight::read_operator_token(token_file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("duet switchover: {e}");
+            return 2;
+        }
+    };
+    let path = match to {
+        Some(t) => format!("/v1/switchover?to={t}"),
+        None => "/v1/switchover".into(),
+    };
+    match http_request(addr, "POST", &path, Some(&token)) {
+        Ok(body) => println!("{}", body.trim()),
+        Err(e) => {
+            eprintln!("duet switchover: {e}");
+            return 1;
+        }
+    }
+    if !wait {
+        return 0;
+    }
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+        let Ok(s) = http_get(addr, "/v1/status")
+            .and_then(|b| serde_json::from_str::<Status>(&b).map_err(std::io::Error::other))
+        else {
+            continue;
+        };
+        let Some(db) = s.database else { continue };
+        if db.step != last {
+            println!("  {}: {}", s.node, db.step);
+            last = db.step.clone();
+        }
+        let new = db.peers.iter().find(|p| p.role == "primary");
+        if db.role == "replica"
+            && let Some(p) = new
+        {
+            println!(
+                "done in {:.1} s: {} is primary (timeline {}), {} follows it",
+                start.elapsed().as_secs_f64(),
+                p.name,
+                p.timeline,
+                s.node
+            );
+            return 0;
+        }
+    }
+    eprintln!("duet switchover: not finished after 60 s; see duet status");
+    1
+}
+
 /// Minimal HTTP/1.0 GET; the admin API is local and small.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    http_request(addr, "GET", path, None)
+}
+
+/// Minimal HTTP/1.0 request with an optional operator token; the body of a 200 answer, or an
+/// error with the status line and body.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n"
+    )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let (head, body) = raw

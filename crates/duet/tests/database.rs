@@ -33,6 +33,7 @@ fn config(lab: &Lab, name: &str, me: u8, peer: u8, key: &Path, sync: &str) -> St
 name = "{name}"
 admin = "127.0.0.1:9900"
 state_dir = "@STATE@"
+operator_token_file = "{token}"
 {hb}{witness}
 [database]
 kind = "postgres"
@@ -48,6 +49,7 @@ parameters = {{ max_connections = "40", shared_buffers = "16MB" }}
         witness = lab::witness_config(3),
         data = dir.join("pgdata").display(),
         secret = lab.dir().join("db.secret").display(),
+        token = lab.dir().join("operator.token").display(),
     )
 }
 
@@ -72,6 +74,11 @@ impl Cluster {
         lab.add_direct_link(&alpha, &beta).unwrap();
         let key = lab.cluster_key().unwrap();
         std::fs::write(lab.dir().join("db.secret"), "lab-password\n").unwrap();
+        std::fs::write(
+            lab.dir().join("operator.token"),
+            "an operator token of enough length\n",
+        )
+        .unwrap();
         lab.start_witness(&exe, &witness, &key).unwrap();
         let mut nodes = vec![
             DuetNode::new(&lab, &alpha, &config(&lab, "alpha", 1, 2, &key, sync)).unwrap(),
@@ -90,6 +97,22 @@ impl Cluster {
 
     fn db(&self, i: usize) -> Option<duet_admin::DatabaseStatus> {
         self.nodes[i].status(&self.lab, &self.exe)?.database
+    }
+
+    /// Node `i`'s database status, asked until it answers (a loaded machine can be slow).
+    fn db_now(&self, i: usize) -> duet_admin::DatabaseStatus {
+        let mut got = None;
+        lab::wait_for(Duration::from_secs(10), || {
+            got = self.db(i);
+            got.is_some()
+        });
+        got.unwrap_or_else(|| {
+            panic!(
+                "{} does not answer\n{}",
+                self.nodes[i].host.name,
+                self.logs()
+            )
+        })
     }
 
     /// Waits until one node is a writable primary and the other streams from it, with the
@@ -274,21 +297,10 @@ fn bootstrap_then_a_killed_primary_node_loses_no_acknowledged_write_and_rejoins(
         lines.last(),
         c.logs()
     );
-    let first = lines
-        .iter()
-        .find(|l| l.id.is_some() && l.t > killed_at)
-        .unwrap()
-        .t;
-    eprintln!(
-        "node kill -9 -> first acknowledged write: {:.2} s",
-        first - killed_at
-    );
-    assert!(
-        first - killed_at < 10.0,
-        "failover took {:.1} s",
-        first - killed_at
-    );
-    let db = c.db(replica).expect("the survivor answers");
+    let gap = first_ack_after(&lines, killed_at).unwrap();
+    eprintln!("node kill -9 -> first acknowledged write: {gap:.2} s");
+    assert!(gap < 10.0, "failover took {gap:.1} s");
+    let db = c.db_now(replica);
     assert_eq!(db.role, "primary");
     assert_eq!(db.timeline, 2, "promoted onto a new timeline");
 
@@ -330,6 +342,360 @@ fn bootstrap_then_a_killed_primary_node_loses_no_acknowledged_write_and_rejoins(
         "{}",
         c.logs()
     );
-    let old = c.db(primary).unwrap();
+    let old = c.db_now(primary);
     assert!(!old.writable);
+}
+
+impl Cluster {
+    /// The postmaster's pid on node `i` (from its data directory).
+    fn postmaster(&self, i: usize) -> u32 {
+        let pidfile = self.nodes[i]
+            .config
+            .parent()
+            .unwrap()
+            .join("pgdata/postmaster.pid");
+        std::fs::read_to_string(&pidfile)
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no postmaster.pid in {}", pidfile.display()))
+    }
+
+    /// Sends `signal` to every process in node `i`'s namespace.
+    fn signal_node(&self, i: usize, signal: i32) {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "pids", &self.nodes[i].host.ns])
+            .output()
+            .unwrap();
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<u32>() {
+                let _ = duet_sys::process::send_signal(pid, signal, false);
+            }
+        }
+    }
+
+    /// Polls both nodes for `limit`, failing if both ever say their server is writable at
+    /// the same look.
+    fn never_two_writable(&self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let (a, b) = (self.db(0), self.db(1));
+            let w = |d: &Option<duet_admin::DatabaseStatus>| d.as_ref().is_some_and(|d| d.writable);
+            assert!(!(w(&a) && w(&b)), "two writable primaries: {a:#?} {b:#?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every acknowledged row is on node `i`.
+    fn audit(&self, lines: &[WriteLine], i: usize) -> usize {
+        let acked: BTreeSet<u64> = lines.iter().filter_map(|l| l.id).collect();
+        let rows = self.rows(i);
+        let lost: Vec<&u64> = acked.difference(&rows).collect();
+        assert!(
+            lost.is_empty(),
+            "{} acknowledged rows missing on {}: {:?}",
+            lost.len(),
+            self.nodes[i].host.name,
+            &lost[..lost.len().min(20)]
+        );
+        acked.len()
+    }
+}
+
+/// Seconds from `t` to the first acknowledged write after the outage the fault caused (the
+/// first failed write after `t`); 0 when no write failed.
+fn first_ack_after(lines: &[WriteLine], t: f64) -> Option<f64> {
+    let outage = lines
+        .iter()
+        .find(|l| l.error.is_some() && l.t > t)
+        .map_or(t, |l| l.t);
+    lines
+        .iter()
+        .find(|l| l.id.is_some() && l.t > outage)
+        .map(|l| l.t - t)
+}
+
+#[test]
+fn a_killed_postmaster_is_restarted_in_place_without_failover() {
+    let Some(mut c) = Cluster::start("dbp", "on") else {
+        return;
+    };
+    let primary = c.wait_pair(Duration::from_secs(60), true);
+    let rx = c.writer();
+    let mut lines = Vec::new();
+    assert!(
+        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
+        "{}",
+        c.logs()
+    );
+    let t = unix_now();
+    let _ =
+        duet_sys::process::send_signal(c.postmaster(primary), duet_sys::process::SIGKILL, false);
+    assert!(
+        wait_acks(&rx, &mut lines, t, 50, Duration::from_secs(30)),
+        "no writes after the postmaster's crash: {:?}\n{}",
+        lines.last(),
+        c.logs()
+    );
+    let gap = first_ack_after(&lines, t).unwrap();
+    eprintln!("postmaster kill -9 -> first acknowledged write: {gap:.2} s");
+    assert!(gap < 5.0, "writes were back only after {gap:.1} s");
+    let db = c.db_now(primary);
+    assert_eq!(
+        (db.role.as_str(), db.timeline),
+        ("primary", 1),
+        "no failover\n{}",
+        c.logs()
+    );
+    assert!(
+        c.nodes[primary]
+            .log_text()
+            .contains("restarting the primary in place")
+    );
+    drain(&rx, &mut lines);
+    c.audit(&lines, primary);
+}
+
+#[test]
+fn a_dead_replica_relaxes_sync_after_the_record_and_is_not_promotable_afterwards() {
+    let Some(mut c) = Cluster::start("dbr", "on") else {
+        return;
+    };
+    let primary = c.wait_pair(Duration::from_secs(60), true);
+    let replica = 1 - primary;
+    let rx = c.writer();
+    let mut lines = Vec::new();
+    assert!(
+        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
+        "{}",
+        c.logs()
+    );
+    let t = unix_now();
+    c.kill_node(replica);
+    assert!(
+        wait_acks(&rx, &mut lines, t, 100, Duration::from_secs(30)),
+        "writes did not go on without the replica: {:?}\n{}",
+        lines.last(),
+        c.logs()
+    );
+    eprintln!(
+        "replica kill -9 -> writes go on after {:.2} s",
+        first_ack_after(&lines, t + 0.05).unwrap_or(f64::NAN)
+    );
+    let db = c.db_now(primary);
+    assert!(
+        db.record
+            .as_deref()
+            .is_some_and(|r| r.contains("standby none")),
+        "the record says no synchronous standby before commits stop waiting: {db:#?}"
+    );
+    let log = c.nodes[primary].log_text();
+    let recorded = log
+        .find("synchronous standby none (term")
+        .expect("recorded");
+    let relaxed = log.rfind("commits do not wait").expect("relaxed");
+    assert!(recorded < relaxed, "recorded first, relaxed after:\n{log}");
+    drain(&rx, &mut lines);
+    c.audit(&lines, primary);
+
+    // The primary dies as well; the old replica comes back alone: it may lack commits.
+    c.kill_node(primary);
+    let exe = c.exe.clone();
+    c.nodes[replica].start(&mut c.lab, &exe).unwrap();
+    let refused = lab::wait_for(Duration::from_secs(20), || {
+        c.db(replica).is_some_and(|d| {
+            d.refusal
+                .as_deref()
+                .is_some_and(|r| r.contains("names no node as the synchronous standby"))
+        })
+    });
+    assert!(refused.is_some(), "{:#?}\n{}", c.db(replica), c.logs());
+    std::thread::sleep(Duration::from_secs(3));
+    let db = c.db_now(replica);
+    assert_ne!(
+        db.role, "primary",
+        "a replica that may lack commits was promoted"
+    );
+    assert!(!db.writable);
+}
+
+#[test]
+fn strict_blocks_writes_while_the_replica_is_away() {
+    let Some(mut c) = Cluster::start("dbs", "strict") else {
+        return;
+    };
+    let primary = c.wait_pair(Duration::from_secs(60), true);
+    let replica = 1 - primary;
+    let rx = c.writer();
+    let mut lines = Vec::new();
+    assert!(
+        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
+        "{}",
+        c.logs()
+    );
+    c.kill_node(replica);
+    let t = unix_now();
+    std::thread::sleep(Duration::from_secs(5));
+    drain(&rx, &mut lines);
+    let during = lines
+        .iter()
+        .filter(|l| l.id.is_some() && l.t > t + 0.2)
+        .count();
+    assert_eq!(during, 0, "commits were acknowledged without the standby");
+    let back = unix_now();
+    let exe = c.exe.clone();
+    c.nodes[replica].start(&mut c.lab, &exe).unwrap();
+    assert!(
+        wait_acks(&rx, &mut lines, back, 50, Duration::from_secs(60)),
+        "writes did not resume with the standby back\n{}",
+        c.logs()
+    );
+    drain(&rx, &mut lines);
+    c.audit(&lines, primary);
+    c.audit(&lines, replica);
+}
+
+#[test]
+fn a_primary_cut_from_the_network_is_fenced_before_the_replica_takes_over() {
+    let Some(mut c) = Cluster::start("dbc", "on") else {
+        return;
+    };
+    let primary = c.wait_pair(Duration::from_secs(60), true);
+    let replica = 1 - primary;
+    let rx = c.writer();
+    let mut lines = Vec::new();
+    assert!(
+        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
+        "{}",
+        c.logs()
+    );
+    let t = unix_now();
+    let host = c.nodes[primary].host.clone();
+    c.lab.set_link(&host, false).unwrap();
+    c.lab.set_direct_link(&host, false).unwrap();
+    c.never_two_writable(Duration::from_secs(6));
+    assert!(
+        wait_acks(&rx, &mut lines, t, 50, Duration::from_secs(30)),
+        "no writes after the cut\n{}",
+        c.logs()
+    );
+    eprintln!(
+        "primary cut off -> first acknowledged write: {:.2} s",
+        first_ack_after(&lines, t).unwrap()
+    );
+    assert!(
+        c.nodes[primary].log_text().contains("fencing the primary"),
+        "{}",
+        c.logs()
+    );
+    // Back on the network: it rejoins as a replica of the new primary.
+    c.lab.set_link(&host, true).unwrap();
+    c.lab.set_direct_link(&host, true).unwrap();
+    let rejoined = lab::wait_for(Duration::from_secs(60), || {
+        c.db(primary)
+            .is_some_and(|d| d.role == "replica" && d.streaming && d.timeline == 2)
+    });
+    assert!(rejoined.is_some(), "{}", c.logs());
+    drain(&rx, &mut lines);
+    c.audit(&lines, replica);
+}
+
+#[test]
+fn a_frozen_primary_node_never_writes_again_as_primary() {
+    let Some(mut c) = Cluster::start("dbz", "on") else {
+        return;
+    };
+    let primary = c.wait_pair(Duration::from_secs(60), true);
+    let replica = 1 - primary;
+    let rx = c.writer();
+    let mut lines = Vec::new();
+    assert!(
+        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
+        "{}",
+        c.logs()
+    );
+    let t = unix_now();
+    c.signal_node(primary, duet_sys::process::SIGSTOP);
+    assert!(
+        wait_acks(&rx, &mut lines, t, 50, Duration::from_secs(30)),
+        "no writes while the primary's node is frozen\n{}",
+        c.logs()
+    );
+    // Frozen for longer than the lease (2 s), then thawed.
+    std::thread::sleep(Duration::from_secs(2));
+    c.signal_node(primary, duet_sys::process::SIGCONT);
+    c.never_two_writable(Duration::from_secs(5));
+    let rejoined = lab::wait_for(Duration::from_secs(60), || {
+        c.db(primary)
+            .is_some_and(|d| d.role == "replica" && d.streaming && d.timeline == 2)
+    });
+    assert!(rejoined.is_some(), "{}", c.logs());
+    drain(&rx, &mut lines);
+    c.audit(&lines, replica);
+}
+
+#[test]
+fn a_switchover_both_ways_loses_no_acknowledged_write() {
+    let Some(mut c) = Cluster::start("dbw", "on") else {
+        return;
+    };
+    let mut primary = c.wait_pair(Duration::from_secs(60), true);
+    let rx = c.writer();
+    let mut lines = Vec::new();
+    assert!(
+        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
+        "{}",
+        c.logs()
+    );
+    for round in 0..2 {
+        let to = 1 - primary;
+        let t = unix_now();
+        let out = c
+            .lab
+            .command(&c.nodes[primary].host, &c.exe)
+            .args(["switchover", "-c"])
+            .arg(&c.nodes[primary].config)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "round {round}: {said}{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            c.logs()
+        );
+        assert!(said.contains("done in"), "{said}");
+        assert!(
+            wait_acks(&rx, &mut lines, t, 50, Duration::from_secs(30)),
+            "round {round}: no writes after the switchover\n{}",
+            c.logs()
+        );
+        let gap = first_ack_after(&lines, t).unwrap();
+        eprintln!(
+            "switchover {} -> {}: writes back after {gap:.2} s",
+            c.nodes[primary].host.name, c.nodes[to].host.name,
+        );
+        assert!(gap < 10.0, "round {round}: {gap:.1} s\n{}", c.logs());
+        let (new, old) = (c.db_now(to), c.db_now(primary));
+        assert_eq!(new.role, "primary");
+        assert!(old.role == "replica" && !old.writable, "{old:#?}");
+        drain(&rx, &mut lines);
+        c.audit(&lines, to);
+        primary = to;
+    }
+    // A switchover asked of a standby is refused with a clear message.
+    let out = c
+        .lab
+        .command(&c.nodes[1 - primary].host, &c.exe)
+        .args(["switchover", "-c"])
+        .arg(&c.nodes[1 - primary].config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not run the writable primary"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

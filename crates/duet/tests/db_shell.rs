@@ -202,7 +202,7 @@ fn bootstrap_clone_sync_promote_fence_and_rewind() {
             node: "beta".into(),
             addr: b.spec().listen,
         };
-        a.rewind(&up_b).await.unwrap();
+        a.rewind(&up_b).await.map_err(|e| format!("{e:?}")).unwrap();
         a.start(false, Some(&up_b), &[]).await.unwrap();
         let r = wait_for("alpha streams from beta", &mut a, |s| match s {
             Server::Replica(r) if r.streaming && r.timeline == 2 => Some(r.clone()),

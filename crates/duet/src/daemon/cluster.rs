@@ -406,7 +406,7 @@ impl Cluster {
                 Some(duet_dbfail::PeerDb {
                     name: m.name(i)?.to_string(),
                     alive: m.liveness().peers()[i].alive(),
-                    report: m.peer_database(i).map(super::database::report_from_wire),
+                    report: m.peer_database(i).map(report_from_wire),
                 })
             })
             .collect()
@@ -491,6 +491,38 @@ impl Cluster {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
         }
+    }
+}
+
+/// The record as the wire carries it.
+pub fn record_to_wire(r: &duet_dbfail::Record) -> wire::DbRecord {
+    wire::DbRecord {
+        system_id: r.system_id,
+        primary: r.primary.clone(),
+        standby: r.standby.clone().unwrap_or_default(),
+        term: r.term,
+    }
+}
+
+/// The record as the planner reads it.
+pub fn record_from_wire(r: &wire::DbRecord) -> duet_dbfail::Record {
+    duet_dbfail::Record {
+        system_id: r.system_id,
+        primary: r.primary.clone(),
+        standby: (!r.standby.is_empty()).then(|| r.standby.clone()),
+        term: r.term,
+    }
+}
+
+/// A peer's heartbeat entry as the planner reads it.
+pub fn report_from_wire(d: &wire::DbState) -> duet_dbfail::Report {
+    duet_dbfail::Report {
+        role: duet_dbfail::Role::from_code(d.role).unwrap_or_default(),
+        listen: d.listen,
+        system_id: d.system_id,
+        timeline: d.timeline,
+        lsn: d.lsn,
+        clean_stop: d.clean_stop,
     }
 }
 

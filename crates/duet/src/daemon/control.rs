@@ -380,7 +380,13 @@ impl ControlPlane {
                 wants: i.core.state() != duet_vrrp::State::Master && i.core.wants_master(),
                 priority: i.core.effective_priority(),
             })
-            .chain(self.database.as_ref().map(|d| d.report()))
+            .chain(self.database.as_ref().map(|d| {
+                d.report(
+                    self.cluster
+                        .as_ref()
+                        .is_some_and(|c| c.peer_master(super::database::RESOURCE)),
+                )
+            }))
             .collect();
         let business_up = self
             .instances

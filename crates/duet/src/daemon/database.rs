@@ -16,22 +16,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duet_admin::{DatabasePeer, DatabaseStatus, Published};
-use duet_cluster::wire::{DbRecord, DbState, InstanceReport};
+use duet_cluster::wire::{DbState, InstanceReport};
 use duet_config::{Config, DatabaseConfig, SyncMode};
 use duet_db::{DataInfo, Postgres, Secret, Spec, Upstream};
 use duet_dbfail::{
-    Action, Data, Facts, Leadership, Mode, PeerDb, Planner, PlannerConfig, Record, Report, Role,
-    Server, Step, fmt_lsn,
+    Action, Data, Facts, Leadership, Mode, PeerDb, Planner, PlannerConfig, Record, Role, Server,
+    Step, fmt_lsn,
 };
 use duet_sys::Netlink;
 use duet_time::Instant;
 use tokio::sync::watch;
 
-use super::input::{Inbox, Input};
+use super::input::{DatabaseReport as Out, Inbox, Input};
 use super::vips::VipManager;
 
 /// The database's id among the resources a heartbeat reports (VRRP ids are 1..=255).
-pub const RESOURCE: u8 = 0;
+pub const RESOURCE: u8 = duet_cluster::quorum::DATABASE;
 
 /// The database's rank in the cluster's tie-breaks (all nodes alike: names decide).
 const PRIORITY: u8 = 100;
@@ -52,6 +52,8 @@ pub struct View {
     pub record: Option<Record>,
     /// Stop the server cleanly and end.
     pub stop: bool,
+    /// The latest switchover asked of this node: its number and target.
+    pub switchover: Option<(u64, String)>,
 }
 
 impl View {
@@ -76,21 +78,6 @@ impl View {
                 .collect::<Vec<_>>(),
         )
     }
-}
-
-/// What the agent tells the control loop after each look.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Out {
-    /// For the heartbeat.
-    pub state: Option<DbState>,
-    /// The server is, or is becoming, the primary.
-    pub master: bool,
-    /// It would become primary and waits for leadership.
-    pub wants: bool,
-    /// The last look found a primary accepting writes, and this node may lead.
-    pub writable: bool,
-    /// A record the agent needs written at the lease authority.
-    pub record_write: Option<Record>,
 }
 
 /// The control loop's side of the database.
@@ -169,6 +156,7 @@ impl Database {
                     last_refusal: None,
                     last_error: None,
                     epoch: std::time::Instant::now(),
+                    switchover: 0,
                 };
                 rt.block_on(agent.run())
             })
@@ -187,12 +175,14 @@ impl Database {
         }))
     }
 
-    /// This node's database as a heartbeat resource.
-    pub fn report(&self) -> InstanceReport {
+    /// This node's database as a heartbeat resource. A node never says it wants the primary
+    /// role while a live peer holds it: for a database that would not be a preference but a
+    /// demand that the primary yield (the cluster's rule for VRRP preemption).
+    pub fn report(&self, peer_master: bool) -> InstanceReport {
         InstanceReport {
             vrid: RESOURCE,
             master: self.out.master,
-            wants: self.out.wants,
+            wants: self.out.wants && !peer_master,
             priority: PRIORITY,
         }
     }
@@ -234,8 +224,9 @@ impl Database {
             },
             peers: cluster.peer_databases(),
             authority: self.view.borrow().authority,
-            record: cluster.record().map(from_wire),
+            record: cluster.record().map(super::cluster::record_from_wire),
             stop: self.view.borrow().stop,
+            switchover: self.view.borrow().switchover.clone(),
         };
         self.view.send_if_modified(|v| {
             let wake = v.significant() != new.significant();
@@ -243,11 +234,15 @@ impl Database {
             wake
         });
         if let Some(r) = &self.out.record_write
-            && cluster.record().map(from_wire).as_ref() != Some(r)
+            && cluster
+                .record()
+                .map(super::cluster::record_from_wire)
+                .as_ref()
+                != Some(r)
             && self.last_write.as_ref().is_none_or(|(t, w)| {
                 w != r || now.saturating_since(*t) >= Duration::from_millis(200)
             })
-            && cluster.write_record(now, to_wire(r))
+            && cluster.write_record(now, super::cluster::record_to_wire(r))
         {
             self.last_write = Some((now, r.clone()));
         }
@@ -289,6 +284,54 @@ impl Database {
             w.announce -= 1;
             announce(&w.ifname, index, nl, w.vip.address);
         }
+    }
+
+    /// Starts a switchover (`POST /v1/switchover`): this node must run the primary, and `to`
+    /// (default: the only peer) a streaming standby. Returns at once; progress shows in the
+    /// status and the log.
+    pub fn switchover(
+        &mut self,
+        to: Option<String>,
+        cluster: &super::cluster::Cluster,
+    ) -> Result<String, duet_admin::ActionError> {
+        let refuse = |message: String| duet_admin::ActionError {
+            status: 409,
+            message,
+        };
+        let primary = duet_dbfail::Role::Primary.code();
+        if self.out.state.as_ref().is_none_or(|s| s.role != primary) || !self.out.writable {
+            return Err(refuse(
+                "this node does not run the writable primary: ask the primary's node".into(),
+            ));
+        }
+        let peers = cluster.peer_databases();
+        let target = match to {
+            Some(t) => t,
+            None if peers.len() == 1 => peers[0].name.clone(),
+            None => return Err(refuse("several standbys: name one with ?to=NODE".into())),
+        };
+        let Some(peer) = peers.iter().find(|p| p.name == target) else {
+            return Err(refuse(format!("{target} is not a node of this cluster")));
+        };
+        let streaming = peer
+            .report
+            .as_ref()
+            .is_some_and(|r| r.role == duet_dbfail::Role::Replica);
+        if !peer.alive || !streaming {
+            return Err(refuse(format!(
+                "{target} is not a live standby: a switchover needs one that streams"
+            )));
+        }
+        let id = self
+            .view
+            .borrow()
+            .switchover
+            .as_ref()
+            .map_or(1, |(n, _)| n + 1);
+        tracing::info!("database: switchover to {target} asked");
+        self.view
+            .send_modify(|v| v.switchover = Some((id, target.clone())));
+        Ok(format!("switchover to {target} started"))
     }
 
     /// Whether the write VIP is held (its lifetime is refreshed with the other VIPs).
@@ -384,38 +427,6 @@ fn spec(config: &Config, db: &DatabaseConfig) -> Result<Spec, String> {
     })
 }
 
-/// The record as the wire carries it.
-pub fn to_wire(r: &Record) -> DbRecord {
-    DbRecord {
-        system_id: r.system_id,
-        primary: r.primary.clone(),
-        standby: r.standby.clone().unwrap_or_default(),
-        term: r.term,
-    }
-}
-
-/// The record as the planner reads it.
-pub fn from_wire(r: &DbRecord) -> Record {
-    Record {
-        system_id: r.system_id,
-        primary: r.primary.clone(),
-        standby: (!r.standby.is_empty()).then(|| r.standby.clone()),
-        term: r.term,
-    }
-}
-
-/// A peer's heartbeat entry as the planner reads it.
-pub fn report_from_wire(d: &DbState) -> Report {
-    Report {
-        role: Role::from_code(d.role).unwrap_or_default(),
-        listen: d.listen,
-        system_id: d.system_id,
-        timeline: d.timeline,
-        lsn: d.lsn,
-        clean_stop: d.clean_stop,
-    }
-}
-
 /// The agent on its thread.
 struct Agent {
     pg: Postgres,
@@ -429,6 +440,8 @@ struct Agent {
     last_refusal: Option<String>,
     last_error: Option<String>,
     epoch: std::time::Instant,
+    /// The last switchover request taken (its number).
+    switchover: u64,
 }
 
 impl Agent {
@@ -443,6 +456,13 @@ impl Agent {
                 return self.shut_down().await;
             }
             let now = Instant::from_nanos(self.epoch.elapsed().as_nanos() as u64);
+            if let Some((id, to)) = &view.switchover
+                && *id > self.switchover
+            {
+                self.switchover = *id;
+                tracing::info!("database: switching over to {to}: waiting for it to catch up");
+                self.planner.switchover(to.clone());
+            }
             let running = self.pg.running();
             if !running
                 || !matches!(
@@ -680,7 +700,14 @@ impl Agent {
                 Ok(())
             }
             Action::Stop => {
-                tracing::warn!("database: stopping the primary: this node gives up leadership");
+                match self.planner.handover() {
+                    Some(to) => tracing::info!(
+                        "database: switchover: stopping the primary cleanly; {to} takes over"
+                    ),
+                    None => tracing::warn!(
+                        "database: stopping the primary: this node gives up leadership"
+                    ),
+                }
                 self.pg.stop().await;
                 Ok(())
             }
@@ -721,7 +748,17 @@ impl Agent {
             Action::Rewind { from } => match self.upstream(view, from) {
                 Ok(up) => {
                     tracing::info!("database: rewinding onto {}'s timeline", up.node);
-                    self.pg.rewind(&up).await
+                    match self.pg.rewind(&up).await {
+                        Ok(()) => Ok(()),
+                        // The source could not be reached: try again later, rewinding
+                        // (not cloning) when it answers.
+                        Err(duet_db::RewindError::Source(e)) => {
+                            tracing::warn!("database: {e}");
+                            self.planner.not_tried(&action);
+                            return Duration::from_secs(1);
+                        }
+                        Err(duet_db::RewindError::Rewind(e)) => Err(e),
+                    }
                 }
                 Err(e) => Err(e),
             },
@@ -789,6 +826,11 @@ impl Agent {
     async fn await_record(&mut self, record: &Record) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         loop {
+            if !self.view.borrow().leadership.may_lead {
+                // Back to the planner at once: a primary that lost leadership must fence now,
+                // not after this wait.
+                return Err("leadership was lost while the record was being written".into());
+            }
             if self.view.borrow().record.as_ref() == Some(record) {
                 tracing::info!(
                     "database: recorded primary {}, synchronous standby {} (term {})",

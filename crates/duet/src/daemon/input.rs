@@ -52,7 +52,7 @@ pub enum Input {
     /// etcd answered a lease request (`[coordination]`).
     Etcd(EtcdAnswer),
     /// The database agent's report after a look at the server.
-    Database(super::database::Out),
+    Database(DatabaseReport),
     /// An operator's action from the admin API, and where to send the answer.
     Action(
         duet_admin::Action,
@@ -100,6 +100,21 @@ pub enum EtcdAnswer {
         /// The key's create revision.
         term: u64,
     },
+}
+
+/// What the database agent tells the control loop after each look.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DatabaseReport {
+    /// For the heartbeat.
+    pub state: Option<duet_cluster::wire::DbState>,
+    /// The server is, or is becoming, the primary.
+    pub master: bool,
+    /// It would become primary and waits for leadership.
+    pub wants: bool,
+    /// The last look found a primary accepting writes, and this node may lead.
+    pub writable: bool,
+    /// A record the agent needs written at the lease authority.
+    pub record_write: Option<duet_dbfail::Record>,
 }
 
 /// The sending side of the control loop's inbox; clones share the drop counter.
