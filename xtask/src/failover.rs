@@ -424,7 +424,7 @@ fn parse_stamp(s: &str) -> Option<f64> {
 }
 
 /// Sorts `v` and returns (min, median, max), or `None` when empty.
-fn min_median_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
+pub(crate) fn min_median_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
     if v.is_empty() {
         return None;
     }

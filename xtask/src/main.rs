@@ -4,6 +4,7 @@
 //! numbers belong in `docs/benchmarks.md`, not in assertions.
 
 mod chaos;
+mod db;
 mod failover;
 mod proxy;
 
@@ -20,6 +21,7 @@ fn main() {
     {
         ["bench", "failover", rest @ ..] => failover::main(rest),
         ["bench", "proxy", rest @ ..] => proxy::main(rest),
+        ["bench", "db", rest @ ..] => db::main(rest),
         ["chaos", rest @ ..] => chaos::main(rest),
         _ => {
             eprintln!(
@@ -27,6 +29,7 @@ fn main() {
                  \n\
                  bench failover   VIP takeover time, duet vs keepalived, per fault mode\n\
                  bench proxy      HTTP rps, latency and CPU per request, duet vs haproxy and nginx (--seconds N --rounds N, --http-only)\n\
+                 bench db         PostgreSQL failover: node kill, postmaster kill, switchover, rejoin (--runs N; --audit N failovers in a row)\n\
                  chaos            split-brain scenarios with real processes: VIP overlap and probes answered"
             );
             2

@@ -49,6 +49,33 @@ pub enum Answer {
     },
 }
 
+impl Answer {
+    /// The term the answer carries.
+    pub fn term(&self) -> u64 {
+        match self {
+            Answer::Granted { term, .. } | Answer::Refused { term, .. } => *term,
+        }
+    }
+
+    /// The message body answering `request`.
+    pub fn body(&self, request: u64) -> crate::wire::Body {
+        let ms = |d: &Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
+        match self {
+            Answer::Granted { duration, .. } => crate::wire::Body::LeaseGranted {
+                request,
+                duration_ms: ms(duration),
+            },
+            Answer::Refused {
+                holder, remaining, ..
+            } => crate::wire::Body::LeaseRefused {
+                request,
+                holder: holder.clone(),
+                remaining_ms: ms(remaining),
+            },
+        }
+    }
+}
+
 /// What the witness must write to stable storage before answering.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Promise {

@@ -595,6 +595,21 @@ impl Member {
         true
     }
 
+    /// Asks the lease authority for its database record (any node may; the answer arrives as
+    /// [`Member::record`]).
+    pub fn query_record(&mut self, unix_ms: u64) {
+        if self.lease.is_none() {
+            return;
+        }
+        let request = self.seq + 1;
+        let term = self.lease.as_ref().map_or(0, LeaseClient::term);
+        let msg = self.message(unix_ms, term, Body::RecordQuery { request });
+        self.transmits.push_back(Transmit {
+            via: Via::Witness,
+            msg,
+        });
+    }
+
     /// What this node's heartbeats say of its database from now on.
     pub fn set_database(&mut self, database: Option<DbState>) {
         self.database = database;

@@ -59,6 +59,12 @@ pub enum Body {
         /// The record.
         record: DbRecord,
     },
+    /// Any node asks the witness for its database record (answered with [`Body::Record`] when
+    /// one exists): a standby with no primary in sight learns whether it may be promoted.
+    RecordQuery {
+        /// Matches the answer.
+        request: u64,
+    },
     /// The witness's database record: the answer to a [`Body::RecordWrite`] (`request` its
     /// id; the record equals the one written if it was kept), and sent after every lease
     /// answer while a record exists (`request` 0).
@@ -243,6 +249,7 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
         Body::LeaseUnavailable { .. } => 5,
         Body::RecordWrite { .. } => 6,
         Body::Record { .. } => 7,
+        Body::RecordQuery { .. } => 8,
     };
     out.push(kind);
     put_name(&mut out, &msg.sender);
@@ -290,6 +297,7 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
                 body.extend_from_slice(&d.listen.port().to_be_bytes());
             }
         }
+        Body::RecordQuery { request } => body.extend_from_slice(&request.to_be_bytes()),
         Body::RecordWrite { request, record } | Body::Record { request, record } => {
             body.extend_from_slice(&request.to_be_bytes());
             body.extend_from_slice(&record.system_id.to_be_bytes());
@@ -481,6 +489,7 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                 database,
             })
         }
+        8 => Body::RecordQuery { request: b.u64()? },
         6 | 7 => {
             let request = b.u64()?;
             let record = DbRecord {
@@ -713,6 +722,7 @@ mod tests {
                     term: 12,
                 },
             },
+            Body::RecordQuery { request: 3 },
             Body::Record {
                 request: 0,
                 record: DbRecord {
@@ -830,7 +840,7 @@ mod tests {
         }
 
         #[test]
-        fn signed_garbage_bodies_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..64), kind in 0u8..8) {
+        fn signed_garbage_bodies_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..64), kind in 0u8..9) {
             // A well-signed datagram with an arbitrary body must decode or be refused cleanly.
             let k = key();
             let mut out = Vec::new();

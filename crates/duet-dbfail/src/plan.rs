@@ -105,6 +105,9 @@ pub struct Plan {
     pub wants: bool,
     /// It may not become primary, and why (a refusal worth a log line, status and a metric).
     pub refusal: Option<String>,
+    /// No primary is in sight and the decision rests on the lease authority's record: the
+    /// shell should ask for it now and then (a cached record may be stale).
+    pub needs_record: bool,
 }
 
 /// The server's kind at the last look.
@@ -210,11 +213,16 @@ impl Planner {
                 _ => false,
             }
         };
+        let needs_record = f.authority
+            && !master
+            && f.live_primary().is_none()
+            && matches!(f.data, Data::Cluster { .. });
         Plan {
             step,
             master,
             wants,
             refusal,
+            needs_record,
         }
     }
 

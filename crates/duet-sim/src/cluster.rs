@@ -205,10 +205,6 @@ fn peer_index(to: usize, from: usize) -> usize {
     if from < to { from } else { from - 1 }
 }
 
-fn ms(d: Duration) -> u32 {
-    d.as_millis() as u32
-}
-
 impl ClusterSim {
     /// `cfg.nodes` nodes (priorities 150, 100, 80, 60) and, with `cfg.lease`, a witness;
     /// nothing started.
@@ -657,38 +653,18 @@ impl ClusterSim {
         if let Some(pr) = promise {
             self.witness.promise = Some(pr);
         }
-        let (term, body) = match answer {
-            Answer::Granted { duration, term } => {
-                let holder = NODES
-                    .iter()
-                    .position(|(name, _)| *name == msg.sender)
-                    .unwrap_or(usize::MAX);
-                self.grants.push(GrantRecord {
-                    at: now,
-                    holder,
-                    term,
-                });
-                (
-                    term,
-                    Body::LeaseGranted {
-                        request,
-                        duration_ms: ms(duration),
-                    },
-                )
-            }
-            Answer::Refused {
+        if let Answer::Granted { term, .. } = answer {
+            let holder = NODES
+                .iter()
+                .position(|(name, _)| *name == msg.sender)
+                .unwrap_or(usize::MAX);
+            self.grants.push(GrantRecord {
+                at: now,
                 holder,
-                remaining,
                 term,
-            } => (
-                term,
-                Body::LeaseRefused {
-                    request,
-                    holder,
-                    remaining_ms: ms(remaining),
-                },
-            ),
-        };
+            });
+        }
+        let (term, body) = (answer.term(), answer.body(request));
         self.witness.seq += 1;
         let reply = Message {
             sender: "witness".into(),

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod database;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, VecDeque};

@@ -194,6 +194,14 @@ fn serve(opts: &Options) -> Result<(), String> {
             );
             continue;
         }
+        if let Body::RecordQuery { request } = msg.body {
+            if let Some(record) = witness.record().cloned() {
+                seq += 1;
+                let body = Body::Record { request, record };
+                send(&socket, &key, boot, seq, witness.max_term(), from, body);
+            }
+            continue;
+        }
         if let Body::RecordWrite { request, record } = msg.body {
             let answer = match witness.write_record(now(), &msg.sender, msg.term, record.clone()) {
                 Ok(p) => match save_promise(&opts.state_file, &p) {
@@ -280,10 +288,7 @@ fn serve(opts: &Options) -> Result<(), String> {
             (Answer::Granted { .. }, Err(reason)) => Body::LeaseUnavailable { request, reason },
             (answer, _) => reply_body(answer, request, &msg.sender, &mut holder),
         };
-        let term = match answer {
-            Answer::Granted { term, .. } => term,
-            Answer::Refused { term, .. } => term,
-        };
+        let term = answer.term();
         // Every lease answer comes right after the database record (the next sequence
         // number), so a new holder knows the record as it stands when its lease begins.
         if let Some(record) = witness.record().cloned() {
@@ -313,27 +318,13 @@ fn send(socket: &UdpSocket, key: &Key, boot: u64, seq: u64, term: u64, to: Socke
 
 /// The reply to a request the witness could answer (and persist).
 fn reply_body(answer: &Answer, request: u64, sender: &str, holder: &mut Option<String>) -> Body {
-    match answer {
-        Answer::Granted { duration, term } => {
-            if holder.as_deref() != Some(sender) {
-                tracing::info!("lease to {sender} (term {term})");
-                *holder = Some(sender.to_string());
-            }
-            Body::LeaseGranted {
-                request,
-                duration_ms: duration.as_millis() as u32,
-            }
-        }
-        Answer::Refused {
-            holder: h,
-            remaining,
-            ..
-        } => Body::LeaseRefused {
-            request,
-            holder: h.clone(),
-            remaining_ms: remaining.as_millis() as u32,
-        },
+    if let Answer::Granted { term, .. } = answer
+        && holder.as_deref() != Some(sender)
+    {
+        tracing::info!("lease to {sender} (term {term})");
+        *holder = Some(sender.to_string());
     }
+    answer.body(request)
 }
 
 #[cfg(test)]

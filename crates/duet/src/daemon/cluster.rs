@@ -398,6 +398,14 @@ impl Cluster {
         sent
     }
 
+    /// Asks the witness for the database record (etcd keeps none).
+    pub fn query_record(&mut self) {
+        if self.etcd.is_none() {
+            self.member.query_record(crate::witness::unix_ms());
+            self.flush();
+        }
+    }
+
     /// The peers' databases, by node name (peers not yet heard are left out).
     pub fn peer_databases(&self) -> Vec<duet_dbfail::PeerDb> {
         let m = &self.member;

@@ -88,6 +88,8 @@ pub struct Database {
     write_vip: Option<WriteVip>,
     /// The last record write sent, and when (one per 200 ms at most).
     last_write: Option<(Instant, Record)>,
+    /// When the record was last asked for (once a second at most).
+    last_query: Option<Instant>,
 }
 
 impl std::fmt::Debug for Database {
@@ -172,6 +174,7 @@ impl Database {
             out: Out::default(),
             thread: Some(thread),
             last_write: None,
+            last_query: None,
         }))
     }
 
@@ -245,6 +248,14 @@ impl Database {
             && cluster.write_record(now, super::cluster::record_to_wire(r))
         {
             self.last_write = Some((now, r.clone()));
+        }
+        if self.out.record_query
+            && self
+                .last_query
+                .is_none_or(|t| now.saturating_since(t) >= Duration::from_secs(1))
+        {
+            self.last_query = Some(now);
+            cluster.query_record();
         }
         let hold = self.out.writable && verdict.allowed();
         self.hold_write_vip(hold, vips, nl);
@@ -503,6 +514,7 @@ impl Agent {
                 state: self.state(&info, &server),
                 master: plan.master,
                 wants: plan.wants,
+                record_query: plan.needs_record,
                 writable: matches!(server, Server::Primary(_)) && view.leadership.may_lead,
                 record_write: match &plan.step {
                     Step::Act(Action::Record(r)) => Some(r.clone()),

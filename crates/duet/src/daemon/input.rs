@@ -113,6 +113,8 @@ pub struct DatabaseReport {
     pub wants: bool,
     /// The last look found a primary accepting writes, and this node may lead.
     pub writable: bool,
+    /// The agent needs the lease authority's record (no primary in sight).
+    pub record_query: bool,
     /// A record the agent needs written at the lease authority.
     pub record_write: Option<duet_dbfail::Record>,
 }
