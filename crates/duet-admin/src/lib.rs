@@ -394,6 +394,8 @@ pub enum Action {
         /// Drain (true) or enable (false).
         drain: bool,
     },
+    /// `POST /v1/database/reinit`: clone this node's database again from the primary.
+    Reinit,
     /// `POST /v1/switchover` (`?to=NODE`): the database primary hands over to a standby.
     Switchover {
         /// The node to hand over to; `None`: the only other node.
@@ -540,6 +542,7 @@ impl Endpoint {
             "/read-only" => return Some(Endpoint::Role(roles::Role::ReadOnly)),
             "/v1/reload" => return Some(Endpoint::Act(Action::Reload)),
             "/v1/switchover" => return Some(Endpoint::Act(Action::Switchover { to: None })),
+            "/v1/database/reinit" => return Some(Endpoint::Act(Action::Reinit)),
             _ => {}
         }
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();

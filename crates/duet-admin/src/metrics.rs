@@ -184,6 +184,9 @@ pub fn render(s: &Status) -> String {
         }
         flush(&mut out, &mut lines);
     }
+    if let Some(db) = &s.database {
+        database(&mut out, &mut lines, db);
+    }
     let w = family(
         &mut out,
         "duet_control_inputs_dropped_total",
@@ -311,6 +314,74 @@ pub fn render(s: &Status) -> String {
 }
 
 /// The labels of a backend's samples.
+/// The database's families: role, writability, timeline, lag, refusals, actions.
+fn database(out: &mut String, lines: &mut Vec<String>, db: &crate::DatabaseStatus) {
+    let w = family(
+        out,
+        "duet_database_role",
+        "gauge",
+        "1 for the role the server has now (primary, replica, stopped, starting, cloning).",
+    );
+    for role in ["primary", "replica", "stopped", "starting", "cloning"] {
+        lines.push(w.line(&[("role", role)], f64::from(u8::from(db.role == role))));
+    }
+    flush(out, lines);
+    for (name, help, value) in [
+        (
+            "duet_database_writable",
+            "1 while the server accepts writes and this node may lead (what GET /primary says).",
+            f64::from(u8::from(db.writable)),
+        ),
+        (
+            "duet_database_timeline",
+            "The server's timeline.",
+            f64::from(db.timeline),
+        ),
+        (
+            "duet_database_streaming",
+            "1 while a replica streams from the primary.",
+            f64::from(u8::from(db.streaming)),
+        ),
+        (
+            "duet_database_promotable",
+            "0 while this replica refuses promotion (it may lack acknowledged commits).",
+            f64::from(u8::from(db.refusal.is_none())),
+        ),
+    ] {
+        let w = family(out, name, "gauge", help);
+        lines.push(w.line(&[], value));
+        flush(out, lines);
+    }
+    if let Some(lag) = db.lag_bytes {
+        let w = family(
+            out,
+            "duet_database_lag_bytes",
+            "gauge",
+            "How far this replica's received WAL trails the primary's last reported position.",
+        );
+        lines.push(w.line(&[], lag as f64));
+        flush(out, lines);
+    }
+    let w = family(
+        out,
+        "duet_database_refusals_total",
+        "counter",
+        "Times this replica started refusing promotion.",
+    );
+    lines.push(w.line(&[], db.refusals as f64));
+    flush(out, lines);
+    let w = family(
+        out,
+        "duet_database_actions_total",
+        "counter",
+        "Actions carried out on the server, by kind (promotions, fences, rewinds, clones, errors…).",
+    );
+    for (action, n) in &db.counters {
+        lines.push(w.line(&[("action", action)], *n as f64));
+    }
+    flush(out, lines);
+}
+
 fn labels<'a>(
     bal: &'a crate::BalancerStatus,
     b: &'a crate::BackendStatus,
@@ -451,6 +522,38 @@ mod tests {
         ] {
             assert!(text.contains(&want), "missing {want:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn renders_the_database_role_lag_and_actions() {
+        let s = Status {
+            node: "beta".into(),
+            database: Some(crate::DatabaseStatus {
+                role: "replica".into(),
+                timeline: 2,
+                streaming: true,
+                lag_bytes: Some(4096),
+                refusal: Some("the record names no node".into()),
+                refusals: 1,
+                counters: [("rewinds".to_string(), 2)].into(),
+                ..Default::default()
+            }),
+            ..Status::default()
+        };
+        let text = render(&s);
+        for line in [
+            "duet_database_role{role=\"replica\"} 1\n",
+            "duet_database_role{role=\"primary\"} 0\n",
+            "duet_database_writable 0\n",
+            "duet_database_timeline 2\n",
+            "duet_database_lag_bytes 4096\n",
+            "duet_database_promotable 0\n",
+            "duet_database_refusals_total 1\n",
+            "duet_database_actions_total{action=\"rewinds\"} 2\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.contains("# TYPE duet_database_refusals_total counter"));
     }
 
     #[test]

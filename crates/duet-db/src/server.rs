@@ -629,6 +629,10 @@ impl Postgres {
     ) -> Result<(), String> {
         self.stop().await;
         let dir = &self.spec.data_dir;
+        let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+        if empty {
+            return self.clone_from(from, progress).await;
+        }
         let aside = dir.with_file_name(format!(
             "{}.duet-old",
             dir.file_name()

@@ -143,6 +143,8 @@ pub struct Planner {
     timeline: u32,
     /// The time of the current look.
     now: Instant,
+    /// An operator asked to clone this node's data again (`duet db reinit`).
+    reinit: bool,
     /// An operator's planned handover: to this node, asked at this time.
     handover: Option<(String, Instant)>,
     /// The server was started as a primary and has not been seen otherwise since: while it
@@ -169,6 +171,7 @@ impl Planner {
             now: Instant::ZERO,
             claiming: false,
             handover: None,
+            reinit: false,
         }
     }
 
@@ -232,6 +235,13 @@ impl Planner {
     /// standby. Without a takeover within [`HANDOVER_PATIENCE`] the node goes back to leading.
     pub fn switchover(&mut self, to: String) {
         self.handover = Some((to, self.now));
+    }
+
+    /// An operator asks for this node's data to be cloned again from the primary
+    /// (`duet db reinit`): the data directory is moved aside, never deleted. Refused on the
+    /// primary itself.
+    pub fn reinit(&mut self) {
+        self.reinit = true;
     }
 
     /// The node a switchover hands over to, while one runs.
@@ -348,6 +358,23 @@ impl Planner {
     }
 
     fn decide(&mut self, f: &Facts) -> Step {
+        if self.reinit {
+            if matches!(f.server, Server::Primary(_)) {
+                self.reinit = false;
+                return Step::Wait(
+                    "reinit refused: this node runs the primary (switch over first)".into(),
+                );
+            }
+            return match f.live_primary() {
+                Some((p, _)) => {
+                    self.reinit = false;
+                    Step::Act(Action::Reclone {
+                        from: p.name.clone(),
+                    })
+                }
+                None => Step::Wait("reinit: waiting for a primary to clone from".into()),
+            };
+        }
         let system = match f.data {
             Data::Unusable(why) => return Step::Wait(why.clone()),
             Data::Empty => return self.bootstrap_or_clone(f),

@@ -694,3 +694,37 @@ fn a_switchover_nobody_takes_over_ends_with_the_old_primary_leading_again() {
         "{plan:?}"
     );
 }
+
+#[test]
+fn reinit_clones_a_standby_again_even_of_another_system_but_never_the_primary() {
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(false, false),
+        data: Data::Cluster { system_id: 99 },
+        server: Server::Stopped,
+        peers: vec![peer(Role::Primary, true, 1, 100)],
+        authority: true,
+        record: None,
+    };
+    assert!(
+        matches!(w.plan(&mut p, at(1)).step, Step::Wait(ref m) if m.contains("another cluster"))
+    );
+    p.reinit();
+    assert_eq!(
+        w.plan(&mut p, at(2)).step,
+        Step::Act(Action::Reclone {
+            from: "alpha".into()
+        })
+    );
+    // On the primary: refused, and forgotten.
+    let mut q = planner(Mode::On);
+    w.data = DATA;
+    w.server = primary(&[], vec![], 100);
+    w.peers = vec![peer(Role::Replica, true, 1, 100)];
+    w.leadership = lead(true, true);
+    q.reinit();
+    assert!(
+        matches!(w.plan(&mut q, at(3)).step, Step::Wait(ref m) if m.contains("reinit refused"))
+    );
+    assert!(!matches!(w.plan(&mut q, at(4)).step, Step::Wait(ref m) if m.contains("reinit")));
+}

@@ -57,6 +57,17 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Database maintenance on this node (needs node.operator_token_file).
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+        /// Config file to find the admin address and the operator token in.
+        #[arg(short, long, default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        /// Admin address, instead of reading it from the config.
+        #[arg(long, global = true)]
+        admin: Option<SocketAddr>,
+    },
     /// Build a throw-away lab of two nodes and a client, kill the master, watch the VIP move.
     Demo {
         /// Advert interval used in the demo.
@@ -140,6 +151,15 @@ enum Command {
     },
 }
 
+/// `duet db …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum DbCommand {
+    /// Clone this node's data again from the primary (the old directory is moved aside to
+    /// DATA_DIR.duet-old, not deleted): for a standby whose data cannot rejoin, or belongs to
+    /// another cluster.
+    Reinit,
+}
+
 /// Entry point; returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -181,6 +201,11 @@ pub fn main() -> i32 {
             admin,
             no_wait,
         } => crate::status::switchover(&config, admin, to.as_deref(), !no_wait),
+        Command::Db {
+            command: DbCommand::Reinit,
+            config,
+            admin,
+        } => crate::status::post(&config, admin, "/v1/database/reinit"),
         Command::Demo { advert_interval } => crate::demo::run(&advert_interval),
         Command::Witness {
             listen,

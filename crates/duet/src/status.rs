@@ -44,28 +44,48 @@ pub fn run(config: &Path, admin: Option<SocketAddr>, json: bool) -> i32 {
     }
 }
 
-/// Runs `duet switchover`: asks this node's admin API, then (with `wait`) follows the
-/// status until this node is a standby and `to` runs the primary. Returns the exit code.
-pub fn switchover(config: &Path, admin: Option<SocketAddr>, to: Option<&str>, wait: bool) -> i32 {
-    let cfg = match duet_config::load(config) {
-        Ok(c) => c,
+/// Sends an operator `POST` to this node's admin API (token and address from the config)
+/// and prints the answer; returns the exit code.
+pub fn post(config: &Path, admin: Option<SocketAddr>, path: &str) -> i32 {
+    let (addr, token) = match operator(config, admin) {
+        Ok(x) => x,
         Err(e) => {
-            eprintln!(
-                "{e}\n(duet switchover reads the admin address and the operator token from the config)"
-            );
+            eprintln!("{e}");
             return 2;
         }
     };
-    let addr = admin.unwrap_or(cfg.node.admin);
-    let Some(token_file) = &cfg.node.operator_token_file else {
-        eprintln!(
-            "duet switchover: node.operator_token_file is not set in {}: the admin API takes no POST",
+    match http_request(addr, "POST", path, Some(&token)) {
+        Ok(body) => {
+            println!("{}", body.trim());
+            0
+        }
+        Err(e) => {
+            eprintln!("duet: {e}");
+            1
+        }
+    }
+}
+
+/// The admin address and the operator token, from the config (or `admin`).
+fn operator(config: &Path, admin: Option<SocketAddr>) -> Result<(SocketAddr, String), String> {
+    let cfg = duet_config::load(config).map_err(|e| {
+        format!("{e}\n(the admin address and the operator token come from the config)")
+    })?;
+    let token_file = cfg.node.operator_token_file.as_ref().ok_or_else(|| {
+        format!(
+            "node.operator_token_file is not set in {}: the admin API takes no POST",
             config.display()
-        );
-        return 2;
-    };
-    let token = match crate::preflight::read_operator_token(token_file) {
-        Ok(t) => t,
+        )
+    })?;
+    let token = crate::preflight::read_operator_token(token_file)?;
+    Ok((admin.unwrap_or(cfg.node.admin), token))
+}
+
+/// Runs `duet switchover`: asks this node's admin API, then (with `wait`) follows the
+/// status until this node is a standby and `to` runs the primary. Returns the exit code.
+pub fn switchover(config: &Path, admin: Option<SocketAddr>, to: Option<&str>, wait: bool) -> i32 {
+    let (addr, token) = match operator(config, admin) {
+        Ok(x) => x,
         Err(e) => {
             eprintln!("duet switchover: {e}");
             return 2;
@@ -240,7 +260,10 @@ pub fn render(s: &Status) -> String {
             }
         }
     }
-    if s.vrrp.is_empty() {
+    if let Some(db) = &s.database {
+        out.push('\n');
+        out.push_str(&database(&s.node, db));
+    } else if s.vrrp.is_empty() {
         out.push_str("(no vrrp instances)\n");
     }
     for b in &s.balancers {
@@ -295,6 +318,63 @@ pub fn render(s: &Status) -> String {
 }
 
 /// Left-aligned columns separated by two spaces.
+/// The database rows of `duet status`: this node and its peers, like `patronictl list`.
+fn database(node: &str, db: &duet_admin::DatabaseStatus) -> String {
+    let mut rows = vec![
+        ["DATABASE", "ROLE", "TIMELINE", "LSN", "LAG", "STATE"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let state = if db.role == "primary" {
+        match (&db.sync_standby, db.writable) {
+            (_, false) => "not writable (fenced or starting)".to_string(),
+            (Some(s), true) => format!("writable, synchronous standby {s}"),
+            (None, true) => "writable".to_string(),
+        }
+    } else if db.streaming {
+        format!("streaming from {}", db.upstream.as_deref().unwrap_or("?"))
+    } else {
+        db.step.clone()
+    };
+    rows.push(vec![
+        format!("{node} (this node)"),
+        db.role.clone(),
+        db.timeline.to_string(),
+        db.lsn.clone(),
+        db.lag_bytes.map_or("-".into(), |l| format!("{l} B")),
+        state,
+    ]);
+    for p in &db.peers {
+        rows.push(vec![
+            p.name.clone(),
+            p.role.clone(),
+            p.timeline.to_string(),
+            p.lsn.clone(),
+            "-".into(),
+            if p.alive { "heard" } else { "silent" }.into(),
+        ]);
+    }
+    let mut out = table(rows);
+    out.push_str(&format!("synchronous = {}", db.synchronous));
+    if let Some(r) = &db.record {
+        out.push_str(&format!("; witness record: {r}"));
+    }
+    out.push('\n');
+    if let Some(p) = &db.progress {
+        out.push_str(&format!("cloning: {p}\n"));
+    }
+    if let Some(r) = &db.refusal {
+        out.push_str(&format!("NOT PROMOTABLE: {r}\n"));
+    }
+    if let Some(e) = &db.last_error {
+        out.push_str(&format!("last error: {e}\n"));
+    }
+    if let Some(p) = &db.last_promotion {
+        out.push_str(&format!("last promotion: {p}\n"));
+    }
+    out
+}
+
 fn table(rows: Vec<Vec<String>>) -> String {
     let cols = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)

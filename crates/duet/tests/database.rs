@@ -389,3 +389,65 @@ fn a_switchover_both_ways_loses_no_acknowledged_write() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn db_reinit_clones_a_standby_again_and_keeps_the_old_directory() {
+    let Some(mut c) = Cluster::start("dbi", "on") else {
+        return;
+    };
+    let primary = c.wait_pair(Duration::from_secs(60), true);
+    let replica = 1 - primary;
+    let rx = c.writer();
+    let mut lines = Vec::new();
+    assert!(
+        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
+        "{}",
+        c.logs()
+    );
+    let node = &c.nodes[replica];
+    let out = c
+        .lab
+        .command(&node.host, &c.exe)
+        .args(["db", "reinit", "-c"])
+        .arg(&node.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let aside = node.config.parent().unwrap().join("pgdata.duet-old");
+    let back = lab::wait_for(Duration::from_secs(60), || {
+        aside.join("PG_VERSION").exists()
+            && c.nodes[replica].log_text().matches("cloned from").count() >= 2
+            && c.db(replica)
+                .is_some_and(|d| d.role == "replica" && d.streaming && d.progress.is_none())
+    });
+    assert!(back.is_some(), "{}", c.logs());
+    // The primary refuses it.
+    let node = &c.nodes[primary];
+    let out = c
+        .lab
+        .command(&node.host, &c.exe)
+        .args(["db", "reinit", "-c"])
+        .arg(&node.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let refused = lab::wait_for(Duration::from_secs(10), || {
+        c.nodes[primary].log_text().contains("reinit asked")
+    });
+    assert!(refused.is_some());
+    assert!(wait_acks(
+        &rx,
+        &mut lines,
+        unix_now(),
+        20,
+        Duration::from_secs(30)
+    ));
+    assert_eq!(c.db_now(primary).role, "primary");
+    drain(&rx, &mut lines);
+    c.audit(&lines, primary);
+    c.audit(&lines, replica);
+}

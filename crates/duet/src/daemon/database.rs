@@ -54,6 +54,8 @@ pub struct View {
     pub stop: bool,
     /// The latest switchover asked of this node: its number and target.
     pub switchover: Option<(u64, String)>,
+    /// The latest reinit asked of this node (its number).
+    pub reinit: u64,
 }
 
 impl View {
@@ -159,6 +161,7 @@ impl Database {
                     last_error: None,
                     epoch: std::time::Instant::now(),
                     switchover: 0,
+                    reinit: 0,
                 };
                 rt.block_on(agent.run())
             })
@@ -230,6 +233,7 @@ impl Database {
             record: cluster.record().map(super::cluster::record_from_wire),
             stop: self.view.borrow().stop,
             switchover: self.view.borrow().switchover.clone(),
+            reinit: self.view.borrow().reinit,
         };
         self.view.send_if_modified(|v| {
             let wake = v.significant() != new.significant();
@@ -345,6 +349,14 @@ impl Database {
         Ok(format!("switchover to {target} started"))
     }
 
+    /// `duet db reinit`: the agent clones this node's data again from the primary (moving
+    /// the old directory aside). Returns at once.
+    pub fn reinit(&mut self) -> String {
+        tracing::warn!("database: reinit asked: the data directory will be cloned again");
+        self.view.send_modify(|v| v.reinit += 1);
+        "reinit started: the data directory is moved aside and cloned again from the primary".into()
+    }
+
     /// Whether the write VIP is held (its lifetime is refreshed with the other VIPs).
     pub fn holds_write_vip(&self) -> bool {
         self.write_vip.as_ref().is_some_and(|w| w.held.is_some())
@@ -453,6 +465,8 @@ struct Agent {
     epoch: std::time::Instant,
     /// The last switchover request taken (its number).
     switchover: u64,
+    /// The last reinit request taken (its number).
+    reinit: u64,
 }
 
 impl Agent {
@@ -473,6 +487,10 @@ impl Agent {
                 self.switchover = *id;
                 tracing::info!("database: switching over to {to}: waiting for it to catch up");
                 self.planner.switchover(to.clone());
+            }
+            if view.reinit > self.reinit {
+                self.reinit = view.reinit;
+                self.planner.reinit();
             }
             let running = self.pg.running();
             if !running

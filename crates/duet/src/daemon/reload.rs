@@ -134,6 +134,13 @@ impl ControlPlane {
                 backend,
                 drain,
             } => balancers::set_draining(&self.balancers, &balancer, &backend, drain),
+            duet_admin::Action::Reinit => match &mut self.database {
+                Some(db) => Ok(db.reinit()),
+                None => Err(duet_admin::ActionError {
+                    status: 409,
+                    message: "this node runs no [database]".into(),
+                }),
+            },
             duet_admin::Action::Switchover { to } => match (&mut self.database, &self.cluster) {
                 (Some(db), Some(c)) => db.switchover(to, c),
                 _ => Err(duet_admin::ActionError {
