@@ -174,12 +174,16 @@ pub fn main() -> i32 {
                     eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.col, w.message);
                 }
                 println!(
-                    "{}: OK (node {:?}, {} vrrp instance(s), {} balancer(s), {} track script(s))",
+                    "{}: OK (node {:?}, {} vrrp instance(s), {} balancer(s), {} track script(s){})",
                     config.display(),
                     c.node.name,
                     c.vrrp.len(),
                     c.balancer.len(),
-                    c.track_script.len()
+                    c.track_script.len(),
+                    c.database.as_ref().map_or(String::new(), |d| format!(
+                        ", database on {} (synchronous = {})",
+                        d.listen, d.synchronous
+                    ))
                 );
                 0
             }

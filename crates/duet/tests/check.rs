@@ -21,7 +21,12 @@ fn fixtures(d: &Path) {
     std::fs::write(d.join("short.token"), "abc").unwrap();
     std::fs::write(d.join("plain.sh"), "#!/bin/sh\n").unwrap();
     std::fs::create_dir_all(d.join("state")).unwrap();
+    std::fs::write(d.join("db.secret"), "a database password\n").unwrap();
+    std::fs::write(d.join("empty.secret"), "\n").unwrap();
 }
+
+/// A database node with a witness; cases replace parts.
+const DB: &str = "\n[heartbeat]\nkey_file = \"@DIR@/good.key\"\nlinks = [{ local = \"127.0.0.1:7946\", peers = [\"127.0.0.2:7946\"] }]\n\n[witness]\naddress = \"127.0.0.3:7947\"\n\n[database]\nkind = \"postgres\"\nlisten = \"127.0.0.1:15432\"\ndata_dir = \"@DIR@/pgdata\"\npassword_file = \"@DIR@/db.secret\"\n";
 
 /// The `[node]` section every case starts from (valid on any host).
 const NODE: &str = "[node]\nname = \"a\"\nstate_dir = \"@DIR@/state\"\n";
@@ -39,7 +44,15 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "\n[[balancer]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\nbackends = [{{ address = \"127.0.0.1:9000\" }}]\n{extra}"
         )
     };
+    let db = DB;
     vec![
+        // The database: its programs, its password, its cluster.
+        ("no PostgreSQL programs", format!("{n}{db}bin_dir = ‸\"/nonexistent/bin\"\n"), "/nonexistent/bin/postgres is missing: is PostgreSQL installed here? (Debian: postgresql-15)"),
+        ("a missing password file", format!("{n}{}", db.replace("password_file = \"@DIR@/db.secret\"", "password_file = ‸\"@DIR@/none.secret\"")), "password_file @DIR@/none.secret: No such file or directory"),
+        ("an empty password", format!("{n}{}", db.replace("password_file = \"@DIR@/db.secret\"", "password_file = ‸\"@DIR@/empty.secret\"")), "password_file @DIR@/empty.secret: the first line is empty; write the password there"),
+        ("a database without a cluster", format!("{n}\n[database]\nkind = ‸\"postgres\"\nlisten = \"127.0.0.1:15432\"\ndata_dir = \"/d\"\npassword_file = \"/p\"\n"), "a database needs a cluster to decide which node is primary"),
+        ("a parameter duet manages", format!("{n}{db}parameters = {{ port = ‸\"5433\" }}\n"), "port is set by duet (replication and failover depend on it)"),
+        ("etcd cannot keep the record yet", format!("{n}{}", db.replace("[witness]\naddress = \"127.0.0.3:7947\"\n", "[coordination]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n").replace("kind = \"postgres\"", "kind = ‸\"postgres\"")), "a database with [coordination] (etcd) is not supported yet"),
         // Syntax and types: every one reported, with the value and the form expected.
         ("unterminated string", "[node]\nname = \"a‸\n".to_string(), "invalid basic string, expected `\"`"),
         ("vrid above 255", format!("{n}{}", v.replace("vrid = 51", "vrid = ‸256")), "vrid must be 1..=255"),
@@ -202,6 +215,28 @@ fn warnings_do_not_fail_the_check() {
     assert!(out.status.success(), "{err}");
     assert!(
         err.contains("warning: tracked interface \"nosuch1\" does not exist now"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_database_port_another_program_holds_is_reported() {
+    let d = dir();
+    fixtures(&d);
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let text = format!("{NODE}{DB}")
+        .replace("15432", &port.to_string())
+        .replace("@DIR@", &d.display().to_string());
+    let path = d.join("port.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = check(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            ":14:10: 127.0.0.1:{port} is in use by another program"
+        )),
         "{err}"
     );
 }
