@@ -73,6 +73,10 @@ enum Command {
         /// Advert interval used in the demo.
         #[arg(long, default_value = "100ms")]
         advert_interval: String,
+        /// A PostgreSQL failover instead, with a client's view of its writes (needs root and
+        /// PostgreSQL 15).
+        #[arg(long)]
+        database: bool,
     },
     /// Run the witness of a two-node cluster (on a small third host).
     Witness {
@@ -210,7 +214,10 @@ pub fn main() -> i32 {
             config,
             admin,
         } => crate::status::post(&config, admin, "/v1/database/reinit"),
-        Command::Demo { advert_interval } => crate::demo::run(&advert_interval),
+        Command::Demo { database: true, .. } => crate::demodb::run(),
+        Command::Demo {
+            advert_interval, ..
+        } => crate::demo::run(&advert_interval),
         Command::Witness {
             listen,
             key_file,

@@ -754,10 +754,10 @@ impl Agent {
                         t.elapsed().as_millis()
                     );
                     self.status.last_promotion = Some(format!(
-                        "at {} ms (Unix), term {}, pg_promote took {} ms",
-                        crate::witness::unix_ms(),
+                        "term {}, pg_promote {} ms (at {} Unix ms)",
                         view.leadership.term,
-                        t.elapsed().as_millis()
+                        t.elapsed().as_millis(),
+                        crate::witness::unix_ms()
                     ));
                 }
                 r
