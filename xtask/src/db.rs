@@ -7,8 +7,8 @@
 //! acknowledged row must be on the primary. `--audit N` runs N node-kill failovers in a row
 //! and checks the audit after each (the 50-failover audit).
 //!
-//! Patroni is not run here yet (`--patroni` is refused): see docs/benchmarks.md for the
-//! figures measured on this kind of machine.
+//! `--patroni` runs the node-kill fault on duet and, in the same run and the same kind of lab,
+//! on Patroni 4 + etcd at its defaults and at its fastest allowed settings.
 
 use std::time::{Duration, Instant};
 
@@ -18,20 +18,27 @@ use duet::labpg::WriteLine;
 pub fn main(args: &[&str]) -> i32 {
     let mut runs = 10usize;
     let mut audit = 0usize;
+    let mut patroni = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
             "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(runs),
             "--audit" => audit = it.next().and_then(|v| v.parse().ok()).unwrap_or(50),
-            "--patroni" => {
-                eprintln!("bench db: --patroni is not built yet (see docs/benchmarks.md)");
-                return 2;
-            }
+            "--patroni" => patroni = true,
             other => {
                 eprintln!("unknown argument {other} (--runs N, --audit N)");
                 return 2;
             }
         }
+    }
+    if patroni {
+        return match compare(runs) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("bench db --patroni: {e}");
+                1
+            }
+        };
     }
     match bench(runs, audit) {
         Ok(()) => 0,
@@ -247,5 +254,95 @@ fn run_faults(
         "audit: {rows} acknowledged rows over {} faults, all on the final primary",
         runs * 3
     );
+    Ok(())
+}
+
+/// duet against Patroni (defaults, and fastest allowed), node kill -9, `runs` each.
+fn compare(runs: usize) -> Result<(), String> {
+    duet::lab::can_build_labs()?;
+    crate::patroni::ensure()?;
+    let exe = crate::build_duet()?;
+    let lab = duet::lab::Lab::new("bdb").map_err(|e| e.to_string())?;
+    let mut pair = DbPair::start(lab, exe.clone(), "on");
+    let primary = pair.wait_pair(Duration::from_secs(90), true);
+    let rx = pair.writer();
+    let mut rig = Rig {
+        pair,
+        rx,
+        lines: Vec::new(),
+        primary,
+    };
+    if !wait_acks(&rig.rx, &mut rig.lines, 0.0, 50, Duration::from_secs(30)) {
+        return Err(format!(
+            "the writer got no acknowledgements\n{}",
+            rig.pair.logs()
+        ));
+    }
+    let mut duet_kill = Vec::new();
+    let mut duet_rejoin = Vec::new();
+    for i in 0..runs {
+        let (f, _, r) = rig.node_kill()?;
+        eprintln!(
+            "duet: run {:>2}: node kill {f:.2} s, rejoin {r:.2} s",
+            i + 1
+        );
+        duet_kill.push(f);
+        duet_rejoin.push(r);
+    }
+    let rows = rig.audit();
+    drop(rig);
+    let defaults = crate::patroni::Timing {
+        ttl: 30,
+        loop_wait: 10,
+        retry_timeout: 10,
+    };
+    let fastest = crate::patroni::Timing {
+        ttl: 20,
+        loop_wait: 1,
+        retry_timeout: 3,
+    };
+    let pd = crate::patroni::node_kills(&exe, defaults, runs)?;
+    let pf = crate::patroni::node_kills(&exe, fastest, runs)?;
+    println!(
+        "# cargo xtask bench db --patroni: {} ({})",
+        crate::utc_now(),
+        crate::machine()
+    );
+    println!(
+        "# node kill -9 (every process of the primary's node) -> first acknowledged write; synchronous; {runs} runs each"
+    );
+    println!();
+    println!("| system | min | median | max | rejoin median |");
+    println!("|---|---|---|---|---|");
+    let med = |v: &[f64]| {
+        crate::failover::min_median_max(v.to_vec()).unwrap_or((f64::NAN, f64::NAN, f64::NAN))
+    };
+    let (lo, m, hi) = med(&duet_kill);
+    let duet_median = m;
+    println!(
+        "| duet (witness lease 2 s) | {lo:.2} s | {m:.2} s | {hi:.2} s | {:.2} s |",
+        med(&duet_rejoin).1
+    );
+    for (name, v) in [
+        (
+            "Patroni 4 + etcd, defaults (ttl 30, loop_wait 10, retry 10)",
+            &pd,
+        ),
+        (
+            "Patroni 4 + etcd, fastest (ttl 20, loop_wait 1, retry 3)",
+            &pf,
+        ),
+    ] {
+        let kills: Vec<f64> = v.iter().map(|x| x.0).collect();
+        let rejoins: Vec<f64> = v.iter().map(|x| x.1).collect();
+        let (lo, m, hi) = med(&kills);
+        println!(
+            "| {name} | {lo:.2} s | {m:.2} s | {hi:.2} s | {:.2} s |",
+            med(&rejoins).1
+        );
+        println!("|   ratio duet / this | | {:.2} | | |", duet_median / m);
+    }
+    println!();
+    println!("duet audit: {rows} acknowledged rows, all on the final primary");
     Ok(())
 }

@@ -6,6 +6,7 @@
 mod chaos;
 mod db;
 mod failover;
+mod patroni;
 mod proxy;
 
 use std::path::PathBuf;

@@ -134,8 +134,9 @@ enum Command {
     LabPg {
         /// `write` or `read`.
         mode: String,
-        #[arg(long)]
-        target: SocketAddr,
+        /// `ip:port`, or several separated by commas (then the writable one is used).
+        #[arg(long, value_delimiter = ',')]
+        target: Vec<SocketAddr>,
         #[arg(long)]
         password_file: std::path::PathBuf,
         #[arg(long, default_value = "20ms")]
@@ -273,8 +274,8 @@ pub fn main() -> i32 {
             interval,
             timeout,
         } => match mode.as_str() {
-            "write" => crate::labpg::write(target, &password_file, &interval, &timeout),
-            "read" => crate::labpg::read(target, &password_file),
+            "write" => crate::labpg::write(&target, &password_file, &interval, &timeout),
+            "read" => crate::labpg::read(&target, &password_file),
             other => {
                 eprintln!("lab-pg: mode {other:?}: write or read");
                 2

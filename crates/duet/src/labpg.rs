@@ -27,15 +27,22 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Connects to the first of `targets` that answers and, when there are several, accepts
+/// writes (libpq's `target_session_attrs=read-write`, as clients of a Patroni pair do).
 async fn connect(
-    target: SocketAddr,
+    targets: &[SocketAddr],
     password: &str,
     timeout: Duration,
 ) -> Result<tokio_postgres::Client, String> {
     let mut cfg = tokio_postgres::Config::new();
-    cfg.host(target.ip().to_string())
-        .port(target.port())
-        .user("postgres")
+    for t in targets {
+        cfg.host(t.ip().to_string()).port(t.port());
+    }
+    if targets.len() > 1 {
+        cfg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    }
+    let timeout = timeout * targets.len().max(1) as u32;
+    cfg.user("postgres")
         .password(password)
         .dbname("postgres")
         .application_name("duet-lab-writer")
@@ -64,7 +71,7 @@ fn print(line: &WriteLine) {
 /// any failure; prints a [`WriteLine`] per acknowledged commit and per failure. A commit that
 /// takes longer than `timeout` counts as failed (not acknowledged). Runs until killed.
 pub fn write(
-    target: SocketAddr,
+    targets: &[SocketAddr],
     password_file: &std::path::Path,
     interval: &str,
     timeout: &str,
@@ -100,7 +107,7 @@ pub fn write(
             if client.is_none() {
                 // A short connect timeout: a SYN sent to a node that just lost the address
                 // would otherwise wait out the kernel's retransmissions.
-                match connect(target, &password, CONNECT_TIMEOUT).await {
+                match connect(targets, &password, CONNECT_TIMEOUT).await {
                     Ok(c) => {
                         let ddl = "CREATE TABLE IF NOT EXISTS duet_audit (id bigint PRIMARY KEY, at timestamptz DEFAULT now())";
                         match tokio::time::timeout(timeout, c.batch_execute(ddl)).await {
@@ -140,7 +147,7 @@ pub fn write(
 }
 
 /// Prints the ids in `duet_audit` at `target`, one per line; exit 1 if it cannot.
-pub fn read(target: SocketAddr, password_file: &std::path::Path) -> i32 {
+pub fn read(targets: &[SocketAddr], password_file: &std::path::Path) -> i32 {
     let password = match duet_db::read_password(password_file) {
         Ok(p) => p,
         Err(e) => {
@@ -155,7 +162,7 @@ pub fn read(target: SocketAddr, password_file: &std::path::Path) -> i32 {
         return 1;
     };
     rt.block_on(async {
-        let c = match connect(target, &password, Duration::from_secs(5)).await {
+        let c = match connect(targets, &password, Duration::from_secs(5)).await {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("lab-pg: {e}");
