@@ -145,6 +145,11 @@ pub struct Planner {
     now: Instant,
     /// An operator asked to clone this node's data again (`duet db reinit`).
     reinit: bool,
+    /// A standby was started and has not been seen running since.
+    starting: bool,
+    /// Standby starts in a row whose server died before it ran (its data may be unusable:
+    /// WAL gone); after [`MAX_FAILED_STARTS`] the node rejoins instead of starting again.
+    failed_starts: u32,
     /// An operator's planned handover: to this node, asked at this time.
     handover: Option<(String, Instant)>,
     /// The server was started as a primary and has not been seen otherwise since: while it
@@ -172,6 +177,8 @@ impl Planner {
             claiming: false,
             handover: None,
             reinit: false,
+            starting: false,
+            failed_starts: 0,
         }
     }
 
@@ -298,6 +305,15 @@ impl Planner {
         }
         if seen == Seen::Stopped {
             self.stopping = false;
+            if self.starting {
+                self.failed_starts += 1;
+            }
+        }
+        if seen != Seen::Starting {
+            self.starting = false;
+        }
+        if matches!(seen, Seen::Primary | Seen::Replica) {
+            self.failed_starts = 0;
         }
         if seen != Seen::Stopped {
             self.restart_primary &= seen == Seen::Starting;
@@ -335,8 +351,11 @@ impl Planner {
             Action::Initdb | Action::Start { primary: true, .. } | Action::Promote { .. } => {
                 self.claiming = true
             }
-            Action::Start { primary: false, .. }
-            | Action::Fence
+            Action::Start { primary: false, .. } => {
+                self.claiming = false;
+                self.starting = true;
+            }
+            Action::Fence
             | Action::Stop
             | Action::Rewind { .. }
             | Action::Reclone { .. }
@@ -345,6 +364,7 @@ impl Planner {
         }
         if let Action::Rewind { from } | Action::Reclone { from } = a {
             self.rewound = Some((from.clone(), self.now));
+            self.failed_starts = 0;
         }
         match a {
             Action::Fence | Action::Stop | Action::Rewind { .. } | Action::Reclone { .. } => {
@@ -451,6 +471,13 @@ impl Planner {
                 upstream: None,
                 sync_names: self.start_sync_names(f),
             });
+        }
+        // A standby that keeps dying as it starts (its WAL is gone, say) rejoins instead:
+        // pg_rewind, or a clone when that fails too. Never a node left stuck.
+        if let Some((p, _)) = primary
+            && self.failed_starts >= MAX_FAILED_STARTS
+        {
+            return self.rejoin(&p.name);
         }
         if let Some((p, r)) = primary
             && r.timeline > self.timeline
@@ -821,6 +848,9 @@ impl Planner {
         }
     }
 }
+
+/// Standby starts that die before running, in a row, before the node rejoins instead.
+const MAX_FAILED_STARTS: u32 = 3;
 
 /// How long a switchover may take before the primary goes back to leading.
 pub const HANDOVER_PATIENCE: Duration = Duration::from_secs(30);

@@ -728,3 +728,77 @@ fn reinit_clones_a_standby_again_even_of_another_system_but_never_the_primary() 
     );
     assert!(!matches!(w.plan(&mut q, at(4)).step, Step::Wait(ref m) if m.contains("reinit")));
 }
+
+#[test]
+fn a_standby_that_dies_at_every_start_rejoins_instead_and_is_cloned_if_rewind_fails() {
+    // Its WAL is gone: the server dies before it runs, every time.
+    let mut p = planner(Mode::On);
+    let w = World {
+        leadership: lead(false, false),
+        data: DATA,
+        server: Server::Stopped,
+        peers: vec![peer(Role::Primary, true, 1, 100)],
+        authority: true,
+        record: Some(record("alpha", Some("beta"))),
+    };
+    for i in 0..3 {
+        let plan = w.plan(&mut p, at(i));
+        assert!(
+            matches!(plan.step, Step::Act(Action::Start { primary: false, .. })),
+            "start {i}: {plan:?}"
+        );
+    }
+    let plan = w.plan(&mut p, at(3));
+    assert_eq!(
+        plan.step,
+        Step::Act(Action::Rewind {
+            from: "alpha".into()
+        })
+    );
+    p.failed(&Action::Rewind {
+        from: "alpha".into(),
+    });
+    let mut last = Step::Wait(String::new());
+    for i in 4..10 {
+        last = w.plan(&mut p, at(i)).step;
+        if matches!(last, Step::Act(Action::Reclone { .. })) {
+            break;
+        }
+    }
+    assert_eq!(
+        last,
+        Step::Act(Action::Reclone {
+            from: "alpha".into()
+        })
+    );
+}
+
+#[test]
+fn a_recloned_standby_starts_rather_than_cloning_again() {
+    let mut p = planner(Mode::On);
+    let w = World {
+        leadership: lead(false, false),
+        data: DATA,
+        server: Server::Stopped,
+        peers: vec![peer(Role::Primary, true, 1, 100)],
+        authority: true,
+        record: Some(record("alpha", Some("beta"))),
+    };
+    for i in 0..3 {
+        w.plan(&mut p, at(i));
+    }
+    p.failed(&Action::Rewind {
+        from: "alpha".into(),
+    });
+    p.reinit();
+    assert!(matches!(
+        w.plan(&mut p, at(4)).step,
+        Step::Act(Action::Reclone { .. })
+    ));
+    // Cloned: the next look starts it.
+    let plan = w.plan(&mut p, at(5));
+    assert!(
+        matches!(plan.step, Step::Act(Action::Start { primary: false, .. })),
+        "{plan:?}"
+    );
+}

@@ -451,3 +451,53 @@ fn db_reinit_clones_a_standby_again_and_keeps_the_old_directory() {
     c.audit(&lines, primary);
     c.audit(&lines, replica);
 }
+
+#[test]
+fn an_old_primary_whose_wal_is_gone_is_cloned_again_not_left_stuck() {
+    let Some(mut c) = Cluster::start("dbg", "on") else {
+        return;
+    };
+    let primary = c.wait_pair(Duration::from_secs(60), true);
+    let replica = 1 - primary;
+    let rx = c.writer();
+    let mut lines = Vec::new();
+    assert!(
+        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
+        "{}",
+        c.logs()
+    );
+    let t = unix_now();
+    c.kill_node(primary);
+    assert!(
+        wait_acks(&rx, &mut lines, t, 50, Duration::from_secs(30)),
+        "{}",
+        c.logs()
+    );
+    // The old primary's WAL is lost (a disk replaced, a careless cleanup): neither crash
+    // recovery nor pg_rewind can use it.
+    let data = c.nodes[primary].config.parent().unwrap().join("pgdata");
+    for e in std::fs::read_dir(data.join("pg_wal")).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let exe = c.exe.clone();
+    c.nodes[primary].start(&mut c.lab, &exe).unwrap();
+    let rejoined = lab::wait_for(Duration::from_secs(90), || {
+        c.db(primary)
+            .is_some_and(|d| d.role == "replica" && d.streaming && d.timeline == 2)
+    });
+    assert!(
+        rejoined.is_some(),
+        "the old primary was left stuck\n{}",
+        c.logs()
+    );
+    assert!(
+        data.with_file_name("pgdata.duet-old")
+            .join("PG_VERSION")
+            .exists(),
+        "the old data directory is kept aside"
+    );
+    drain(&rx, &mut lines);
+    c.audit(&lines, replica);
+}
