@@ -13,6 +13,29 @@ use std::time::{Duration, Instant};
 use duet::lab;
 use duet::labdb::{DbPair, drain, first_ack_after, unix_now, wait_acks};
 
+/// A started pair (synchronous when `sync` is `on`/`strict`) whose writer already has 50
+/// acknowledged commits: the pair, the primary's index, the writer and its lines so far.
+fn writing(
+    tag: &str,
+    sync: &str,
+) -> Option<(
+    DbPair,
+    usize,
+    std::sync::mpsc::Receiver<duet::labpg::WriteLine>,
+    Vec<duet::labpg::WriteLine>,
+)> {
+    let mut c = Cluster::start(tag, sync)?;
+    let primary = c.wait_pair(Duration::from_secs(60), true);
+    let rx = c.writer();
+    let mut lines = Vec::new();
+    assert!(
+        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
+        "{}",
+        c.logs()
+    );
+    Some((c, primary, rx, lines))
+}
+
 /// The pair, or `None` (and a recorded skip) without root or PostgreSQL.
 struct Cluster;
 
@@ -108,17 +131,9 @@ fn bootstrap_then_a_killed_primary_node_loses_no_acknowledged_write_and_rejoins(
 
 #[test]
 fn a_killed_postmaster_is_restarted_in_place_without_failover() {
-    let Some(mut c) = Cluster::start("dbp", "on") else {
+    let Some((c, primary, rx, mut lines)) = writing("dbp", "on") else {
         return;
     };
-    let primary = c.wait_pair(Duration::from_secs(60), true);
-    let rx = c.writer();
-    let mut lines = Vec::new();
-    assert!(
-        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
-        "{}",
-        c.logs()
-    );
     let t = unix_now();
     let _ =
         duet_sys::process::send_signal(c.postmaster(primary), duet_sys::process::SIGKILL, false);
@@ -149,18 +164,10 @@ fn a_killed_postmaster_is_restarted_in_place_without_failover() {
 
 #[test]
 fn a_dead_replica_relaxes_sync_after_the_record_and_is_not_promotable_afterwards() {
-    let Some(mut c) = Cluster::start("dbr", "on") else {
+    let Some((mut c, primary, rx, mut lines)) = writing("dbr", "on") else {
         return;
     };
-    let primary = c.wait_pair(Duration::from_secs(60), true);
     let replica = 1 - primary;
-    let rx = c.writer();
-    let mut lines = Vec::new();
-    assert!(
-        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
-        "{}",
-        c.logs()
-    );
     let t = unix_now();
     c.kill_node(replica);
     assert!(
@@ -212,18 +219,10 @@ fn a_dead_replica_relaxes_sync_after_the_record_and_is_not_promotable_afterwards
 
 #[test]
 fn strict_blocks_writes_while_the_replica_is_away() {
-    let Some(mut c) = Cluster::start("dbs", "strict") else {
+    let Some((mut c, primary, rx, mut lines)) = writing("dbs", "strict") else {
         return;
     };
-    let primary = c.wait_pair(Duration::from_secs(60), true);
     let replica = 1 - primary;
-    let rx = c.writer();
-    let mut lines = Vec::new();
-    assert!(
-        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
-        "{}",
-        c.logs()
-    );
     c.kill_node(replica);
     let t = unix_now();
     std::thread::sleep(Duration::from_secs(5));
@@ -248,18 +247,10 @@ fn strict_blocks_writes_while_the_replica_is_away() {
 
 #[test]
 fn a_primary_cut_from_the_network_is_fenced_before_the_replica_takes_over() {
-    let Some(mut c) = Cluster::start("dbc", "on") else {
+    let Some((c, primary, rx, mut lines)) = writing("dbc", "on") else {
         return;
     };
-    let primary = c.wait_pair(Duration::from_secs(60), true);
     let replica = 1 - primary;
-    let rx = c.writer();
-    let mut lines = Vec::new();
-    assert!(
-        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
-        "{}",
-        c.logs()
-    );
     let t = unix_now();
     let host = c.nodes[primary].host.clone();
     c.lab.set_link(&host, false).unwrap();
@@ -293,18 +284,10 @@ fn a_primary_cut_from_the_network_is_fenced_before_the_replica_takes_over() {
 
 #[test]
 fn a_frozen_primary_node_never_writes_again_as_primary() {
-    let Some(mut c) = Cluster::start("dbz", "on") else {
+    let Some((c, primary, rx, mut lines)) = writing("dbz", "on") else {
         return;
     };
-    let primary = c.wait_pair(Duration::from_secs(60), true);
     let replica = 1 - primary;
-    let rx = c.writer();
-    let mut lines = Vec::new();
-    assert!(
-        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
-        "{}",
-        c.logs()
-    );
     let t = unix_now();
     c.signal_node(primary, duet_sys::process::SIGSTOP);
     assert!(
@@ -327,17 +310,9 @@ fn a_frozen_primary_node_never_writes_again_as_primary() {
 
 #[test]
 fn a_switchover_both_ways_loses_no_acknowledged_write() {
-    let Some(mut c) = Cluster::start("dbw", "on") else {
+    let Some((c, mut primary, rx, mut lines)) = writing("dbw", "on") else {
         return;
     };
-    let mut primary = c.wait_pair(Duration::from_secs(60), true);
-    let rx = c.writer();
-    let mut lines = Vec::new();
-    assert!(
-        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
-        "{}",
-        c.logs()
-    );
     for round in 0..2 {
         let to = 1 - primary;
         let t = unix_now();
@@ -392,18 +367,10 @@ fn a_switchover_both_ways_loses_no_acknowledged_write() {
 
 #[test]
 fn db_reinit_clones_a_standby_again_and_keeps_the_old_directory() {
-    let Some(mut c) = Cluster::start("dbi", "on") else {
+    let Some((c, primary, rx, mut lines)) = writing("dbi", "on") else {
         return;
     };
-    let primary = c.wait_pair(Duration::from_secs(60), true);
     let replica = 1 - primary;
-    let rx = c.writer();
-    let mut lines = Vec::new();
-    assert!(
-        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
-        "{}",
-        c.logs()
-    );
     let node = &c.nodes[replica];
     let out = c
         .lab
@@ -454,18 +421,10 @@ fn db_reinit_clones_a_standby_again_and_keeps_the_old_directory() {
 
 #[test]
 fn an_old_primary_whose_wal_is_gone_is_cloned_again_not_left_stuck() {
-    let Some(mut c) = Cluster::start("dbg", "on") else {
+    let Some((mut c, primary, rx, mut lines)) = writing("dbg", "on") else {
         return;
     };
-    let primary = c.wait_pair(Duration::from_secs(60), true);
     let replica = 1 - primary;
-    let rx = c.writer();
-    let mut lines = Vec::new();
-    assert!(
-        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
-        "{}",
-        c.logs()
-    );
     let t = unix_now();
     c.kill_node(primary);
     assert!(
