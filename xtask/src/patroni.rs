@@ -221,7 +221,6 @@ postgresql:
     }
 
     pub fn writer(&mut self) -> std::sync::mpsc::Receiver<WriteLine> {
-        use std::io::BufRead;
         let mut cmd = self.lab.command(&self.client, &self.exe);
         cmd.args(["lab-pg", "write", "--target"])
             .arg(format!(
@@ -232,31 +231,13 @@ postgresql:
             .arg(self.dir.join("db.secret"))
             .args(["--interval", "10ms", "--timeout", "3s"])
             .stderr(std::process::Stdio::null());
-        let out = self.lab.spawn_piped(cmd).expect("writer");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(l) = serde_json::from_str(&line)
-                    && tx.send(l).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        rx
+        self.lab.spawn_json(cmd).expect("the lab writer starts")
     }
 
     fn kill_node(&mut self, i: usize) {
-        let out = Command::new("ip")
-            .args(["netns", "pids", &self.nodes[i].ns])
-            .output()
-            .map(|o| o.stdout)
-            .unwrap_or_default();
-        for pid in String::from_utf8_lossy(&out).split_whitespace() {
-            if let Ok(pid) = pid.parse::<u32>() {
-                let _ = duet_sys::process::send_signal(pid, duet_sys::process::SIGKILL, false);
-            }
-        }
+        let _ = self
+            .lab
+            .signal_host(&self.nodes[i], duet_sys::process::SIGKILL);
     }
 
     pub fn logs(&self) -> String {

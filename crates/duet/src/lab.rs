@@ -125,13 +125,41 @@ impl Lab {
         Ok(pid)
     }
 
-    /// Starts a long-running process in `host` whose standard output the caller reads; the
-    /// lab kills it on drop.
-    pub fn spawn_piped(&mut self, mut cmd: Command) -> io::Result<std::process::ChildStdout> {
+    /// Starts a long-running process that prints one JSON value per line (a probe, a
+    /// writer); the values arrive on the receiver as they come, lines that do not parse are
+    /// skipped. The lab kills it on drop.
+    pub fn spawn_json<T: serde::de::DeserializeOwned + Send + 'static>(
+        &mut self,
+        mut cmd: Command,
+    ) -> io::Result<std::sync::mpsc::Receiver<T>> {
+        use std::io::BufRead;
         let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()?;
         let out = child.stdout.take().expect("piped stdout");
         self.children.push(child);
-        Ok(out)
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Sends `signal` to every process in `host`'s namespace (a whole node killed or frozen).
+    pub fn signal_host(&self, host: &Host, signal: i32) -> io::Result<()> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &host.ns])
+            .output()?;
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<u32>() {
+                let _ = duet_sys::process::send_signal(pid, signal, false);
+            }
+        }
+        Ok(())
     }
 
     /// Waits for a started child that exited (reaps it), if it is ours.
@@ -161,7 +189,6 @@ impl Lab {
         interval: &str,
         timeout: &str,
     ) -> io::Result<std::sync::mpsc::Receiver<crate::labtools::ProbeLine>> {
-        use std::io::BufRead;
         let mut cmd = self.command(host, exe);
         cmd.args([
             "lab-probe",
@@ -172,21 +199,7 @@ impl Lab {
             "--timeout",
             timeout,
         ]);
-        let stdout = self.spawn_piped(cmd)?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Ok(p) = serde_json::from_str(&line)
-                    && tx.send(p).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        Ok(rx)
+        self.spawn_json(cmd)
     }
 
     /// Starts an HTTP responder on port 8080 (IPv4 and IPv6) in each host, answering with the

@@ -4,7 +4,6 @@
 //! helpers panic with the nodes' logs when the lab does not behave.
 
 use std::collections::BTreeSet;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc::Receiver;
@@ -163,18 +162,7 @@ impl DbPair {
             .arg(self.lab.dir().join("db.secret"))
             .args(["--interval", "10ms", "--timeout", "3s"])
             .stderr(Stdio::null());
-        let out = self.lab.spawn_piped(cmd).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(l) = serde_json::from_str(&line)
-                    && tx.send(l).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        rx
+        self.lab.spawn_json(cmd).expect("the lab writer starts")
     }
 
     /// The ids the server of node `i` holds.
@@ -203,16 +191,7 @@ impl DbPair {
     /// Kills every process in node `i`'s namespace (duet, its guardian, the postmaster and
     /// its children) with SIGKILL.
     pub fn kill_node(&mut self, i: usize) {
-        let ns = &self.nodes[i].host.ns;
-        let out = std::process::Command::new("ip")
-            .args(["netns", "pids", ns])
-            .output()
-            .unwrap();
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            if let Ok(pid) = pid.parse::<u32>() {
-                let _ = duet_sys::process::send_signal(pid, duet_sys::process::SIGKILL, false);
-            }
-        }
+        self.signal_node(i, duet_sys::process::SIGKILL);
         if let Some(pid) = self.nodes[i].pid.take() {
             self.lab.reap(pid);
         }
@@ -282,15 +261,9 @@ impl DbPair {
 
     /// Sends `signal` to every process in node `i`'s namespace.
     pub fn signal_node(&self, i: usize, signal: i32) {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "pids", &self.nodes[i].host.ns])
-            .output()
-            .unwrap();
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            if let Ok(pid) = pid.parse::<u32>() {
-                let _ = duet_sys::process::send_signal(pid, signal, false);
-            }
-        }
+        self.lab
+            .signal_host(&self.nodes[i].host, signal)
+            .expect("ip netns pids");
     }
 
     /// Polls both nodes for `limit`, failing if both ever say their server is writable at
