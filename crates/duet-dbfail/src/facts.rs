@@ -186,6 +186,19 @@ pub struct Record {
     pub term: u64,
 }
 
+impl fmt::Display for Record {
+    /// `primary beta, synchronous standby alpha (term 7)`, for logs and status.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "primary {}, synchronous standby {} (term {})",
+            self.primary,
+            self.standby.as_deref().unwrap_or("none"),
+            self.term
+        )
+    }
+}
+
 /// The cluster's verdict for the database role, from `duet-cluster`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Leadership {

@@ -207,15 +207,9 @@ fn serve(opts: &Options) -> Result<(), String> {
                 Ok(p) => match save_promise(&opts.state_file, &p) {
                     Ok(()) => {
                         tracing::info!(
-                            "database record from {}: primary {}, synchronous standby {} (term {})",
+                            "database record from {}: {}",
                             msg.sender,
-                            record.primary,
-                            if record.standby.is_empty() {
-                                "none"
-                            } else {
-                                &record.standby
-                            },
-                            record.term
+                            crate::daemon::record_from_wire(&record)
                         );
                         witness.record().cloned()
                     }

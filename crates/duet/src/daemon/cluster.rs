@@ -315,16 +315,7 @@ impl Cluster {
                     continue;
                 }
                 Event::Record(r) => {
-                    tracing::info!(
-                        "database record: primary {}, synchronous standby {} (term {})",
-                        r.primary,
-                        if r.standby.is_empty() {
-                            "none"
-                        } else {
-                            &r.standby
-                        },
-                        r.term
-                    );
+                    tracing::info!("database record: {}", record_from_wire(&r));
                     continue;
                 }
             };

@@ -609,14 +609,7 @@ impl Agent {
             Step::Act(a) => format!("{a:?}"),
             Step::Wait(w) => w.clone(),
         };
-        s.record = view.record.as_ref().map(|r| {
-            format!(
-                "primary {}, synchronous standby {} (term {})",
-                r.primary,
-                r.standby.as_deref().unwrap_or("none"),
-                r.term
-            )
-        });
+        s.record = view.record.as_ref().map(ToString::to_string);
         s.max_lag_bytes = self.planner.config().max_lag;
         let primary_lsn = view
             .peers
@@ -862,12 +855,7 @@ impl Agent {
                 return Err("leadership was lost while the record was being written".into());
             }
             if self.view.borrow().record.as_ref() == Some(record) {
-                tracing::info!(
-                    "database: recorded primary {}, synchronous standby {} (term {})",
-                    record.primary,
-                    record.standby.as_deref().unwrap_or("none"),
-                    record.term
-                );
+                tracing::info!("database: recorded {record}");
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, self.view.changed())

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use duet_admin::Published;
 
+pub use cluster::record_from_wire;
 pub use watch::read_track_file;
 
 /// The TLS settings of a balancer, as the proxy takes them (for `duet check`).
