@@ -57,6 +57,27 @@ struct Rig {
 }
 
 impl Rig {
+    /// A bootstrapped synchronous pair whose writer already has 50 acknowledgements.
+    fn start(exe: std::path::PathBuf) -> Result<Rig, String> {
+        let lab = duet::lab::Lab::new("bdb").map_err(|e| e.to_string())?;
+        let mut pair = DbPair::start(lab, exe, "on");
+        let primary = pair.wait_pair(Duration::from_secs(90), true);
+        let rx = pair.writer();
+        let mut rig = Rig {
+            pair,
+            rx,
+            lines: Vec::new(),
+            primary,
+        };
+        if !wait_acks(&rig.rx, &mut rig.lines, 0.0, 50, Duration::from_secs(30)) {
+            return Err(format!(
+                "the writer got no acknowledgements\n{}",
+                rig.pair.logs()
+            ));
+        }
+        Ok(rig)
+    }
+
     /// Waits for `n` acknowledgements after `t`; the seconds from `t` to the first one after
     /// the outage.
     fn writes_back(&mut self, t: f64, what: &str) -> Result<f64, String> {
@@ -165,33 +186,11 @@ impl Rig {
 fn bench(runs: usize, audit: usize) -> Result<(), String> {
     duet::lab::can_build_labs()?;
     let exe = crate::build_duet()?;
-    let lab = duet::lab::Lab::new("bdb").map_err(|e| e.to_string())?;
-    let mut pair = DbPair::start(lab, exe, "on");
-    let primary = pair.wait_pair(Duration::from_secs(90), true);
-    let rx = pair.writer();
-    run_faults(pair, rx, primary, runs, audit)
+    run_faults(Rig::start(exe)?, runs, audit)
 }
 
 /// Runs the faults on a started pair.
-fn run_faults(
-    pair: DbPair,
-    rx: std::sync::mpsc::Receiver<WriteLine>,
-    primary: usize,
-    runs: usize,
-    audit: usize,
-) -> Result<(), String> {
-    let mut rig = Rig {
-        pair,
-        rx,
-        lines: Vec::new(),
-        primary,
-    };
-    if !wait_acks(&rig.rx, &mut rig.lines, 0.0, 50, Duration::from_secs(30)) {
-        return Err(format!(
-            "the writer got no acknowledgements\n{}",
-            rig.pair.logs()
-        ));
-    }
+fn run_faults(mut rig: Rig, runs: usize, audit: usize) -> Result<(), String> {
     println!(
         "# cargo xtask bench db: {} ({})",
         crate::utc_now(),
@@ -262,22 +261,7 @@ fn compare(runs: usize) -> Result<(), String> {
     duet::lab::can_build_labs()?;
     crate::patroni::ensure()?;
     let exe = crate::build_duet()?;
-    let lab = duet::lab::Lab::new("bdb").map_err(|e| e.to_string())?;
-    let mut pair = DbPair::start(lab, exe.clone(), "on");
-    let primary = pair.wait_pair(Duration::from_secs(90), true);
-    let rx = pair.writer();
-    let mut rig = Rig {
-        pair,
-        rx,
-        lines: Vec::new(),
-        primary,
-    };
-    if !wait_acks(&rig.rx, &mut rig.lines, 0.0, 50, Duration::from_secs(30)) {
-        return Err(format!(
-            "the writer got no acknowledgements\n{}",
-            rig.pair.logs()
-        ));
-    }
+    let mut rig = Rig::start(exe.clone())?;
     let mut duet_kill = Vec::new();
     let mut duet_rejoin = Vec::new();
     for i in 0..runs {
