@@ -569,6 +569,15 @@ impl Member {
         }
     }
 
+    /// The lease authority's database record as it told, where it may have none (etcd
+    /// answers every request with the record it read, or with none).
+    pub fn record_told(&mut self, record: Option<DbRecord>) {
+        match record {
+            Some(r) => self.record_heard(r),
+            None => self.record = None,
+        }
+    }
+
     /// The lease authority's database record, as last heard.
     pub fn record(&self) -> Option<&DbRecord> {
         self.record.as_ref()

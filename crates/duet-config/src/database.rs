@@ -309,10 +309,12 @@ pub(crate) fn check(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
             "a database without [witness] or [coordination] needs two_node_policy = \"safe\": under \"available\" both nodes would be primary during a partition".into(),
         );
     }
-    if cfg.coordination.is_some() {
+    if let Some(hb) = &cfg.heartbeat
+        && hb.links.first().is_some_and(|l| l.peers.len() > 1)
+    {
         bad(
-            at("kind"),
-            "a database with [coordination] (etcd) is not supported yet: the record of the synchronous standby lives at the witness; use [witness]".into(),
+            crate::path!["heartbeat", "links"],
+            "a database runs on a pair: the heartbeat links must list exactly one peer (the witness or etcd is the third party)".into(),
         );
     }
     for (key, role) in [

@@ -117,6 +117,7 @@ pub struct DbSim {
     rng: Rng,
     key: Key,
     mode: Mode,
+    lease_decides: bool,
     nodes: Vec<Node>,
     witness: WitnessProc,
     /// Messages in flight, earliest first.
@@ -140,7 +141,7 @@ impl std::fmt::Debug for DbSim {
     }
 }
 
-fn member(n: usize, boot: u64) -> Member {
+fn member(n: usize, boot: u64, lease_decides: bool) -> Member {
     Member::new(
         MemberConfig {
             name: NAMES[n].into(),
@@ -149,7 +150,7 @@ fn member(n: usize, boot: u64) -> Member {
             interval: Duration::from_millis(50),
             misses: 5,
             lease: Some(LEASE),
-            lease_decides: false,
+            lease_decides,
             vip_lifetime: VIP_LIFETIME,
             policy: TwoNodePolicy::Safe,
             clock_window_ms: 30_000,
@@ -176,11 +177,18 @@ fn prefix(a: &[(u32, u64)], b: &[(u32, u64)]) -> bool {
 impl DbSim {
     /// Two empty nodes and a witness, all started.
     pub fn new(seed: u64, mode: Mode) -> DbSim {
+        DbSim::with_authority(seed, mode, false)
+    }
+
+    /// Two empty nodes and a lease authority; with `lease_decides` it plays etcd (its lease
+    /// alone decides, peers' votes do not count) and the record comes with every lease answer,
+    /// as etcd's transactions read it.
+    pub fn with_authority(seed: u64, mode: Mode, lease_decides: bool) -> DbSim {
         let mut rng = Rng::new(seed);
         let nodes = (0..2)
             .map(|n| Node {
                 process: Process::Up,
-                member: member(n, rng.next_u64()),
+                member: member(n, rng.next_u64(), lease_decides),
                 planner: planner(n, mode),
                 pg: ModelPg::default(),
                 next_look: Instant::ZERO + Duration::from_millis(rng.range(0, 100)),
@@ -210,6 +218,7 @@ impl DbSim {
             rng,
             key: Key::new(b"simulated database cluster key!!").expect("key"),
             mode,
+            lease_decides,
             nodes,
             net: BinaryHeap::new(),
             seq: 0,
@@ -284,10 +293,10 @@ impl DbSim {
     pub fn restart(&mut self, n: usize) {
         self.note(format!("restart {}", NAMES[n]));
         let boot = self.rng.next_u64();
-        let mode = self.mode;
+        let (mode, lease_decides) = (self.mode, self.lease_decides);
         let node = &mut self.nodes[n];
         node.process = Process::Up;
-        node.member = member(n, boot);
+        node.member = member(n, boot, lease_decides);
         node.planner = planner(n, mode);
         node.awaiting = None;
         node.record_write = None;

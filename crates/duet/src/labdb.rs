@@ -15,8 +15,38 @@ use crate::labpg::WriteLine;
 /// The write VIP of the lab pair.
 pub const WRITE_VIP: &str = "10.99.0.15";
 
-/// A node's config: heartbeat over the LAN and a direct cable, the witness, the database.
-fn config(lab: &Lab, name: &str, me: u8, peer: u8, key: &Path, sync: &str) -> String {
+/// Who keeps the lease and the database record, on lab host 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    /// `duet witness`.
+    Witness,
+    /// A one-member etcd (Debian's `etcd-server`), prefix [`ETCD_PREFIX`].
+    Etcd,
+}
+
+/// The etcd prefix of the lab pair: the record is in `{ETCD_PREFIX}/db`.
+pub const ETCD_PREFIX: &str = "/duet/lab";
+
+/// The `[witness]` or `[coordination]` section (2 s lease either way).
+fn authority_config(authority: Authority) -> String {
+    match authority {
+        Authority::Witness => lab::witness_config(3),
+        Authority::Etcd => format!(
+            "\n[coordination]\nbackend = \"etcd\"\nendpoints = [\"http://10.99.0.3:2379\"]\nprefix = \"{ETCD_PREFIX}\"\nlease = \"2s\"\n"
+        ),
+    }
+}
+
+/// A node's config: heartbeat over the LAN and a direct cable, the lease authority, the
+/// database.
+fn config(
+    lab: &Lab,
+    name: &str,
+    (me, peer): (u8, u8),
+    key: &Path,
+    sync: &str,
+    authority: Authority,
+) -> String {
     let dir = lab.dir().join(name);
     format!(
         r#"[node]
@@ -36,7 +66,7 @@ write_vip = {{ address = "{WRITE_VIP}/24", interface = "eth0" }}
 parameters = {{ max_connections = "40", shared_buffers = "16MB" }}
 "#,
         hb = lab::heartbeat_config(me, peer, key, ""),
-        witness = lab::witness_config(3),
+        witness = authority_config(authority),
         data = dir.join("pgdata").display(),
         secret = lab.dir().join("db.secret").display(),
         token = lab.dir().join("operator.token").display(),
@@ -57,11 +87,21 @@ pub struct DbPair {
 }
 
 impl DbPair {
-    /// Builds the lab in `lab` and starts everything (`sync`: `database.synchronous`).
-    pub fn start(mut lab: Lab, exe: PathBuf, sync: &str) -> DbPair {
+    /// Builds the lab in `lab` and starts everything (`sync`: `database.synchronous`), with a
+    /// witness.
+    pub fn start(lab: Lab, exe: PathBuf, sync: &str) -> DbPair {
+        DbPair::start_with(lab, exe, sync, Authority::Witness)
+    }
+
+    /// Builds the lab in `lab` and starts everything, with `authority` on host 3.
+    pub fn start_with(mut lab: Lab, exe: PathBuf, sync: &str, authority: Authority) -> DbPair {
         let alpha = lab.add_host("alpha", 1).unwrap();
         let beta = lab.add_host("beta", 2).unwrap();
-        let witness = lab.add_host("witness", 3).unwrap();
+        let third = match authority {
+            Authority::Witness => "witness",
+            Authority::Etcd => "etcd",
+        };
+        let third = lab.add_host(third, 3).unwrap();
         let client = lab.add_host("client", 4).unwrap();
         lab.add_direct_link(&alpha, &beta).unwrap();
         let key = lab.cluster_key().unwrap();
@@ -71,11 +111,15 @@ impl DbPair {
             "an operator token of enough length\n",
         )
         .unwrap();
-        lab.start_witness(&exe, &witness, &key).unwrap();
-        let mut nodes = vec![
-            DuetNode::new(&lab, &alpha, &config(&lab, "alpha", 1, 2, &key, sync)).unwrap(),
-            DuetNode::new(&lab, &beta, &config(&lab, "beta", 2, 1, &key, sync)).unwrap(),
-        ];
+        match authority {
+            Authority::Witness => lab.start_witness(&exe, &third, &key).unwrap(),
+            Authority::Etcd => lab.start_etcd(&third, None).unwrap(),
+        };
+        let node = |host: &Host, name: &str, addrs: (u8, u8)| {
+            let text = config(&lab, name, addrs, &key, sync, authority);
+            DuetNode::new(&lab, host, &text).unwrap()
+        };
+        let mut nodes = vec![node(&alpha, "alpha", (1, 2)), node(&beta, "beta", (2, 1))];
         for n in &mut nodes {
             n.start(&mut lab, &exe).unwrap();
         }
@@ -186,6 +230,34 @@ impl DbPair {
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .collect()
+    }
+
+    /// The database record as etcd keeps it (`{ETCD_PREFIX}/db`, read from the client host
+    /// over etcd's JSON gateway with Python's standard library), `None` while there is none.
+    pub fn etcd_record(&self) -> Option<serde_json::Value> {
+        let script = format!(
+            "import base64, json, urllib.request as u\n\
+             key = base64.b64encode(b'{ETCD_PREFIX}/db').decode()\n\
+             req = u.Request('http://10.99.0.3:2379/v3/kv/range', data=json.dumps({{'key': key}}).encode())\n\
+             kvs = json.load(u.urlopen(req, timeout=5)).get('kvs')\n\
+             print(base64.b64decode(kvs[0]['value']).decode() if kvs else '')\n"
+        );
+        let out = self
+            .lab
+            .command(&self.client, "python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "reading the record from etcd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let text = text.trim();
+        (!text.is_empty()).then(|| {
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("etcd holds {text:?}: {e}"))
+        })
     }
 
     /// Kills every process in node `i`'s namespace (duet, its guardian, the postmaster and

@@ -52,7 +52,7 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
         ("an empty password", format!("{n}{}", db.replace("password_file = \"@DIR@/db.secret\"", "password_file = ‸\"@DIR@/empty.secret\"")), "password_file @DIR@/empty.secret: the first line is empty; write the password there"),
         ("a database without a cluster", format!("{n}\n[database]\nkind = ‸\"postgres\"\nlisten = \"127.0.0.1:15432\"\ndata_dir = \"/d\"\npassword_file = \"/p\"\n"), "a database needs a cluster to decide which node is primary"),
         ("a parameter duet manages", format!("{n}{db}parameters = {{ port = ‸\"5433\" }}\n"), "port is set by duet (replication and failover depend on it)"),
-        ("etcd cannot keep the record yet", format!("{n}{}", db.replace("[witness]\naddress = \"127.0.0.3:7947\"\n", "[coordination]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n").replace("kind = \"postgres\"", "kind = ‸\"postgres\"")), "a database with [coordination] (etcd) is not supported yet"),
+        ("a database on three nodes", format!("{n}{}", db.replace("links = [{ local = \"127.0.0.1:7946\", peers = [\"127.0.0.2:7946\"]", "links = ‸[{ local = \"127.0.0.1:7946\", peers = [\"127.0.0.2:7946\", \"127.0.0.4:7946\"]")), "a database runs on a pair: the heartbeat links must list exactly one peer"),
         // Syntax and types: every one reported, with the value and the form expected.
         ("unterminated string", "[node]\nname = \"a‸\n".to_string(), "invalid basic string, expected `\"`"),
         ("vrid above 255", format!("{n}{}", v.replace("vrid = 51", "vrid = ‸256")), "vrid must be 1..=255"),
@@ -239,4 +239,22 @@ fn a_database_port_another_program_holds_is_reported() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn a_database_whose_record_lives_in_etcd_passes_the_check() {
+    let d = dir();
+    fixtures(&d);
+    let text = format!("{NODE}{DB}")
+        .replace(
+            "[witness]\naddress = \"127.0.0.3:7947\"\n",
+            "[coordination]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.3:2379\"]\n",
+        )
+        .replace("@DIR@", &d.display().to_string());
+    assert!(text.contains("[coordination]"));
+    let path = d.join("etcd-db.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = check(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use duet::lab;
-use duet::labdb::{DbPair, drain, first_ack_after, unix_now, wait_acks};
+use duet::labdb::{Authority, DbPair, drain, first_ack_after, unix_now, wait_acks};
 
 /// A started pair (synchronous when `sync` is `on`/`strict`) whose writer already has 50
 /// acknowledged commits: the pair, the primary's index, the writer and its lines so far.
@@ -41,12 +41,23 @@ struct Cluster;
 
 impl Cluster {
     fn start(tag: &str, sync: &str) -> Option<DbPair> {
+        Cluster::start_with(tag, sync, Authority::Witness)
+    }
+
+    fn start_with(tag: &str, sync: &str, authority: Authority) -> Option<DbPair> {
         if !Path::new("/usr/lib/postgresql/15/bin/postgres").exists() {
             lab::skip("PostgreSQL 15 is not installed", "DUET_REQUIRE_TOOLS");
             return None;
         }
+        if authority == Authority::Etcd && !lab::have_program("etcd") {
+            lab::skip(
+                "etcd is not installed (apt-get install etcd-server)",
+                "DUET_REQUIRE_TOOLS",
+            );
+            return None;
+        }
         let lab = common::lab(tag)?;
-        Some(DbPair::start(lab, common::exe(), sync))
+        Some(DbPair::start_with(lab, common::exe(), sync, authority))
     }
 }
 
@@ -459,4 +470,73 @@ fn an_old_primary_whose_wal_is_gone_is_cloned_again_not_left_stuck() {
     );
     drain(&rx, &mut lines);
     c.audit(&lines, replica);
+}
+
+#[test]
+fn with_etcd_the_record_lives_in_etcd_and_failover_and_fencing_lose_nothing() {
+    let Some(mut c) = Cluster::start_with("dbe", "on", Authority::Etcd) else {
+        return;
+    };
+    let primary = c.wait_pair(Duration::from_secs(60), true);
+    let replica = 1 - primary;
+    let names: Vec<String> = c.nodes.iter().map(|n| n.host.name.clone()).collect();
+    let name = |i: usize| names[i].clone();
+    // The record is in etcd, as the primary wrote it: it names the synchronous standby.
+    let rec = c.etcd_record().expect("a record in etcd");
+    assert_eq!(rec["primary"], name(primary).as_str(), "{rec}");
+    assert_eq!(rec["standby"], name(replica).as_str(), "{rec}");
+    let term: u64 = rec["term"].as_str().unwrap().parse().unwrap();
+
+    let rx = c.writer();
+    let mut lines = Vec::new();
+    assert!(
+        wait_acks(&rx, &mut lines, 0.0, 50, Duration::from_secs(30)),
+        "{}",
+        c.logs()
+    );
+    // Kill -9 of the primary's node: the standby the etcd record names is promoted.
+    let t = unix_now();
+    c.kill_node(primary);
+    assert!(
+        wait_acks(&rx, &mut lines, t, 50, Duration::from_secs(30)),
+        "no writes after the failover\n{}",
+        c.logs()
+    );
+    eprintln!(
+        "etcd: node kill -9 -> first acknowledged write: {:.2} s",
+        first_ack_after(&lines, t).unwrap()
+    );
+    drain(&rx, &mut lines);
+    c.audit(&lines, replica);
+    let rec = c.etcd_record().expect("a record in etcd");
+    assert_eq!(rec["primary"], name(replica).as_str(), "{rec}");
+    let new_term: u64 = rec["term"].as_str().unwrap().parse().unwrap();
+    assert!(new_term > term, "the term rises: {term} then {new_term}");
+
+    // The old primary rejoins; then the new primary is cut from the network (and from
+    // etcd): it fences itself before etcd's lease passes, and the old primary takes over.
+    let exe = c.exe.clone();
+    c.nodes[primary].start(&mut c.lab, &exe).unwrap();
+    c.wait_pair(Duration::from_secs(60), true);
+    let rec = c.etcd_record().expect("a record in etcd");
+    assert_eq!(rec["standby"], name(primary).as_str(), "{rec}");
+    let t = unix_now();
+    let host = c.nodes[replica].host.clone();
+    c.lab.set_link(&host, false).unwrap();
+    c.lab.set_direct_link(&host, false).unwrap();
+    c.never_two_writable(Duration::from_secs(6));
+    assert!(
+        wait_acks(&rx, &mut lines, t, 50, Duration::from_secs(30)),
+        "no writes after the cut\n{}",
+        c.logs()
+    );
+    assert!(
+        c.nodes[replica].log_text().contains("fencing the primary"),
+        "{}",
+        c.logs()
+    );
+    drain(&rx, &mut lines);
+    c.audit(&lines, primary);
+    let rec = c.etcd_record().expect("a record in etcd");
+    assert_eq!(rec["primary"], name(primary).as_str(), "{rec}");
 }

@@ -190,18 +190,21 @@ impl Cluster {
                     }
                 }
                 Via::Witness if self.etcd.is_some() => {
-                    if let (
-                        Some((etcd, _)),
+                    use super::etcd::Request;
+                    let req = match t.msg.body {
                         wire::Body::LeaseRequest {
                             request,
                             duration_ms,
+                        } => Request::Lease {
+                            request,
+                            duration: Duration::from_millis(u64::from(duration_ms)),
                         },
-                    ) = (&self.etcd, &t.msg.body)
-                    {
-                        let _ = etcd.send(super::etcd::Request {
-                            request: *request,
-                            duration: Duration::from_millis(u64::from(*duration_ms)),
-                        });
+                        wire::Body::RecordWrite { record, .. } => Request::WriteRecord(record),
+                        wire::Body::RecordQuery { .. } => Request::ReadRecord,
+                        _ => continue,
+                    };
+                    if let Some((etcd, _)) = &self.etcd {
+                        let _ = etcd.send(req);
                     }
                 }
                 Via::Witness => {
@@ -247,7 +250,8 @@ impl Cluster {
         std::iter::from_fn(|| self.member.poll_stepped_down()).collect()
     }
 
-    /// etcd answered a lease request.
+    /// etcd answered. The record comes first: it was read in the same transaction as the
+    /// lease, so a new lease never acts on an older record.
     pub fn etcd_answer(&mut self, now: Instant, answer: super::etcd::Answer) {
         use super::etcd::Answer;
         match answer {
@@ -255,14 +259,22 @@ impl Cluster {
                 request,
                 duration,
                 term,
-            } => self.member.lease_granted(now, request, duration, term),
+                record,
+            } => {
+                self.member.record_told(record);
+                self.member.lease_granted(now, request, duration, term);
+            }
             Answer::Refused {
                 request,
                 holder,
                 term,
-            } => self
-                .member
-                .lease_refused(now, request, term, super::etcd::RETRY, &holder),
+                record,
+            } => {
+                self.member.record_told(record);
+                self.member
+                    .lease_refused(now, request, term, super::etcd::RETRY, &holder);
+            }
+            Answer::Record(record) => self.member.record_told(record),
         }
         self.log_events();
     }
@@ -378,10 +390,6 @@ impl Cluster {
 
     /// Asks the lease authority to keep `record` (sent only while this node holds the lease).
     pub fn write_record(&mut self, now: Instant, record: wire::DbRecord) -> bool {
-        // etcd keeps no record yet: `duet check` refuses [database] with [coordination].
-        if self.etcd.is_some() {
-            return false;
-        }
         let sent = self
             .member
             .write_record(now, crate::witness::unix_ms(), record);
@@ -389,12 +397,10 @@ impl Cluster {
         sent
     }
 
-    /// Asks the witness for the database record (etcd keeps none).
+    /// Asks the lease authority for the database record.
     pub fn query_record(&mut self) {
-        if self.etcd.is_none() {
-            self.member.query_record(crate::witness::unix_ms());
-            self.flush();
-        }
+        self.member.query_record(crate::witness::unix_ms());
+        self.flush();
     }
 
     /// The peers' databases, by node name (peers not yet heard are left out).

@@ -11,6 +11,12 @@
 //!   (fencing token): etcd revisions only grow, so every new leader has a higher term.
 //! - **release**: revoke the lease, which deletes the key, so the next node need not wait for
 //!   the TTL.
+//! - **the database record** (with `[database]`) lives in `{prefix}/db`, as one line of JSON
+//!   (`etcdctl get` shows it). Every lease transaction reads it too, so each answer carries the
+//!   record as it was when the lease was granted or refused. Only the leader writes it: the
+//!   write is a transaction that succeeds only while the leader key is held under this node's
+//!   etcd lease with the record's term as its create revision, so a node that lost the key
+//!   (frozen, cut off) cannot overwrite what its successor wrote.
 //!
 //! The member counts a lease from the moment it sent the request, and etcd from when it
 //! received the keepalive, later: the node always believes its lease ends first. A request
@@ -21,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use duet_cluster::wire::DbRecord;
 use duet_config::{CoordinationConfig, Endpoint};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -34,13 +41,20 @@ use tokio::sync::mpsc;
 pub use super::input::EtcdAnswer as Answer;
 use super::input::{Inbox, Input};
 
-/// A lease request from the member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Request {
-    /// Echoed in the answer.
-    pub request: u64,
-    /// Zero: release.
-    pub duration: Duration,
+/// A request from the member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Acquire or renew the leadership lease, or release it (`duration` zero).
+    Lease {
+        /// Echoed in the answer.
+        request: u64,
+        /// Zero: release.
+        duration: Duration,
+    },
+    /// Keep this database record (only while this node holds the leader key).
+    WriteRecord(DbRecord),
+    /// Read the database record.
+    ReadRecord,
 }
 
 /// While another node leads, ask again this often (so a released or expired key is taken
@@ -62,38 +76,56 @@ pub fn start(
 
 async fn run(mut client: Client, mut rx: mpsc::UnboundedReceiver<Request>, inbox: Inbox) {
     let mut failures = 0u64;
-    while let Some(mut req) = rx.recv().await {
-        // Only the newest request matters (the member ignores answers to older ones), but a
-        // release among them must still happen.
-        let mut release = req.duration.is_zero();
-        while let Ok(r) = rx.try_recv() {
-            release |= r.duration.is_zero();
-            req = r;
-        }
-        if release {
-            if let Err(e) = client.release().await {
-                tracing::warn!("etcd: releasing the leadership lease: {e}");
-            }
-            if req.duration.is_zero() {
-                continue;
-            }
-        }
-        match client.acquire(req).await {
-            Ok(answer) => {
-                if failures > 0 {
-                    tracing::info!("etcd: reachable again");
+    while let Some(first) = rx.recv().await {
+        // Record requests are served in order. Of the lease requests only the newest matters
+        // (the member ignores answers to older ones), but a release among them must still
+        // happen; it comes after the record writes, which were sent while the lease was held.
+        let mut records = Vec::new();
+        let mut lease = None;
+        let mut release = false;
+        let mut next = Some(first);
+        while let Some(req) = next {
+            match req {
+                Request::Lease { request, duration } => {
+                    release |= duration.is_zero();
+                    lease = Some((request, duration));
                 }
-                failures = 0;
-                if inbox.send(Input::Etcd(answer)).await.is_err() {
-                    return;
-                }
+                other => records.push(other),
             }
-            Err(e) => {
-                failures += 1;
-                // The first failure and then one in a hundred: the lease runs out meanwhile,
-                // and the verdict says so.
-                if failures % 100 == 1 {
-                    tracing::warn!("etcd: {e}");
+            next = rx.try_recv().ok();
+        }
+        let mut results = Vec::new();
+        for req in records {
+            let answer = match req {
+                Request::WriteRecord(record) => client.write_record(&record).await,
+                _ => client.read_record().await,
+            };
+            results.push(answer.map(Answer::Record));
+        }
+        if release && let Err(e) = client.release().await {
+            tracing::warn!("etcd: releasing the leadership lease: {e}");
+        }
+        if let Some((request, _)) = lease.filter(|l| !l.1.is_zero()) {
+            results.push(client.acquire(request).await);
+        }
+        for result in results {
+            match result {
+                Ok(answer) => {
+                    if failures > 0 {
+                        tracing::info!("etcd: reachable again");
+                    }
+                    failures = 0;
+                    if inbox.send(Input::Etcd(answer)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    // The first failure and then one in a hundred: the lease runs out
+                    // meanwhile, and the verdict says so.
+                    if failures % 100 == 1 {
+                        tracing::warn!("etcd: {e}");
+                    }
                 }
             }
         }
@@ -106,7 +138,11 @@ struct Client {
     current: usize,
     tls: Option<tokio_rustls::TlsConnector>,
     conn: Option<SendRequest<Full<Bytes>>>,
+    /// `{prefix}/leader`, base64.
     key: String,
+    /// `{prefix}/db`, base64.
+    record_key: String,
+    prefix: String,
     name: String,
     ttl: u64,
     lease: Option<String>,
@@ -131,6 +167,8 @@ impl Client {
             tls,
             conn: None,
             key: base64(format!("{}/leader", cfg.prefix).as_bytes()),
+            record_key: base64(format!("{}/db", cfg.prefix).as_bytes()),
+            prefix: cfg.prefix.clone(),
             name: node.to_string(),
             ttl: cfg.lease.0.as_secs(),
             lease: None,
@@ -139,7 +177,7 @@ impl Client {
         })
     }
 
-    async fn acquire(&mut self, req: Request) -> Result<Answer, String> {
+    async fn acquire(&mut self, request: u64) -> Result<Answer, String> {
         if let Some(id) = self.lease.clone() {
             let r = self
                 .call("/v3/lease/keepalive", json!({ "ID": id }))
@@ -161,17 +199,25 @@ impl Client {
         let lease = self.lease.clone().unwrap_or_default();
         let txn = json!({
             "compare": [{ "target": "CREATE", "key": self.key, "createRevision": "0" }],
-            "success": [{ "requestPut": {
-                "key": self.key, "value": base64(self.name.as_bytes()), "lease": lease } }],
-            "failure": [{ "requestRange": { "key": self.key } }],
+            "success": [
+                { "requestPut": {
+                    "key": self.key, "value": base64(self.name.as_bytes()), "lease": lease } },
+                { "requestRange": { "key": self.record_key } },
+            ],
+            "failure": [
+                { "requestRange": { "key": self.key } },
+                { "requestRange": { "key": self.record_key } },
+            ],
         });
         let r = self.call("/v3/kv/txn", txn).await?;
+        let record = self.record_in(&r["responses"][1]);
         let duration = Duration::from_secs(self.ttl);
         if r["succeeded"].as_bool() == Some(true) {
             return Ok(Answer::Granted {
-                request: req.request,
+                request,
                 duration,
                 term: int(&r["header"]["revision"]).max(0) as u64,
+                record,
             });
         }
         let kv = &r["responses"][0]["response_range"]["kvs"][0];
@@ -183,18 +229,79 @@ impl Client {
             .unwrap_or_default();
         if kv["lease"].as_str() == Some(lease.as_str()) && holder == self.name {
             return Ok(Answer::Granted {
-                request: req.request,
+                request,
                 duration,
                 term,
+                record,
             });
         }
         // Held by another node (or by this node's previous run, until that lease expires), or
         // deleted between the compare and the read.
         Ok(Answer::Refused {
-            request: req.request,
+            request,
             holder,
             term,
+            record,
         })
+    }
+
+    /// Writes `record` if this node holds the leader key under its etcd lease and the
+    /// record's term is the key's create revision; answers with what etcd keeps afterwards.
+    async fn write_record(&mut self, record: &DbRecord) -> Result<Option<DbRecord>, String> {
+        let Some(lease) = self.lease.clone() else {
+            tracing::warn!("etcd: database record not written: this node holds no etcd lease");
+            return self.read_record().await;
+        };
+        let txn = json!({
+            "compare": [
+                { "target": "LEASE", "key": self.key, "lease": lease },
+                { "target": "CREATE", "key": self.key,
+                  "createRevision": record.term.to_string() },
+            ],
+            "success": [
+                { "requestPut": {
+                    "key": self.record_key, "value": base64(record_json(record).as_bytes()) } },
+                { "requestRange": { "key": self.record_key } },
+            ],
+            "failure": [
+                { "requestRange": { "key": self.record_key } },
+                { "requestRange": { "key": self.record_key } },
+            ],
+        });
+        let r = self.call("/v3/kv/txn", txn).await?;
+        if r["succeeded"].as_bool() != Some(true) {
+            tracing::warn!(
+                "etcd: database record not written: the leader key is no longer this node's (term {})",
+                record.term
+            );
+        }
+        Ok(self.record_in(&r["responses"][1]))
+    }
+
+    async fn read_record(&mut self) -> Result<Option<DbRecord>, String> {
+        let r = self
+            .call("/v3/kv/range", json!({ "key": self.record_key }))
+            .await?;
+        Ok(self.record_in(&json!({ "response_range": r })))
+    }
+
+    /// The record in one range response of a transaction; an unreadable one is logged and
+    /// counts as none (no standby is promoted on it).
+    fn record_in(&self, response: &Value) -> Option<DbRecord> {
+        let value = response["response_range"]["kvs"][0]["value"].as_str()?;
+        match unbase64(value)
+            .ok_or_else(|| "not base64".to_string())
+            .and_then(|v| parse_record(&v))
+        {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(
+                    "etcd: {}/db holds no readable database record: {e}",
+                    self.prefix
+                );
+                None
+            }
+        }
     }
 
     async fn release(&mut self) -> Result<(), String> {
@@ -341,6 +448,43 @@ fn causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The database record as `{prefix}/db` keeps it: one line of JSON, 64-bit numbers as
+/// strings (as etcd's own JSON has them).
+fn record_json(r: &DbRecord) -> String {
+    json!({
+        "system_id": r.system_id.to_string(),
+        "primary": r.primary,
+        "standby": r.standby,
+        "term": r.term.to_string(),
+    })
+    .to_string()
+}
+
+fn parse_record(bytes: &[u8]) -> Result<DbRecord, String> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON ({e})"))?;
+    let text = |key: &str| {
+        v[key]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("{key:?} missing or not a string"))
+    };
+    let number = |key: &str| {
+        text(key)?
+            .parse::<u64>()
+            .map_err(|e| format!("{key:?}: {e}"))
+    };
+    let record = DbRecord {
+        system_id: number("system_id")?,
+        primary: text("primary")?,
+        standby: text("standby")?,
+        term: number("term")?,
+    };
+    if record.primary.is_empty() {
+        return Err("\"primary\" is empty".into());
+    }
+    Ok(record)
+}
+
 /// etcd's JSON carries 64-bit integers as strings.
 fn int(v: &Value) -> i64 {
     match v {
@@ -429,6 +573,41 @@ mod tests {
         }
         let e = Wrap(std::io::Error::other("certificate required"));
         assert_eq!(causes(&e), "connection error: certificate required");
+    }
+
+    #[test]
+    fn records_round_trip_and_bad_ones_say_why() {
+        let r = DbRecord {
+            system_id: 7_350_000_000_000_000_001,
+            primary: "alpha".into(),
+            standby: "beta".into(),
+            term: 42,
+        };
+        let text = record_json(&r);
+        assert_eq!(
+            text,
+            r#"{"primary":"alpha","standby":"beta","system_id":"7350000000000000001","term":"42"}"#
+        );
+        assert_eq!(parse_record(text.as_bytes()), Ok(r));
+        for (bad, why) in [
+            ("", "not JSON"),
+            ("{}", "\"system_id\" missing"),
+            (
+                r#"{"primary":"a","standby":"","system_id":"x","term":"1"}"#,
+                "\"system_id\": invalid digit",
+            ),
+            (
+                r#"{"primary":"","standby":"","system_id":"1","term":"1"}"#,
+                "\"primary\" is empty",
+            ),
+            (
+                r#"{"primary":"a","standby":3,"system_id":"1","term":"1"}"#,
+                "\"standby\" missing or not a string",
+            ),
+        ] {
+            let e = parse_record(bad.as_bytes()).unwrap_err();
+            assert!(e.starts_with(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -79,7 +79,8 @@ impl Clock {
     }
 }
 
-/// etcd's answer to a lease request (the etcd client task's output).
+/// etcd's answer (the etcd client task's output). Every answer carries the database record
+/// as etcd held it in the same transaction (`None`: no record, or an unreadable one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EtcdAnswer {
     /// This node holds the leadership key for `duration` under `term`.
@@ -90,6 +91,8 @@ pub enum EtcdAnswer {
         duration: Duration,
         /// The key's create revision.
         term: u64,
+        /// The database record.
+        record: Option<duet_cluster::wire::DbRecord>,
     },
     /// Another node holds it.
     Refused {
@@ -99,7 +102,11 @@ pub enum EtcdAnswer {
         holder: String,
         /// The key's create revision.
         term: u64,
+        /// The database record.
+        record: Option<duet_cluster::wire::DbRecord>,
     },
+    /// The answer to a record write or read.
+    Record(Option<duet_cluster::wire::DbRecord>),
 }
 
 /// What the database agent tells the control loop after each look.
