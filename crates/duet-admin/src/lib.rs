@@ -58,7 +58,9 @@ pub struct Status {
 pub struct DatabaseStatus {
     /// `primary`, `replica`, `stopped`, `cloning` or `unknown`, as last observed.
     pub role: String,
-    /// The server accepted writes at the last look and this node may lead.
+    /// The server accepted writes at the last look, that look is fresh (at most 1.5 s old),
+    /// and this node may lead. A node that was frozen, or whose agent is stuck, is not
+    /// reported writable from an old look.
     pub writable: bool,
     /// When the server was last looked at (Unix milliseconds).
     pub observed_unix_ms: u64,
@@ -373,8 +375,9 @@ impl Published {
         if let Some(read) = source {
             s.balancers = read();
         }
-        if database.is_some() {
-            s.database = database;
+        if let Some(mut db) = database {
+            db.writable &= roles::fresh(&db);
+            s.database = Some(db);
         }
         Arc::new(s)
     }
@@ -779,6 +782,28 @@ mod tests {
             ..Default::default()
         });
         p
+    }
+
+    #[test]
+    fn an_old_look_at_the_database_is_not_reported_writable() {
+        let p = sample();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let look = |age_ms: u64| DatabaseStatus {
+            role: "primary".into(),
+            writable: true,
+            observed_unix_ms: now - age_ms,
+            ..Default::default()
+        };
+        p.set_database(look(100));
+        assert!(p.get().database.as_ref().unwrap().writable);
+        // A node thawed after a freeze answers before its agent looked again.
+        p.set_database(look(3_000));
+        let db = p.get().database.clone().unwrap();
+        assert!(!db.writable, "{db:?}");
+        assert_eq!(db.role, "primary", "the rest is reported as it was seen");
     }
 
     #[test]

@@ -22,6 +22,14 @@ pub enum Role {
 /// An observation older than this proves nothing.
 const FRESH_MS: u64 = 1_500;
 
+/// Whether the agent looked at the server recently enough for its observation to count.
+pub fn fresh(db: &DatabaseStatus) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    now.saturating_sub(db.observed_unix_ms) <= FRESH_MS
+}
+
 /// Whether `db` passes the `role` check (`query` may hold `lag=1MB`), and the body.
 pub fn check(role: Role, db: Option<&DatabaseStatus>, query: Option<&str>) -> (bool, String) {
     let Some(db) = db else {
@@ -30,10 +38,7 @@ pub fn check(role: Role, db: Option<&DatabaseStatus>, query: Option<&str>) -> (b
             r#"{"role":"none","reason":"no [database] on this node"}"#.into(),
         );
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let fresh = now.saturating_sub(db.observed_unix_ms) <= FRESH_MS;
+    let fresh = fresh(db);
     let mut limit = db.max_lag_bytes;
     let mut bad_query = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
