@@ -292,7 +292,12 @@ impl Planner {
                 Seen::Replica
             }
         };
-        if self.last == Seen::Primary && seen == Seen::Stopped && !self.stopping {
+        // A crash: the primary stopped without being asked to, whether the look before saw
+        // it running or already dying (a killed postmaster not yet reaped answers nothing,
+        // "starting", for a look), or it died again while it recovered from a crash.
+        let was_primary =
+            self.last == Seen::Primary || (self.last == Seen::Starting && self.claiming);
+        if was_primary && seen == Seen::Stopped && !self.stopping {
             self.crashes
                 .retain(|t| now.saturating_since(*t) < self.cfg.crash_window);
             self.crashes.push(now);
@@ -321,8 +326,12 @@ impl Planner {
         if seen != Seen::Primary {
             self.sync_since = None;
         }
-        if seen == Seen::Replica {
-            self.claiming = false;
+        match seen {
+            // The primary this node runs, whoever started it: it claims the role until it
+            // is seen as a replica or stops it on purpose.
+            Seen::Primary if !self.stopping => self.claiming = true,
+            Seen::Replica => self.claiming = false,
+            _ => {}
         }
         self.last = seen;
         if self.gave_up

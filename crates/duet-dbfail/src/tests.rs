@@ -417,6 +417,40 @@ fn a_crashed_primary_restarts_in_place_until_it_crashes_too_often() {
 }
 
 #[test]
+fn a_primary_seen_dying_before_it_is_gone_is_still_a_crash_restarted_in_place() {
+    // A killed postmaster is not reaped at once: one look can find the server not answering
+    // while its process still exists ("starting"), the next finds it stopped.
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: lead(true, true),
+        data: DATA,
+        server: primary(&["alpha"], vec![follower(true, true, 100)], 100),
+        peers: vec![peer(Role::Replica, true, 1, 100)],
+        authority: true,
+        record: Some(record("beta", Some("alpha"))),
+    };
+    assert!(w.plan(&mut p, at(1)).master);
+    w.server = Server::Starting;
+    let plan = w.plan(&mut p, at(2));
+    assert!(plan.master, "still the primary for the peers: {plan:?}");
+    w.server = Server::Stopped;
+    let plan = w.plan(&mut p, at(3));
+    assert!(
+        matches!(plan.step, Step::Act(Action::Start { primary: true, .. })),
+        "{plan:?}"
+    );
+    assert!(plan.master);
+    // It dies twice more while recovering: three crashes in a minute, it gives up.
+    for t in [4, 6] {
+        w.server = Server::Starting;
+        assert!(w.plan(&mut p, at(t)).master);
+        w.server = Server::Stopped;
+        w.plan(&mut p, at(t + 1));
+    }
+    assert!(p.gave_up());
+}
+
+#[test]
 fn a_fenced_primary_comes_back_as_a_standby_and_rewinds_onto_the_new_timeline() {
     let mut p = planner(Mode::On);
     let mut w = World {

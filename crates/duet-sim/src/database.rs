@@ -74,6 +74,9 @@ pub struct ModelPg {
     pub upstream: Option<usize>,
     /// A server just started answers only from then on (crash recovery).
     pub ready_at: Instant,
+    /// A killed postmaster not yet reaped: until then a look finds it neither running nor
+    /// gone ("starting").
+    pub dying_until: Instant,
 }
 
 struct Node {
@@ -312,10 +315,12 @@ impl DbSim {
     pub fn kill_postmaster(&mut self, n: usize) {
         if self.nodes[n].process == Process::Up && self.nodes[n].pg.running.is_some() {
             self.note(format!("postmaster of {} killed", NAMES[n]));
+            let reaped = self.now + Duration::from_millis(self.rng.range(0, 300));
             let node = &mut self.nodes[n];
             node.pg.running = None;
             node.pg.clean = false;
             node.pending.clear();
+            node.pg.dying_until = reaped;
         }
     }
 
@@ -549,6 +554,7 @@ impl DbSim {
     fn server(&self, n: usize) -> Server {
         let pg = &self.nodes[n].pg;
         match pg.running {
+            None if self.now < pg.dying_until => Server::Starting,
             None => Server::Stopped,
             Some(_) if self.now < pg.ready_at => Server::Starting,
             Some(true) => {

@@ -144,3 +144,21 @@ fn with_a_lease_that_alone_decides_etcd_style_faults_lose_nothing() {
         );
     }
 }
+
+#[test]
+fn a_killed_postmaster_is_restarted_in_place_never_failed_over() {
+    for seed in 0..200 {
+        let mut sim = DbSim::new(40_000 + seed, Mode::On);
+        sim.run_for(Duration::from_secs(8));
+        let Some(p) = sim.serving() else {
+            panic!("seed {seed}: no primary after bootstrap: {:#?}", sim.trace);
+        };
+        let timeline = sim.pg(p).timeline;
+        sim.kill_postmaster(p);
+        sim.run_for(Duration::from_secs(5));
+        let trace = &sim.trace[sim.trace.len().saturating_sub(30)..];
+        assert!(sim.violations.is_empty(), "seed {seed}: {:?}", sim.violations);
+        assert_eq!(sim.serving(), Some(p), "seed {seed}: {trace:#?}");
+        assert_eq!(sim.pg(p).timeline, timeline, "seed {seed}: {trace:#?}");
+    }
+}
