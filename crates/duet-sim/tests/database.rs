@@ -157,7 +157,11 @@ fn a_killed_postmaster_is_restarted_in_place_never_failed_over() {
         sim.kill_postmaster(p);
         sim.run_for(Duration::from_secs(5));
         let trace = &sim.trace[sim.trace.len().saturating_sub(30)..];
-        assert!(sim.violations.is_empty(), "seed {seed}: {:?}", sim.violations);
+        assert!(
+            sim.violations.is_empty(),
+            "seed {seed}: {:?}",
+            sim.violations
+        );
         assert_eq!(sim.serving(), Some(p), "seed {seed}: {trace:#?}");
         assert_eq!(sim.pg(p).timeline, timeline, "seed {seed}: {trace:#?}");
     }
