@@ -13,16 +13,22 @@ fn dir() -> PathBuf {
 }
 
 /// Files the cases point at: a good key, a short one, a good token, a short one, a regular file
-/// that is not executable.
+/// that is not executable. Tests run in parallel and each writes them: a file is replaced
+/// whole (written aside, then renamed), so another test's `duet check` never reads it empty.
 fn fixtures(d: &Path) {
-    std::fs::write(d.join("good.key"), "a cluster key long enough for hmac").unwrap();
-    std::fs::write(d.join("short.key"), "short").unwrap();
-    std::fs::write(d.join("token"), "0123456789abcdef0123").unwrap();
-    std::fs::write(d.join("short.token"), "abc").unwrap();
-    std::fs::write(d.join("plain.sh"), "#!/bin/sh\n").unwrap();
+    let put = |name: &str, text: &str| {
+        let aside = d.join(format!("{name}.{:?}", std::thread::current().id()));
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, d.join(name)).unwrap();
+    };
+    put("good.key", "a cluster key long enough for hmac");
+    put("short.key", "short");
+    put("token", "0123456789abcdef0123");
+    put("short.token", "abc");
+    put("plain.sh", "#!/bin/sh\n");
     std::fs::create_dir_all(d.join("state")).unwrap();
-    std::fs::write(d.join("db.secret"), "a database password\n").unwrap();
-    std::fs::write(d.join("empty.secret"), "\n").unwrap();
+    put("db.secret", "a database password\n");
+    put("empty.secret", "\n");
 }
 
 /// A database node with a witness; cases replace parts.
