@@ -7,8 +7,9 @@
 //! The **control side** ([`Database`]) lives in the control loop: it turns the agent's
 //! report into this node's heartbeat entry (resource id [`RESOURCE`]), takes the cluster's
 //! verdict for it, hands the agent the [`View`] (verdict, peers' databases, the lease
-//! authority's record), writes records for it, and holds the write VIP exactly while the
-//! agent saw a writable primary and the verdict allows it. A verdict that turns against
+//! authority's record), writes records for it, and holds the write VIP while the verdict
+//! allows it and the agent saw a writable primary (or restarts its crashed primary in place:
+//! clients are then refused at once rather than left retransmitting SYNs). A verdict that turns against
 //! this node drops the write VIP at once, before the agent's fence lands.
 
 use std::net::IpAddr;
@@ -261,7 +262,7 @@ impl Database {
             self.last_query = Some(now);
             cluster.query_record();
         }
-        let hold = self.out.writable && verdict.allowed();
+        let hold = (self.out.writable || self.out.restarting) && verdict.allowed();
         self.hold_write_vip(hold, vips, nl);
     }
 
@@ -534,6 +535,9 @@ impl Agent {
                 wants: plan.wants,
                 record_query: plan.needs_record,
                 writable: matches!(server, Server::Primary(_)) && view.leadership.may_lead,
+                restarting: plan.master
+                    && matches!(server, Server::Starting | Server::Stopped)
+                    && view.leadership.may_lead,
                 record_write: match &plan.step {
                     Step::Act(Action::Record(r)) => Some(r.clone()),
                     _ => None,

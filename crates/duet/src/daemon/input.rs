@@ -120,6 +120,10 @@ pub struct DatabaseReport {
     pub wants: bool,
     /// The last look found a primary accepting writes, and this node may lead.
     pub writable: bool,
+    /// The primary is being restarted in place (after a crash) and this node may lead: the
+    /// write VIP stays, so clients are refused at once (connection refused) instead of
+    /// waiting for their SYN to be retransmitted to an address nobody holds.
+    pub restarting: bool,
     /// The agent needs the lease authority's record (no primary in sight).
     pub record_query: bool,
     /// A record the agent needs written at the lease authority.
