@@ -6,20 +6,24 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod events;
 mod metrics;
 mod roles;
+mod sse;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
+pub use events::{Event, EventKind, Events};
 pub use metrics::render as render_metrics;
 
 /// `GET /v1/status`.
@@ -308,6 +312,8 @@ pub struct Published {
     /// Written by the database agent at every look, so role endpoints answer from what the
     /// server said last, not from the control loop's slower snapshot.
     database: Mutex<Option<DatabaseStatus>>,
+    /// The event stream: every producer emits here.
+    events: Arc<Events>,
 }
 
 /// Reads the balancers' live counters; called by the admin thread per request, so the control
@@ -326,11 +332,22 @@ impl Default for Published {
             status: Mutex::new(Arc::default()),
             balancers: Mutex::new(None),
             database: Mutex::new(None),
+            events: Arc::default(),
         }
     }
 }
 
 impl Published {
+    /// The event stream.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
+    }
+
+    /// Emits an event (a shorthand for `events().emit`).
+    pub fn emit(&self, kind: EventKind) -> u64 {
+        self.events.emit(kind)
+    }
+
     /// Replaces the control plane's snapshot.
     pub fn publish(&self, status: Status) {
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(status);
@@ -450,6 +467,7 @@ pub fn spawn(
         published,
         control,
         names,
+        streams: Arc::default(),
     });
     std::thread::Builder::new()
         .name("duet-admin".into())
@@ -468,7 +486,15 @@ struct Api {
     published: Arc<Published>,
     control: Option<Control>,
     names: Vec<String>,
+    /// Event streams open now.
+    streams: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Every response's body: whole, or an event stream.
+type Body = BoxBody<Bytes, Infallible>;
+
+/// How long a connection may live, unless it carries an event stream.
+const CONNECTION_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn serve(listener: std::net::TcpListener, api: Arc<Api>) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -479,7 +505,7 @@ async fn serve(listener: std::net::TcpListener, api: Arc<Api>) {
         }
     };
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, remote) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("admin API accept: {e}");
@@ -490,38 +516,99 @@ async fn serve(listener: std::net::TcpListener, api: Arc<Api>) {
         let api = api.clone();
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
+            // Set once the connection carries an event stream: it may then outlive the limit.
+            let streaming = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let marked = streaming.clone();
             let service = service_fn(move |req| {
                 let api = api.clone();
-                async move {
-                    let action =
-                        match answer(&req, &api.published, api.control.as_ref(), &api.names) {
-                            Answer::Now(response) => return Ok::<_, Infallible>(response),
-                            Answer::Act(action) => action,
-                        };
-                    let Some(control) = &api.control else {
-                        return Ok(error(StatusCode::FORBIDDEN, "read-only"));
-                    };
-                    let op = control.operator.clone();
-                    let done = tokio::task::spawn_blocking(move || op(action)).await;
-                    Ok(match done {
-                        Ok(Ok(message)) => respond(
-                            StatusCode::OK,
-                            "application/json",
-                            serde_json::to_vec(&serde_json::json!({ "ok": message }))
-                                .unwrap_or_default(),
-                        ),
-                        Ok(Err(e)) => action_error(&e),
-                        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "action failed"),
-                    })
-                }
+                let marked = marked.clone();
+                async move { Ok::<_, Infallible>(handle(req, &api, &marked, remote).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(5))
                 .serve_connection(io, service);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
+            tokio::pin!(conn);
+            let mut limit = std::pin::pin!(tokio::time::sleep(CONNECTION_LIMIT));
+            loop {
+                tokio::select! {
+                    _ = &mut conn => break,
+                    () = &mut limit => {
+                        if !streaming.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        limit.as_mut().reset(tokio::time::Instant::now() + CONNECTION_LIMIT);
+                    }
+                }
+            }
         });
     }
+}
+
+/// Answers one request.
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    api: &Api,
+    streaming: &std::sync::atomic::AtomicBool,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let action = match answer(&req, &api.published, api.control.as_ref(), &api.names) {
+        Answer::Now(response) => return response.map(BodyExt::boxed),
+        Answer::Stream(last_id) => {
+            let Some(slot) = sse::slot(&api.streams) else {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("{} event streams are open already", sse::MAX_STREAMS),
+                )
+                .map(BodyExt::boxed);
+            };
+            streaming.store(true, std::sync::atomic::Ordering::Relaxed);
+            let body = sse::start(api.published.events().clone(), last_id, slot);
+            let mut r = Response::new(body.boxed());
+            let h = r.headers_mut();
+            h.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(
+                hyper::header::CACHE_CONTROL,
+                hyper::header::HeaderValue::from_static("no-store"),
+            );
+            return r;
+        }
+        Answer::Act(action) => action,
+    };
+    let Some(control) = &api.control else {
+        return error(StatusCode::FORBIDDEN, "read-only").map(BodyExt::boxed);
+    };
+    let op = control.operator.clone();
+    let done = tokio::task::spawn_blocking(move || op(action)).await;
+    let (r, ok, result) = match done {
+        Ok(Ok(message)) => (
+            respond(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_vec(&serde_json::json!({ "ok": message })).unwrap_or_default(),
+            ),
+            true,
+            message,
+        ),
+        Ok(Err(e)) => (action_error(&e), false, e.message),
+        Err(_) => (
+            error(StatusCode::INTERNAL_SERVER_ERROR, "action failed"),
+            false,
+            "action failed".into(),
+        ),
+    };
+    api.published.emit(EventKind::Operator {
+        who: "operator".into(),
+        role: "admin".into(),
+        from: remote.ip().to_string(),
+        action: format!("{} {}", req.method(), req.uri()),
+        ok,
+        result,
+    });
+    r.map(BodyExt::boxed)
 }
 
 /// The endpoints, each with the one method it takes.
@@ -529,6 +616,8 @@ async fn serve(listener: std::net::TcpListener, api: Arc<Api>) {
 enum Endpoint {
     Status,
     Metrics,
+    /// `/v1/events`: the kept events as JSON, or a stream.
+    Events,
     /// `/primary`, `/replica`, `/read-only`.
     Role(roles::Role),
     Act(Action),
@@ -539,6 +628,7 @@ impl Endpoint {
     fn at(path: &str) -> Option<Endpoint> {
         match path {
             "/v1/status" => return Some(Endpoint::Status),
+            "/v1/events" => return Some(Endpoint::Events),
             "/metrics" => return Some(Endpoint::Metrics),
             "/primary" => return Some(Endpoint::Role(roles::Role::Primary)),
             "/replica" => return Some(Endpoint::Role(roles::Role::Replica)),
@@ -568,7 +658,9 @@ impl Endpoint {
 
     fn method(&self) -> Method {
         match self {
-            Endpoint::Status | Endpoint::Metrics | Endpoint::Role(_) => Method::GET,
+            Endpoint::Status | Endpoint::Metrics | Endpoint::Events | Endpoint::Role(_) => {
+                Method::GET
+            }
             Endpoint::Act(_) => Method::POST,
         }
     }
@@ -580,6 +672,8 @@ enum Answer {
     Now(Response<Full<Bytes>>),
     /// An authorized operator action to carry out.
     Act(Action),
+    /// An event stream, resumed after this `Last-Event-ID` if any.
+    Stream(Option<String>),
 }
 
 /// Checks a request in order, host, path, method, token, and says what to do with it.
@@ -618,8 +712,28 @@ fn answer<B>(
         Endpoint::Metrics => Answer::Now(respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            render_metrics(&published.get()).into_bytes(),
+            render_metrics(&published.get(), published.events()).into_bytes(),
         )),
+        Endpoint::Events => {
+            let wants_stream = req
+                .headers()
+                .get_all(hyper::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("text/event-stream"));
+            if wants_stream {
+                let last = req
+                    .headers()
+                    .get("last-event-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                return Answer::Stream(last);
+            }
+            match event_list(published.events(), req.uri().query()) {
+                Ok(body) => Answer::Now(respond(StatusCode::OK, "application/json", body)),
+                Err(e) => Answer::Now(error(StatusCode::BAD_REQUEST, &e)),
+            }
+        }
         Endpoint::Role(role) => {
             let (ok, body) = roles::check(role, published.database().as_ref(), req.uri().query());
             let code = if ok {
@@ -637,6 +751,42 @@ fn answer<B>(
             Err(e) => Answer::Now(action_error(&e)),
         },
     }
+}
+
+/// `GET /v1/events` without a stream: `{"events": [...]}`, the kept events after `after=SEQ`
+/// (default: all kept), at most `limit=N` of the newest (default 100).
+fn event_list(events: &Events, query: Option<&str>) -> Result<Vec<u8>, String> {
+    let mut after = 0;
+    let mut limit = 100;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("after", v)) => {
+                after = v
+                    .parse()
+                    .map_err(|_| format!("after={v:?}: write an event number"))?
+            }
+            Some(("limit", v)) => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=events::KEEP).contains(n))
+                    .ok_or_else(|| format!("limit={v:?}: write 1..={}", events::KEEP))?
+            }
+            _ => {
+                return Err(format!("unknown parameter {pair:?} (after=SEQ, limit=N)"));
+            }
+        }
+    }
+    let (list, missed) = match events.after(after) {
+        events::Since::Kept(v) => (v, 0),
+        events::Since::Gap { events, missed } => (events, missed),
+    };
+    let list: Vec<&Event> = list[list.len().saturating_sub(limit)..]
+        .iter()
+        .map(|e| &**e)
+        .collect();
+    let body = serde_json::json!({ "events": list, "missed": missed });
+    Ok(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// A page on another site can reach a loopback API through DNS rebinding (its own name, made
@@ -844,6 +994,7 @@ mod tests {
         match answer(&b.body(()).unwrap(), &sample(), control, &names) {
             Answer::Now(r) => Ok(r),
             Answer::Act(a) => Err(a),
+            Answer::Stream(_) => panic!("{path}: a stream (tested in tests/events.rs)"),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::Status;
+use crate::{EventKind, Events, Status};
 
 /// A metric name, its help text and how to read it from `T`.
 type Metric<T, V> = (&'static str, &'static str, fn(&T) -> V);
@@ -14,8 +14,8 @@ type KindedMetric<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64)
 
 const STATES: [&str; 4] = ["INIT", "BACKUP", "MASTER", "FAULT"];
 
-/// Renders every metric of the snapshot.
-pub fn render(s: &Status) -> String {
+/// Renders every metric of the snapshot, and the event stream's counters.
+pub fn render(s: &Status, events: &Events) -> String {
     let mut out = String::with_capacity(2048);
     let w = family(&mut out, "duet_up", "gauge", "1 while the daemon runs.");
     let mut lines = vec![w.line(&[("node", &s.node)], 1.0)];
@@ -310,7 +310,34 @@ pub fn render(s: &Status) -> String {
         lines.push(w.line(&[("balancer", &bal.name)], bal.client_errors as f64));
     }
     flush(&mut out, &mut lines);
+    render_events(&mut out, events);
     out
+}
+
+fn render_events(out: &mut String, events: &Events) {
+    let mut lines = Vec::new();
+    let emitted = events.emitted();
+    let w = family(
+        out,
+        "duet_events_total",
+        "counter",
+        "Events on this node's event stream since start, by type.",
+    );
+    for name in EventKind::NAMES {
+        let n = emitted.get(name).copied().unwrap_or(0);
+        lines.push(w.line(&[("type", name)], n as f64));
+    }
+    flush(out, &mut lines);
+    let w = family(
+        out,
+        "duet_events_dropped_total",
+        "counter",
+        "Events a consumer (sse, alerts) lost because it fell behind the stream.",
+    );
+    for (consumer, n) in events.drops() {
+        lines.push(w.line(&[("consumer", consumer)], n as f64));
+    }
+    flush(out, &mut lines);
 }
 
 /// The labels of a backend's samples.
@@ -472,7 +499,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let text = render(&s);
+        let text = render(&s, &Events::default());
         for want in [
             "duet_cluster_peer_alive{peer=\"beta\",address=\"10.0.0.2\"} 1\n",
             "duet_cluster_link_up{peer=\"beta\",link=\"1\"} 0\n",
@@ -508,7 +535,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let text = render(&s);
+        let text = render(&s, &Events::default());
         let l = "balancer=\"web\",pool=\"default\",backend=\"10.0.0.1:80\"";
         for want in [
             format!("duet_balancer_backend_up{{{l}}} 1\n"),
@@ -540,7 +567,7 @@ mod tests {
             }),
             ..Status::default()
         };
-        let text = render(&s);
+        let text = render(&s, &Events::default());
         for line in [
             "duet_database_role{role=\"replica\"} 1\n",
             "duet_database_role{role=\"primary\"} 0\n",
@@ -575,7 +602,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let text = render(&s);
+        let text = render(&s, &Events::default());
         assert!(text.contains("duet_up{node=\"al\\\"pha\"} 1\n"), "{text}");
         assert!(text.contains("duet_vrrp_state{instance=\"web\",state=\"MASTER\"} 1\n"));
         assert!(text.contains("duet_vrrp_state{instance=\"web\",state=\"BACKUP\"} 0\n"));

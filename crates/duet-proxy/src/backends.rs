@@ -167,6 +167,24 @@ impl BackendStats {
     }
 }
 
+/// Told of every backend whose availability changes: the balancer, the backend, its new
+/// state (`up`, `down`, `draining`) and why, when known. The daemon turns these into events.
+pub type HealthObserver = Arc<dyn Fn(&str, SocketAddr, &'static str, Option<&str>) + Send + Sync>;
+
+static OBSERVER: std::sync::RwLock<Option<HealthObserver>> = std::sync::RwLock::new(None);
+
+/// Sets the process's health observer (the last one set wins).
+pub fn observe_health(observer: HealthObserver) {
+    *OBSERVER.write().unwrap_or_else(|p| p.into_inner()) = Some(observer);
+}
+
+fn tell(balancer: &str, address: SocketAddr, state: &'static str, reason: Option<&str>) {
+    let observer = OBSERVER.read().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(f) = observer {
+        f(balancer, address, state, reason);
+    }
+}
+
 /// One backend server, shared by every snapshot that lists its address.
 #[derive(Debug)]
 pub struct Backend {
@@ -223,7 +241,14 @@ impl Backend {
         }
         let address = self.address;
         let reason = change.map(|c| c.reason);
-        match (core.admin() == Admin::Draining, up, reason) {
+        let draining = core.admin() == Admin::Draining;
+        let state = match (draining, up) {
+            (true, _) => "draining",
+            (false, true) => "up",
+            (false, false) => "down",
+        };
+        tell(balancer, address, state, reason.as_deref());
+        match (draining, up, reason) {
             (true, _, _) => tracing::info!("{balancer}: backend {address} is draining"),
             (false, true, Some(why)) => {
                 tracing::info!("{balancer}: backend {address} is up ({why})")

@@ -41,6 +41,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a running node's events (VRRP transitions, links, leases, backends, database,
+    /// operator actions), oldest first; --follow keeps printing new ones.
+    Events {
+        /// Config file to find the admin address in.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Admin address, instead of reading it from the config.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// How many of the kept events to print first.
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+        /// Keep printing events as they happen (resumes after a dropped connection).
+        #[arg(short, long)]
+        follow: bool,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Hand the database primary over to a standby, planned and without loss (run it where
     /// the primary is; needs node.operator_token_file).
     Switchover {
@@ -204,6 +223,19 @@ pub fn main() -> i32 {
             admin,
             json,
         } => crate::status::run(&config, admin, json),
+        Command::Events {
+            config,
+            admin,
+            last,
+            follow,
+            json,
+        } => match crate::status::admin_address(&config, admin) {
+            Ok(addr) => crate::events::run(addr, last, follow, json),
+            Err(e) => {
+                eprintln!("{e}");
+                2
+            }
+        },
         Command::Switchover {
             to,
             config,

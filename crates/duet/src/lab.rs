@@ -570,6 +570,23 @@ impl DuetNode {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// Its kept events, oldest first, via `duet events --json` inside its namespace.
+    pub fn events(&self, lab: &Lab, exe: &Path) -> Vec<duet_admin::Event> {
+        let Ok(out) = lab
+            .command(&self.host, exe)
+            .args(["events", "--json", "--last", "1000", "--admin"])
+            .arg(self.admin.to_string())
+            .stderr(Stdio::null())
+            .output()
+        else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// State of its first VRRP instance (`MASTER`, ...), if it answers.
     pub fn state(&self, lab: &Lab, exe: &Path) -> Option<String> {
         self.status(lab, exe)?.vrrp.first().map(|v| v.state.clone())

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod daemon;
 pub mod demo;
 pub mod demodb;
+pub mod events;
 pub mod lab;
 pub mod labdb;
 pub mod labflood;

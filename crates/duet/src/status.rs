@@ -9,15 +9,12 @@ use duet_admin::Status;
 
 /// Runs `duet status`; returns the exit code.
 pub fn run(config: &Path, admin: Option<SocketAddr>, json: bool) -> i32 {
-    let addr = match admin {
-        Some(a) => a,
-        None => match duet_config::load(config) {
-            Ok(c) => c.node.admin,
-            Err(e) => {
-                eprintln!("{e}\n(use --admin ADDR to query a node without its config)");
-                return 2;
-            }
-        },
+    let addr = match admin_address(config, admin) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
     };
     let body = match http_get(addr, "/v1/status") {
         Ok(b) => b,
@@ -41,6 +38,16 @@ pub fn run(config: &Path, admin: Option<SocketAddr>, json: bool) -> i32 {
             eprintln!("duet status: unexpected answer from {addr}: {e}");
             1
         }
+    }
+}
+
+/// The admin API's address: `admin` if given, else `node.admin` from the config.
+pub fn admin_address(config: &Path, admin: Option<SocketAddr>) -> Result<SocketAddr, String> {
+    match admin {
+        Some(a) => Ok(a),
+        None => duet_config::load(config)
+            .map(|c| c.node.admin)
+            .map_err(|e| format!("{e}\n(use --admin ADDR to query a node without its config)")),
     }
 }
 

@@ -284,7 +284,7 @@ fn notify_hooks_run_in_order_one_at_a_time_and_a_stuck_hook_blocks_nothing() {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\necho \"begin $* old=$DUET_OLD_STATE\" >> {o}.$DUET_NODE\nsleep 0.2\necho \"end $3\" >> {o}.$DUET_NODE\n",
+            "#!/bin/sh\necho \"begin $* old=$DUET_OLD_STATE seq=$DUET_EVENT_SEQ\" >> {o}.$DUET_NODE\nsleep 0.2\necho \"end $3\" >> {o}.$DUET_NODE\n",
             o = out.display()
         ),
     )
@@ -338,6 +338,13 @@ fn notify_hooks_run_in_order_one_at_a_time_and_a_stuck_hook_blocks_nothing() {
             .any(|l| l.starts_with("begin INSTANCE web BACKUP 150 old=INIT")),
         "{calls}"
     );
+    // Each hook knows the number of the event it reports; they rise in transition order.
+    let seqs: Vec<u64> = alpha_seq
+        .iter()
+        .filter_map(|l| l.rsplit_once("seq=")?.1.parse().ok())
+        .collect();
+    assert_eq!(seqs.len(), alpha_seq.len(), "{calls}");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{calls}");
     let master = alpha_seq
         .iter()
         .position(|l| l.contains("MASTER 150 old=BACKUP"));
@@ -352,6 +359,24 @@ fn notify_hooks_run_in_order_one_at_a_time_and_a_stuck_hook_blocks_nothing() {
         p.alpha.log_text().contains("notify_master"),
         "timeout not logged\n{}",
         p.logs()
+    );
+    // Beta's event stream, in order: it started, became BACKUP, then MASTER, and its stuck
+    // notify_master was killed after its timeout.
+    let events = p.beta.events(&p.lab, &p.exe);
+    let find = |what: &dyn Fn(&duet_admin::EventKind) -> bool| {
+        events.iter().find(|e| what(&e.kind)).map(|e| e.seq)
+    };
+    use duet_admin::EventKind as K;
+    let started = find(&|k| matches!(k, K::Daemon { state, .. } if state == "started"));
+    let backup = find(&|k| matches!(k, K::Vrrp { to, .. } if to == "BACKUP"));
+    let master =
+        find(&|k| matches!(k, K::Vrrp { from, to, .. } if from == "BACKUP" && to == "MASTER"));
+    let hook = find(
+        &|k| matches!(k, K::Hook { hook, detail, .. } if hook == "notify_master" && detail.contains("killed")),
+    );
+    assert!(
+        started.is_some() && started < backup && backup < master && master < hook,
+        "{events:#?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

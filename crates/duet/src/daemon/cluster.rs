@@ -37,6 +37,10 @@ pub struct Cluster {
     drops: BTreeMap<&'static str, u64>,
     /// Each instance's veto as last applied, for logging changes.
     vetoes: BTreeMap<String, Option<String>>,
+    /// The event stream.
+    events: Arc<duet_admin::Events>,
+    /// This node held a valid lease when the timers last ran.
+    lease_held: bool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -57,6 +61,7 @@ impl Cluster {
         coordination: Option<&CoordinationConfig>,
         vip_lifetime: Duration,
         inbox: &Inbox,
+        events: Arc<duet_admin::Events>,
     ) -> Result<Cluster, String> {
         let key = crate::witness::read_key(&cfg.key_file)?;
         let witness_key = match witness.and_then(|w| w.key_file.as_deref()) {
@@ -155,6 +160,8 @@ impl Cluster {
             etcd,
             drops: BTreeMap::new(),
             vetoes: BTreeMap::new(),
+            events,
+            lease_held: false,
         })
     }
 
@@ -169,6 +176,15 @@ impl Cluster {
         self.member
             .tick(now, crate::witness::unix_ms(), reports, business_up);
         self.flush();
+        let valid = self.lease_valid(now);
+        if self.lease_held && !valid {
+            self.events.emit(duet_admin::EventKind::Lease {
+                state: "lost".into(),
+                term: self.term(),
+                detail: "no longer held".into(),
+            });
+        }
+        self.lease_held = valid;
     }
 
     /// Says goodbye on every link, once the VIPs are gone: peers count this node gone at once
@@ -289,6 +305,7 @@ impl Cluster {
     }
 
     fn log_events(&mut self) {
+        use duet_admin::EventKind;
         while let Some(e) = self.member.poll_event() {
             let e = match e {
                 Event::Liveness(e) => e,
@@ -312,6 +329,11 @@ impl Cluster {
                         "the witness"
                     };
                     tracing::info!("lease granted by {by} (term {term})");
+                    self.events.emit(EventKind::Lease {
+                        state: "granted".into(),
+                        term,
+                        detail: format!("by {by}"),
+                    });
                     continue;
                 }
                 Event::LeaseRefused { holder } => {
@@ -320,14 +342,29 @@ impl Cluster {
                 }
                 Event::AuthorityProblem(Some(why)) => {
                     tracing::error!("cluster degraded: the witness cannot grant a lease: {why}");
+                    self.events.emit(EventKind::Lease {
+                        state: "degraded".into(),
+                        term: self.term(),
+                        detail: why,
+                    });
                     continue;
                 }
                 Event::AuthorityProblem(None) => {
                     tracing::info!("the witness can grant leases again");
+                    self.events.emit(EventKind::Lease {
+                        state: "restored".into(),
+                        term: self.term(),
+                        detail: String::new(),
+                    });
                     continue;
                 }
                 Event::Record(r) => {
-                    tracing::info!("database record: {}", record_from_wire(&r));
+                    let r = record_from_wire(&r);
+                    tracing::info!("database record: {r}");
+                    self.events.emit(EventKind::Database {
+                        what: "record".into(),
+                        detail: r.to_string(),
+                    });
                     continue;
                 }
             };
@@ -343,24 +380,45 @@ impl Cluster {
                     } else {
                         tracing::warn!("heartbeat link {link} to {name} is silent");
                     }
+                    self.events.emit(EventKind::Link {
+                        peer: name,
+                        link,
+                        up: false,
+                    });
                 }
                 LivenessEvent::LinkUp { peer, link } => {
                     let name = self.member.display_key(&peer);
                     tracing::info!("heartbeat link {link} to {name} is up");
+                    self.events.emit(EventKind::Link {
+                        peer: name,
+                        link,
+                        up: true,
+                    });
                 }
                 LivenessEvent::PeerDead { peer } => {
                     let name = self.member.display_key(&peer);
                     tracing::warn!("peer {name} is silent on every heartbeat link");
+                    self.peer_event(name, "silent");
                 }
                 LivenessEvent::PeerLeft { peer } => {
                     let name = self.member.display_key(&peer);
                     tracing::info!("peer {name} stopped (it said goodbye)");
+                    self.peer_event(name, "left");
                 }
                 LivenessEvent::PeerAlive { peer } => {
-                    tracing::info!("peer {} is heard", self.member.display_key(&peer));
+                    let name = self.member.display_key(&peer);
+                    tracing::info!("peer {name} is heard");
+                    self.peer_event(name, "heard");
                 }
             }
         }
+    }
+
+    fn peer_event(&self, peer: String, state: &str) {
+        self.events.emit(duet_admin::EventKind::Peer {
+            peer,
+            state: state.into(),
+        });
     }
 
     /// The verdict for one instance.

@@ -90,6 +90,7 @@ impl ControlPlane {
                 hooks,
                 next_refresh: None,
                 transitioned: false,
+                events: published.events().clone(),
             },
             readings: Readings::default(),
             inbox: inbox.clone(),
@@ -113,6 +114,7 @@ impl ControlPlane {
                 config.coordination.as_ref(),
                 config.node.vip_lifetime.0,
                 &inbox,
+                cp.published.events().clone(),
             )?);
         }
         cp.database =
@@ -526,6 +528,10 @@ impl ControlPlane {
     }
 
     fn shutdown(&mut self) {
+        self.fx.events.emit(duet_admin::EventKind::Daemon {
+            state: "stopping".into(),
+            detail: "stepping down".into(),
+        });
         let now = self.clock.now();
         for inst in &mut self.instances {
             inst.core.shutdown(now);

@@ -160,6 +160,7 @@ impl Database {
                     data: None,
                     last_refusal: None,
                     last_error: None,
+                    lag_above: false,
                     epoch: std::time::Instant::now(),
                     switchover: 0,
                     reinit: 0,
@@ -463,6 +464,8 @@ struct Agent {
     data: Option<DataInfo>,
     last_refusal: Option<String>,
     last_error: Option<String>,
+    /// This replica's lag was above `maximum_lag_on_failover` at the last look.
+    lag_above: bool,
     epoch: std::time::Instant,
     /// The last switchover request taken (its number).
     switchover: u64,
@@ -521,6 +524,7 @@ impl Agent {
                     Some(why) => {
                         tracing::warn!("database: this replica may not be promoted: {why}");
                         self.status.refusals += 1;
+                        self.event("refused", why.clone());
                     }
                     None if self.last_refusal.is_some() => {
                         tracing::info!("database: this replica is promotable again")
@@ -666,7 +670,14 @@ impl Agent {
                 lsn: p.report.as_ref().map_or(String::new(), |r| fmt_lsn(r.lsn)),
             })
             .collect();
+        let above = s.role == "replica" && s.lag_bytes.is_some_and(|l| l > s.max_lag_bytes);
+        let bytes = s.lag_bytes.unwrap_or(0);
         self.published.set_database(s.clone());
+        if above != self.lag_above {
+            self.lag_above = above;
+            self.published
+                .emit(duet_admin::EventKind::Lag { bytes, above });
+        }
     }
 
     fn upstream(&self, view: &View, node: &str) -> Result<Upstream, String> {
@@ -679,6 +690,14 @@ impl Agent {
                 addr: r.listen,
             })
             .ok_or_else(|| format!("{node}'s server address is not known yet"))
+    }
+
+    /// An event on the stream, from this node's database.
+    fn event(&self, what: &str, detail: String) {
+        self.published.emit(duet_admin::EventKind::Database {
+            what: what.into(),
+            detail,
+        });
     }
 
     /// Carries out `action`; returns how long to wait before the next look.
@@ -795,12 +814,16 @@ impl Agent {
             Ok(()) => {
                 self.status.last_error = None;
                 self.last_error = None;
+                if let Some((what, detail)) = done(&action, view) {
+                    self.event(what, detail);
+                }
                 Duration::ZERO
             }
             Err(e) => {
                 let e = format!("{name}: {e}");
                 if self.last_error.as_ref() != Some(&e) {
                     tracing::error!("database: {e}");
+                    self.event("failed", e.clone());
                 }
                 self.status.last_error = Some(e.clone());
                 self.last_error = Some(e);
@@ -882,6 +905,35 @@ impl Agent {
             ..Out::default()
         }
     }
+}
+
+/// The event an action that succeeded makes: what, and the detail. Slot changes are
+/// bookkeeping; records are told by the cluster when the authority confirms them.
+fn done(a: &Action, view: &View) -> Option<(&'static str, String)> {
+    let term = view.leadership.term;
+    Some(match a {
+        Action::Initdb => ("bootstrapped", "initdb: a new cluster".into()),
+        Action::Clone { from } => ("cloned", format!("from {from}")),
+        Action::Reclone { from } => ("cloned", format!("again from {from}")),
+        Action::Start { primary: true, .. } => ("started", "as primary (restart in place)".into()),
+        Action::Start { upstream, .. } => (
+            "started",
+            match upstream {
+                Some(u) => format!("as standby of {u}"),
+                None => "as standby".into(),
+            },
+        ),
+        Action::Follow { upstream } => ("following", upstream.clone()),
+        Action::Fence => ("fenced", view.leadership.why_not.clone()),
+        Action::Stop => ("stopped", "the primary stopped cleanly".into()),
+        Action::Promote { .. } => ("promoted", format!("term {term}")),
+        Action::SetSync(names) if names.is_empty() => {
+            ("sync", "commits do not wait for a standby".into())
+        }
+        Action::SetSync(names) => ("sync", format!("commits wait for {}", names.join(", "))),
+        Action::Rewind { from } => ("rewound", format!("onto {from}'s timeline")),
+        Action::Record(_) | Action::Slots { .. } => return None,
+    })
 }
 
 fn action_name(a: &Action) -> &'static str {

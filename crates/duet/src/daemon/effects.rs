@@ -72,6 +72,8 @@ pub struct Effects {
     /// An instance changed state since the status was last published (it is published at
     /// once, not at the next tick).
     pub transitioned: bool,
+    /// The event stream.
+    pub events: Arc<duet_admin::Events>,
 }
 
 impl Effects {
@@ -112,7 +114,14 @@ impl Effects {
                 if to != State::Master {
                     inst.garp.stop();
                 }
-                self.submit_hooks(inst, from, to, &reason);
+                let seq = self.events.emit(duet_admin::EventKind::Vrrp {
+                    instance: inst.cfg.name.clone(),
+                    from: from.as_str().to_string(),
+                    to: to.as_str().to_string(),
+                    reason: reason.clone(),
+                    priority: inst.core.effective_priority(),
+                });
+                self.submit_hooks(inst, from, to, &reason, seq);
             }
             Action::AddVips => {
                 let goodbyes = inst
@@ -164,7 +173,8 @@ impl Effects {
         }
     }
 
-    fn submit_hooks(&self, inst: &Inst, from: State, to: State, reason: &str) {
+    /// Queues the instance's hooks for a transition, the event numbered `seq`.
+    fn submit_hooks(&self, inst: &Inst, from: State, to: State, reason: &str, seq: u64) {
         // keepalived passes STOP for an instance that is shutting down; existing scripts expect it.
         let state_word = match to {
             State::Initialize => "STOP",
@@ -190,6 +200,7 @@ impl Effects {
             ("DUET_OLD_STATE".to_string(), from.as_str().to_string()),
             ("DUET_NEW_STATE".to_string(), to.as_str().to_string()),
             ("DUET_REASON".to_string(), reason.to_string()),
+            ("DUET_EVENT_SEQ".to_string(), seq.to_string()),
         ];
         let job = |hook, argv| HookJob {
             instance: inst.cfg.name.clone(),

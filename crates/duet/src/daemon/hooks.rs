@@ -3,12 +3,16 @@
 //! Spawning a process, waiting for it and killing it on timeout never happens on the control
 //! plane thread, so a slow `fork` or a stuck hook cannot delay an advert. Hooks of one instance
 //! run strictly one after another, in transition order; different instances run independently.
+//! An instance's queue is bounded ([`QUEUE`]): a hook that keeps timing out while the
+//! instance flaps loses the newest jobs (logged and counted as dropped by the `hooks`
+//! consumer), it never holds up the control loop. A failed hook is an event.
 
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use duet_admin::{EventKind, Events};
 use tokio::process::Command;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -40,17 +44,21 @@ pub struct ScriptResult {
     pub detail: String,
 }
 
+/// Hook runs waiting per instance, at most.
+pub const QUEUE: usize = 64;
+
 /// Handle to the process thread.
 #[derive(Debug, Clone)]
 pub struct Hooks {
     rt: Arc<Runtime>,
-    queues: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<HookJob>>>>,
+    queues: Arc<Mutex<HashMap<String, mpsc::Sender<HookJob>>>>,
     pending: Arc<std::sync::atomic::AtomicUsize>,
+    events: Arc<Events>,
 }
 
 impl Hooks {
-    /// Starts the thread.
-    pub fn start() -> std::io::Result<Hooks> {
+    /// Starts the thread; failed hooks are told to `events`.
+    pub fn start(events: Arc<Events>) -> std::io::Result<Hooks> {
         let rt = Arc::new(
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -64,6 +72,7 @@ impl Hooks {
             rt,
             queues: Default::default(),
             pending: Default::default(),
+            events,
         })
     }
 
@@ -73,17 +82,33 @@ impl Hooks {
         self.pending.fetch_add(1, Ordering::SeqCst);
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         let tx = queues.entry(job.instance.clone()).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<HookJob>();
+            let (tx, mut rx) = mpsc::channel::<HookJob>(QUEUE);
             let pending = self.pending.clone();
+            let events = self.events.clone();
             self.rt.spawn(async move {
                 while let Some(job) = rx.recv().await {
-                    run_hook(job).await;
+                    if let Err(detail) = run_hook(&job).await {
+                        events.emit(EventKind::Hook {
+                            instance: job.instance.clone(),
+                            hook: job.hook.to_string(),
+                            detail,
+                        });
+                    }
                     pending.fetch_sub(1, Ordering::SeqCst);
                 }
             });
             tx
         });
-        let _ = tx.send(job);
+        if let Err(e) = tx.try_send(job) {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            let job = e.into_inner();
+            tracing::warn!(
+                "{}: {} dropped: {QUEUE} hook runs are waiting already",
+                job.instance,
+                job.hook
+            );
+            self.events.dropped("hooks", 1);
+        }
     }
 
     /// Waits until every queued hook has finished, or `limit` passes. Used on shutdown.
@@ -125,9 +150,10 @@ impl Hooks {
     }
 }
 
-async fn run_hook(job: HookJob) {
+/// Runs one hook; on failure, says what went wrong (already logged).
+async fn run_hook(job: &HookJob) -> Result<(), String> {
     let Some((program, args)) = job.argv.split_first() else {
-        return;
+        return Ok(());
     };
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -139,34 +165,34 @@ async fn run_hook(job: HookJob) {
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(
-                "{}: {} {program:?} could not start: {e}",
-                job.instance,
-                job.hook
-            );
-            return;
+            let detail = format!("{program:?} could not start: {e}");
+            tracing::warn!("{}: {} {detail}", job.instance, job.hook);
+            return Err(detail);
         }
     };
-    match tokio::time::timeout(job.timeout, child.wait()).await {
-        Ok(Ok(status)) if status.success() => tracing::debug!(
-            "{}: {} finished in {:?}",
-            job.instance,
-            job.hook,
-            started.elapsed()
-        ),
-        Ok(Ok(status)) => tracing::warn!("{}: {} {program:?} {status}", job.instance, job.hook),
-        Ok(Err(e)) => tracing::warn!("{}: {} {program:?}: {e}", job.instance, job.hook),
+    let detail = match tokio::time::timeout(job.timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => {
+            tracing::debug!(
+                "{}: {} finished in {:?}",
+                job.instance,
+                job.hook,
+                started.elapsed()
+            );
+            return Ok(());
+        }
+        Ok(Ok(status)) => format!("{program:?} {status}"),
+        Ok(Err(e)) => format!("{program:?}: {e}"),
         Err(_) => {
             kill_group(&child);
             let _ = child.kill().await;
-            tracing::warn!(
-                "{}: {} {program:?} still running after {}; killed",
-                job.instance,
-                job.hook,
+            format!(
+                "{program:?} still running after {}; killed",
                 duet_time::format_duration(job.timeout)
-            );
+            )
         }
-    }
+    };
+    tracing::warn!("{}: {} {detail}", job.instance, job.hook);
+    Err(detail)
 }
 
 /// Runs a script once: passed when it exits 0 within `timeout`.

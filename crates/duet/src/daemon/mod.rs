@@ -97,9 +97,27 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
         env!("CARGO_PKG_VERSION"),
         config.node.name
     );
+    published.emit(duet_admin::EventKind::Daemon {
+        state: "started".into(),
+        detail: format!(
+            "duet {} as node {:?}",
+            env!("CARGO_PKG_VERSION"),
+            config.node.name
+        ),
+    });
     accept::apply(&config)?;
+    let events = published.events().clone();
+    duet_proxy::backends::observe_health(Arc::new(move |balancer, backend, state, reason| {
+        events.emit(duet_admin::EventKind::Backend {
+            balancer: balancer.into(),
+            backend: backend.to_string(),
+            state: state.into(),
+            reason: reason.unwrap_or_default().into(),
+        });
+    }));
     let balancers = balancers::start_all(&config.balancer)?;
-    let hooks = hooks::Hooks::start().map_err(|e| format!("hooks thread: {e}"))?;
+    let hooks = hooks::Hooks::start(published.events().clone())
+        .map_err(|e| format!("hooks thread: {e}"))?;
     let mut vips = vips::VipManager::new(&config.node.state_dir, config.node.vip_lifetime.0)
         .map_err(|e| e.to_string())?;
     vips.remove_leftovers(&config);

@@ -154,6 +154,18 @@ impl ControlPlane {
     /// Re-reads the config file. A file that does not load or VRRP changes that cannot be
     /// applied change nothing; a balancer whose new settings fail keeps its old ones.
     pub(super) fn reload(&mut self) -> Result<String, String> {
+        let result = self.reload_config();
+        let (ok, message) = match &result {
+            Ok(m) => (true, m.clone()),
+            Err(e) => (false, e.clone()),
+        };
+        self.fx
+            .events
+            .emit(duet_admin::EventKind::Reload { ok, message });
+        result
+    }
+
+    fn reload_config(&mut self) -> Result<String, String> {
         let path = self.config_path.clone();
         let config = match duet_config::load(&path) {
             Ok(c) => c,
