@@ -14,8 +14,7 @@ fn server() -> (Arc<Published>, SocketAddr) {
     let addr = duet_admin::spawn(
         "127.0.0.1:0".parse().unwrap(),
         published.clone(),
-        None,
-        Vec::new(),
+        duet_admin::Options::read_only(),
     )
     .unwrap();
     (published, addr)

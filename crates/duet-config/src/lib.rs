@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod database;
 mod lift;
 mod read;
@@ -16,6 +17,7 @@ mod validate;
 use std::fmt;
 use std::ops::Range;
 
+pub use admin::{AdminConfig, AdminTls, Role, TokenConfig, TokenHash};
 pub use database::{ByteSize, DatabaseConfig, DatabaseKind, Network, SyncMode, WriteVip};
 pub use lift::Lifted;
 pub use schema::*;

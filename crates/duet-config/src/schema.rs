@@ -44,6 +44,9 @@ pub struct Config {
     /// The database server duet runs and fails over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<crate::database::DatabaseConfig>,
+    /// Who may use the admin API, over HTTP or HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<crate::admin::AdminConfig>,
 }
 
 /// `[heartbeat]`.

@@ -358,6 +358,19 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
             }),
             parameters: [("NAME".to_string(), "1".to_string())].into(),
         }),
+        admin: Some(crate::AdminConfig {
+            tls: Some(crate::AdminTls {
+                cert: "c".into(),
+                key: "k".into(),
+            }),
+            tokens: vec![crate::TokenConfig {
+                name: "ops".into(),
+                role: crate::Role::Operator,
+                sha256: crate::TokenHash([0; 32]),
+            }],
+            public: vec!["/primary".into()],
+            audit_log: Some("/a".into()),
+        }),
     };
     let value = toml::Value::try_from(&full).unwrap();
     let mut keys = Vec::new();

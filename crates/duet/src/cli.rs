@@ -13,6 +13,10 @@ const DEFAULT_CONFIG: &str = "/etc/duet/duet.toml";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// A file holding the admin API token to send (else $DUET_TOKEN, else the config's
+    /// node.operator_token_file).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +44,11 @@ enum Command {
         /// Print the raw JSON of GET /v1/status.
         #[arg(long)]
         json: bool,
+    },
+    /// Admin API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Print a running node's events (VRRP transitions, links, leases, backends, database,
     /// operator actions), oldest first; --follow keeps printing new ones.
@@ -184,9 +193,23 @@ pub enum DbCommand {
     Reinit,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Make a token: prints it on stdout, and on stderr the `admin.tokens` line (with only
+    /// its SHA-256) to paste into each node's config.
+    New {
+        /// Who will use it (shown in the audit log and events).
+        name: String,
+        /// viewer (read), operator (also switchover, maintenance, drain) or admin (also
+        /// reload, database reinit).
+        role: String,
+    },
+}
+
 /// Entry point; returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    let token_file = cli.token_file;
     match cli.command {
         Command::Run { config } => {
             init_logging();
@@ -222,31 +245,34 @@ pub fn main() -> i32 {
             config,
             admin,
             json,
-        } => crate::status::run(&config, admin, json),
+        } => with_target(&config, admin, token_file, |t| crate::status::run(t, json)),
+        Command::Token {
+            command: TokenCommand::New { name, role },
+        } => crate::token::run_new(&name, &role),
         Command::Events {
             config,
             admin,
             last,
             follow,
             json,
-        } => match crate::status::admin_address(&config, admin) {
-            Ok(addr) => crate::events::run(addr, last, follow, json),
-            Err(e) => {
-                eprintln!("{e}");
-                2
-            }
-        },
+        } => with_target(&config, admin, token_file, |t| {
+            crate::events::run(t, last, follow, json)
+        }),
         Command::Switchover {
             to,
             config,
             admin,
             no_wait,
-        } => crate::status::switchover(&config, admin, to.as_deref(), !no_wait),
+        } => with_target(&config, admin, token_file, |t| {
+            crate::status::switchover(t, to.as_deref(), !no_wait)
+        }),
         Command::Db {
             command: DbCommand::Reinit,
             config,
             admin,
-        } => crate::status::post(&config, admin, "/v1/database/reinit"),
+        } => with_target(&config, admin, token_file, |t| {
+            crate::status::post(t, "/v1/database/reinit")
+        }),
         Command::Demo { database: true, .. } => crate::demodb::run(),
         Command::Demo {
             advert_interval, ..
@@ -313,6 +339,22 @@ pub fn main() -> i32 {
                 2
             }
         },
+    }
+}
+
+/// Runs `f` against the node the command line names; exit code 2 when it names none.
+fn with_target(
+    config: &std::path::Path,
+    admin: Option<SocketAddr>,
+    token_file: Option<PathBuf>,
+    f: impl FnOnce(&crate::status::Target) -> i32,
+) -> i32 {
+    match crate::status::Target::new(config, admin, token_file.as_deref()) {
+        Ok(t) => f(&t),
+        Err(e) => {
+            eprintln!("{e}");
+            2
+        }
     }
 }
 

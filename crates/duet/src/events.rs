@@ -5,23 +5,22 @@
 //! printed twice or skipped unless the node forgot it (then a line says how many).
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use duet_admin::Event;
 
 /// Runs `duet events`; returns the exit code.
-pub fn run(addr: SocketAddr, last: usize, follow: bool, json: bool) -> i32 {
+pub fn run(target: &crate::status::Target, last: usize, follow: bool, json: bool) -> i32 {
+    let addr = target.addr;
     let path = format!(
         "/v1/events?limit={}",
         last.clamp(1, duet_admin::events::KEEP)
     );
-    let body = match crate::status::http_get(addr, &path) {
+    let body = match target.get(&path) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!(
-                "duet events: cannot reach the admin API at {addr}: {e}\nIs `duet run` running on this node?"
-            );
+            eprintln!("duet events: {e}");
             return 1;
         }
     };
@@ -48,7 +47,7 @@ pub fn run(addr: SocketAddr, last: usize, follow: bool, json: bool) -> i32 {
     let mut after = list.last().map(|e| e.seq);
     let mut id: Option<String> = None;
     loop {
-        match follow_once(addr, &mut id, &mut after, &mut out, json) {
+        match follow_once(target, &mut id, &mut after, &mut out, json) {
             Ok(()) => return 0,
             Err(e) => {
                 eprintln!("duet events: {e}; reconnecting");
@@ -60,12 +59,13 @@ pub fn run(addr: SocketAddr, last: usize, follow: bool, json: bool) -> i32 {
 
 /// Reads one stream connection until it fails; `Ok` when stdout is gone.
 fn follow_once(
-    addr: SocketAddr,
+    target: &crate::status::Target,
     id: &mut Option<String>,
     after: &mut Option<u64>,
     out: &mut impl Write,
     json: bool,
 ) -> Result<(), String> {
+    let addr = target.addr;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("{addr}: {e}"))?;
     // Keep-alives come every 15 s: silence for much longer means the node is gone.
@@ -74,9 +74,13 @@ fn follow_once(
     let last = id
         .as_ref()
         .map_or(String::new(), |i| format!("Last-Event-ID: {i}\r\n"));
+    let auth = target
+        .token
+        .as_ref()
+        .map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{last}\r\n"
+        "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{auth}{last}\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut r = BufReader::new(s);

@@ -16,4 +16,5 @@ pub mod labpg;
 pub mod labtools;
 pub mod preflight;
 pub mod status;
+pub mod token;
 pub mod witness;

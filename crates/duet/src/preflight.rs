@@ -50,6 +50,25 @@ pub fn check(config: &Config, source: &Source) -> Findings {
             format!("state_dir {}: {e}", node.state_dir.display()),
         );
     }
+    if let Some(t) = config.admin.as_ref().and_then(|a| a.tls.as_ref())
+        && let Err(e) = duet_admin::tls::server_config(&t.cert, &t.key)
+    {
+        let key = if e.starts_with("admin.tls.key") {
+            "key"
+        } else {
+            "cert"
+        };
+        error(path!["admin", "tls", key], e);
+    }
+    if let Some(log) = config.admin.as_ref().and_then(|a| a.audit_log.as_ref())
+        && let Some(dir) = log.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Err(e) = writable_dir(dir)
+    {
+        error(
+            path!["admin", "audit_log"],
+            format!("audit_log {}: {e}", log.display()),
+        );
+    }
     if let Some(hb) = &config.heartbeat
         && let Err(e) = crate::witness::read_key(&hb.key_file)
     {

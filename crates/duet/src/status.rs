@@ -7,24 +7,89 @@ use std::time::Duration;
 
 use duet_admin::Status;
 
-/// Runs `duet status`; returns the exit code.
-pub fn run(config: &Path, admin: Option<SocketAddr>, json: bool) -> i32 {
-    let addr = match admin_address(config, admin) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return 2;
+/// A node's admin API and the token to show it, if any.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// `--token-file`, else `$DUET_TOKEN`, else `node.operator_token_file` of the config.
+    pub token: Option<String>,
+}
+
+impl Target {
+    /// From the command line: `admin` (else `node.admin` of `config`), `token_file`.
+    pub fn new(
+        config: &Path,
+        admin: Option<SocketAddr>,
+        token_file: Option<&Path>,
+    ) -> Result<Target, String> {
+        let loaded = duet_config::load(config);
+        let addr = match (admin, &loaded) {
+            (Some(a), _) => a,
+            (None, Ok(c)) => c.node.admin,
+            (None, Err(e)) => {
+                return Err(format!(
+                    "{e}\n(use --admin ADDR to query a node without its config)"
+                ));
+            }
+        };
+        let token = if let Some(f) = token_file {
+            Some(crate::preflight::read_operator_token(f)?)
+        } else if let Some(t) = std::env::var("DUET_TOKEN").ok().filter(|t| !t.is_empty()) {
+            Some(t)
+        } else if let Ok(Some(f)) = loaded.as_ref().map(|c| c.node.operator_token_file.clone()) {
+            Some(crate::preflight::read_operator_token(&f)?)
+        } else {
+            None
+        };
+        Ok(Target { addr, token })
+    }
+
+    /// GET `path`: the body of a 200 answer.
+    pub fn get(&self, path: &str) -> Result<String, String> {
+        http_request(self.addr, "GET", path, self.token.as_deref()).map_err(|e| self.explain(e))
+    }
+
+    /// POST `path` (needs a token).
+    pub fn post(&self, path: &str) -> Result<String, String> {
+        let Some(token) = &self.token else {
+            return Err(NO_TOKEN.into());
+        };
+        http_request(self.addr, "POST", path, Some(token)).map_err(|e| self.explain(e))
+    }
+
+    fn explain(&self, e: std::io::Error) -> String {
+        let text = e.to_string();
+        if text.contains(" 401 ") {
+            let hint = if self.token.is_some() {
+                "the token was not accepted"
+            } else {
+                NO_TOKEN
+            };
+            format!("{text}\n{hint}")
+        } else if e.kind() == std::io::ErrorKind::Other {
+            text
+        } else {
+            format!(
+                "cannot reach the admin API at {}: {text}\nIs `duet run` running on this node?",
+                self.addr
+            )
         }
-    };
-    let body = match http_get(addr, "/v1/status") {
+    }
+}
+
+const NO_TOKEN: &str = "this needs an admin API token: pass --token-file FILE or set DUET_TOKEN (`duet token new NAME ROLE` makes one), or set node.operator_token_file";
+
+/// Runs `duet status`; returns the exit code.
+pub fn run(target: &Target, json: bool) -> i32 {
+    let body = match target.get("/v1/status") {
         Ok(b) => b,
         Err(e) => {
-            eprintln!(
-                "duet status: cannot reach the admin API at {addr}: {e}\nIs `duet run` running on this node?"
-            );
+            eprintln!("duet status: {e}");
             return 1;
         }
     };
+    let addr = target.addr;
     if json {
         println!("{body}");
         return 0;
@@ -41,27 +106,10 @@ pub fn run(config: &Path, admin: Option<SocketAddr>, json: bool) -> i32 {
     }
 }
 
-/// The admin API's address: `admin` if given, else `node.admin` from the config.
-pub fn admin_address(config: &Path, admin: Option<SocketAddr>) -> Result<SocketAddr, String> {
-    match admin {
-        Some(a) => Ok(a),
-        None => duet_config::load(config)
-            .map(|c| c.node.admin)
-            .map_err(|e| format!("{e}\n(use --admin ADDR to query a node without its config)")),
-    }
-}
-
-/// Sends an operator `POST` to this node's admin API (token and address from the config)
-/// and prints the answer; returns the exit code.
-pub fn post(config: &Path, admin: Option<SocketAddr>, path: &str) -> i32 {
-    let (addr, token) = match operator(config, admin) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            return 2;
-        }
-    };
-    match http_request(addr, "POST", path, Some(&token)) {
+/// Sends an operator `POST` to this node's admin API and prints the answer; returns the
+/// exit code.
+pub fn post(target: &Target, path: &str) -> i32 {
+    match target.post(path) {
         Ok(body) => {
             println!("{}", body.trim());
             0
@@ -73,36 +121,14 @@ pub fn post(config: &Path, admin: Option<SocketAddr>, path: &str) -> i32 {
     }
 }
 
-/// The admin address and the operator token, from the config (or `admin`).
-fn operator(config: &Path, admin: Option<SocketAddr>) -> Result<(SocketAddr, String), String> {
-    let cfg = duet_config::load(config).map_err(|e| {
-        format!("{e}\n(the admin address and the operator token come from the config)")
-    })?;
-    let token_file = cfg.node.operator_token_file.as_ref().ok_or_else(|| {
-        format!(
-            "node.operator_token_file is not set in {}: the admin API takes no POST",
-            config.display()
-        )
-    })?;
-    let token = crate::preflight::read_operator_token(token_file)?;
-    Ok((admin.unwrap_or(cfg.node.admin), token))
-}
-
 /// Runs `duet switchover`: asks this node's admin API, then (with `wait`) follows the
 /// status until this node is a standby and `to` runs the primary. Returns the exit code.
-pub fn switchover(config: &Path, admin: Option<SocketAddr>, to: Option<&str>, wait: bool) -> i32 {
-    let (addr, token) = match operator(config, admin) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("duet switchover: {e}");
-            return 2;
-        }
-    };
+pub fn switchover(target: &Target, to: Option<&str>, wait: bool) -> i32 {
     let path = match to {
         Some(t) => format!("/v1/switchover?to={t}"),
         None => "/v1/switchover".into(),
     };
-    match http_request(addr, "POST", &path, Some(&token)) {
+    match target.post(&path) {
         Ok(body) => println!("{}", body.trim()),
         Err(e) => {
             eprintln!("duet switchover: {e}");
@@ -116,8 +142,9 @@ pub fn switchover(config: &Path, admin: Option<SocketAddr>, to: Option<&str>, wa
     let mut last = String::new();
     while start.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(200));
-        let Ok(s) = http_get(addr, "/v1/status")
-            .and_then(|b| serde_json::from_str::<Status>(&b).map_err(std::io::Error::other))
+        let Ok(s) = target
+            .get("/v1/status")
+            .and_then(|b| serde_json::from_str::<Status>(&b).map_err(|e| e.to_string()))
         else {
             continue;
         };

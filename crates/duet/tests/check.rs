@@ -59,6 +59,12 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
         ("a database without a cluster", format!("{n}\n[database]\nkind = ‸\"postgres\"\nlisten = \"127.0.0.1:15432\"\ndata_dir = \"/d\"\npassword_file = \"/p\"\n"), "a database needs a cluster to decide which node is primary"),
         ("a parameter duet manages", format!("{n}{db}parameters = {{ port = ‸\"5433\" }}\n"), "port is set by duet (replication and failover depend on it)"),
         ("a database on three nodes", format!("{n}{}", db.replace("links = [{ local = \"127.0.0.1:7946\", peers = [\"127.0.0.2:7946\"]", "links = ‸[{ local = \"127.0.0.1:7946\", peers = [\"127.0.0.2:7946\", \"127.0.0.4:7946\"]")), "a database runs on a pair: the heartbeat links must list exactly one peer"),
+        // The admin API's access rules.
+        ("a token hash that is no SHA-256", format!("{n}\n[admin]\ntokens = [{{ name = \"ops\", role = \"operator\", sha256 = ‸\"abc\" }}]\n"), "sha256 \"abc\": write the token's SHA-256 as 64 hex digits"),
+        ("an unknown role", format!("{n}\n[admin]\ntokens = [{{ name = \"ops\", role = ‸\"root\", sha256 = \"{}\" }}]\n", "ab".repeat(32)), "`root` is not one of `viewer`, `operator`, `admin`"),
+        ("a token name used twice", format!("{n}\n[admin]\ntokens = [{{ name = \"ops\", role = \"viewer\", sha256 = \"{}\" }}, {{ name = ‸\"ops\", role = \"admin\", sha256 = \"{}\" }}]\n", "ab".repeat(32), "cd".repeat(32)), "token name \"ops\" is used twice"),
+        ("a public path that is no health check", format!("{n}\n[admin]\ntokens = [{{ name = \"ops\", role = \"viewer\", sha256 = \"{}\" }}]\npublic = [‸\"/v1/status\"]\n", "ab".repeat(32)), "\"/v1/status\" cannot be public: only the health endpoints"),
+        ("an admin certificate that is missing", format!("{n}\n[admin]\ntls = {{ cert = ‸\"@DIR@/none.pem\", key = \"@DIR@/none.key\" }}\n"), "admin.tls.cert @DIR@/none.pem:"),
         // Syntax and types: every one reported, with the value and the form expected.
         ("unterminated string", "[node]\nname = \"a‸\n".to_string(), "invalid basic string, expected `\"`"),
         ("vrid above 255", format!("{n}{}", v.replace("vrid = 51", "vrid = ‸256")), "vrid must be 1..=255"),

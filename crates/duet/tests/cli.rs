@@ -107,8 +107,12 @@ fn admin_server_answers_status_and_metrics_over_http() {
         }],
         ..Default::default()
     });
-    let addr =
-        duet_admin::spawn("127.0.0.1:0".parse().unwrap(), published, None, Vec::new()).unwrap();
+    let addr = duet_admin::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        published,
+        duet_admin::Options::read_only(),
+    )
+    .unwrap();
     let body = duet::status::http_get(addr, "/v1/status").unwrap();
     let status: duet_admin::Status = serde_json::from_str(&body).unwrap();
     assert_eq!(status.vrrp[0].state, "BACKUP");
@@ -231,4 +235,80 @@ fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
     let _ = third.wait();
     assert!(running, "a daemon could not take a free state_dir");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_made_token_lets_the_cli_in_and_no_token_is_explained() {
+    use std::sync::Arc;
+    // `duet token new` prints the token, and the config line with only its hash.
+    let out = duet()
+        .args(["token", "new", "ops", "viewer"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(token.len(), 64, "{token}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let hash = duet_config::TokenHash(duet_admin::auth::token_hash(&token)).to_string();
+    assert!(
+        err.contains(&format!(
+            "{{ name = \"ops\", role = \"viewer\", sha256 = \"{hash}\" }}"
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&token),
+        "the secret is printed once, on stdout"
+    );
+    let bad = duet()
+        .args(["token", "new", "ops", "root"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+
+    let published = Arc::new(duet_admin::Published::default());
+    let access = duet_admin::auth::Access::new(
+        vec![duet_admin::auth::Token {
+            name: "ops".into(),
+            role: duet_admin::auth::Role::Viewer,
+            sha256: duet_admin::auth::token_hash(&token),
+        }],
+        Vec::new(),
+        false,
+        None,
+    )
+    .unwrap();
+    let options = duet_admin::Options {
+        access,
+        ..duet_admin::Options::read_only()
+    };
+    let addr = duet_admin::spawn("127.0.0.1:0".parse().unwrap(), published, options).unwrap();
+    let status = |env: Option<&str>, file: Option<&std::path::Path>| {
+        let mut cmd = duet();
+        cmd.env_remove("DUET_TOKEN")
+            .args(["status", "--json", "--admin", &addr.to_string()]);
+        if let Some(t) = env {
+            cmd.env("DUET_TOKEN", t);
+        }
+        if let Some(f) = file {
+            cmd.arg("--token-file").arg(f);
+        }
+        cmd.output().unwrap()
+    };
+    let out = status(None, None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401"), "{err}");
+    assert!(
+        err.contains("pass --token-file FILE or set DUET_TOKEN"),
+        "{err}"
+    );
+    let out = status(Some("a-wrong-token-of-enough-length"), None);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the token was not accepted"),
+        "{out:?}"
+    );
+    assert!(status(Some(&token), None).status.success());
+    let file = scratch("viewer.token", &format!("{token}\n"));
+    assert!(status(None, Some(&file)).status.success());
 }

@@ -84,16 +84,16 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
     let published = Arc::new(Published::default());
     // The admin API starts before the control plane; actions wait until it is there.
     let inbox: Arc<std::sync::OnceLock<input::Inbox>> = Arc::default();
-    let operator = operator_control(&config, inbox.clone())?;
-    let admin = duet_admin::spawn(
-        config.node.admin,
-        published.clone(),
-        operator,
-        config.node.admin_names.clone(),
-    )
-    .map_err(|e| e.to_string())?;
+    let options = admin_options(&config, inbox.clone())?;
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let admin = duet_admin::spawn(config.node.admin, published.clone(), options)
+        .map_err(|e| e.to_string())?;
     tracing::info!(
-        "duet {} starting as node {:?}; admin API on http://{admin}",
+        "duet {} starting as node {:?}; admin API on {scheme}://{admin}",
         env!("CARGO_PKG_VERSION"),
         config.node.name
     );
@@ -258,15 +258,43 @@ fn check_capabilities(config: &duet_config::Config) {
     }
 }
 
-/// The admin API's write side, when an operator token is configured.
-fn operator_control(
+/// The admin API's rules: the tokens of `[admin]` and `node.operator_token_file` (named
+/// "operator", role admin), the public health endpoints, the audit log, HTTPS, and the way
+/// actions reach the control loop.
+fn admin_options(
     config: &duet_config::Config,
     inbox: Arc<std::sync::OnceLock<input::Inbox>>,
-) -> Result<Option<duet_admin::Control>, String> {
-    let Some(path) = &config.node.operator_token_file else {
-        return Ok(None);
+) -> Result<duet_admin::Options, String> {
+    use duet_admin::auth::{Access, Token};
+    let admin = config.admin.clone().unwrap_or_default();
+    let mut tokens: Vec<Token> = admin
+        .tokens
+        .iter()
+        .map(|t| Token {
+            name: t.name.clone(),
+            role: t.role,
+            sha256: t.sha256.0,
+        })
+        .collect();
+    // Without [admin] tokens, reads stay open as they were before roles existed.
+    let open_reads = tokens.is_empty();
+    if let Some(path) = &config.node.operator_token_file {
+        let token = crate::preflight::read_operator_token(path)?;
+        tokens.push(Token {
+            name: "operator".into(),
+            role: duet_admin::auth::Role::Admin,
+            sha256: duet_admin::auth::token_hash(&token),
+        });
+    }
+    let audit = admin
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| config.node.state_dir.join("audit.jsonl"));
+    let access = Access::new(tokens, admin.public.clone(), open_reads, Some(&audit))?;
+    let tls = match &admin.tls {
+        Some(t) => Some(duet_admin::tls::server_config(&t.cert, &t.key)?),
+        None => None,
     };
-    let token = crate::preflight::read_operator_token(path)?;
     let operator: duet_admin::Operator = Arc::new(move |action| {
         let unavailable = |message: &str| duet_admin::ActionError {
             status: 503,
@@ -283,7 +311,12 @@ fn operator_control(
             .recv_timeout(Duration::from_secs(30))
             .map_err(|_| unavailable("the daemon did not answer"))?
     });
-    Ok(Some(duet_admin::Control { token, operator }))
+    Ok(duet_admin::Options {
+        operator: access.writable().then_some(operator),
+        access,
+        names: config.node.admin_names.clone(),
+        tls,
+    })
 }
 
 fn forward_signals(inbox: input::Inbox) -> std::io::Result<()> {
