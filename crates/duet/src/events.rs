@@ -5,7 +5,6 @@
 //! printed twice or skipped unless the node forgot it (then a line says how many).
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use duet_admin::Event;
@@ -66,11 +65,10 @@ fn follow_once(
     json: bool,
 ) -> Result<(), String> {
     let addr = target.addr;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("{addr}: {e}"))?;
     // Keep-alives come every 15 s: silence for much longer means the node is gone.
-    s.set_read_timeout(Some(Duration::from_secs(40)))
-        .map_err(|e| e.to_string())?;
+    let mut s = target
+        .connect(Duration::from_secs(40))
+        .map_err(|e| format!("{addr}: {e}"))?;
     let last = id
         .as_ref()
         .map_or(String::new(), |i| format!("Last-Event-ID: {i}\r\n"));

@@ -14,6 +14,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// `--token-file`, else `$DUET_TOKEN`, else `node.operator_token_file` of the config.
     pub token: Option<String>,
+    /// With `admin.tls` in the config: HTTPS, trusting the certificate there.
+    pub tls: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -42,12 +44,38 @@ impl Target {
         } else {
             None
         };
-        Ok(Target { addr, token })
+        let tls = loaded
+            .ok()
+            .and_then(|c| c.admin)
+            .and_then(|a| a.tls)
+            .map(|t| t.cert);
+        Ok(Target { addr, token, tls })
+    }
+
+    /// A connection to the API (TLS when the config says so), reads timing out after
+    /// `timeout`.
+    pub fn connect(&self, timeout: Duration) -> std::io::Result<Box<dyn Stream>> {
+        let tcp = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
+        tcp.set_read_timeout(Some(timeout))?;
+        let Some(cert) = &self.tls else {
+            return Ok(Box::new(tcp));
+        };
+        let config = tls_client(cert).map_err(std::io::Error::other)?;
+        let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
+        let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+        Ok(Box::new(rustls::StreamOwned::new(conn, tcp)))
+    }
+
+    /// Sends `method path` and returns the body of a 200 answer.
+    fn request(&self, method: &str, path: &str, token: Option<&str>) -> std::io::Result<String> {
+        let s = self.connect(Duration::from_secs(5))?;
+        exchange(s, self.addr, method, path, token)
     }
 
     /// GET `path`: the body of a 200 answer.
     pub fn get(&self, path: &str) -> Result<String, String> {
-        http_request(self.addr, "GET", path, self.token.as_deref()).map_err(|e| self.explain(e))
+        self.request("GET", path, self.token.as_deref())
+            .map_err(|e| self.explain(e))
     }
 
     /// POST `path` (needs a token).
@@ -55,7 +83,8 @@ impl Target {
         let Some(token) = &self.token else {
             return Err(NO_TOKEN.into());
         };
-        http_request(self.addr, "POST", path, Some(token)).map_err(|e| self.explain(e))
+        self.request("POST", path, Some(token))
+            .map_err(|e| self.explain(e))
     }
 
     fn explain(&self, e: std::io::Error) -> String {
@@ -184,8 +213,44 @@ pub fn http_request(
     path: &str,
     token: Option<&str>,
 ) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    exchange(s, addr, method, path, token)
+}
+
+/// A connection to the admin API: plain TCP or TLS.
+pub trait Stream: Read + Write + Send {}
+
+impl<T: Read + Write + Send> Stream for T {}
+
+/// A TLS client that trusts the admin API's own certificate (`admin.tls.cert`).
+fn tls_client(cert: &Path) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert).map_err(|e| format!("{}: {e}", cert.display()))? {
+        let c = c.map_err(|e| format!("{}: {e}", cert.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("{}: {e}", cert.display()))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
+/// One HTTP/1.0 exchange on `s`.
+fn exchange(
+    mut s: impl Read + Write,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<String> {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,

@@ -312,3 +312,44 @@ fn a_made_token_lets_the_cli_in_and_no_token_is_explained() {
     let file = scratch("viewer.token", &format!("{token}\n"));
     assert!(status(None, Some(&file)).status.success());
 }
+
+#[test]
+fn the_cli_speaks_https_when_the_config_has_admin_tls() {
+    use std::sync::Arc;
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let pem = scratch("admin-cli.pem", &cert.cert.pem());
+    let key = scratch("admin-cli.key", &cert.signing_key.serialize_pem());
+    let published = Arc::new(duet_admin::Published::default());
+    published.publish(duet_admin::Status {
+        node: "alpha".into(),
+        ..Default::default()
+    });
+    let options = duet_admin::Options {
+        tls: Some(duet_admin::tls::server_config(&pem, &key).unwrap()),
+        ..duet_admin::Options::read_only()
+    };
+    let addr = duet_admin::spawn("127.0.0.1:0".parse().unwrap(), published, options).unwrap();
+    let config = scratch(
+        "admin-cli.toml",
+        &format!(
+            "[node]\nname = \"alpha\"\nadmin = \"{addr}\"\n\n[admin]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+            pem.display(),
+            key.display()
+        ),
+    );
+    let out = duet()
+        .args(["status", "--json", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let s: duet_admin::Status = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s.node, "alpha");
+    // Without the config, plain HTTP to the HTTPS port fails with a message.
+    let out = duet()
+        .args(["status", "--admin", &addr.to_string()])
+        .args(["-c", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
