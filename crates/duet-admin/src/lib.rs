@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use events::{Event, EventKind, Events};
 pub use metrics::render as render_metrics;
-pub use server::{Action, ActionError, Operator, Options, spawn};
+pub use server::{Action, ActionError, OPENAPI, Operator, Options, spawn};
 
 /// `GET /v1/status`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

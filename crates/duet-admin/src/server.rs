@@ -312,11 +312,48 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Every route, as the path template the OpenAPI document (`openapi.json`) uses: paths are
+/// matched against these and nothing else, and a test holds the document to this list.
+pub(crate) const ROUTES: [&str; 12] = [
+    "/v1/status",
+    "/v1/events",
+    "/v1/openapi.json",
+    "/metrics",
+    "/primary",
+    "/replica",
+    "/read-only",
+    "/v1/reload",
+    "/v1/switchover",
+    "/v1/database/reinit",
+    "/v1/balancers/{balancer}/backends/{backend}/drain",
+    "/v1/balancers/{balancer}/backends/{backend}/enable",
+];
+
+/// The values of `template`'s `{…}` segments in `path`, if `path` fits it.
+fn fit<'p>(template: &str, path: &'p str) -> Option<Vec<&'p str>> {
+    let mut t = template.split('/');
+    let mut p = path.split('/');
+    let mut params = Vec::new();
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return Some(params),
+            (Some(ts), Some(ps)) if ts.starts_with('{') && !ps.is_empty() => params.push(ps),
+            (Some(ts), Some(ps)) if ts == ps => {}
+            _ => return None,
+        }
+    }
+}
+
+/// The OpenAPI 3 document of this API (served at `/v1/openapi.json`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// The endpoints, each with the one method it takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Endpoint {
     Status,
     Metrics,
+    /// `/v1/openapi.json`.
+    OpenApi,
     /// `/v1/events`: the kept events as JSON, or a stream.
     Events,
     /// `/primary`, `/replica`, `/read-only`.
@@ -325,44 +362,47 @@ enum Endpoint {
 }
 
 impl Endpoint {
-    /// The endpoint at `path`, if any.
+    /// The endpoint at `path`, if any: the first of [`ROUTES`] whose template it fits.
     fn at(path: &str) -> Option<Endpoint> {
-        match path {
-            "/v1/status" => return Some(Endpoint::Status),
-            "/v1/events" => return Some(Endpoint::Events),
-            "/metrics" => return Some(Endpoint::Metrics),
-            "/primary" => return Some(Endpoint::Role(roles::Role::Primary)),
-            "/replica" => return Some(Endpoint::Role(roles::Role::Replica)),
-            "/read-only" => return Some(Endpoint::Role(roles::Role::ReadOnly)),
-            "/v1/reload" => return Some(Endpoint::Act(Action::Reload)),
-            "/v1/switchover" => return Some(Endpoint::Act(Action::Switchover { to: None })),
-            "/v1/database/reinit" => return Some(Endpoint::Act(Action::Reinit)),
-            _ => {}
-        }
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        match parts.as_slice() {
-            [
-                "v1",
-                "balancers",
-                balancer,
-                "backends",
-                backend,
-                verb @ ("drain" | "enable"),
-            ] => Some(Endpoint::Act(Action::Backend {
-                balancer: balancer.to_string(),
-                backend: backend.to_string(),
-                drain: *verb == "drain",
-            })),
-            _ => None,
-        }
+        ROUTES
+            .iter()
+            .find_map(|t| Endpoint::route(t, &fit(t, path)?))
+    }
+
+    /// The endpoint of route `template` with its `{…}` segments' values.
+    fn route(template: &str, params: &[&str]) -> Option<Endpoint> {
+        let backend = |drain| {
+            Endpoint::Act(Action::Backend {
+                balancer: params[0].to_string(),
+                backend: params[1].to_string(),
+                drain,
+            })
+        };
+        Some(match template {
+            "/v1/status" => Endpoint::Status,
+            "/v1/events" => Endpoint::Events,
+            "/v1/openapi.json" => Endpoint::OpenApi,
+            "/metrics" => Endpoint::Metrics,
+            "/primary" => Endpoint::Role(roles::Role::Primary),
+            "/replica" => Endpoint::Role(roles::Role::Replica),
+            "/read-only" => Endpoint::Role(roles::Role::ReadOnly),
+            "/v1/reload" => Endpoint::Act(Action::Reload),
+            "/v1/switchover" => Endpoint::Act(Action::Switchover { to: None }),
+            "/v1/database/reinit" => Endpoint::Act(Action::Reinit),
+            "/v1/balancers/{balancer}/backends/{backend}/drain" => backend(true),
+            "/v1/balancers/{balancer}/backends/{backend}/enable" => backend(false),
+            _ => return None,
+        })
     }
 
     /// The role a caller needs.
     fn role(&self) -> Role {
         match self {
-            Endpoint::Status | Endpoint::Metrics | Endpoint::Events | Endpoint::Role(_) => {
-                Role::Viewer
-            }
+            Endpoint::Status
+            | Endpoint::Metrics
+            | Endpoint::OpenApi
+            | Endpoint::Events
+            | Endpoint::Role(_) => Role::Viewer,
             Endpoint::Act(Action::Backend { .. } | Action::Switchover { .. }) => Role::Operator,
             Endpoint::Act(Action::Reload | Action::Reinit) => Role::Admin,
         }
@@ -370,10 +410,8 @@ impl Endpoint {
 
     fn method(&self) -> Method {
         match self {
-            Endpoint::Status | Endpoint::Metrics | Endpoint::Events | Endpoint::Role(_) => {
-                Method::GET
-            }
             Endpoint::Act(_) => Method::POST,
+            _ => Method::GET,
         }
     }
 }
@@ -447,6 +485,11 @@ fn answer<B>(
             let body = serde_json::to_vec_pretty(&*published.get()).unwrap_or_default();
             Answer::Now(respond(StatusCode::OK, "application/json", body))
         }
+        Endpoint::OpenApi => Answer::Now(respond(
+            StatusCode::OK,
+            "application/json",
+            OPENAPI.as_bytes().to_vec(),
+        )),
         Endpoint::Metrics => Answer::Now(respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -846,6 +889,53 @@ mod tests {
             )),
             Some(StatusCode::NOT_FOUND)
         );
+    }
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes_with_their_methods_and_roles() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+        let mut routes = ROUTES.to_vec();
+        documented.sort_unstable();
+        routes.sort_unstable();
+        assert_eq!(documented, routes, "openapi.json against ROUTES");
+        for template in ROUTES {
+            // Each route answers at its path (with sample values for its parameters).
+            let path = template
+                .replace("{balancer}", "web")
+                .replace("{backend}", "10.0.0.1:80");
+            let e = Endpoint::at(&path).unwrap_or_else(|| panic!("{template}: no endpoint"));
+            let ops = paths[template].as_object().unwrap();
+            assert_eq!(ops.len(), 1, "{template}: one method per path");
+            let (method, op) = ops.iter().next().unwrap();
+            assert_eq!(
+                method.to_uppercase(),
+                e.method().as_str(),
+                "{template}: the document's method"
+            );
+            assert_eq!(
+                op["x-duet-role"],
+                e.role().as_str(),
+                "{template}: the document's role"
+            );
+            assert!(op["responses"]["200"].is_object(), "{template}");
+            // A path one segment longer or with an empty parameter is no route.
+            assert_eq!(Endpoint::at(&format!("{path}/x")), None, "{path}/x");
+        }
+        assert_eq!(
+            Endpoint::at("/v1/balancers//backends/10.0.0.1:80/drain"),
+            None
+        );
+        assert_eq!(Endpoint::at("/v1/status/"), None);
+    }
+
+    #[test]
+    fn the_document_is_served() {
+        let r = ask(Method::GET, "/v1/openapi.json", &[], None).unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_slice(&futures_body(r)).unwrap();
+        assert_eq!(v["openapi"], "3.0.3");
     }
 
     fn futures_body(r: Response<Full<Bytes>>) -> Vec<u8> {

@@ -84,28 +84,20 @@ fn each_role_on_each_endpoint() {
     let d = dir("matrix");
     let audit = d.join("audit.jsonl");
     let addr = server(&audit, None);
-    // (method, path, the role it needs; None: public).
-    let endpoints: [(&str, &str, Option<Role>); 11] = [
-        ("GET", "/v1/status", Some(Role::Viewer)),
-        ("GET", "/v1/events", Some(Role::Viewer)),
-        ("GET", "/metrics", Some(Role::Viewer)),
-        ("GET", "/primary", None),
-        ("GET", "/replica", Some(Role::Viewer)),
-        ("GET", "/read-only", Some(Role::Viewer)),
-        ("POST", "/v1/switchover", Some(Role::Operator)),
-        (
-            "POST",
-            "/v1/balancers/web/backends/10.0.0.1:80/drain",
-            Some(Role::Operator),
-        ),
-        (
-            "POST",
-            "/v1/balancers/web/backends/10.0.0.1:80/enable",
-            Some(Role::Operator),
-        ),
-        ("POST", "/v1/reload", Some(Role::Admin)),
-        ("POST", "/v1/database/reinit", Some(Role::Admin)),
-    ];
+    // Every route of the API document, with the role it needs; /primary is public here.
+    let doc: serde_json::Value = serde_json::from_str(duet_admin::OPENAPI).unwrap();
+    let mut endpoints: Vec<(String, String, Option<Role>)> = Vec::new();
+    for (template, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let path = template
+                .replace("{balancer}", "web")
+                .replace("{backend}", "10.0.0.1:80");
+            let role: Role = op["x-duet-role"].as_str().unwrap().parse().unwrap();
+            let need = (path != "/primary").then_some(role);
+            endpoints.push((method.to_uppercase(), path, need));
+        }
+    }
+    assert!(endpoints.len() >= 12, "{endpoints:?}");
     let callers: [(&str, Option<&str>, Option<Role>); 5] = [
         ("nobody", None, None),
         ("a wrong token", Some("not-a-token-of-ours"), None),
@@ -115,7 +107,8 @@ fn each_role_on_each_endpoint() {
     ];
     let mut posts = 0;
     let mut unauthenticated = 0;
-    for (row, (method, path, need)) in endpoints.into_iter().enumerate() {
+    for (row, (method, path, need)) in endpoints.iter().enumerate() {
+        let (method, path, need) = (method.as_str(), path.as_str(), *need);
         for (who, token, role) in callers {
             let got = call_from([127, 0, 0, 10 + row as u8], addr, method, path, token);
             // The health endpoints answer 503 here: this node has no database.
