@@ -126,6 +126,16 @@ pub fn run(target: &Target, json: bool) -> i32 {
     match serde_json::from_str::<Status>(&body) {
         Ok(s) => {
             print!("{}", render(&s));
+            // The last events, when the node keeps them.
+            let events = target
+                .get("/v1/events?limit=10")
+                .ok()
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+                .and_then(|v| {
+                    serde_json::from_value::<Vec<duet_admin::Event>>(v["events"].clone()).ok()
+                })
+                .unwrap_or_default();
+            print!("{}", render_events(&events));
             0
         }
         Err(e) => {
@@ -266,6 +276,23 @@ fn exchange(
         return Err(std::io::Error::other(format!("{status_line}: {body}")));
     }
     Ok(body.to_string())
+}
+
+/// The "last events" lines of `duet status`.
+pub fn render_events(events: &[duet_admin::Event]) -> String {
+    if events.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nLAST EVENTS (duet events --follow for more)\n");
+    for e in events {
+        out.push_str(&format!(
+            "  {} #{:<5} {}\n",
+            crate::events::utc(e.unix_ms),
+            e.seq,
+            e.kind
+        ));
+    }
+    out
 }
 
 /// The table `duet status` prints.
@@ -495,6 +522,30 @@ fn table(rows: Vec<Vec<String>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_events_are_listed_oldest_first_with_their_numbers() {
+        assert_eq!(render_events(&[]), "");
+        let e = |seq, unix_ms, to: &str| duet_admin::Event {
+            seq,
+            unix_ms,
+            kind: duet_admin::EventKind::Vrrp {
+                instance: "web".into(),
+                from: "BACKUP".into(),
+                to: to.into(),
+                reason: "master down".into(),
+                priority: 100,
+            },
+        };
+        let text = render_events(&[
+            e(7, 1_796_129_933_253, "MASTER"),
+            e(8, 1_796_129_934_000, "FAULT"),
+        ]);
+        assert_eq!(
+            text,
+            "\nLAST EVENTS (duet events --follow for more)\n  2026-12-01 12:58:53.253 #7     web: BACKUP -> MASTER (master down), priority 100\n  2026-12-01 12:58:54.000 #8     web: BACKUP -> FAULT (master down), priority 100\n"
+        );
+    }
 
     #[test]
     fn the_lease_line_names_who_grants_it() {
