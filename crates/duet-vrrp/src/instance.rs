@@ -120,6 +120,8 @@ pub enum Reason {
     /// The cluster layer vetoed MASTER (no quorum, or a peer heard serving over the
     /// heartbeat).
     Vetoed(String),
+    /// An operator asked this master to hand over (a switchover).
+    HandOver,
 }
 
 impl fmt::Display for Reason {
@@ -143,6 +145,7 @@ impl fmt::Display for Reason {
             }
             Reason::Shutdown => f.write_str("shutdown"),
             Reason::Vetoed(why) => write!(f, "not allowed to be master: {why}"),
+            Reason::HandOver => f.write_str("switchover: handed over to the peer"),
         }
     }
 }
@@ -226,6 +229,11 @@ pub struct Instance {
     veto: Option<String>,
     /// A takeover the veto held back: its reason, used when the veto lifts.
     held_takeover: Option<Reason>,
+    /// Handed over by an operator: no preemption of a serving master until this instance is
+    /// MASTER again (by master down, when nobody took over).
+    yielding: bool,
+    /// Maintenance: never take over (no preemption, no takeover on silence).
+    frozen: bool,
     transmits: VecDeque<Advert>,
     actions: VecDeque<Action>,
     stats: Stats,
@@ -254,6 +262,8 @@ impl Instance {
             master: None,
             veto: None,
             held_takeover: None,
+            yielding: false,
+            frozen: false,
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
             stats: Stats::default(),
@@ -429,7 +439,8 @@ impl Instance {
         }
         let local = self.effective_priority();
         let lower = advert.priority < local;
-        if lower && self.cfg.preempt && self.preempt_allowed(now) {
+        if lower && self.cfg.preempt && !self.yielding && !self.frozen && self.preempt_allowed(now)
+        {
             // Discard: the master down timer keeps running and we preempt when it fires.
             return;
         }
@@ -506,7 +517,11 @@ impl Instance {
                         interval: self.master_down_interval(),
                     },
                 };
-                if self.veto.is_some() {
+                if self.frozen {
+                    // Maintenance: no automatic failover. Keep listening.
+                    self.timer = Some(now + self.master_down_interval());
+                    self.timer_reason = TimerReason::Silence;
+                } else if self.veto.is_some() {
                     // Held back: stay BACKUP, keep listening, take over when the veto lifts.
                     self.held_takeover = Some(reason);
                     self.timer = Some(now + self.master_down_interval());
@@ -617,6 +632,34 @@ impl Instance {
         }
     }
 
+    /// An operator's switchover: a MASTER hands over. It advertises priority 0 (the best
+    /// backup takes over after its skew time), goes BACKUP, and does not preempt a serving
+    /// master afterwards; it takes over again only if nobody does (master down). Returns
+    /// whether it was MASTER.
+    pub fn hand_over(&mut self, now: Instant) -> bool {
+        if self.state != State::Master {
+            return false;
+        }
+        self.send_advert(0);
+        self.yielding = true;
+        self.leave_master(State::Backup, Reason::HandOver);
+        self.timer = Some(now + self.master_down_interval());
+        self.timer_reason = TimerReason::Silence;
+        true
+    }
+
+    /// Whether this instance handed over and does not preempt now.
+    pub fn yielding(&self) -> bool {
+        self.yielding
+    }
+
+    /// Maintenance on or off: while on, this instance never takes over (a MASTER stays one;
+    /// a BACKUP neither preempts nor takes over when the master falls silent). Faults and
+    /// the cluster's vetoes still apply.
+    pub fn set_frozen(&mut self, frozen: bool) {
+        self.frozen = frozen;
+    }
+
     /// The current veto, if any.
     pub fn veto(&self) -> Option<&str> {
         self.veto.as_deref()
@@ -655,6 +698,7 @@ impl Instance {
             return;
         }
         self.held_takeover = None;
+        self.yielding = false;
         self.transition(State::Master, reason);
         self.stats.became_master += 1;
         self.master = None;
@@ -850,6 +894,114 @@ mod veto_tests {
         i.start(ms(0));
         assert_eq!(i.state(), State::Backup);
         i.set_veto(ms(1), None);
+        assert_eq!(i.state(), State::Master);
+    }
+}
+
+#[cfg(test)]
+mod operator_tests {
+    use super::*;
+    use crate::packet::{AdvertInterval, Version, Vrid};
+
+    fn instance(priority: u8) -> Instance {
+        Instance::new(InstanceConfig {
+            name: "web".into(),
+            vrid: Vrid::new(51).unwrap(),
+            version: Version::V3,
+            priority,
+            advert_interval: AdvertInterval::from_centis(10).unwrap(),
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            vips: vec!["10.0.0.100".parse().unwrap()],
+            primary_address: "10.0.0.1".parse().unwrap(),
+        })
+    }
+
+    fn advert(priority: u8) -> Advert {
+        Advert {
+            version: Version::V3,
+            vrid: Vrid::new(51).unwrap(),
+            priority,
+            interval: AdvertInterval::from_centis(10).unwrap(),
+            addresses: vec!["10.0.0.100".parse().unwrap()],
+        }
+    }
+
+    fn master(priority: u8) -> (Instance, Instant) {
+        let mut i = instance(priority);
+        i.start(Instant::ZERO);
+        let t = i.poll_timeout().unwrap();
+        i.handle_timeout(t);
+        assert_eq!(i.state(), State::Master);
+        while i.poll_action().is_some() {}
+        while i.poll_transmit().is_some() {}
+        (i, t)
+    }
+
+    const PEER: &str = "10.0.0.2";
+
+    #[test]
+    fn a_handed_over_master_says_priority_zero_and_does_not_preempt_back() {
+        let (mut i, t) = master(150);
+        assert!(i.hand_over(t));
+        assert_eq!(i.state(), State::Backup);
+        let sent: Vec<Advert> = std::iter::from_fn(|| i.poll_transmit()).collect();
+        assert_eq!(sent.iter().map(|a| a.priority).collect::<Vec<_>>(), [0]);
+        let actions: Vec<Action> = std::iter::from_fn(|| i.poll_action()).collect();
+        assert!(actions.contains(&Action::RemoveVips), "{actions:?}");
+        assert!(actions.iter().any(|a| matches!(
+            a,
+            Action::Transition {
+                reason: Reason::HandOver,
+                ..
+            }
+        )));
+        // The peer (priority 100, lower) takes over and advertises: no preemption back.
+        for n in 1..20u64 {
+            let now = t + Duration::from_millis(100 * n);
+            i.handle_advert(now, PEER.parse().unwrap(), &advert(100))
+                .unwrap();
+            if let Some(d) = i.poll_timeout().filter(|d| *d <= now) {
+                i.handle_timeout(d);
+            }
+            assert_eq!(i.state(), State::Backup, "at {n}");
+        }
+        assert!(i.yielding());
+        // The peer dies: nobody serves, so this one takes over again, and preempts normally
+        // afterwards.
+        let d = i.poll_timeout().unwrap();
+        i.handle_timeout(d);
+        assert_eq!(i.state(), State::Master);
+        assert!(!i.yielding());
+    }
+
+    #[test]
+    fn a_frozen_backup_takes_nothing_over_until_thawed() {
+        let mut i = instance(150);
+        i.start(Instant::ZERO);
+        i.set_frozen(true);
+        // A lower-priority master: no preemption.
+        let t = Instant::ZERO + Duration::from_millis(10);
+        i.handle_advert(t, PEER.parse().unwrap(), &advert(100))
+            .unwrap();
+        // Silence for many master-down intervals: still BACKUP, not even asking for the lease.
+        for _ in 0..10 {
+            let d = i.poll_timeout().unwrap();
+            i.handle_timeout(d);
+            assert_eq!(i.state(), State::Backup);
+            assert!(!i.wants_master());
+        }
+        // A master leaving with priority 0: still nothing.
+        let d = i.poll_timeout().unwrap();
+        i.handle_advert(d, PEER.parse().unwrap(), &advert(0))
+            .unwrap();
+        let d = i.poll_timeout().unwrap();
+        i.handle_timeout(d);
+        assert_eq!(i.state(), State::Backup);
+        // Maintenance off: the next master-down takes over.
+        i.set_frozen(false);
+        let d = i.poll_timeout().unwrap();
+        i.handle_timeout(d);
         assert_eq!(i.state(), State::Master);
     }
 }

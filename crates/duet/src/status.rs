@@ -187,7 +187,8 @@ pub fn switchover(target: &Target, to: Option<&str>, wait: bool) -> i32 {
         else {
             continue;
         };
-        let Some(db) = s.database else { continue };
+        // A node without a database: the VRRP handover is done once asked.
+        let Some(db) = s.database else { return 0 };
         if db.step != last {
             println!("  {}: {}", s.node, db.step);
             last = db.step.clone();

@@ -581,3 +581,62 @@ fn accept_false_holds_the_vip_but_refuses_traffic_to_it() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("duet_accept"));
 }
+
+#[test]
+fn an_operator_switchover_hands_the_vip_to_the_peer_which_keeps_it() {
+    let dir = std::env::temp_dir().join(format!("duet-switch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("operator.token");
+    std::fs::write(&token, "an operator token of enough length\n").unwrap();
+    let line = format!(
+        "state_dir = \"@STATE@\"\noperator_token_file = \"{}\"",
+        token.display()
+    );
+    let (a, b) = configs("100ms", "");
+    let (a, b) = (
+        a.replace("state_dir = \"@STATE@\"", &line),
+        b.replace("state_dir = \"@STATE@\"", &line),
+    );
+    let Some(p) = pair("sw", &a, &b, &format!("{VIP}:8080")) else {
+        return;
+    };
+    assert!(p.wait_answer("alpha", S(5)).is_some(), "{}", p.logs());
+    // Asked on alpha (priority 150, the master): beta (100) takes the VIP at once...
+    let out = p
+        .lab
+        .command(&p.alpha.host, &p.exe)
+        .args(["switchover", "--admin", "127.0.0.1:9900", "--token-file"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("handed over web"),
+        "{out:?}"
+    );
+    let took = p.wait_answer("beta", S(3));
+    assert!(took.is_some(), "beta did not take over\n{}", p.logs());
+    // ...and keeps it although alpha's priority is higher and preempt is on.
+    std::thread::sleep(S(3));
+    assert_eq!(p.alpha.state(&p.lab, &p.exe).as_deref(), Some("BACKUP"));
+    assert_eq!(p.beta.state(&p.lab, &p.exe).as_deref(), Some("MASTER"));
+    assert!(p.wait_answer("beta", S(2)).is_some());
+    // The handover is audited and is an event on alpha.
+    let events = p.alpha.events(&p.lab, &p.exe);
+    assert!(
+        events.iter().any(|e| matches!(&e.kind,
+            duet_admin::EventKind::Operator { who, action, ok: true, .. }
+                if who == "operator" && action.contains("/v1/switchover"))),
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(&e.kind,
+            duet_admin::EventKind::Vrrp { to, reason, .. }
+                if to == "BACKUP" && reason.contains("switchover"))),
+        "{events:#?}"
+    );
+    // Beta dies: alpha takes over again (nobody else serves).
+    p.signal(Node::Beta, SIGKILL, true);
+    assert!(p.wait_answer("alpha", S(5)).is_some(), "{}", p.logs());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -141,13 +141,32 @@ impl ControlPlane {
                     message: "this node runs no [database]".into(),
                 }),
             },
-            duet_admin::Action::Switchover { to } => match (&mut self.database, &self.cluster) {
-                (Some(db), Some(c)) => db.switchover(to, c),
-                _ => Err(duet_admin::ActionError {
-                    status: 409,
-                    message: "this node runs no [database]".into(),
-                }),
-            },
+            duet_admin::Action::Switchover { to } => {
+                // Every VRRP instance this node is master of hands over (priority 0, no
+                // preemption back); the database too, when its primary runs here.
+                let now = self.clock.now();
+                let handed: Vec<String> = self
+                    .instances
+                    .iter_mut()
+                    .filter_map(|i| i.core.hand_over(now).then(|| i.cfg.name.clone()))
+                    .collect();
+                let db = match (&mut self.database, &self.cluster) {
+                    (Some(db), Some(c)) => Some(db.switchover(to, c)),
+                    _ => None,
+                };
+                let vrrp = format!("handed over {}", handed.join(", "));
+                match (handed.is_empty(), db) {
+                    (true, Some(r)) => r,
+                    (true, None) => Err(duet_admin::ActionError {
+                        status: 409,
+                        message: "this node is master of no VRRP instance and runs no database"
+                            .into(),
+                    }),
+                    (false, None) => Ok(vrrp),
+                    (false, Some(Ok(m))) => Ok(format!("{vrrp}; {m}")),
+                    (false, Some(Err(e))) => Ok(format!("{vrrp}; database: {}", e.message)),
+                }
+            }
         }
     }
 
