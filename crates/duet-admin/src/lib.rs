@@ -46,6 +46,9 @@ pub struct Status {
     /// Load balancers.
     #[serde(default)]
     pub balancers: Vec<BalancerStatus>,
+    /// Automatic failover is off cluster-wide (`POST /v1/maintenance`), when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceStatus>,
     /// Heartbeat peers and the witness lease, when `[heartbeat]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
@@ -300,6 +303,15 @@ pub struct VrrpCounters {
     pub became_master: u64,
     /// Drops by reason.
     pub dropped: BTreeMap<String, u64>,
+}
+
+/// Maintenance in `GET /v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceStatus {
+    /// Who turned it on (a token's name).
+    pub by: String,
+    /// The setting's version (it rises with every change, cluster-wide).
+    pub version: u64,
 }
 
 /// The latest snapshot, shared between the daemon (writer) and the server (reader).

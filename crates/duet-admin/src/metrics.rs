@@ -27,6 +27,14 @@ pub fn render(s: &Status, events: &Events) -> String {
     );
     lines.push(w.line(&[], s.uptime_seconds));
     flush(&mut out, &mut lines);
+    let w = family(
+        &mut out,
+        "duet_maintenance",
+        "gauge",
+        "1 while automatic failover is off cluster-wide (POST /v1/maintenance).",
+    );
+    lines.push(w.line(&[], f64::from(u8::from(s.maintenance.is_some()))));
+    flush(&mut out, &mut lines);
 
     let w = family(
         &mut out,

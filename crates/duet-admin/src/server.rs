@@ -34,10 +34,19 @@ pub enum Action {
     },
     /// `POST /v1/database/reinit`: clone this node's database again from the primary.
     Reinit,
-    /// `POST /v1/switchover` (`?to=NODE`): the database primary hands over to a standby.
+    /// `POST /v1/switchover` (`?to=NODE`): the VRRP instances this node is master of, and
+    /// the database primary when it runs here, hand over.
     Switchover {
-        /// The node to hand over to; `None`: the only other node.
+        /// The database node to hand over to; `None`: the only other node.
         to: Option<String>,
+    },
+    /// `POST /v1/maintenance` with `{"enabled": true|false}`: automatic failover off or on,
+    /// cluster-wide.
+    Maintenance {
+        /// Off (true) or on again (false).
+        enabled: bool,
+        /// Who asked (the token's name).
+        by: String,
     },
 }
 
@@ -207,7 +216,7 @@ where
 /// Answers one request; audits every call that would change something and every failed
 /// authentication, and tells the event stream of the former.
 async fn handle(
-    req: Request<hyper::body::Incoming>,
+    mut req: Request<hyper::body::Incoming>,
     api: &Api,
     streaming: &std::sync::atomic::AtomicBool,
     remote: SocketAddr,
@@ -220,7 +229,10 @@ async fn handle(
         Answer::Refused(response, text) => (response.map(BodyExt::boxed), None, text),
         Answer::Stream(last_id) => return stream(api, streaming, last_id),
         Answer::Act(action, caller) => {
-            let (response, text) = act(api, action).await;
+            let (response, text) = match with_body(action, &caller, req.body_mut()).await {
+                Ok(action) => act(api, action).await,
+                Err(e) => (action_error(&e), e.message),
+            };
             (response.map(BodyExt::boxed), Some(caller), text)
         }
     };
@@ -256,6 +268,36 @@ async fn handle(
         }
     }
     response
+}
+
+/// Fills an action's fields that come from the request body and the caller:
+/// `POST /v1/maintenance` takes `{"enabled": true|false}` (at most 1 KiB).
+async fn with_body(
+    action: Action,
+    caller: &Caller,
+    body: &mut hyper::body::Incoming,
+) -> Result<Action, ActionError> {
+    let Action::Maintenance { .. } = action else {
+        return Ok(action);
+    };
+    let bad = |message: String| ActionError {
+        status: 400,
+        message,
+    };
+    let bytes = http_body_util::Limited::new(body, 1024)
+        .collect()
+        .await
+        .map_err(|e| bad(format!("the body: {e}")))?
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(format!("the body must be {{\"enabled\": true|false}}: {e}")))?;
+    let enabled = v["enabled"]
+        .as_bool()
+        .ok_or_else(|| bad("the body must be {\"enabled\": true|false}".into()))?;
+    Ok(Action::Maintenance {
+        enabled,
+        by: caller.name.clone(),
+    })
 }
 
 /// Starts an event stream, if there is room for one.
@@ -314,7 +356,7 @@ fn unix_ms() -> u64 {
 
 /// Every route, as the path template the OpenAPI document (`openapi.json`) uses: paths are
 /// matched against these and nothing else, and a test holds the document to this list.
-pub(crate) const ROUTES: [&str; 12] = [
+pub(crate) const ROUTES: [&str; 13] = [
     "/v1/status",
     "/v1/events",
     "/v1/openapi.json",
@@ -325,6 +367,7 @@ pub(crate) const ROUTES: [&str; 12] = [
     "/v1/reload",
     "/v1/switchover",
     "/v1/database/reinit",
+    "/v1/maintenance",
     "/v1/balancers/{balancer}/backends/{backend}/drain",
     "/v1/balancers/{balancer}/backends/{backend}/enable",
 ];
@@ -389,6 +432,10 @@ impl Endpoint {
             "/v1/reload" => Endpoint::Act(Action::Reload),
             "/v1/switchover" => Endpoint::Act(Action::Switchover { to: None }),
             "/v1/database/reinit" => Endpoint::Act(Action::Reinit),
+            "/v1/maintenance" => Endpoint::Act(Action::Maintenance {
+                enabled: false,
+                by: String::new(),
+            }),
             "/v1/balancers/{balancer}/backends/{backend}/drain" => backend(true),
             "/v1/balancers/{balancer}/backends/{backend}/enable" => backend(false),
             _ => return None,
@@ -403,7 +450,9 @@ impl Endpoint {
             | Endpoint::OpenApi
             | Endpoint::Events
             | Endpoint::Role(_) => Role::Viewer,
-            Endpoint::Act(Action::Backend { .. } | Action::Switchover { .. }) => Role::Operator,
+            Endpoint::Act(
+                Action::Backend { .. } | Action::Switchover { .. } | Action::Maintenance { .. },
+            ) => Role::Operator,
             Endpoint::Act(Action::Reload | Action::Reinit) => Role::Admin,
         }
     }

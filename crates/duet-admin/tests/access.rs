@@ -53,7 +53,7 @@ fn server(audit: &std::path::Path, tls: Option<Arc<rustls::ServerConfig>>) -> So
 
 /// The status code of `method path` with `token`, from 127.0.0.1.
 fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> u16 {
-    call_from([127, 0, 0, 1], addr, method, path, token)
+    call_from([127, 0, 0, 1], addr, method, path, token, "")
 }
 
 /// The same from another loopback address (each has its own failed-authentication count).
@@ -63,6 +63,7 @@ fn call_from(
     method: &str,
     path: &str,
     token: Option<&str>,
+    body: &str,
 ) -> u16 {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
@@ -71,7 +72,8 @@ fn call_from(
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut text = String::new();
@@ -86,7 +88,9 @@ fn each_role_on_each_endpoint() {
     let addr = server(&audit, None);
     // Every route of the API document, with the role it needs; /primary is public here.
     let doc: serde_json::Value = serde_json::from_str(duet_admin::OPENAPI).unwrap();
-    let mut endpoints: Vec<(String, String, Option<Role>)> = Vec::new();
+    // The bodies of the routes that take one.
+    let bodies = [("/v1/maintenance", r#"{"enabled": true}"#)];
+    let mut endpoints: Vec<(String, String, Option<Role>, &str)> = Vec::new();
     for (template, ops) in doc["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
             let path = template
@@ -94,7 +98,12 @@ fn each_role_on_each_endpoint() {
                 .replace("{backend}", "10.0.0.1:80");
             let role: Role = op["x-duet-role"].as_str().unwrap().parse().unwrap();
             let need = (path != "/primary").then_some(role);
-            endpoints.push((method.to_uppercase(), path, need));
+            let body = match bodies.iter().find(|(p, _)| *p == path) {
+                Some((_, b)) => b,
+                None if op["requestBody"].is_null() => "",
+                None => panic!("{path} takes a body: add one to the matrix"),
+            };
+            endpoints.push((method.to_uppercase(), path, need, body));
         }
     }
     assert!(endpoints.len() >= 12, "{endpoints:?}");
@@ -107,10 +116,10 @@ fn each_role_on_each_endpoint() {
     ];
     let mut posts = 0;
     let mut unauthenticated = 0;
-    for (row, (method, path, need)) in endpoints.iter().enumerate() {
+    for (row, (method, path, need, body)) in endpoints.iter().enumerate() {
         let (method, path, need) = (method.as_str(), path.as_str(), *need);
         for (who, token, role) in callers {
-            let got = call_from([127, 0, 0, 10 + row as u8], addr, method, path, token);
+            let got = call_from([127, 0, 0, 10 + row as u8], addr, method, path, token, body);
             // The health endpoints answer 503 here: this node has no database.
             let ok = if path == "/primary" || path == "/replica" || path == "/read-only" {
                 503
@@ -230,5 +239,49 @@ fn over_https_the_same_rules_hold() {
     let mut buf = Vec::new();
     let _ = plain.read_to_end(&mut buf);
     assert!(!String::from_utf8_lossy(&buf).contains("\"node\""));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn maintenance_takes_a_json_body_and_says_what_is_wrong_with_a_bad_one() {
+    let d = dir("body");
+    let audit = d.join("audit.jsonl");
+    let addr = server(&audit, None);
+    let post = |body: &str| {
+        call_from(
+            [127, 0, 0, 1],
+            addr,
+            "POST",
+            "/v1/maintenance",
+            Some(OPERATOR),
+            body,
+        )
+    };
+    assert_eq!(post(r#"{"enabled": false}"#), 200);
+    for bad in [
+        "",
+        "nope",
+        r#"{"enabled": "yes"}"#,
+        &format!("{{\"x\": \"{}\"}}", "a".repeat(2000)),
+    ] {
+        assert_eq!(post(bad), 400, "{bad:?}");
+    }
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert_eq!(
+        lines[0]["result"],
+        "did Maintenance { enabled: false, by: \"ops\" }"
+    );
+    assert!(
+        lines[2]["result"]
+            .as_str()
+            .unwrap()
+            .contains("{\"enabled\": true|false}"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -16,7 +16,7 @@ use crate::liveness::{Liveness, LivenessEvent};
 use crate::quorum::{self, Ballot, Local, Rules, TwoNodePolicy, Verdict};
 use crate::votes::{Votes, may_grant};
 use crate::wire::{
-    Body, DbRecord, DbState, Grant, Heartbeat, InstanceReport, Message, ReplayGuard,
+    Body, DbRecord, DbState, Grant, Heartbeat, InstanceReport, Maintenance, Message, ReplayGuard,
 };
 
 /// What a member is configured with.
@@ -131,6 +131,8 @@ pub struct Member {
     started: Option<Instant>,
     /// This node's database, for its heartbeats.
     database: Option<DbState>,
+    /// The maintenance setting this node knows, for its heartbeats.
+    maintenance: Option<Maintenance>,
     /// The lease authority's database record, as it last told.
     record: Option<DbRecord>,
     /// The sequence number of the witness message that carried it.
@@ -179,6 +181,7 @@ impl Member {
             last_state: Vec::new(),
             started: None,
             database: None,
+            maintenance: None,
             record: None,
             record_seq: 0,
             boot,
@@ -291,6 +294,7 @@ impl Member {
                     ask,
                     grant: grant.clone(),
                     database: self.database.clone(),
+                    maintenance: self.maintenance.clone(),
                 };
                 let msg = self.message(unix_ms, term, Body::Heartbeat(hb));
                 self.transmits.push_back(Transmit {
@@ -622,6 +626,22 @@ impl Member {
     /// What this node's heartbeats say of its database from now on.
     pub fn set_database(&mut self, database: Option<DbState>) {
         self.database = database;
+    }
+
+    /// What this node's heartbeats say of maintenance from now on.
+    pub fn set_maintenance(&mut self, maintenance: Option<Maintenance>) {
+        self.maintenance = maintenance;
+    }
+
+    /// The newest maintenance setting a live peer's heartbeat carries, if newer than
+    /// `version`.
+    pub fn newer_maintenance(&self, version: u64) -> Option<&Maintenance> {
+        self.liveness
+            .peers()
+            .iter()
+            .filter_map(|p| p.report.as_ref()?.maintenance.as_ref())
+            .filter(|m| m.version > version)
+            .max_by_key(|m| m.version)
     }
 
     /// Peer `i`'s database, from its latest heartbeat.

@@ -238,6 +238,7 @@ mod tests {
     fn report(master: bool, priority: u8, business_up: bool) -> Heartbeat {
         Heartbeat {
             database: None,
+            maintenance: None,
             link: 0,
             business_up,
             leaving: false,
@@ -594,6 +595,7 @@ mod ballot_tests {
         let mut l = Liveness::new(1, &["beta".to_string()], Duration::from_millis(50), 5);
         let hb = crate::wire::Heartbeat {
             database: None,
+            maintenance: None,
             link: 0,
             business_up: true,
             leaving: false,

@@ -129,6 +129,21 @@ pub struct Heartbeat {
     /// The sender's database, when it runs one (absent: the heartbeat is byte for byte what
     /// a node without `[database]` sends).
     pub database: Option<DbState>,
+    /// The maintenance setting the sender knows, once any was made (absent before: nodes
+    /// that never saw maintenance send what earlier builds send).
+    pub maintenance: Option<Maintenance>,
+}
+
+/// Maintenance (automatic failover off, cluster-wide) as heartbeats carry it: every node
+/// adopts the setting with the highest version it hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Automatic failover is off.
+    pub enabled: bool,
+    /// Orders settings: one more than the highest heard when an operator changes it.
+    pub version: u64,
+    /// Who asked (a token's name), for the status.
+    pub by: String,
 }
 
 /// A vote in a heartbeat: a promise not to become MASTER for `duration_ms` from its sending.
@@ -296,6 +311,12 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
                 }
                 body.extend_from_slice(&d.listen.port().to_be_bytes());
             }
+            if let Some(m) = &h.maintenance {
+                body.push(2);
+                body.push(u8::from(m.enabled));
+                body.extend_from_slice(&m.version.to_be_bytes());
+                put_name(&mut body, &m.by);
+            }
         }
         Body::RecordQuery { request } => body.extend_from_slice(&request.to_be_bytes()),
         Body::RecordWrite { request, record } | Body::Record { request, record } => {
@@ -346,6 +367,37 @@ fn put_name(out: &mut Vec<u8>, name: &str) {
     let b = &name.as_bytes()[..name.len().min(MAX_NAME)];
     out.push(b.len() as u8);
     out.extend_from_slice(b);
+}
+
+/// A heartbeat's database section (after its tag).
+fn db_state(b: &mut Reader<'_>) -> Result<DbState, WireError> {
+    let role = b.u8()?;
+    let clean_stop = match b.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err(WireError::Malformed),
+    };
+    let system_id = b.u64()?;
+    let timeline = b.u32()?;
+    let lsn = b.u64()?;
+    let ip: std::net::IpAddr = match b.u8()? {
+        4 => <[u8; 4]>::try_from(b.take(4)?)
+            .map_err(|_| WireError::Malformed)?
+            .into(),
+        6 => <[u8; 16]>::try_from(b.take(16)?)
+            .map_err(|_| WireError::Malformed)?
+            .into(),
+        _ => return Err(WireError::Malformed),
+    };
+    let port = b.u16()?;
+    Ok(DbState {
+        role,
+        clean_stop,
+        listen: std::net::SocketAddr::new(ip, port),
+        system_id,
+        timeline,
+        lsn,
+    })
 }
 
 /// A cursor over a datagram.
@@ -445,40 +497,34 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                 }),
                 _ => return Err(WireError::Malformed),
             };
-            let database = if b.0.is_empty() {
-                None
-            } else {
-                if b.u8()? != 1 {
+            // Optional sections, each at most once and in this order: 1 the database,
+            // 2 maintenance.
+            let mut database = None;
+            let mut maintenance = None;
+            let mut last = 0;
+            while !b.0.is_empty() {
+                let tag = b.u8()?;
+                if tag <= last {
                     return Err(WireError::Malformed);
                 }
-                let role = b.u8()?;
-                let clean_stop = match b.u8()? {
-                    0 => false,
-                    1 => true,
+                last = tag;
+                match tag {
+                    1 => database = Some(db_state(&mut b)?),
+                    2 => {
+                        let enabled = match b.u8()? {
+                            0 => false,
+                            1 => true,
+                            _ => return Err(WireError::Malformed),
+                        };
+                        maintenance = Some(Maintenance {
+                            enabled,
+                            version: b.u64()?,
+                            by: b.name()?,
+                        });
+                    }
                     _ => return Err(WireError::Malformed),
-                };
-                let system_id = b.u64()?;
-                let timeline = b.u32()?;
-                let lsn = b.u64()?;
-                let ip: std::net::IpAddr = match b.u8()? {
-                    4 => <[u8; 4]>::try_from(b.take(4)?)
-                        .map_err(|_| WireError::Malformed)?
-                        .into(),
-                    6 => <[u8; 16]>::try_from(b.take(16)?)
-                        .map_err(|_| WireError::Malformed)?
-                        .into(),
-                    _ => return Err(WireError::Malformed),
-                };
-                let port = b.u16()?;
-                Some(DbState {
-                    role,
-                    clean_stop,
-                    listen: std::net::SocketAddr::new(ip, port),
-                    system_id,
-                    timeline,
-                    lsn,
-                })
-            };
+                }
+            }
             Body::Heartbeat(Heartbeat {
                 link,
                 business_up,
@@ -487,6 +533,7 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                 ask,
                 grant,
                 database,
+                maintenance,
             })
         }
         8 => Body::RecordQuery { request: b.u64()? },
@@ -646,6 +693,7 @@ mod tests {
                     duration_ms: 2000,
                 }),
                 database: None,
+                maintenance: None,
             }),
         }
     }
@@ -688,6 +736,67 @@ mod tests {
         let tag = ring::hmac::sign(&k.0, &bad[..n]);
         bad[n..].copy_from_slice(tag.as_ref());
         assert_eq!(decode(&bad, &k), Err(WireError::Malformed));
+    }
+
+    #[test]
+    fn maintenance_rides_after_the_database_and_sections_come_once_in_order() {
+        let k = key();
+        let db = DbState {
+            role: 4,
+            clean_stop: false,
+            listen: "10.0.0.1:5432".parse().unwrap(),
+            system_id: 1,
+            timeline: 1,
+            lsn: 1,
+        };
+        let m = Maintenance {
+            enabled: true,
+            version: 7,
+            by: "ops".into(),
+        };
+        for (database, maintenance) in [(None, Some(m.clone())), (Some(db), Some(m))] {
+            let msg = Message {
+                body: Body::Heartbeat(Heartbeat {
+                    database,
+                    maintenance,
+                    ..heartbeat_body()
+                }),
+                ..heartbeat(1, 1000)
+            };
+            assert_eq!(decode(&encode(&msg, &k), &k), Ok(msg));
+        }
+        // A section twice, out of order, or unknown: malformed.
+        let plain = encode(&heartbeat(1, 1000), &k);
+        let body_end = plain.len() - 32;
+        let section = [2u8, 1, 0, 0, 0, 0, 0, 0, 0, 7, 3, b'o', b'p', b's'];
+        // The body's length (u16) follows magic, version, kind, the sender and four u64s.
+        let len_at = 4 + 1 + 1 + 1 + heartbeat(1, 1000).sender.len() + 32;
+        let with = |extra: &[u8]| {
+            let mut b = plain[..body_end].to_vec();
+            b.extend_from_slice(extra);
+            let len = u16::from_be_bytes([b[len_at], b[len_at + 1]]) + extra.len() as u16;
+            b[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
+            let tag = ring::hmac::sign(&k.0, &b);
+            b.extend_from_slice(tag.as_ref());
+            b
+        };
+        // Made by hand, the section reads as written (so the refusals below are its rules).
+        match decode(&with(&section), &k).map(|m| m.body) {
+            Ok(Body::Heartbeat(h)) => assert_eq!(h.maintenance.unwrap().by, "ops"),
+            other => panic!("{other:?}"),
+        }
+        for extra in [
+            [&section[..], &section[..]].concat(),
+            [&section[..], &[1u8][..]].concat(),
+            vec![3u8],
+            vec![2u8, 2, 0, 0, 0, 0, 0, 0, 0, 7, 0],
+        ] {
+            assert_eq!(
+                decode(&with(&extra), &k),
+                Err(WireError::Malformed),
+                "{extra:?}"
+            );
+        }
     }
 
     #[test]

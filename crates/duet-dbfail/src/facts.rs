@@ -210,6 +210,8 @@ pub struct Leadership {
     pub lease: bool,
     /// The current term.
     pub term: u64,
+    /// Maintenance: automatic failover is off (no promotion but a planned handover's).
+    pub frozen: bool,
 }
 
 /// Everything the planner looks at, at one moment.

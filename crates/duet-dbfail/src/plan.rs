@@ -808,6 +808,11 @@ impl Planner {
         if clean {
             return Ok(());
         }
+        if f.leadership.frozen {
+            return Err(
+                "maintenance is on: automatic failover is off (a switchover still works)".into(),
+            );
+        }
         // No record, and every peer was heard without data: this is the only copy (a primary
         // fenced between its bootstrap and its first record).
         let sole = f.record.is_none()

@@ -26,6 +26,7 @@ fn lead(may: bool, lease: bool) -> Leadership {
         },
         lease,
         term: 7,
+        frozen: false,
     }
 }
 
@@ -214,6 +215,46 @@ fn the_synchronous_standby_records_itself_then_promotes() {
     });
     let plan = w.plan(&mut p, at(2));
     assert_eq!(plan.step, Step::Act(Action::Promote { sync_names: vec![] }));
+}
+
+#[test]
+fn in_maintenance_a_promotable_standby_waits_and_says_why() {
+    let mut p = planner(Mode::On);
+    let mut w = World {
+        leadership: Leadership {
+            frozen: true,
+            ..lead(true, true)
+        },
+        data: DATA,
+        server: replica(1, 300, false),
+        peers: vec![peer(Role::Primary, false, 1, 400)],
+        authority: true,
+        record: Some(record("alpha", Some("beta"))),
+    };
+    for t in 1..5 {
+        let plan = w.plan(&mut p, at(t));
+        assert!(
+            !matches!(
+                plan.step,
+                Step::Act(Action::Promote { .. } | Action::Record(_))
+            ),
+            "{plan:?}"
+        );
+        assert!(!plan.wants && !plan.master, "{plan:?}");
+        assert!(
+            plan.refusal
+                .as_deref()
+                .is_some_and(|r| r.contains("maintenance")),
+            "{plan:?}"
+        );
+    }
+    // Lifted: the same standby records itself and is promoted.
+    w.leadership.frozen = false;
+    let plan = w.plan(&mut p, at(6));
+    assert!(
+        matches!(plan.step, Step::Act(Action::Record(_))),
+        "{plan:?}"
+    );
 }
 
 #[test]

@@ -622,6 +622,7 @@ impl DbSim {
             why_not: String::new(),
             lease: node.member.lease().is_some_and(|l| l.valid(now)),
             term: node.member.lease().map_or(0, |l| l.term()),
+            frozen: false,
         };
         let peer = PeerDb {
             name: NAMES[1 - n].into(),

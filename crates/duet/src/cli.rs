@@ -45,6 +45,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Turn automatic failover off (on) or back on (off), cluster-wide: no backup takes a VIP
+    /// over and no standby is promoted while it is on (a switchover still works).
+    Maintenance {
+        /// on or off.
+        state: String,
+        /// Config file to find the admin address (and token) in.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Admin address, instead of reading it from the config.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
     /// Admin API tokens.
     Token {
         #[command(subcommand)]
@@ -249,6 +261,33 @@ pub fn main() -> i32 {
         Command::Token {
             command: TokenCommand::New { name, role },
         } => crate::token::run_new(&name, &role),
+        Command::Maintenance {
+            state,
+            config,
+            admin,
+        } => {
+            let enabled = match state.as_str() {
+                "on" => true,
+                "off" => false,
+                other => {
+                    eprintln!("duet maintenance: {other:?}: on or off");
+                    return 2;
+                }
+            };
+            with_target(&config, admin, token_file, |t| {
+                let body = format!("{{\"enabled\": {enabled}}}");
+                match t.post_json("/v1/maintenance", &body) {
+                    Ok(b) => {
+                        println!("{}", b.trim());
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("duet maintenance: {e}");
+                        1
+                    }
+                }
+            })
+        }
         Command::Events {
             config,
             admin,

@@ -67,23 +67,34 @@ impl Target {
     }
 
     /// Sends `method path` and returns the body of a 200 answer.
-    fn request(&self, method: &str, path: &str, token: Option<&str>) -> std::io::Result<String> {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> std::io::Result<String> {
         let s = self.connect(Duration::from_secs(5))?;
-        exchange(s, self.addr, method, path, token)
+        exchange(s, self.addr, method, path, token, body)
     }
 
     /// GET `path`: the body of a 200 answer.
     pub fn get(&self, path: &str) -> Result<String, String> {
-        self.request("GET", path, self.token.as_deref())
+        self.request("GET", path, self.token.as_deref(), "")
             .map_err(|e| self.explain(e))
     }
 
     /// POST `path` (needs a token).
     pub fn post(&self, path: &str) -> Result<String, String> {
+        self.post_json(path, "")
+    }
+
+    /// POST `path` with a JSON `body` (needs a token).
+    pub fn post_json(&self, path: &str, body: &str) -> Result<String, String> {
         let Some(token) = &self.token else {
             return Err(NO_TOKEN.into());
         };
-        self.request("POST", path, Some(token))
+        self.request("POST", path, Some(token), body)
             .map_err(|e| self.explain(e))
     }
 
@@ -226,7 +237,7 @@ pub fn http_request(
 ) -> std::io::Result<String> {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    exchange(s, addr, method, path, token)
+    exchange(s, addr, method, path, token, "")
 }
 
 /// A connection to the admin API: plain TCP or TLS.
@@ -261,11 +272,18 @@ fn exchange(
     method: &str,
     path: &str,
     token: Option<&str>,
+    body: &str,
 ) -> std::io::Result<String> {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let kind = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}{kind}Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
@@ -298,7 +316,14 @@ pub fn render_events(events: &[duet_admin::Event]) -> String {
 
 /// The table `duet status` prints.
 pub fn render(s: &Status) -> String {
-    let mut out = format!(
+    let mut out = String::new();
+    if let Some(m) = &s.maintenance {
+        out.push_str(&format!(
+            "MAINTENANCE: automatic failover is off cluster-wide (by {}); POST /v1/maintenance {{\"enabled\": false}} ends it\n",
+            m.by
+        ));
+    }
+    out += &format!(
         "node {} (duet {}, up {})\n",
         s.node,
         s.version,

@@ -198,3 +198,65 @@ fn a_cleanly_stopped_master_hands_over() {
         );
     }
 }
+
+#[test]
+fn maintenance_set_on_one_node_freezes_failover_on_both_until_it_is_lifted() {
+    let Some(p) = cluster(
+        "mtn",
+        "\n[witness]\naddress = \"10.99.0.20:7947\"\nlease = \"2s\"\n",
+        true,
+    ) else {
+        return;
+    };
+    assert!(p.wait_answer("alpha", S(10)).is_some(), "{}", p.logs());
+    let token = p.lab.dir().join("operator.token");
+    let maintenance = |n: Node, state: &str| {
+        let node = match n {
+            Node::Alpha => &p.alpha,
+            Node::Beta => &p.beta,
+        };
+        let out = p
+            .lab
+            .command(&node.host, &p.exe)
+            .args([
+                "maintenance",
+                state,
+                "--admin",
+                "127.0.0.1:9900",
+                "--token-file",
+            ])
+            .arg(&token)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    // Asked on beta, the backup; alpha hears it over the heartbeat.
+    maintenance(Node::Beta, "on");
+    let shown = wait_for(S(5), || {
+        p.status(Node::Alpha)
+            .is_some_and(|s| s.maintenance.is_some_and(|m| m.by == "operator"))
+    });
+    assert!(
+        shown.is_some(),
+        "alpha does not show maintenance\n{}",
+        p.logs()
+    );
+    // The master dies: nobody takes the VIP over while maintenance is on.
+    p.signal(Node::Alpha, duet_sys::process::SIGKILL, true);
+    std::thread::sleep(S(4));
+    assert_eq!(
+        p.beta.state(&p.lab, &p.exe).as_deref(),
+        Some("BACKUP"),
+        "{}",
+        p.logs()
+    );
+    let events = p.beta.events(&p.lab, &p.exe);
+    assert!(
+        events.iter().any(|e| matches!(&e.kind,
+            duet_admin::EventKind::Maintenance { enabled: true, by } if by == "operator")),
+        "{events:#?}"
+    );
+    // Lifted: beta takes over.
+    maintenance(Node::Beta, "off");
+    assert!(p.wait_answer("beta", S(10)).is_some(), "{}", p.logs());
+}

@@ -426,6 +426,16 @@ impl Cluster {
         self.member.verdict(now, local)
     }
 
+    /// What this node's heartbeats say of maintenance from now on.
+    pub fn set_maintenance(&mut self, m: Option<wire::Maintenance>) {
+        self.member.set_maintenance(m);
+    }
+
+    /// A live peer's maintenance setting newer than `version`, if any.
+    pub fn newer_maintenance(&self, version: u64) -> Option<wire::Maintenance> {
+        self.member.newer_maintenance(version).cloned()
+    }
+
     /// What this node's heartbeats say of its database from now on.
     pub fn set_database(&mut self, state: Option<wire::DbState>) {
         self.member.set_database(state);

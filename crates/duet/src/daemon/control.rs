@@ -48,6 +48,8 @@ pub struct ControlPlane {
     pub(super) cluster: Option<super::cluster::Cluster>,
     /// The database, when configured.
     pub(super) database: Option<super::database::Database>,
+    /// The maintenance setting this node knows (set here or heard from a peer).
+    pub(super) maintenance: Option<duet_cluster::wire::Maintenance>,
     /// When the status snapshot was last published.
     pub(super) published_at: Instant,
     /// Something may have changed since.
@@ -103,6 +105,7 @@ impl ControlPlane {
             balancers,
             cluster: None,
             database: None,
+            maintenance: None,
             published_at: Instant::ZERO,
             dirty: true,
         };
@@ -409,6 +412,14 @@ impl ControlPlane {
             return;
         };
         c.timers(now, &reports, business_up);
+        // A newer maintenance setting from a peer is adopted (the newest wins everywhere).
+        let known = self.maintenance.as_ref().map_or(0, |m| m.version);
+        if let Some(m) = c.newer_maintenance(known) {
+            self.set_maintenance(m, "a peer");
+        }
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
         for inst in &mut self.instances {
             let local = duet_cluster::quorum::Local {
                 vrid: inst.cfg.vrid,
@@ -560,6 +571,35 @@ impl ControlPlane {
         self.publish(now);
     }
 
+    /// Adopts `m` (asked here by an operator, or heard from `source`): instances and the
+    /// database stop (or resume) taking over, heartbeats carry it, an event says so.
+    pub(super) fn set_maintenance(&mut self, m: duet_cluster::wire::Maintenance, source: &str) {
+        let was = self.maintenance.as_ref().is_some_and(|o| o.enabled);
+        for inst in &mut self.instances {
+            inst.core.set_frozen(m.enabled);
+        }
+        if let Some(db) = &mut self.database {
+            db.frozen = m.enabled;
+        }
+        if let Some(c) = &mut self.cluster {
+            c.set_maintenance(Some(m.clone()));
+        }
+        if was != m.enabled {
+            let state = if m.enabled {
+                "on: automatic failover is off"
+            } else {
+                "off: automatic failover is back"
+            };
+            tracing::warn!("maintenance {state} (by {}, from {source})", m.by);
+            self.fx.events.emit(duet_admin::EventKind::Maintenance {
+                enabled: m.enabled,
+                by: m.by.clone(),
+            });
+        }
+        self.maintenance = Some(m);
+        self.dirty = true;
+    }
+
     fn publish(&mut self, now: Instant) {
         let mut status = super::publish::status(
             &self.config.node.name,
@@ -571,6 +611,12 @@ impl ControlPlane {
             &self.unmatched_drops,
         );
         status.cluster = self.cluster.as_ref().map(|c| c.status(now));
+        status.maintenance = self.maintenance.as_ref().filter(|m| m.enabled).map(|m| {
+            duet_admin::MaintenanceStatus {
+                by: m.by.clone(),
+                version: m.version,
+            }
+        });
         status.inputs_dropped = self.inbox.dropped();
         self.published.publish(status);
         self.published_at = now;

@@ -93,6 +93,8 @@ pub struct Database {
     last_write: Option<(Instant, Record)>,
     /// When the record was last asked for (once a second at most).
     last_query: Option<Instant>,
+    /// Maintenance: no automatic promotion.
+    pub frozen: bool,
 }
 
 impl std::fmt::Debug for Database {
@@ -180,6 +182,7 @@ impl Database {
             thread: Some(thread),
             last_write: None,
             last_query: None,
+            frozen: false,
         }))
     }
 
@@ -229,6 +232,7 @@ impl Database {
                 },
                 lease: cluster.lease_valid(now),
                 term: cluster.term(),
+                frozen: self.frozen,
             },
             peers: cluster.peer_databases(),
             authority: self.view.borrow().authority,

@@ -80,5 +80,6 @@ pub fn status(
         cluster: None,
         database: None,
         inputs_dropped: 0,
+        maintenance: None,
     }
 }

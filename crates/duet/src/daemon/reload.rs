@@ -101,6 +101,8 @@ impl ControlPlane {
             }
             let health = inst.with_vip_fault(self.readings.tracking_of(&inst.cfg));
             inst.core.set_tracking(now, health);
+            inst.core
+                .set_frozen(self.maintenance.as_ref().is_some_and(|m| m.enabled));
             inst.core.start(now);
         }
         Ok(())
@@ -141,6 +143,26 @@ impl ControlPlane {
                     message: "this node runs no [database]".into(),
                 }),
             },
+            duet_admin::Action::Maintenance { enabled, by } => {
+                // One more than any version known here: the newest wins on every node.
+                let known = self.maintenance.as_ref().map_or(0, |m| m.version);
+                let heard = self
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.newer_maintenance(known))
+                    .map_or(known, |m| m.version);
+                let m = duet_cluster::wire::Maintenance {
+                    enabled,
+                    version: heard + 1,
+                    by,
+                };
+                self.set_maintenance(m, "this node");
+                Ok(if enabled {
+                    "maintenance on: automatic failover is off cluster-wide".into()
+                } else {
+                    "maintenance off: automatic failover is back".into()
+                })
+            }
             duet_admin::Action::Switchover { to } => {
                 // Every VRRP instance this node is master of hands over (priority 0, no
                 // preemption back); the database too, when its primary runs here.

@@ -204,7 +204,18 @@ pub fn cluster(tag: &str, extra: &str, witness: bool) -> Option<Pair> {
             lab.start_witness(&exe(), &w, &key).unwrap();
         }
         let heartbeat = |me: u8, peer: u8| duet::lab::heartbeat_config(me, peer, &key, extra);
+        // Operator actions need a token: `operator.token` in the lab directory.
+        let token = lab.dir().join("operator.token");
+        std::fs::write(&token, "an operator token of enough length\n").unwrap();
+        let line = format!(
+            "state_dir = \"@STATE@\"\noperator_token_file = \"{}\"",
+            token.display()
+        );
         let (ac, bc) = configs("100ms", "");
+        let (ac, bc) = (
+            ac.replace("state_dir = \"@STATE@\"", &line),
+            bc.replace("state_dir = \"@STATE@\"", &line),
+        );
         (ac + &heartbeat(2, 3), bc + &heartbeat(3, 2))
     })?;
     // Settled also means both heartbeat links carry heartbeats.
