@@ -17,6 +17,7 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v haproxy >/dev/null || need+=(haproxy)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+command -v promtool >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
     if [ "$(id -u)" -eq 0 ]; then
         echo "installing: ${need[*]}"
@@ -31,6 +32,10 @@ fi
 # 5432) stays stopped.
 if [ "$(id -u)" -eq 0 ] && command -v pg_ctlcluster >/dev/null; then
     pg_ctlcluster 15 main stop 2>/dev/null || true
+fi
+# Only promtool is used from the prometheus package: its server stays stopped.
+if [ "$(id -u)" -eq 0 ] && command -v prometheus >/dev/null; then
+    { systemctl stop prometheus || pkill -x prometheus; } >/dev/null 2>&1 || true
 fi
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -280,6 +280,9 @@ pub struct VrrpStatus {
     /// Seconds since the last transition.
     #[serde(default)]
     pub in_state_seconds: f64,
+    /// Seconds this node was MASTER (served the VIPs) since the daemon started.
+    #[serde(default)]
+    pub master_seconds: f64,
     /// Trackers: name → "up", "down", "unknown" or a file value.
     #[serde(default)]
     pub trackers: BTreeMap<String, String>,

@@ -73,6 +73,17 @@ pub fn render(s: &Status, events: &Events) -> String {
         flush(&mut out, &mut lines);
     }
 
+    let w = family(
+        &mut out,
+        "duet_vrrp_master_seconds_total",
+        "counter",
+        "Seconds this node was MASTER of the instance (served its VIPs) since the daemon started: the availability counter.",
+    );
+    for v in &s.vrrp {
+        lines.push(w.line(&[("instance", &v.name)], v.master_seconds));
+    }
+    flush(&mut out, &mut lines);
+
     let counters: [Metric<crate::VrrpCounters, u64>; 5] = [
         (
             "duet_vrrp_adverts_received_total",

@@ -601,6 +601,9 @@ fn an_operator_switchover_hands_the_vip_to_the_peer_which_keeps_it() {
         return;
     };
     assert!(p.wait_answer("alpha", S(5)).is_some(), "{}", p.logs());
+    std::thread::sleep(S(1));
+    let served = p.status(Node::Alpha).unwrap().vrrp[0].master_seconds;
+    assert!(served > 0.5, "the availability counter: {served}");
     // Asked on alpha (priority 150, the master): beta (100) takes the VIP at once...
     let out = p
         .lab

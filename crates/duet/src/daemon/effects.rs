@@ -110,6 +110,9 @@ impl Effects {
                     inst.core.effective_priority()
                 );
                 inst.last_reason = reason.clone();
+                if from == State::Master {
+                    inst.master_before += now.saturating_since(inst.since);
+                }
                 inst.since = now;
                 if to != State::Master {
                     inst.garp.stop();

@@ -30,6 +30,8 @@ pub struct Inst {
     pub last_reason: String,
     /// When the last transition happened.
     pub since: Instant,
+    /// Time spent MASTER before the current stretch (the availability counter).
+    pub master_before: std::time::Duration,
     /// Gratuitous ARP / unsolicited NA for its VIPs.
     pub garp: GarpBurst,
     /// A peer was last heard (heartbeat) claiming this instance while this node is MASTER.
@@ -153,6 +155,7 @@ impl Inst {
             checksum: lifted.checksum,
             last_reason: String::new(),
             since: now,
+            master_before: std::time::Duration::ZERO,
             garp: GarpBurst::default(),
             peer_claims: false,
             vip_fault: None,

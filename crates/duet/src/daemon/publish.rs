@@ -58,6 +58,13 @@ pub fn status(
                 veto: i.core.veto().map(str::to_string),
                 reason: i.last_reason.clone(),
                 in_state_seconds: now.saturating_since(i.since).as_secs_f64(),
+                master_seconds: (i.master_before
+                    + if i.core.state() == duet_vrrp::State::Master {
+                        now.saturating_since(i.since)
+                    } else {
+                        std::time::Duration::ZERO
+                    })
+                .as_secs_f64(),
                 trackers,
                 counters: VrrpCounters {
                     adverts_received: stats.adverts_received,
