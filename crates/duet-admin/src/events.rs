@@ -385,6 +385,11 @@ impl Events {
         }
     }
 
+    /// The number of the newest event (0: none yet).
+    pub fn newest(&self) -> u64 {
+        self.lock().next - 1
+    }
+
     /// A consumer lost `n` events (it fell behind): counted under `consumer`.
     pub fn dropped(&self, consumer: &'static str, n: u64) {
         *self.lock().dropped.entry(consumer).or_default() += n;

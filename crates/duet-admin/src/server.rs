@@ -218,7 +218,7 @@ where
 async fn handle(
     mut req: Request<hyper::body::Incoming>,
     api: &Api,
-    streaming: &std::sync::atomic::AtomicBool,
+    streaming: &Arc<std::sync::atomic::AtomicBool>,
     remote: SocketAddr,
 ) -> Response<Body> {
     let (response, caller, result) = match answer(&req, &api.published, &api.options, remote.ip()) {
@@ -303,7 +303,7 @@ async fn with_body(
 /// Starts an event stream, if there is room for one.
 fn stream(
     api: &Api,
-    streaming: &std::sync::atomic::AtomicBool,
+    streaming: &Arc<std::sync::atomic::AtomicBool>,
     last_id: Option<String>,
 ) -> Response<Body> {
     let Some(slot) = sse::slot(&api.streams) else {
@@ -314,7 +314,12 @@ fn stream(
         .map(BodyExt::boxed);
     };
     streaming.store(true, std::sync::atomic::Ordering::Relaxed);
-    let body = sse::start(api.published.events().clone(), last_id, slot);
+    let body = sse::start(
+        api.published.events().clone(),
+        last_id,
+        slot,
+        streaming.clone(),
+    );
     let mut r = Response::new(body.boxed());
     let h = r.headers_mut();
     h.insert(

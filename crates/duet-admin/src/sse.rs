@@ -2,9 +2,10 @@
 //! `data:` (its JSON), resumable with `Last-Event-ID`.
 //!
 //! One task per client feeds a small channel that the response body drains. A client that
-//! does not read stalls only its own task; its subscription then falls behind, and the task
+//! reads slowly stalls only its own task; its subscription then falls behind, and the task
 //! fills the gap from the kept events, or says `event: gap` with how many it lost (counted
-//! as dropped by the `sse` consumer).
+//! as dropped by the `sse` consumer). A client that takes nothing for [`STUCK`] is cut off,
+//! and the events it did not get are counted as dropped; it may resume with its last id.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -23,6 +24,9 @@ pub const MAX_STREAMS: usize = 64;
 
 /// A comment line this often keeps proxies and idle timeouts from closing a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// A client that takes no data for this long is cut off.
+pub const STUCK: Duration = Duration::from_secs(5);
 
 /// A response body fed by a channel.
 #[derive(Debug)]
@@ -59,11 +63,13 @@ pub fn slot(open: &Arc<AtomicUsize>) -> Option<impl Send + 'static> {
 }
 
 /// Starts a client's stream: the events after `last_id` (a `Last-Event-ID`), or only new
-/// ones without it; `slot` is held until the stream ends.
+/// ones without it; `slot` is held until the stream ends, and `streaming` (which exempts the
+/// connection from the admin server's connection time limit) is cleared then.
 pub fn start(
     events: Arc<Events>,
     last_id: Option<String>,
     slot: impl Send + 'static,
+    streaming: Arc<std::sync::atomic::AtomicBool>,
 ) -> ChannelBody {
     let (tx, rx) = mpsc::channel(16);
     // Subscribed before the kept events are read, so nothing falls between the two.
@@ -74,21 +80,42 @@ pub fn start(
     };
     tokio::spawn(async move {
         let _slot = slot;
-        let _ = feed(&events, sub, first, &tx).await;
+        let mut last = 0;
+        if let Err(Stuck) = feed(&events, sub, first, &tx, &mut last).await {
+            // Everything after what it got is lost to it (it may resume from its last id).
+            events.dropped("sse", events.newest().saturating_sub(last));
+        }
+        streaming.store(false, Ordering::Relaxed);
     });
     ChannelBody { rx }
 }
 
-/// Writes to the client until it goes away (`Err`).
+/// Why a stream ended early.
+enum Ended {
+    /// The client went away.
+    Gone,
+    /// The client took nothing for [`STUCK`].
+    Stuck,
+}
+use Ended::Stuck;
+
+/// Writes to the client until it goes away or gets stuck; `last` is the number of the last
+/// event it was given.
 async fn feed(
     events: &Events,
     mut sub: broadcast::Receiver<Arc<Event>>,
     first: Since,
     tx: &mpsc::Sender<Bytes>,
-) -> Result<(), ()> {
-    let send = |b: Bytes| async move { tx.send(b).await.map_err(|_| ()) };
+    last: &mut u64,
+) -> Result<(), Ended> {
+    let send = |b: Bytes| async move {
+        match tokio::time::timeout(STUCK, tx.send(b)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ended::Gone),
+            Err(_) => Err(Stuck),
+        }
+    };
     send(Bytes::from_static(b"retry: 1000\n\n")).await?;
-    let mut last = 0;
     let mut catch_up = first;
     loop {
         let (kept, missed) = match catch_up {
@@ -101,9 +128,9 @@ async fn feed(
             send(Bytes::from(format!("event: gap\ndata: {data}\n\n"))).await?;
         }
         for e in kept {
-            if e.seq > last {
+            if e.seq > *last {
                 send(frame(events, &e)).await?;
-                last = e.seq;
+                *last = e.seq;
             }
         }
         // Then live events, until the subscription falls behind.
@@ -114,19 +141,19 @@ async fn feed(
                     send(Bytes::from_static(b": keep-alive\n\n")).await?;
                     continue;
                 }
-                () = tx.closed() => return Err(()),
+                () = tx.closed() => return Err(Ended::Gone),
             };
             match next {
-                Ok(e) if e.seq > last => {
+                Ok(e) if e.seq > *last => {
                     send(frame(events, &e)).await?;
-                    last = e.seq;
+                    *last = e.seq;
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => break,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             }
         }
-        catch_up = events.after(last);
+        catch_up = events.after(*last);
     }
 }
 

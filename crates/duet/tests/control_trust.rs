@@ -359,3 +359,119 @@ fn a_flood_at_the_vrrp_and_heartbeat_ports_stalls_nothing() {
     );
     assert!(served > 1000, "the proxy load stalled: {served} requests");
 }
+
+/// A Python client in a lab host: opens an event stream on `admin` and never reads it, then
+/// drains and enables `backend` as fast as it can for `seconds` with the operator token in
+/// `token_file`, over one kept-alive connection; prints how many calls it made.
+const EVENT_FLOOD: &str = r#"
+import http.client, json, socket, sys, time
+admin, token_file, backend, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+host, port = admin.split(':')
+token = open(token_file).read().strip()
+stuck = socket.socket()
+stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+stuck.connect((host, int(port)))
+stuck.sendall(b'GET /v1/events HTTP/1.1\r\nHost: ' + host.encode() + b'\r\nAccept: text/event-stream\r\n\r\n')
+c = http.client.HTTPConnection(host, int(port))
+h = {'Authorization': 'Bearer ' + token, 'Content-Length': '0'}
+n, ok, end = 0, 0, time.time() + seconds
+while time.time() < end:
+    verb = 'drain' if n % 2 == 0 else 'enable'
+    c.request('POST', '/v1/balancers/web/backends/' + backend + '/' + verb, headers=h)
+    r = c.getresponse(); r.read()
+    n += 1; ok += r.status == 200
+print(json.dumps({'calls': n, 'ok': ok}))
+"#;
+
+#[test]
+fn an_event_flood_with_a_stuck_stream_delays_no_advert() {
+    let balancer = "\n[[balancer]]\nname = \"web\"\nbind = \"0.0.0.0:8081\"\nmode = \"http\"\nbackends = [{ address = \"10.99.0.2:8080\" }, { address = \"10.99.0.3:8080\" }]\n";
+    let Some(p) = common::cluster("evflood", balancer, false) else {
+        return;
+    };
+    let exe = exe();
+    let seconds = 10u64;
+    let watch = p
+        .lab
+        .command(&p.beta.host, &exe)
+        .args([
+            "lab-vrrp-watch",
+            "--src",
+            "10.99.0.2",
+            "--on",
+            "10.99.0.3",
+            "--seconds",
+        ])
+        .arg((seconds + 1).to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Alpha's kernel may buffer up to 4 MB for the stuck stream before duet notices it is
+    // stuck; a smaller send buffer in this lab host makes that happen within the flood.
+    let out = p
+        .lab
+        .command(&p.alpha.host, "sysctl")
+        .args(["-w", "net.ipv4.tcp_wmem=4096 16384 65536"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Every call makes two events (the operator's and the backend's) and an audit line.
+    let token = p.lab.dir().join("operator.token");
+    let flood = p
+        .lab
+        .command(&p.alpha.host, "python3")
+        .args(["-c", EVENT_FLOOD, "127.0.0.1:9900"])
+        .arg(&token)
+        .args(["10.99.0.3:8080", &seconds.to_string()])
+        .output()
+        .unwrap();
+    assert!(flood.status.success(), "{flood:?}");
+    let calls: serde_json::Value = serde_json::from_slice(&flood.stdout).unwrap();
+    let intervals: serde_json::Value =
+        serde_json::from_slice(&watch.wait_with_output().unwrap().stdout).unwrap();
+    let status = p.status(common::Node::Alpha).unwrap();
+    let events = p.alpha.events(&p.lab, &exe);
+    let last = events.last().map_or(0, |e| e.seq);
+    eprintln!(
+        "event flood: {calls} in {seconds} s, {last} events on alpha; advert intervals at beta: {intervals}"
+    );
+    let n = calls["calls"].as_u64().unwrap();
+    assert_eq!(calls["ok"].as_u64(), Some(n), "every call succeeded");
+    assert!(
+        n >= 500,
+        "only {n} calls: too weak a flood to prove anything"
+    );
+    assert!(last >= 2 * n, "{last} events for {n} calls");
+    // The stuck stream lost events, counted; the control loop went on.
+    let text = metrics_text(&p);
+    let dropped = text
+        .lines()
+        .find_map(|l| l.strip_prefix("duet_events_dropped_total{consumer=\"sse\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(dropped > 0.0, "the stuck stream lost nothing?\n{text}");
+    assert_eq!(status.vrrp[0].state, "MASTER");
+    assert_eq!(p.state(common::Node::Beta).as_deref(), Some("BACKUP"));
+    // Generous bounds a stalled loop breaks (the master-down interval is ~360 ms).
+    let count = intervals["count"].as_u64().unwrap_or(0);
+    assert!(
+        count >= seconds * 9,
+        "only {count} advert intervals in {seconds} s"
+    );
+    let max = intervals["max_ms"].as_f64().unwrap_or(f64::INFINITY);
+    assert!(max < 250.0, "an advert interval at beta reached {max} ms");
+}
+
+/// Alpha's `/metrics`, read inside its namespace.
+fn metrics_text(p: &common::Pair) -> String {
+    let out = p
+        .lab
+        .command(&p.alpha.host, "python3")
+        .args([
+            "-c",
+            "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9900/metrics').read().decode())",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
