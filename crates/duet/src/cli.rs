@@ -44,6 +44,9 @@ enum Command {
         /// Print the raw JSON of GET /v1/status.
         #[arg(long)]
         json: bool,
+        /// Redraw every SECONDS (default 2) until interrupted.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
     },
     /// Turn automatic failover off (on) or back on (off), cluster-wide: no backup takes a VIP
     /// over and no standby is promoted while it is on (a switchover still works).
@@ -257,7 +260,15 @@ pub fn main() -> i32 {
             config,
             admin,
             json,
-        } => with_target(&config, admin, token_file, |t| crate::status::run(t, json)),
+            watch,
+        } => with_target(&config, admin, token_file, |t| match watch {
+            Some(every) if every >= 0.1 => crate::status::watch(t, every),
+            Some(every) => {
+                eprintln!("duet status: --watch {every}: at least 0.1 s");
+                2
+            }
+            None => crate::status::run(t, json),
+        }),
         Command::Token {
             command: TokenCommand::New { name, role },
         } => crate::token::run_new(&name, &role),

@@ -120,6 +120,52 @@ impl Target {
 
 const NO_TOKEN: &str = "this needs an admin API token: pass --token-file FILE or set DUET_TOKEN (`duet token new NAME ROLE` makes one), or set node.operator_token_file";
 
+/// Runs `duet status --watch`: redraws the table every `every` seconds, in place, until
+/// interrupted; a node that stops answering is said on the screen, not an exit.
+pub fn watch(target: &Target, every: f64) -> i32 {
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let screen = match target.get("/v1/status").and_then(|b| {
+            serde_json::from_str::<Status>(&b).map_err(|e| format!("unexpected answer: {e}"))
+        }) {
+            Ok(s) => render(&s) + &render_events(&last_events(target)),
+            Err(e) => format!("duet status: {e}\n"),
+        };
+        let mut out = std::io::stdout().lock();
+        // Home and clear on a terminal; a separator line otherwise (a log, a pipe).
+        let head = if tty {
+            "\x1b[H\x1b[2J".to_string()
+        } else {
+            format!("--- {}\n", crate::events::utc(unix_ms()))
+        };
+        if write!(out, "{head}{screen}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return 0;
+        }
+        drop(out);
+        std::thread::sleep(Duration::from_secs_f64(every));
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The node's last 10 events, or none when it does not say.
+fn last_events(target: &Target) -> Vec<duet_admin::Event> {
+    target
+        .get("/v1/events?limit=10")
+        .ok()
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+        .and_then(|v| serde_json::from_value(v["events"].clone()).ok())
+        .unwrap_or_default()
+}
+
 /// Runs `duet status`; returns the exit code.
 pub fn run(target: &Target, json: bool) -> i32 {
     let body = match target.get("/v1/status") {
@@ -138,15 +184,7 @@ pub fn run(target: &Target, json: bool) -> i32 {
         Ok(s) => {
             print!("{}", render(&s));
             // The last events, when the node keeps them.
-            let events = target
-                .get("/v1/events?limit=10")
-                .ok()
-                .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
-                .and_then(|v| {
-                    serde_json::from_value::<Vec<duet_admin::Event>>(v["events"].clone()).ok()
-                })
-                .unwrap_or_default();
-            print!("{}", render_events(&events));
+            print!("{}", render_events(&last_events(target)));
             0
         }
         Err(e) => {

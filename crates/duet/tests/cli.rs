@@ -353,3 +353,44 @@ fn the_cli_speaks_https_when_the_config_has_admin_tls() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn status_watch_redraws_until_interrupted() {
+    use std::io::Read;
+    use std::sync::Arc;
+    let published = Arc::new(duet_admin::Published::default());
+    published.publish(duet_admin::Status {
+        node: "alpha".into(),
+        ..Default::default()
+    });
+    published.emit(duet_admin::EventKind::Reload {
+        ok: true,
+        message: "reloaded".into(),
+    });
+    let addr = duet_admin::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        published,
+        duet_admin::Options::read_only(),
+    )
+    .unwrap();
+    let mut child = duet()
+        .args(["status", "--watch", "0.2", "--admin", &addr.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = child.kill();
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let _ = child.wait();
+    // Not a terminal: each redraw starts with a dated separator line.
+    let redraws = text.lines().filter(|l| l.starts_with("--- ")).count();
+    assert!(redraws >= 3, "{redraws} redraws in 1.5 s:\n{text}");
+    assert_eq!(text.matches("node alpha").count(), redraws, "{text}");
+    assert!(text.contains("reloaded: reloaded"), "{text}");
+}
