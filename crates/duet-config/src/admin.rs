@@ -147,11 +147,91 @@ impl Serialize for TokenHash {
     }
 }
 
+/// `[alerts]`: events told to people by webhook and email.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// POST each alert as JSON to this URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+    /// Mail each alert through this SMTP relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailConfig>,
+    /// Event types that alert.
+    #[serde(default = "default_alert_types")]
+    pub on: Vec<String>,
+    /// The same alert (type, subject and state) at most once per this long.
+    #[serde(default = "default_dedupe")]
+    pub dedupe: crate::Dur,
+    /// Alerts per minute at most; the rest are counted and said with the next.
+    #[serde(default = "default_per_minute")]
+    pub per_minute: u32,
+}
+
+/// `alerts.webhook`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host:port/path`.
+    pub url: String,
+    /// Each attempt's limit (three retries, 1 s, 2 s and 4 s apart).
+    #[serde(default = "default_alert_timeout")]
+    pub timeout: crate::Dur,
+}
+
+/// `alerts.email`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The relay, `host:port` (plain SMTP: a local relay such as Postfix on the node).
+    pub smtp: String,
+    /// Sender address.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Each attempt's limit.
+    #[serde(default = "default_alert_timeout")]
+    pub timeout: crate::Dur,
+}
+
+/// Event types `alerts.on` may list.
+pub const ALERT_TYPES: [&str; 10] = [
+    "vrrp",
+    "link",
+    "peer",
+    "lease",
+    "backend",
+    "database",
+    "lag",
+    "hook",
+    "maintenance",
+    "reload",
+];
+
+fn default_alert_types() -> Vec<String> {
+    ALERT_TYPES.iter().map(|t| t.to_string()).collect()
+}
+
+fn default_dedupe() -> crate::Dur {
+    crate::Dur(std::time::Duration::from_secs(60))
+}
+
+fn default_per_minute() -> u32 {
+    20
+}
+
+fn default_alert_timeout() -> crate::Dur {
+    crate::Dur(std::time::Duration::from_secs(5))
+}
+
 /// The paths `admin.public` may open.
 pub const PUBLIC_PATHS: [&str; 3] = ["/primary", "/replica", "/read-only"];
 
 /// The rules across `[admin]` keys.
 pub(crate) fn check(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
+    if let Some(a) = &cfg.alerts {
+        check_alerts(a, bad);
+    }
     let Some(admin) = &cfg.admin else {
         return;
     };
@@ -202,6 +282,67 @@ pub(crate) fn check(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
         bad(
             crate::path!["admin", "public"],
             "without tokens every endpoint is open already: add admin.tokens".into(),
+        );
+    }
+}
+
+fn check_alerts(a: &AlertsConfig, bad: &mut impl FnMut(Vec<Seg>, String)) {
+    if a.webhook.is_none() && a.email.is_none() {
+        bad(
+            crate::path!["alerts"],
+            "[alerts] needs webhook or email (or both)".into(),
+        );
+    }
+    if let Some(w) = &a.webhook
+        && !w.url.starts_with("http://")
+    {
+        bad(
+            crate::path!["alerts", "webhook", "url"],
+            format!(
+                "url {:?}: write http://host:port/path (https is not supported yet)",
+                w.url
+            ),
+        );
+    }
+    if let Some(e) = &a.email {
+        if e.smtp
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            bad(
+                crate::path!["alerts", "email", "smtp"],
+                format!(
+                    "smtp {:?}: write host:port, such as \"127.0.0.1:25\"",
+                    e.smtp
+                ),
+            );
+        }
+        if e.to.is_empty() {
+            bad(crate::path!["alerts", "email", "to"], "no recipient".into());
+        }
+        for (i, addr) in std::iter::once(&e.from).chain(&e.to).enumerate() {
+            if !addr.contains('@') {
+                let at = if i == 0 {
+                    crate::path!["alerts", "email", "from"]
+                } else {
+                    crate::path!["alerts", "email", "to", i - 1]
+                };
+                bad(at, format!("{addr:?} is not a mail address"));
+            }
+        }
+    }
+    for (i, t) in a.on.iter().enumerate() {
+        if !ALERT_TYPES.contains(&t.as_str()) {
+            bad(
+                crate::path!["alerts", "on", i],
+                format!("{t:?}: one of {}", ALERT_TYPES.join(", ")),
+            );
+        }
+    }
+    if a.per_minute == 0 {
+        bad(
+            crate::path!["alerts", "per_minute"],
+            "per_minute must be at least 1".into(),
         );
     }
 }

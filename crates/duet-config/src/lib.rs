@@ -17,7 +17,10 @@ mod validate;
 use std::fmt;
 use std::ops::Range;
 
-pub use admin::{AdminConfig, AdminTls, Role, TokenConfig, TokenHash};
+pub use admin::{
+    ALERT_TYPES, AdminConfig, AdminTls, AlertsConfig, EmailConfig, Role, TokenConfig, TokenHash,
+    WebhookConfig,
+};
 pub use database::{ByteSize, DatabaseConfig, DatabaseKind, Network, SyncMode, WriteVip};
 pub use lift::Lifted;
 pub use schema::*;

@@ -47,6 +47,9 @@ pub struct Config {
     /// Who may use the admin API, over HTTP or HTTPS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<crate::admin::AdminConfig>,
+    /// Events told to people by webhook and email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<crate::admin::AlertsConfig>,
 }
 
 /// `[heartbeat]`.

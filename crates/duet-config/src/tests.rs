@@ -371,6 +371,21 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
             public: vec!["/primary".into()],
             audit_log: Some("/a".into()),
         }),
+        alerts: Some(crate::AlertsConfig {
+            webhook: Some(crate::WebhookConfig {
+                url: "http://h:1/".into(),
+                timeout: Dur(Duration::from_secs(1)),
+            }),
+            email: Some(crate::EmailConfig {
+                smtp: "h:25".into(),
+                from: "a@b".into(),
+                to: vec!["c@d".into()],
+                timeout: Dur(Duration::from_secs(1)),
+            }),
+            on: vec!["vrrp".into()],
+            dedupe: Dur(Duration::from_secs(1)),
+            per_minute: 1,
+        }),
     };
     let value = toml::Value::try_from(&full).unwrap();
     let mut keys = Vec::new();

@@ -368,3 +368,145 @@ fn duet_run_serves_http_with_forwarding_headers() {
     assert_eq!(entry["balancer"], "web");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A webhook receiver: answers its first request 500 (duet must try again) and the others
+/// 200; sends each body received.
+fn webhook_receiver() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, c) in l.incoming().flatten().enumerate() {
+            let mut r = std::io::BufReader::new(c);
+            let mut len = 0;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let status = if n == 0 { "500 Busy" } else { "200 OK" };
+            let _ = write!(
+                r.get_mut(),
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            if n > 0 {
+                let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// An SMTP sink: accepts every mail and sends its DATA.
+fn smtp_sink() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut w = c.try_clone().unwrap();
+                let mut r = std::io::BufReader::new(c);
+                let _ = w.write_all(b"220 sink ESMTP\r\n");
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250-sink\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            let _ = w.write_all(b"354 go on\r\n");
+                            let mut data = String::new();
+                            while !data.ends_with("\r\n.\r\n") {
+                                line.clear();
+                                if std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) == 0
+                                {
+                                    return;
+                                }
+                                data.push_str(&line);
+                            }
+                            let _ = tx.send(data);
+                            b"250 queued\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = w.write_all(b"221 bye\r\n");
+                            return;
+                        }
+                        _ => b"250 OK\r\n",
+                    };
+                    let _ = w.write_all(reply);
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn alerts_reach_a_webhook_and_a_mailbox_deduplicated_and_retried() {
+    let dir = std::env::temp_dir().join(format!("duet-alerts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let (hook, hooks) = webhook_receiver();
+    let (smtp, mails) = smtp_sink();
+    let (_daemon, admin, _bind) = run_duet(
+        &dir,
+        &format!(
+            "[[balancer]]\nname = \"web\"\nbind = \"@BIND@\"\nbackends = [{{ address = \"{backend_addr}\" }}]\n\n[alerts]\nwebhook = {{ url = \"http://{hook}/duet\", timeout = \"2s\" }}\nemail = {{ smtp = \"{smtp}\", from = \"duet@lb.example\", to = [\"ops@example.com\"] }}\non = [\"backend\"]\ndedupe = \"60s\"\n"
+        ),
+    );
+    let path = format!("/v1/balancers/web/backends/{backend_addr}");
+    let start = Instant::now();
+    while TcpStream::connect(admin).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "duet did not start: {}",
+            std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(post(admin, &format!("{path}/drain"), Some(TOKEN)).0, 200);
+    // Drained, enabled, drained again: the second "draining" is a repeat within the window.
+    assert_eq!(post(admin, &format!("{path}/enable"), Some(TOKEN)).0, 200);
+    assert_eq!(post(admin, &format!("{path}/drain"), Some(TOKEN)).0, 200);
+    let wait = Duration::from_secs(15);
+    let first: serde_json::Value =
+        serde_json::from_str(&hooks.recv_timeout(wait).unwrap()).unwrap();
+    assert_eq!(first["node"], "lb");
+    assert_eq!(first["event"]["type"], "backend");
+    assert_eq!(first["event"]["state"], "draining");
+    assert_eq!(first["severity"], "info");
+    let second: serde_json::Value =
+        serde_json::from_str(&hooks.recv_timeout(wait).unwrap()).unwrap();
+    assert_eq!(second["event"]["state"], "up");
+    assert!(
+        hooks.recv_timeout(Duration::from_secs(3)).is_err(),
+        "the repeated 'draining' was sent again"
+    );
+    let mail = mails.recv_timeout(wait).unwrap();
+    assert!(
+        mail.contains(&format!(
+            "Subject: [duet lb] info: web: backend {backend_addr} is draining"
+        )),
+        "{mail}"
+    );
+    assert!(mail.contains("To: ops@example.com"), "{mail}");
+    assert!(mails.recv_timeout(wait).is_ok(), "the 'up' mail");
+    drop(backend);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -65,6 +65,9 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
         ("a token name used twice", format!("{n}\n[admin]\ntokens = [{{ name = \"ops\", role = \"viewer\", sha256 = \"{}\" }}, {{ name = ‸\"ops\", role = \"admin\", sha256 = \"{}\" }}]\n", "ab".repeat(32), "cd".repeat(32)), "token name \"ops\" is used twice"),
         ("a public path that is no health check", format!("{n}\n[admin]\ntokens = [{{ name = \"ops\", role = \"viewer\", sha256 = \"{}\" }}]\npublic = [‸\"/v1/status\"]\n", "ab".repeat(32)), "\"/v1/status\" cannot be public: only the health endpoints"),
         ("an admin certificate that is missing", format!("{n}\n[admin]\ntls = {{ cert = ‸\"@DIR@/none.pem\", key = \"@DIR@/none.key\" }}\n"), "admin.tls.cert @DIR@/none.pem:"),
+        ("alerts with nowhere to go", format!("{n}\n‸[alerts]\non = [\"vrrp\"]\n"), "[alerts] needs webhook or email (or both)"),
+        ("an https webhook", format!("{n}\n[alerts]\nwebhook = {{ url = ‸\"https://x/y\" }}\n"), "url \"https://x/y\": write http://host:port/path (https is not supported yet)"),
+        ("an unknown alert type", format!("{n}\n[alerts]\nwebhook = {{ url = \"http://127.0.0.1:9/\" }}\non = [‸\"weather\"]\n"), "\"weather\": one of vrrp, link"),
         // Syntax and types: every one reported, with the value and the form expected.
         ("unterminated string", "[node]\nname = \"a‸\n".to_string(), "invalid basic string, expected `\"`"),
         ("vrid above 255", format!("{n}{}", v.replace("vrid = 51", "vrid = ‸256")), "vrid must be 1..=255"),

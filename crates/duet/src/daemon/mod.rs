@@ -10,6 +10,7 @@
 //! Plus the guardian child process (see `duet_sys::guardian`).
 
 mod accept;
+mod alerts;
 mod balancers;
 mod cluster;
 mod control;
@@ -97,6 +98,9 @@ fn start(config: duet_config::Config, config_path: &Path) -> Result<(), String> 
         env!("CARGO_PKG_VERSION"),
         config.node.name
     );
+    if let Some(a) = &config.alerts {
+        alerts::start(&config.node.name, a, published.events().clone())?;
+    }
     published.emit(duet_admin::EventKind::Daemon {
         state: "started".into(),
         detail: format!(
