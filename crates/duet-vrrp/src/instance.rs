@@ -774,7 +774,7 @@ mod veto_tests {
         Instant::from_nanos(n * 1_000_000)
     }
 
-    fn instance(priority: u8) -> Instance {
+    pub(super) fn instance(priority: u8) -> Instance {
         Instance::new(InstanceConfig {
             name: "web".into(),
             vrid: Vrid::new(51).unwrap(),
@@ -789,7 +789,7 @@ mod veto_tests {
     }
 
     /// An advert from another router of VRID 51 at `priority`.
-    fn peer_advert(priority: u8) -> Advert {
+    pub(super) fn peer_advert(priority: u8) -> Advert {
         Advert {
             version: Version::V3,
             vrid: Vrid::new(51).unwrap(),
@@ -900,32 +900,8 @@ mod veto_tests {
 
 #[cfg(test)]
 mod operator_tests {
+    use super::veto_tests::{instance, peer_advert as advert};
     use super::*;
-    use crate::packet::{AdvertInterval, Version, Vrid};
-
-    fn instance(priority: u8) -> Instance {
-        Instance::new(InstanceConfig {
-            name: "web".into(),
-            vrid: Vrid::new(51).unwrap(),
-            version: Version::V3,
-            priority,
-            advert_interval: AdvertInterval::from_centis(10).unwrap(),
-            preempt: true,
-            preempt_delay: Duration::ZERO,
-            vips: vec!["10.0.0.100".parse().unwrap()],
-            primary_address: "10.0.0.1".parse().unwrap(),
-        })
-    }
-
-    fn advert(priority: u8) -> Advert {
-        Advert {
-            version: Version::V3,
-            vrid: Vrid::new(51).unwrap(),
-            priority,
-            interval: AdvertInterval::from_centis(10).unwrap(),
-            addresses: vec!["10.0.0.100".parse().unwrap()],
-        }
-    }
 
     fn master(priority: u8) -> (Instance, Instant) {
         let mut i = instance(priority);

@@ -262,21 +262,7 @@ fn a_flood_at_the_vrrp_and_heartbeat_ports_stalls_nothing() {
                 .unwrap()
         })
         .collect();
-    let watch = p
-        .lab
-        .command(&p.beta.host, &exe)
-        .args([
-            "lab-vrrp-watch",
-            "--src",
-            "10.99.0.2",
-            "--on",
-            "10.99.0.3",
-            "--seconds",
-        ])
-        .arg((seconds + 1).to_string())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let watch = advert_watch(&p, &exe, seconds + 1);
     let alpha_pid = p.alpha.pid.unwrap();
     let rss_before = rss_kib(alpha_pid);
     let flood = p
@@ -391,21 +377,7 @@ fn an_event_flood_with_a_stuck_stream_delays_no_advert() {
     };
     let exe = exe();
     let seconds = 10u64;
-    let watch = p
-        .lab
-        .command(&p.beta.host, &exe)
-        .args([
-            "lab-vrrp-watch",
-            "--src",
-            "10.99.0.2",
-            "--on",
-            "10.99.0.3",
-            "--seconds",
-        ])
-        .arg((seconds + 1).to_string())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let watch = advert_watch(&p, &exe, seconds + 1);
     // Alpha's kernel may buffer up to 4 MB for the stuck stream before duet notices it is
     // stuck; a smaller send buffer in this lab host makes that happen within the flood.
     let out = p
@@ -474,4 +446,23 @@ fn metrics_text(p: &common::Pair) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `duet lab-vrrp-watch` on beta for `seconds`: the intervals of alpha's adverts, as JSON on
+/// its stdout.
+fn advert_watch(p: &common::Pair, exe: &std::path::Path, seconds: u64) -> std::process::Child {
+    p.lab
+        .command(&p.beta.host, exe)
+        .args([
+            "lab-vrrp-watch",
+            "--src",
+            "10.99.0.2",
+            "--on",
+            "10.99.0.3",
+            "--seconds",
+        ])
+        .arg(seconds.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
 }
