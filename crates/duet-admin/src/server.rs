@@ -361,7 +361,8 @@ fn unix_ms() -> u64 {
 
 /// Every route, as the path template the OpenAPI document (`openapi.json`) uses: paths are
 /// matched against these and nothing else, and a test holds the document to this list.
-pub(crate) const ROUTES: [&str; 13] = [
+pub(crate) const ROUTES: [&str; 14] = [
+    "/",
     "/v1/status",
     "/v1/events",
     "/v1/openapi.json",
@@ -392,12 +393,18 @@ fn fit<'p>(template: &str, path: &'p str) -> Option<Vec<&'p str>> {
     }
 }
 
+/// The web dashboard: one page, no data in it (it calls the API with the token typed into
+/// it), no assets from elsewhere.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 /// The OpenAPI 3 document of this API (served at `/v1/openapi.json`).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The endpoints, each with the one method it takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Endpoint {
+    /// `/`: the dashboard page, which anyone may load.
+    Dashboard,
     Status,
     Metrics,
     /// `/v1/openapi.json`.
@@ -427,6 +434,7 @@ impl Endpoint {
             })
         };
         Some(match template {
+            "/" => Endpoint::Dashboard,
             "/v1/status" => Endpoint::Status,
             "/v1/events" => Endpoint::Events,
             "/v1/openapi.json" => Endpoint::OpenApi,
@@ -450,7 +458,8 @@ impl Endpoint {
     /// The role a caller needs.
     fn role(&self) -> Role {
         match self {
-            Endpoint::Status
+            Endpoint::Dashboard
+            | Endpoint::Status
             | Endpoint::Metrics
             | Endpoint::OpenApi
             | Endpoint::Events
@@ -517,10 +526,17 @@ fn answer<B>(
         .map(|v| v.as_bytes())
         .collect();
     let write = endpoint.method() == Method::POST;
-    let caller = match options
-        .access
-        .check(&authorization, from, path, endpoint.role(), write)
-    {
+    let checked = if endpoint == Endpoint::Dashboard {
+        Ok(Caller {
+            name: "-".into(),
+            role: None,
+        })
+    } else {
+        options
+            .access
+            .check(&authorization, from, path, endpoint.role(), write)
+    };
+    let caller = match checked {
         Ok(c) => c,
         Err(r) => {
             let code = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
@@ -535,6 +551,26 @@ fn answer<B>(
         }
     };
     match endpoint {
+        Endpoint::Dashboard => {
+            let mut r = respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                DASHBOARD.as_bytes().to_vec(),
+            );
+            let h = r.headers_mut();
+            // Its own inline script and style only; never framed (its buttons act).
+            h.insert(
+                hyper::header::CONTENT_SECURITY_POLICY,
+                hyper::header::HeaderValue::from_static(
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+                ),
+            );
+            h.insert(
+                hyper::header::X_FRAME_OPTIONS,
+                hyper::header::HeaderValue::from_static("DENY"),
+            );
+            Answer::Now(r)
+        }
         Endpoint::Status => {
             let body = serde_json::to_vec_pretty(&*published.get()).unwrap_or_default();
             Answer::Now(respond(StatusCode::OK, "application/json", body))
@@ -968,11 +1004,12 @@ mod tests {
                 e.method().as_str(),
                 "{template}: the document's method"
             );
-            assert_eq!(
-                op["x-duet-role"],
-                e.role().as_str(),
-                "{template}: the document's role"
-            );
+            let role = if e == Endpoint::Dashboard {
+                "public"
+            } else {
+                e.role().as_str()
+            };
+            assert_eq!(op["x-duet-role"], role, "{template}: the document's role");
             assert!(op["responses"]["200"].is_object(), "{template}");
             // A path one segment longer or with an empty parameter is no route.
             assert_eq!(Endpoint::at(&format!("{path}/x")), None, "{path}/x");
