@@ -378,6 +378,24 @@ pub(crate) const ROUTES: [&str; 14] = [
     "/v1/balancers/{balancer}/backends/{backend}/enable",
 ];
 
+/// `%XX` sequences decoded; `None` for a bad one or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The values of `template`'s `{…}` segments in `path`, if `path` fits it.
 fn fit<'p>(template: &str, path: &'p str) -> Option<Vec<&'p str>> {
     let mut t = template.split('/');
@@ -424,12 +442,17 @@ impl Endpoint {
             .find_map(|t| Endpoint::route(t, &fit(t, path)?))
     }
 
-    /// The endpoint of route `template` with its `{…}` segments' values.
+    /// The endpoint of route `template` with its `{…}` segments' values (percent-decoded:
+    /// a browser writes `10.0.0.11%3A8080`).
     fn route(template: &str, params: &[&str]) -> Option<Endpoint> {
+        let params = params
+            .iter()
+            .map(|p| percent_decode(p))
+            .collect::<Option<Vec<String>>>()?;
         let backend = |drain| {
             Endpoint::Act(Action::Backend {
-                balancer: params[0].to_string(),
-                backend: params[1].to_string(),
+                balancer: params[0].clone(),
+                backend: params[1].clone(),
                 drain,
             })
         };
@@ -1018,6 +1041,16 @@ mod tests {
             Endpoint::at("/v1/balancers//backends/10.0.0.1:80/drain"),
             None
         );
+        // A browser encodes the colon; a bad escape is no route.
+        assert_eq!(
+            Endpoint::at("/v1/balancers/web/backends/10.0.0.1%3A80/drain"),
+            Endpoint::at("/v1/balancers/web/backends/10.0.0.1:80/drain")
+        );
+        assert_eq!(
+            Endpoint::at("/v1/balancers/web/backends/10.0.0.1%3/drain"),
+            None
+        );
+        assert_eq!(Endpoint::at("/v1/balancers/web/backends/%ff/drain"), None);
         assert_eq!(Endpoint::at("/v1/status/"), None);
     }
 
