@@ -8,10 +8,18 @@ use duet_admin::{
     BackendStatus, BalancerStatus, EventKind, Options, Published, Status, VrrpStatus,
 };
 
+/// The browser's program, or `None` (and a recorded skip) without one.
 fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser"]
+    let found = ["chromium", "chromium-browser"]
         .into_iter()
-        .find(|p| duet::lab::have_program(p))
+        .find(|p| duet::lab::have_program(p));
+    if found.is_none() {
+        duet::lab::skip(
+            "chromium is not installed (apt-get install chromium)",
+            "DUET_REQUIRE_TOOLS",
+        );
+    }
+    found
 }
 
 fn headless(browser: &str, args: &[&str], url: &str) -> std::process::Output {
@@ -31,13 +39,26 @@ fn headless(browser: &str, args: &[&str], url: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// Balancer `web` on 10.10.10.10:80 with one healthy backend, 10.0.0.11:8080.
+fn one_backend(published: &Published) {
+    published.set_balancers(Arc::new(|| {
+        vec![BalancerStatus {
+            name: "web".into(),
+            bind: "10.10.10.10:80".into(),
+            mode: "http".into(),
+            backends: vec![BackendStatus {
+                address: "10.0.0.11:8080".into(),
+                up: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    }));
+}
+
 #[test]
 fn the_dashboard_shows_the_master_its_backends_and_its_events() {
     let Some(browser) = chromium() else {
-        duet::lab::skip(
-            "chromium is not installed (apt-get install chromium)",
-            "DUET_REQUIRE_TOOLS",
-        );
         return;
     };
     let published = Arc::new(Published::default());
@@ -55,19 +76,7 @@ fn the_dashboard_shows_the_master_its_backends_and_its_events() {
         }],
         ..Default::default()
     });
-    published.set_balancers(Arc::new(|| {
-        vec![BalancerStatus {
-            name: "web".into(),
-            bind: "10.10.10.10:80".into(),
-            mode: "http".into(),
-            backends: vec![BackendStatus {
-                address: "10.0.0.11:8080".into(),
-                up: true,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }]
-    }));
+    one_backend(&published);
     published.emit(EventKind::Vrrp {
         instance: "web".into(),
         from: "BACKUP".into(),
@@ -254,10 +263,6 @@ impl Browser {
 #[test]
 fn a_click_with_an_operator_token_drains_a_backend() {
     let Some(browser) = chromium() else {
-        duet::lab::skip(
-            "chromium is not installed (apt-get install chromium)",
-            "DUET_REQUIRE_TOOLS",
-        );
         return;
     };
     use duet_admin::auth::{Access, Role, Token, token_hash};
@@ -266,17 +271,7 @@ fn a_click_with_an_operator_token_drains_a_backend() {
         node: "alpha".into(),
         ..Default::default()
     });
-    published.set_balancers(Arc::new(|| {
-        vec![BalancerStatus {
-            name: "web".into(),
-            backends: vec![BackendStatus {
-                address: "10.0.0.11:8080".into(),
-                up: true,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }]
-    }));
+    one_backend(&published);
     let (tx, acted) = std::sync::mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
     let token = "an-operator-token-for-the-browser";
