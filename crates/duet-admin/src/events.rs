@@ -412,7 +412,8 @@ impl Default for Events {
     }
 }
 
-fn unix_ms() -> u64 {
+/// Now, in Unix milliseconds (the crate's one wall clock reading).
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

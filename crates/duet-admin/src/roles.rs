@@ -4,8 +4,6 @@
 //! the database agent's last look at the server, and only while that look is fresh: a server
 //! that stopped answering is not reported writable from an old observation.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use crate::DatabaseStatus;
 
 /// Which check.
@@ -24,10 +22,7 @@ const FRESH_MS: u64 = 1_500;
 
 /// Whether the agent looked at the server recently enough for its observation to count.
 pub fn fresh(db: &DatabaseStatus) -> bool {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    now.saturating_sub(db.observed_unix_ms) <= FRESH_MS
+    crate::events::unix_ms().saturating_sub(db.observed_unix_ms) <= FRESH_MS
 }
 
 /// Whether `db` passes the `role` check (`query` may hold `lag=1MB`), and the body.
@@ -89,10 +84,7 @@ mod tests {
     use super::*;
 
     fn db(role: &str, writable: bool, lag: Option<u64>, age_ms: u64) -> DatabaseStatus {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let now = crate::events::unix_ms();
         DatabaseStatus {
             role: role.into(),
             writable,

@@ -246,7 +246,7 @@ async fn handle(
         let target = req.uri().to_string();
         let ok = status.is_success();
         api.options.access.audit(&auth::AuditEntry {
-            unix_ms: unix_ms(),
+            unix_ms: events::unix_ms(),
             who,
             role,
             from: remote.ip().to_string(),
@@ -351,12 +351,6 @@ async fn act(api: &Api, action: Action) -> (Response<Full<Bytes>>, String) {
             "action failed".into(),
         ),
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Every route, as the path template the OpenAPI document (`openapi.json`) uses: paths are

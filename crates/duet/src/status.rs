@@ -137,7 +137,7 @@ pub fn watch(target: &Target, every: f64) -> i32 {
         let head = if tty {
             "\x1b[H\x1b[2J".to_string()
         } else {
-            format!("--- {}\n", crate::events::utc(unix_ms()))
+            format!("--- {}\n", crate::events::utc(crate::witness::unix_ms()))
         };
         if write!(out, "{head}{screen}")
             .and_then(|()| out.flush())
@@ -148,12 +148,6 @@ pub fn watch(target: &Target, every: f64) -> i32 {
         drop(out);
         std::thread::sleep(Duration::from_secs_f64(every));
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The node's last 10 events, or none when it does not say.

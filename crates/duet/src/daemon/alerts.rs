@@ -66,7 +66,7 @@ async fn run(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let Some(alert) = gate.admit(unix_ms(), &event) else {
+        let Some(alert) = gate.admit(crate::witness::unix_ms(), &event) else {
             continue;
         };
         if let Some(w) = &cfg.webhook {
@@ -181,10 +181,4 @@ fn email(cfg: &duet_config::EmailConfig, alert: &Alert) -> Result<(), String> {
         .timeout(Some(cfg.timeout.0))
         .build();
     relay.send(&message).map(|_| ()).map_err(|e| e.to_string())
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
