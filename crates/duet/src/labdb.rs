@@ -260,6 +260,21 @@ impl DbPair {
         })
     }
 
+    /// Starts node `i`'s duet again (after a kill).
+    pub fn restart(&mut self, i: usize) {
+        let exe = self.exe.clone();
+        self.nodes[i].start(&mut self.lab, &exe).unwrap();
+    }
+
+    /// Whether node `i` streams as a replica on `timeline` within `limit`.
+    pub fn wait_streaming(&self, i: usize, timeline: u32, limit: Duration) -> bool {
+        lab::wait_for(limit, || {
+            self.db(i)
+                .is_some_and(|d| d.role == "replica" && d.streaming && d.timeline == timeline)
+        })
+        .is_some()
+    }
+
     /// Kills every process in node `i`'s namespace (duet, its guardian, the postmaster and
     /// its children) with SIGKILL.
     pub fn kill_node(&mut self, i: usize) {

@@ -116,14 +116,9 @@ fn bootstrap_then_a_killed_primary_node_loses_no_acknowledged_write_and_rejoins(
 
     // The old primary comes back and rejoins as a replica by itself (pg_rewind).
     let back = Instant::now();
-    let exe = c.exe.clone();
-    c.nodes[primary].start(&mut c.lab, &exe).unwrap();
-    let rejoined = lab::wait_for(Duration::from_secs(60), || {
-        c.db(primary)
-            .is_some_and(|d| d.role == "replica" && d.streaming && d.timeline == 2)
-    });
+    c.restart(primary);
     assert!(
-        rejoined.is_some(),
+        c.wait_streaming(primary, 2, Duration::from_secs(60)),
         "the old primary did not rejoin\n{}",
         c.logs()
     );
@@ -224,8 +219,7 @@ fn a_dead_replica_relaxes_sync_after_the_record_and_is_not_promotable_afterwards
 
     // The primary dies as well; the old replica comes back alone: it may lack commits.
     c.kill_node(primary);
-    let exe = c.exe.clone();
-    c.nodes[replica].start(&mut c.lab, &exe).unwrap();
+    c.restart(replica);
     let refused = lab::wait_for(Duration::from_secs(20), || {
         c.db(replica).is_some_and(|d| {
             d.refusal
@@ -259,8 +253,7 @@ fn strict_blocks_writes_while_the_replica_is_away() {
         .count();
     assert_eq!(during, 0, "commits were acknowledged without the standby");
     let back = unix_now();
-    let exe = c.exe.clone();
-    c.nodes[replica].start(&mut c.lab, &exe).unwrap();
+    c.restart(replica);
     assert!(
         wait_acks(&rx, &mut lines, back, 50, Duration::from_secs(60)),
         "writes did not resume with the standby back\n{}",
@@ -299,11 +292,11 @@ fn a_primary_cut_from_the_network_is_fenced_before_the_replica_takes_over() {
     // Back on the network: it rejoins as a replica of the new primary.
     c.lab.set_link(&host, true).unwrap();
     c.lab.set_direct_link(&host, true).unwrap();
-    let rejoined = lab::wait_for(Duration::from_secs(60), || {
-        c.db(primary)
-            .is_some_and(|d| d.role == "replica" && d.streaming && d.timeline == 2)
-    });
-    assert!(rejoined.is_some(), "{}", c.logs());
+    assert!(
+        c.wait_streaming(primary, 2, Duration::from_secs(60)),
+        "{}",
+        c.logs()
+    );
     drain(&rx, &mut lines);
     c.audit(&lines, replica);
 }
@@ -325,11 +318,11 @@ fn a_frozen_primary_node_never_writes_again_as_primary() {
     std::thread::sleep(Duration::from_secs(2));
     c.signal_node(primary, duet_sys::process::SIGCONT);
     c.never_two_writable(Duration::from_secs(5));
-    let rejoined = lab::wait_for(Duration::from_secs(60), || {
-        c.db(primary)
-            .is_some_and(|d| d.role == "replica" && d.streaming && d.timeline == 2)
-    });
-    assert!(rejoined.is_some(), "{}", c.logs());
+    assert!(
+        c.wait_streaming(primary, 2, Duration::from_secs(60)),
+        "{}",
+        c.logs()
+    );
     drain(&rx, &mut lines);
     c.audit(&lines, replica);
 }
@@ -466,14 +459,9 @@ fn an_old_primary_whose_wal_is_gone_is_cloned_again_not_left_stuck() {
             std::fs::remove_file(e.path()).unwrap();
         }
     }
-    let exe = c.exe.clone();
-    c.nodes[primary].start(&mut c.lab, &exe).unwrap();
-    let rejoined = lab::wait_for(Duration::from_secs(90), || {
-        c.db(primary)
-            .is_some_and(|d| d.role == "replica" && d.streaming && d.timeline == 2)
-    });
+    c.restart(primary);
     assert!(
-        rejoined.is_some(),
+        c.wait_streaming(primary, 2, Duration::from_secs(90)),
         "the old primary was left stuck\n{}",
         c.logs()
     );
@@ -530,8 +518,7 @@ fn with_etcd_the_record_lives_in_etcd_and_failover_and_fencing_lose_nothing() {
 
     // The old primary rejoins; then the new primary is cut from the network (and from
     // etcd): it fences itself before etcd's lease passes, and the old primary takes over.
-    let exe = c.exe.clone();
-    c.nodes[primary].start(&mut c.lab, &exe).unwrap();
+    c.restart(primary);
     c.wait_pair(Duration::from_secs(60), true);
     let rec = c.etcd_record().expect("a record in etcd");
     assert_eq!(rec["standby"], name(primary).as_str(), "{rec}");
