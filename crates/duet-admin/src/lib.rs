@@ -152,6 +152,9 @@ pub struct PeerStatus {
     pub alive: bool,
     /// Per link, in configuration order: heartbeats arrive.
     pub links: Vec<bool>,
+    /// Per link: the heartbeat round trip in microseconds (smoothed), once timed while up.
+    #[serde(default)]
+    pub rtt_us: Vec<Option<u64>>,
     /// The highest term it reported.
     pub term: u64,
 }

@@ -163,6 +163,21 @@ pub fn render(s: &Status, events: &Events) -> String {
             }
         }
         flush(&mut out, &mut lines);
+        let w = family(
+            &mut out,
+            "duet_cluster_link_rtt_seconds",
+            "gauge",
+            "Heartbeat round trip to the peer on the link (smoothed), while the link is up.",
+        );
+        for p in &c.peers {
+            for (n, rtt) in p.rtt_us.iter().enumerate() {
+                if let Some(us) = rtt {
+                    let link = n.to_string();
+                    lines.push(w.line(&[("peer", &p.name), ("link", &link)], *us as f64 / 1e6));
+                }
+            }
+        }
+        flush(&mut out, &mut lines);
         if let Some(l) = &c.lease {
             let w = family(
                 &mut out,
@@ -504,6 +519,7 @@ mod tests {
                     address: "10.0.0.2".into(),
                     alive: true,
                     links: vec![true, false],
+                    rtt_us: vec![Some(250), None],
                     term: 3,
                 }],
                 lease: Some(crate::LeaseStatus {
@@ -522,6 +538,7 @@ mod tests {
         for want in [
             "duet_cluster_peer_alive{peer=\"beta\",address=\"10.0.0.2\"} 1\n",
             "duet_cluster_link_up{peer=\"beta\",link=\"1\"} 0\n",
+            "duet_cluster_link_rtt_seconds{peer=\"beta\",link=\"0\"} 0.00025\n",
             "duet_cluster_lease_valid{witness=\"10.0.0.9:7947\"} 1\n",
             "duet_cluster_degraded{witness=\"10.0.0.9:7947\"} 0\n",
             "duet_cluster_term 4\n",

@@ -57,6 +57,8 @@ pub struct Peer {
     last_heard: Vec<Option<Instant>>,
     /// Per link: whether it counts as up.
     link_up: Vec<bool>,
+    /// Per link: the smoothed heartbeat round trip while the link is up.
+    rtt: Vec<Option<Duration>>,
     /// Whether any link is up.
     alive: bool,
     /// It said goodbye and has not been heard since.
@@ -71,6 +73,12 @@ impl Peer {
     /// Whether heartbeats arrive on `link`.
     pub fn link_up(&self, link: usize) -> bool {
         self.link_up.get(link).copied().unwrap_or(false)
+    }
+
+    /// The heartbeat round trip on `link` (smoothed like TCP's: 7/8 old + 1/8 new), once one
+    /// was timed since the link came up.
+    pub fn rtt(&self, link: usize) -> Option<Duration> {
+        self.rtt.get(link).copied().flatten()
     }
 
     /// Whether any link carries heartbeats.
@@ -104,6 +112,7 @@ impl Liveness {
                     display: name.clone(),
                     last_heard: vec![None; links],
                     link_up: vec![false; links],
+                    rtt: vec![None; links],
                     alive: false,
                     left: false,
                     report: None,
@@ -162,6 +171,16 @@ impl Liveness {
         true
     }
 
+    /// Takes in one round-trip sample of `peer`'s heartbeats on `link` (an up link only).
+    pub fn timed(&mut self, peer: &str, link: usize, sample: Duration) {
+        let Some(p) = self.peers.iter_mut().find(|p| p.name == peer) else {
+            return;
+        };
+        if let (Some(true), Some(rtt)) = (p.link_up.get(link), p.rtt.get_mut(link)) {
+            *rtt = Some(rtt.map_or(sample, |old| (old * 7 + sample) / 8));
+        }
+    }
+
     /// Marks links silent for too long as down, and peers with every link down as dead.
     pub fn handle_timeout(&mut self, now: Instant) {
         for p in &mut self.peers {
@@ -170,6 +189,7 @@ impl Liveness {
                     p.last_heard[link].is_none_or(|t| now.saturating_since(t) >= self.dead_after);
                 if p.link_up[link] && stale {
                     p.link_up[link] = false;
+                    p.rtt[link] = None;
                     self.events.push_back(LivenessEvent::LinkDown {
                         peer: p.name.clone(),
                         link,

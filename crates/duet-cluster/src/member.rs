@@ -16,8 +16,12 @@ use crate::liveness::{Liveness, LivenessEvent};
 use crate::quorum::{self, Ballot, Local, Rules, TwoNodePolicy, Verdict};
 use crate::votes::{Votes, may_grant};
 use crate::wire::{
-    Body, DbRecord, DbState, Grant, Heartbeat, InstanceReport, Maintenance, Message, ReplayGuard,
+    Body, DbRecord, DbState, Echo, Grant, Heartbeat, InstanceReport, MAX_ECHOES, Maintenance,
+    Message, ReplayGuard,
 };
+
+/// Heartbeats remembered per link to time their echoes (a peer echoes within a few intervals).
+const SENT_KEPT: usize = 8;
 
 /// What a member is configured with.
 #[derive(Debug, Clone)]
@@ -137,6 +141,10 @@ pub struct Member {
     record: Option<DbRecord>,
     /// The sequence number of the witness message that carried it.
     record_seq: u64,
+    /// Per link, per peer: its latest heartbeat there (boot, seq, arrival), to echo.
+    heard: Vec<Vec<Option<(u64, u64, Instant)>>>,
+    /// Per link: this node's last heartbeats there (seq, sending), to time their echoes.
+    sent: Vec<VecDeque<(u64, Instant)>>,
     boot: u64,
     seq: u64,
     next_beat: Instant,
@@ -184,6 +192,8 @@ impl Member {
             maintenance: None,
             record: None,
             record_seq: 0,
+            heard: vec![vec![None; peers]; cfg.links],
+            sent: vec![VecDeque::new(); cfg.links],
             boot,
             seq: 0,
             next_beat: Instant::ZERO,
@@ -295,8 +305,14 @@ impl Member {
                     grant: grant.clone(),
                     database: self.database.clone(),
                     maintenance: self.maintenance.clone(),
+                    echo: self.echoes(now, n),
                 };
                 let msg = self.message(unix_ms, term, Body::Heartbeat(hb));
+                let sent = &mut self.sent[n];
+                if sent.len() == SENT_KEPT {
+                    sent.pop_front();
+                }
+                sent.push_back((msg.seq, now));
                 self.transmits.push_back(Transmit {
                     via: Via::Link(n),
                     msg,
@@ -409,6 +425,37 @@ impl Member {
         Self::rank_of(reports, &p.display)
     }
 
+    /// What a heartbeat on `link` echoes: every peer's latest heartbeat there, recent enough
+    /// that its sender still remembers sending it.
+    fn echoes(&self, now: Instant, link: usize) -> Vec<Echo> {
+        let recent = self.cfg.interval * SENT_KEPT as u32 / 2;
+        self.heard[link]
+            .iter()
+            .flatten()
+            .filter(|(.., at)| now.saturating_since(*at) < recent)
+            .map(|&(boot, seq, at)| Echo {
+                boot,
+                seq,
+                held_us: now.saturating_since(at).as_micros().min(u32::MAX.into()) as u32,
+            })
+            .take(MAX_ECHOES)
+            .collect()
+    }
+
+    /// Times the round trip of this node's heartbeats that `hb` (from peer `i`, on `link`)
+    /// echoes.
+    fn time_echoes(&mut self, now: Instant, i: usize, link: usize, hb: &Heartbeat) {
+        for e in hb.echo.iter().filter(|e| e.boot == self.boot) {
+            let Some(&(_, sent)) = self.sent[link].iter().find(|(seq, _)| *seq == e.seq) else {
+                continue;
+            };
+            let held = Duration::from_micros(e.held_us.into());
+            if let Some(rtt) = now.saturating_since(sent).checked_sub(held) {
+                self.liveness.timed(&self.cfg.peers[i], link, rtt);
+            }
+        }
+    }
+
     /// Takes in a decoded message that arrived on `via`, from peer index `peer` (the shell
     /// matches the source address; `None`: no configured peer). On refusal, returns why (a
     /// short label for counters and logs); the member's state is untouched then.
@@ -480,6 +527,8 @@ impl Member {
                 }
                 self.liveness
                     .heard(now, &self.cfg.peers[i], n, msg.term, hb);
+                self.heard[n][i] = Some((msg.boot, msg.seq, now));
+                self.time_echoes(now, i, n, hb);
                 let had = self.votes.count(now);
                 if self.votes.heard(i, now, hb, &self.cfg.name) {
                     // A new ask: answer with the next pass rather than a whole interval later.
@@ -878,6 +927,56 @@ mod tests {
             matches!(&v, Verdict::Denied(w) if w.contains("promised its vote to alpha")),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn heartbeats_echoed_back_time_each_links_round_trip() {
+        let mut alpha = member("alpha", "b");
+        let mut beta = Member::new(member("beta", "a").cfg, 8);
+        let rtt = |m: &Member, link| m.liveness().peers()[0].rtt(link);
+        // Alpha beats at 0; it reaches beta 3 ms later on link 0, 10 ms later on link 1.
+        alpha.tick(ms(0), 1_000, &report(false, false), true);
+        let sent: Vec<_> = std::iter::from_fn(|| alpha.poll_transmit()).collect();
+        for (t, delay) in sent.iter().zip([3, 10]) {
+            let Via::Link(n) = t.via else { panic!() };
+            beta.receive(ms(delay), 1_000, t.via, Some(0), &t.msg)
+                .expect("admitted");
+            assert_eq!(rtt(&beta, n), None, "nothing of beta's own timed yet");
+        }
+        // Beta's next beat (at 20 ms) echoes them, having held them 17 and 10 ms; the echoes
+        // take 3 and 10 ms back again.
+        beta.tick(ms(20), 1_000, &report(false, false), true);
+        let back: Vec<_> = std::iter::from_fn(|| beta.poll_transmit()).collect();
+        for (t, delay) in back.iter().zip([3, 10]) {
+            let Body::Heartbeat(hb) = &t.msg.body else {
+                panic!()
+            };
+            assert_eq!(hb.echo.len(), 1);
+            alpha
+                .receive(ms(20 + delay), 1_000, t.via, Some(0), &t.msg)
+                .expect("admitted");
+        }
+        assert_eq!(rtt(&alpha, 0), Some(Duration::from_millis(6)));
+        assert_eq!(rtt(&alpha, 1), Some(Duration::from_millis(20)));
+        // Beta echoed alpha's boot, not its own: beta timed nothing.
+        assert_eq!((rtt(&beta, 0), rtt(&beta, 1)), (None, None));
+
+        // The next round on link 0 takes 14 ms: the estimate moves an eighth of the way.
+        alpha.tick(ms(50), 1_000, &report(false, false), true);
+        let t = alpha.poll_transmit().unwrap();
+        while alpha.poll_transmit().is_some() {}
+        beta.receive(ms(57), 1_000, t.via, Some(0), &t.msg).unwrap();
+        beta.tick(ms(70), 1_000, &report(false, false), true);
+        let t = beta.poll_transmit().unwrap();
+        alpha
+            .receive(ms(77), 1_000, t.via, Some(0), &t.msg)
+            .unwrap();
+        assert_eq!(rtt(&alpha, 0), Some(Duration::from_millis(7)));
+
+        // A link that falls silent forgets its round trip; the other keeps its own.
+        alpha.tick(ms(300), 1_000, &report(false, false), true);
+        assert_eq!(rtt(&alpha, 0), Some(Duration::from_millis(7)));
+        assert_eq!(rtt(&alpha, 1), None, "silent since 30 ms");
     }
 
     #[test]

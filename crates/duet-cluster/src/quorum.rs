@@ -239,6 +239,7 @@ mod tests {
         Heartbeat {
             database: None,
             maintenance: None,
+            echo: Vec::new(),
             link: 0,
             business_up,
             leaving: false,
@@ -596,6 +597,7 @@ mod ballot_tests {
         let hb = crate::wire::Heartbeat {
             database: None,
             maintenance: None,
+            echo: Vec::new(),
             link: 0,
             business_up: true,
             leaving: false,

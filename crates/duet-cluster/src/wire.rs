@@ -132,7 +132,26 @@ pub struct Heartbeat {
     /// The maintenance setting the sender knows, once any was made (absent before: nodes
     /// that never saw maintenance send what earlier builds send).
     pub maintenance: Option<Maintenance>,
+    /// Per peer heard on this link: its latest heartbeat here, echoed so that it can time
+    /// the round trip (empty: the heartbeat is what earlier builds send).
+    pub echo: Vec<Echo>,
 }
+
+/// A heartbeat echoed back to its sender: `boot` and `seq` name it, `held_us` is how long
+/// the echoing node held it before this reply left, so that the sender's round trip
+/// (its own clock: sent to echoed back) minus `held_us` is the network's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Echo {
+    /// The echoed heartbeat's sender's boot.
+    pub boot: u64,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Microseconds between its arrival and this reply's sending.
+    pub held_us: u32,
+}
+
+/// Most echoes one heartbeat carries (one per peer heard on the link).
+pub const MAX_ECHOES: usize = 16;
 
 /// Maintenance (automatic failover off, cluster-wide) as heartbeats carry it: every node
 /// adopts the setting with the highest version it hears.
@@ -317,6 +336,17 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
                 body.extend_from_slice(&m.version.to_be_bytes());
                 put_name(&mut body, &m.by);
             }
+            if !h.echo.is_empty() {
+                let n = h.echo.len().min(MAX_ECHOES);
+                body.push(3);
+                body.extend_from_slice(&((1 + n * 20) as u16).to_be_bytes());
+                body.push(n as u8);
+                for e in &h.echo[..n] {
+                    body.extend_from_slice(&e.boot.to_be_bytes());
+                    body.extend_from_slice(&e.seq.to_be_bytes());
+                    body.extend_from_slice(&e.held_us.to_be_bytes());
+                }
+            }
         }
         Body::RecordQuery { request } => body.extend_from_slice(&request.to_be_bytes()),
         Body::RecordWrite { request, record } | Body::Record { request, record } => {
@@ -398,6 +428,23 @@ fn db_state(b: &mut Reader<'_>) -> Result<DbState, WireError> {
         timeline,
         lsn,
     })
+}
+
+/// A heartbeat's echo section (its value, after tag and length).
+fn echoes(v: &mut Reader<'_>) -> Result<Vec<Echo>, WireError> {
+    let n = usize::from(v.u8()?);
+    if n > MAX_ECHOES || v.0.len() != n * 20 {
+        return Err(WireError::Malformed);
+    }
+    (0..n)
+        .map(|_| {
+            Ok(Echo {
+                boot: v.u64()?,
+                seq: v.u64()?,
+                held_us: v.u32()?,
+            })
+        })
+        .collect()
 }
 
 /// A cursor over a datagram.
@@ -497,10 +544,13 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                 }),
                 _ => return Err(WireError::Malformed),
             };
-            // Optional sections, each at most once and in this order: 1 the database,
-            // 2 maintenance.
+            // Optional sections, each at most once and in rising order: 1 the database,
+            // 2 maintenance, then sections with a length (tag, u16 length, value): 3 echoes.
+            // Unknown sections with a length are skipped, so a later build can add one
+            // without its heartbeats being refused here.
             let mut database = None;
             let mut maintenance = None;
+            let mut echo = Vec::new();
             let mut last = 0;
             while !b.0.is_empty() {
                 let tag = b.u8()?;
@@ -522,7 +572,13 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                             by: b.name()?,
                         });
                     }
-                    _ => return Err(WireError::Malformed),
+                    _ => {
+                        let len = usize::from(b.u16()?);
+                        let mut v = Reader(b.take(len)?);
+                        if tag == 3 {
+                            echo = echoes(&mut v)?;
+                        }
+                    }
                 }
             }
             Body::Heartbeat(Heartbeat {
@@ -534,6 +590,7 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                 grant,
                 database,
                 maintenance,
+                echo,
             })
         }
         8 => Body::RecordQuery { request: b.u64()? },
@@ -694,6 +751,7 @@ mod tests {
                 }),
                 database: None,
                 maintenance: None,
+                echo: Vec::new(),
             }),
         }
     }
@@ -788,7 +846,6 @@ mod tests {
         for extra in [
             [&section[..], &section[..]].concat(),
             [&section[..], &[1u8][..]].concat(),
-            vec![3u8],
             vec![2u8, 2, 0, 0, 0, 0, 0, 0, 0, 7, 0],
         ] {
             assert_eq!(
@@ -796,6 +853,94 @@ mod tests {
                 Err(WireError::Malformed),
                 "{extra:?}"
             );
+        }
+    }
+
+    #[test]
+    fn echoes_round_trip_and_later_sections_are_skipped() {
+        let k = key();
+        let echo = vec![
+            Echo {
+                boot: 9,
+                seq: 41,
+                held_us: 250,
+            },
+            Echo {
+                boot: 10,
+                seq: 3,
+                held_us: u32::MAX,
+            },
+        ];
+        let msg = Message {
+            body: Body::Heartbeat(Heartbeat {
+                maintenance: Some(Maintenance {
+                    enabled: false,
+                    version: 2,
+                    by: "ops".into(),
+                }),
+                echo: echo.clone(),
+                ..heartbeat_body()
+            }),
+            ..heartbeat(1, 1000)
+        };
+        let bytes = encode(&msg, &k);
+        assert_eq!(decode(&bytes, &k), Ok(msg.clone()));
+        assert_eq!(
+            bytes.len(),
+            encode(&heartbeat(1, 1000), &k).len() + 14 + 3 + 1 + 40
+        );
+
+        let plain = encode(&heartbeat(1, 1000), &k);
+        let body_end = plain.len() - 32;
+        let len_at = 4 + 1 + 1 + 1 + heartbeat(1, 1000).sender.len() + 32;
+        let with = |extra: &[u8]| {
+            let mut b = plain[..body_end].to_vec();
+            b.extend_from_slice(extra);
+            let len = u16::from_be_bytes([b[len_at], b[len_at + 1]]) + extra.len() as u16;
+            b[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
+            let tag = ring::hmac::sign(&k.0, &b);
+            b.extend_from_slice(tag.as_ref());
+            b
+        };
+        let one = [
+            3u8, 0, 21, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 41, 0, 0, 1, 0,
+        ];
+        match decode(&with(&one), &k).map(|m| m.body) {
+            Ok(Body::Heartbeat(h)) => assert_eq!(
+                h.echo,
+                [Echo {
+                    boot: 9,
+                    seq: 41,
+                    held_us: 256
+                }]
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A section a later build adds (tag 9, with its length) is skipped, after the echo or
+        // alone: this build keeps hearing heartbeats from a newer one.
+        for extra in [
+            vec![9u8, 0, 2, 0xab, 0xcd],
+            [&one[..], &[9u8, 0, 0][..]].concat(),
+        ] {
+            assert!(
+                matches!(
+                    decode(&with(&extra), &k).map(|m| m.body),
+                    Ok(Body::Heartbeat(_))
+                ),
+                "{extra:?}"
+            );
+        }
+        // Wrong count, a length past the body, out of order, twice: refused.
+        let mut miscounted = one;
+        miscounted[3] = 2;
+        for extra in [
+            miscounted.to_vec(),
+            vec![3u8, 0, 200, 0],
+            vec![3u8],
+            [&[9u8, 0, 0][..], &one[..]].concat(),
+            [&one[..], &one[..]].concat(),
+        ] {
+            assert!(decode(&with(&extra), &k).is_err(), "{extra:?}");
         }
     }
 

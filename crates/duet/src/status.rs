@@ -400,10 +400,15 @@ pub fn render(s: &Status) -> String {
                 .to_vec(),
         ];
         for p in &c.peers {
-            let links: Vec<&str> = p
+            let links: Vec<String> = p
                 .links
                 .iter()
-                .map(|up| if *up { "up" } else { "silent" })
+                .enumerate()
+                .map(|(n, up)| match (up, p.rtt_us.get(n).copied().flatten()) {
+                    (false, _) => "silent".into(),
+                    (true, None) => "up".into(),
+                    (true, Some(us)) => format!("up {}", rtt(us)),
+                })
                 .collect();
             rows.push(vec![
                 if p.name.is_empty() {
@@ -559,6 +564,15 @@ fn database(node: &str, db: &duet_admin::DatabaseStatus) -> String {
     out
 }
 
+/// A round trip for people: "0.21 ms", "12 ms".
+fn rtt(us: u64) -> String {
+    if us < 10_000 {
+        format!("{:.2} ms", us as f64 / 1000.0)
+    } else {
+        format!("{} ms", us / 1000)
+    }
+}
+
 fn table(rows: Vec<Vec<String>>) -> String {
     let cols = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
@@ -603,6 +617,30 @@ mod tests {
             text,
             "\nLAST EVENTS (duet events --follow for more)\n  2026-12-01 12:58:53.253 #7     web: BACKUP -> MASTER (master down), priority 100\n  2026-12-01 12:58:54.000 #8     web: BACKUP -> FAULT (master down), priority 100\n"
         );
+    }
+
+    #[test]
+    fn peers_show_each_links_round_trip() {
+        let s = Status {
+            cluster: Some(duet_admin::ClusterStatus {
+                peers: vec![duet_admin::PeerStatus {
+                    name: "beta".into(),
+                    address: "10.0.0.2".into(),
+                    alive: true,
+                    links: vec![true, true, false],
+                    rtt_us: vec![Some(212), None, Some(90)],
+                    term: 3,
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(
+            text.contains("up 0.21 ms,up,silent"),
+            "timed, not yet timed, silent (a stale time is not shown): {text}"
+        );
+        assert_eq!(rtt(48_700), "48 ms");
     }
 
     #[test]

@@ -66,6 +66,7 @@ fn full() -> Status {
                 address: "10.0.0.2".into(),
                 alive: true,
                 links: vec![true, false],
+                rtt_us: vec![Some(180), None],
                 term: 3,
             }],
             lease: Some(LeaseStatus {

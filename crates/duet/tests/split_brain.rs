@@ -41,12 +41,40 @@ fn a_silent_heartbeat_link_is_a_warning_and_lost_adverts_do_not_split_the_brain(
     let Some(p) = cluster("hb", "", false) else {
         return;
     };
+    // Both links' heartbeats are timed (echoed back): a round trip on veths within one host is
+    // well under a millisecond; 20 ms would mean the echo's hold time is not taken off.
+    let timed = wait_for(S(3), || {
+        p.status(Node::Beta)
+            .and_then(|s| s.cluster)
+            .is_some_and(|c| c.peers[0].rtt_us.iter().all(Option::is_some))
+    });
+    let rtts = p
+        .status(Node::Beta)
+        .and_then(|s| s.cluster)
+        .map(|c| c.peers[0].rtt_us.clone());
+    assert!(
+        timed.is_some(),
+        "round trips never timed: {rtts:?}\n{}",
+        p.logs()
+    );
+    assert!(
+        rtts.iter()
+            .flatten()
+            .flatten()
+            .all(|&us| us > 0 && us < 20_000),
+        "{rtts:?}"
+    );
     // The dedicated heartbeat cable goes down: a warning, no failover.
     p.lab.set_direct_link(&p.alpha.host, false).unwrap();
     let seen = wait_for(S(5), || {
         p.status(Node::Beta)
             .and_then(|s| s.cluster)
-            .is_some_and(|c| c.peers[0].links == [true, false] && c.peers[0].alive)
+            .is_some_and(|c| {
+                c.peers[0].links == [true, false]
+                    && c.peers[0].alive
+                    && c.peers[0].rtt_us[0].is_some()
+                    && c.peers[0].rtt_us[1].is_none()
+            })
     });
     assert!(
         seen.is_some(),

@@ -536,6 +536,9 @@ impl Cluster {
                     address: p.name.clone(),
                     alive: p.alive(),
                     links: (0..self.cfg.links.len()).map(|n| p.link_up(n)).collect(),
+                    rtt_us: (0..self.cfg.links.len())
+                        .map(|n| p.rtt(n).map(|d| d.as_micros() as u64))
+                        .collect(),
                     term: p.term,
                 })
                 .collect(),
