@@ -1,5 +1,8 @@
 //! The web dashboard in a real browser (Debian `chromium`, headless): the page the admin
-//! server embeds loads, calls the API and shows the node's state and its events.
+//! server embeds loads, calls the API and shows the node's state and its events; during a
+//! real failover in a namespace lab the open page follows it.
+
+mod common;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -136,121 +139,160 @@ fn the_dashboard_shows_the_master_its_backends_and_its_events() {
     let _ = std::fs::remove_file(&shot);
 }
 
-/// A headless Chromium driven over the DevTools protocol: `eval` runs JavaScript in the page.
+/// A headless Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`:
+/// requests on its fd 3, answers on its fd 4, each a JSON text ended by a NUL byte). A pipe
+/// works the same whether the browser runs here or inside a lab namespace, whose loopback
+/// this process cannot reach.
 struct Browser {
     child: std::process::Child,
-    ws: tungstenite::WebSocket<std::net::TcpStream>,
+    to: std::process::ChildStdin,
+    from: std::sync::mpsc::Receiver<serde_json::Value>,
     id: u64,
+    /// The page's session (commands without one go to the browser).
+    session: Option<String>,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let _ = duet_sys::process::send_signal(self.child.id(), duet_sys::process::SIGKILL, true);
         let _ = self.child.wait();
     }
 }
 
-/// The body of `GET path` on Chromium's DevTools HTTP server (which keeps the connection
-/// open: read by Content-Length).
-fn devtools_get(port: u16, path: &str) -> String {
-    use std::io::{BufRead, Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").unwrap();
-    let mut r = std::io::BufReader::new(c);
-    let mut len = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap();
-        }
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).unwrap();
-    String::from_utf8(body).unwrap()
-}
-
 impl Browser {
-    fn open(browser: &str, url: &str) -> Browser {
-        let profile =
-            std::env::temp_dir().join(format!("duet-chromium-cdp-{}", std::process::id()));
+    /// Opens `url` in `browser`; `host`: inside that lab host's namespace.
+    fn open(
+        browser: &str,
+        host: Option<(&duet::lab::Lab, &duet::lab::Host)>,
+        url: &str,
+    ) -> Browser {
+        use std::io::Read;
+        let profile = std::env::temp_dir().join(format!(
+            "duet-chromium-cdp-{}-{}",
+            std::process::id(),
+            host.map_or("here", |(_, h)| h.name.as_str())
+        ));
         let _ = std::fs::remove_dir_all(&profile);
-        let child = Command::new(browser)
+        // The shell hands its stdin and stdout to the browser as fds 3 and 4.
+        let script = r#"exec "$0" "$@" 3<&0 4>&1 </dev/null >/dev/null 2>&1"#;
+        let mut cmd = match host {
+            Some((lab, h)) => {
+                let mut c = lab.command(h, "sh");
+                c.arg("-c");
+                c
+            }
+            None => {
+                let mut c = Command::new("sh");
+                c.arg("-c");
+                std::os::unix::process::CommandExt::process_group(&mut c, 0);
+                c
+            }
+        };
+        let mut child = cmd
+            .args([script, browser])
             .args([
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
                 "--no-first-run",
-                "--remote-debugging-port=0",
-                "--window-size=1280,720",
+                "--remote-debugging-pipe",
+                "--window-size=1280,800",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(url)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Chromium writes the port it listens on into the profile (first line).
+        let to = child.stdin.take().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let (tx, from) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 65536];
+            while let Ok(n @ 1..) = out.read(&mut chunk) {
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(end) = buf.iter().position(|&b| b == 0) {
+                    let msg: Vec<u8> = buf.drain(..=end).collect();
+                    if let Ok(v) = serde_json::from_slice(&msg[..end])
+                        && tx.send(v).is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut b = Browser {
+            child,
+            to,
+            from,
+            id: 0,
+            session: None,
+        };
+        // Attach to the page the browser opened with `url`.
         let start = std::time::Instant::now();
-        let port = loop {
-            let text =
-                std::fs::read_to_string(profile.join("DevToolsActivePort")).unwrap_or_default();
-            if let Some(p) = text.lines().next().and_then(|l| l.parse::<u16>().ok()) {
+        let page = loop {
+            let targets = b.call("Target.getTargets", serde_json::json!({}));
+            let page = targets["targetInfos"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["type"] == "page")
+                .map(|t| t["targetId"].clone());
+            if let Some(p) = page {
                 break p;
             }
             assert!(
                 start.elapsed() < std::time::Duration::from_secs(20),
-                "chromium did not open its DevTools port"
+                "chromium opened no page"
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         };
-        let targets: serde_json::Value =
-            serde_json::from_str(&devtools_get(port, "/json/list")).unwrap();
-        let page = targets
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["type"] == "page")
-            .expect("a page target");
-        let ws_url = page["webSocketDebuggerUrl"].as_str().unwrap().to_string();
-        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        let (ws, _) = tungstenite::client(ws_url.as_str(), tcp).unwrap();
-        Browser { child, ws, id: 0 }
+        let attached = b.call(
+            "Target.attachToTarget",
+            serde_json::json!({ "targetId": page, "flatten": true }),
+        );
+        b.session = attached["sessionId"].as_str().map(String::from);
+        assert!(b.session.is_some(), "{attached}");
+        b
     }
 
-    /// Evaluates `js` in the page and returns its value.
-    fn eval(&mut self, js: &str) -> serde_json::Value {
+    /// Sends one command and returns its result.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use std::io::Write;
         self.id += 1;
-        let msg = serde_json::json!({
-            "id": self.id,
-            "method": "Runtime.evaluate",
-            "params": { "expression": js, "returnByValue": true },
-        });
-        self.ws
-            .send(tungstenite::Message::text(msg.to_string()))
-            .unwrap();
+        let mut msg = serde_json::json!({ "id": self.id, "method": method, "params": params });
+        if let Some(s) = &self.session {
+            msg["sessionId"] = s.clone().into();
+        }
+        let mut bytes = msg.to_string().into_bytes();
+        bytes.push(0);
+        self.to.write_all(&bytes).expect("chromium takes commands");
         loop {
-            let m = self.ws.read().unwrap();
-            let Ok(text) = m.to_text() else { continue };
-            let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+            let v = self
+                .from
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("chromium did not answer {method}"));
             if v["id"] == self.id {
-                return v["result"]["result"]["value"].clone();
+                assert!(v["error"].is_null(), "{method}: {v}");
+                return v["result"].clone();
             }
         }
     }
 
-    /// Polls `js` until it is true, for up to 10 s.
-    fn wait_for(&mut self, js: &str) -> bool {
+    /// Evaluates `js` in the page and returns its value.
+    fn eval(&mut self, js: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": js, "returnByValue": true }),
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// Polls `js` until it is true, for up to `seconds`.
+    fn wait_for(&mut self, js: &str, seconds: u64) -> bool {
         let start = std::time::Instant::now();
-        while start.elapsed() < std::time::Duration::from_secs(10) {
+        while start.elapsed() < std::time::Duration::from_secs(seconds) {
             if self.eval(js) == serde_json::Value::Bool(true) {
                 return true;
             }
@@ -258,6 +300,52 @@ impl Browser {
         }
         false
     }
+
+    /// Types `token` into the page's token field.
+    fn type_token(&mut self, token: &str) {
+        self.eval(&format!(
+            "(() => {{ const t = document.getElementById('token'); t.value = {}; t.dispatchEvent(new Event('change')); return true; }})()",
+            serde_json::Value::from(token)
+        ));
+    }
+
+    /// The page as a PNG.
+    fn screenshot(&mut self) -> Vec<u8> {
+        let r = self.call(
+            "Page.captureScreenshot",
+            serde_json::json!({ "format": "png" }),
+        );
+        base64_decode(r["data"].as_str().expect("screenshot data"))
+    }
+}
+
+/// Standard base64 (the DevTools protocol's binary data), padding allowed.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(value).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &d)| n | u32::from(d) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+#[test]
+fn base64_decodes_what_the_protocol_sends() {
+    assert_eq!(base64_decode("aGVsbG8="), b"hello");
+    assert_eq!(base64_decode("aGVsbG8h"), b"hello!");
+    assert_eq!(base64_decode("aGk="), b"hi");
 }
 
 #[test]
@@ -294,19 +382,23 @@ fn a_click_with_an_operator_token_drains_a_backend() {
         ..Options::read_only()
     };
     let addr = duet_admin::spawn("127.0.0.1:0".parse().unwrap(), published, options).unwrap();
-    let mut b = Browser::open(browser, &format!("http://{addr}/"));
+    let mut b = Browser::open(browser, None, &format!("http://{addr}/"));
     // Without the token the page says the API refused it, and shows no backend.
     assert!(
-        b.wait_for("document.getElementById('error').textContent.includes('Bearer')"),
+        b.wait_for(
+            "document.getElementById('error').textContent.includes('Bearer')",
+            10
+        ),
         "{}",
         b.eval("document.body.innerText")
     );
     // The token typed in: the backend appears, with its button; a click drains it.
-    b.eval(&format!(
-        "(() => {{ const t = document.getElementById('token'); t.value = '{token}'; t.dispatchEvent(new Event('change')); return true; }})()"
-    ));
+    b.type_token(token);
     assert!(
-        b.wait_for("!!document.querySelector('button[data-act$=\"/drain\"]')"),
+        b.wait_for(
+            "!!document.querySelector('button[data-act$=\"/drain\"]')",
+            10
+        ),
         "{}",
         b.eval("document.body.innerText")
     );
@@ -322,4 +414,76 @@ fn a_click_with_an_operator_token_drains_a_backend() {
             drain: true,
         }
     );
+}
+
+/// Whether the page's VRRP table shows `state` for the (only) instance.
+fn shows_state(state: &str) -> String {
+    format!("document.querySelector('#vrrp .state')?.textContent === '{state}'")
+}
+
+/// JavaScript: how many events in the page's timeline took an instance to MASTER.
+const TO_MASTER: &str = "[...document.getElementById('events').children].filter((d) => d.className === 'vrrp' && d.textContent.includes('to=MASTER')).length";
+
+#[test]
+fn the_open_dashboard_follows_a_real_failover_to_the_new_master() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    // With a witness, so that a dead master is replaced (without one, the safe policy
+    // cannot tell death from a partition and waits).
+    let Some(mut p) = common::cluster("ds", &duet::lab::witness_config(20), true) else {
+        return;
+    };
+    // The page is beta's (the backup), opened in beta's namespace before anything fails.
+    let url = format!("http://{}/", p.beta.admin);
+    let mut b = Browser::open(browser, Some((&p.lab, &p.beta.host)), &url);
+    let token = std::fs::read_to_string(p.lab.dir().join("operator.token")).unwrap();
+    b.type_token(token.trim());
+    let cluster = "document.getElementById('cluster').innerText";
+    assert!(
+        b.wait_for(&shows_state("BACKUP"), 15)
+            && b.wait_for(&format!("{cluster}.includes('alpha') && {cluster}.includes('alive') && / ms/.test({cluster})"), 15),
+        "{}\n{}",
+        b.eval("document.body.innerText"),
+        p.logs()
+    );
+    let before = b.eval(TO_MASTER).as_u64().unwrap();
+    b.eval("window.duetOpenedBeforeTheFailover = true");
+
+    // alpha dies: the same page (no reload) shows beta MASTER, the transition in its
+    // timeline, and alpha silent.
+    p.signal(common::Node::Alpha, duet_sys::process::SIGKILL, true);
+    p.alpha.pid = None;
+    assert!(
+        b.wait_for(&shows_state("MASTER"), 15),
+        "{}\n{}",
+        b.eval("document.body.innerText"),
+        p.logs()
+    );
+    assert!(
+        b.wait_for(&format!("{TO_MASTER} > {before}"), 10)
+            && b.wait_for(&format!("{cluster}.includes('silent')"), 10),
+        "{}",
+        b.eval("document.body.innerText")
+    );
+    assert_eq!(
+        b.eval("window.duetOpenedBeforeTheFailover === true"),
+        serde_json::Value::Bool(true),
+        "the page was reloaded"
+    );
+    let text = b.eval("document.body.innerText");
+    assert!(
+        text.as_str().unwrap().contains("10.99.0.100"),
+        "the VIP is shown: {text}"
+    );
+    let png = b.screenshot();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    // DUET_FAILOVER_SHOT=docs/dashboard-failover.png keeps the picture.
+    if let Some(keep) = std::env::var_os("DUET_FAILOVER_SHOT") {
+        std::fs::write(keep, &png).unwrap();
+    }
 }
