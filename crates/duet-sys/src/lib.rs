@@ -4,6 +4,7 @@
 //! - [`vrrp_socket`]: raw IP protocol 112 sockets, IPv4 and IPv6, multicast and unicast;
 //! - [`announce`]: gratuitous ARP and unsolicited neighbour advertisements;
 //! - [`guardian`]: the process that removes VIPs and says goodbye when the daemon dies;
+//! - [`notify`]: systemd's service notifications (ready, status, watchdog);
 //! - [`fd`]: the small owned-socket wrapper the others share.
 //!
 //! This is the only crate of the workspace with `unsafe` code: each block is a libc call or a
@@ -13,6 +14,7 @@ pub mod announce;
 pub mod fd;
 pub mod guardian;
 pub mod netlink;
+pub mod notify;
 pub mod process;
 pub mod vrrp_socket;
 

@@ -65,6 +65,22 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The cluster key (heartbeats and the witness).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (duet.1 and one per command) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
     /// Print a running node's events (VRRP transitions, links, leases, backends, database,
     /// operator actions), oldest first; --follow keeps printing new ones.
     Events {
@@ -84,8 +100,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Hand the database primary over to a standby, planned and without loss (run it where
-    /// the primary is; needs node.operator_token_file).
+    /// Hand over to the peer, planned: every VIP this node is master of (priority 0, no
+    /// preempting back) and the database primary if it runs here, without loss.
     Switchover {
         /// The standby to hand over to (default: the only other node).
         #[arg(long)]
@@ -209,6 +225,19 @@ pub enum DbCommand {
 }
 
 #[derive(Debug, clap::Subcommand)]
+pub enum KeyCommand {
+    /// Write a new random cluster key to FILE (mode 0600); copy the same file to every node
+    /// and the witness.
+    New {
+        /// Where (e.g. /etc/duet/cluster.key).
+        file: PathBuf,
+        /// Replace an existing file (every node and the witness then need the new one).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum TokenCommand {
     /// Make a token: prints it on stdout, and on stderr the `admin.tokens` line (with only
     /// its SHA-256) to paste into each node's config.
@@ -272,6 +301,21 @@ pub fn main() -> i32 {
         Command::Token {
             command: TokenCommand::New { name, role },
         } => crate::token::run_new(&name, &role),
+        Command::Key {
+            command: KeyCommand::New { file, force },
+        } => crate::key::run_new(&file, force),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "duet", &mut std::io::stdout());
+            0
+        }
+        Command::Man { dir } => match man_pages(&dir) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("duet man: {}: {e}", dir.display());
+                1
+            }
+        },
         Command::Maintenance {
             state,
             config,
@@ -406,6 +450,13 @@ fn with_target(
             2
         }
     }
+}
+
+/// Writes duet.1 and a page per visible command (duet-run.1, …) into `dir`.
+fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(cmd, dir)
 }
 
 fn init_logging() {

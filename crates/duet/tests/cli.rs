@@ -394,3 +394,44 @@ fn status_watch_redraws_until_interrupted() {
     assert_eq!(text.matches("node alpha").count(), redraws, "{text}");
     assert!(text.contains("reloaded: reloaded"), "{text}");
 }
+
+#[test]
+fn completions_man_pages_and_a_cluster_key_come_from_the_binary() {
+    let out = duet().args(["completions", "bash"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("complete -F")
+            && text.contains("switchover")
+            && text.contains("--token-file"),
+        "{text}"
+    );
+    let out = duet().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+
+    let dir = std::env::temp_dir().join(format!("duet-cli-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(duet().arg("man").arg(&dir).status().unwrap().success());
+    let page = std::fs::read_to_string(dir.join("duet.1")).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH duet 1"),
+        "{page}"
+    );
+    for sub in ["duet-run.1", "duet-check.1", "duet-key-new.1"] {
+        assert!(dir.join(sub).exists(), "no {sub}");
+    }
+    // The internal lab commands get no page.
+    assert!(!dir.join("duet-lab-probe.1").exists());
+
+    let key = dir.join("cluster.key");
+    let out = duet().args(["key", "new"]).arg(&key).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let again = duet().args(["key", "new"]).arg(&key).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -54,6 +54,8 @@ pub struct ControlPlane {
     pub(super) published_at: Instant,
     /// Something may have changed since.
     pub(super) dirty: bool,
+    /// systemd's notifications, when it runs the daemon.
+    pub(super) systemd: Option<super::systemd::Systemd>,
 }
 
 /// Receivers the loop waits on.
@@ -108,6 +110,7 @@ impl ControlPlane {
             maintenance: None,
             published_at: Instant::ZERO,
             dirty: true,
+            systemd: super::systemd::Systemd::from_env(),
         };
         if let Some(hb) = &config.heartbeat {
             cp.cluster = Some(super::cluster::Cluster::start(
@@ -137,9 +140,16 @@ impl ControlPlane {
     /// adverts and heartbeats must still leave on time. Inputs are taken in batches of at most
     /// [`BATCH`] between looks at the clock.
     pub async fn run(mut self, mut inputs: Inputs) {
+        let now = self.clock.now();
+        if let Some(s) = &mut self.systemd {
+            s.ready(now);
+        }
         'run: loop {
             self.drain();
             let now = self.clock.now();
+            if let Some(s) = &mut self.systemd {
+                s.tick(now);
+            }
             if self.publish_due(now) {
                 self.publish(now);
             }
@@ -186,7 +196,13 @@ impl ControlPlane {
         match input {
             Input::Shutdown => return false,
             Input::Reload => {
+                if let Some(s) = &self.systemd {
+                    s.reloading();
+                }
                 let _ = self.reload();
+                if let Some(s) = &self.systemd {
+                    s.reloaded();
+                }
             }
             Input::Action(action, reply) => {
                 let _ = reply.send(self.act(action));
@@ -369,6 +385,7 @@ impl ControlPlane {
                 self.fx.next_refresh,
                 Some(self.next_publish()),
                 self.cluster.as_ref().and_then(|c| c.next_deadline()),
+                self.systemd.as_ref().and_then(|s| s.deadline()),
             ])
             .flatten()
             .min()
@@ -539,6 +556,9 @@ impl ControlPlane {
     }
 
     fn shutdown(&mut self) {
+        if let Some(s) = &self.systemd {
+            s.stopping();
+        }
         self.fx.events.emit(duet_admin::EventKind::Daemon {
             state: "stopping".into(),
             detail: "stepping down".into(),
@@ -618,6 +638,9 @@ impl ControlPlane {
             }
         });
         status.inputs_dropped = self.inbox.dropped();
+        if let Some(s) = &mut self.systemd {
+            s.status(super::systemd::summary(&status));
+        }
         self.published.publish(status);
         self.published_at = now;
         self.dirty = false;
