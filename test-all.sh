@@ -19,6 +19,7 @@ command -v haproxy >/dev/null || need+=(haproxy)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if ((${#need[@]})); then
     if [ "$(id -u)" -eq 0 ]; then
         echo "installing: ${need[*]}"
@@ -54,6 +55,10 @@ trap 'rm -f "$log" "$skips"' EXIT
 export DUET_SKIP_LOG=$skips
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The Debian package that tests/package.rs installs: the release build (LTO, a few minutes),
+# man pages, completions, cargo deb.
+command -v cargo-deb >/dev/null || cargo install --locked --quiet cargo-deb
+cargo xtask deb
 set +e
 cargo test --workspace 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -1,10 +1,12 @@
-//! `cargo xtask bench failover`: duet against keepalived in the same namespace lab.
+//! `cargo xtask bench failover`: duet against keepalived in the same namespace lab;
+//! `cargo xtask deb`: the Debian package.
 //!
 //! Benchmarks are separate commands, not part of the test run: they take minutes and their
 //! numbers belong in `docs/benchmarks.md`, not in assertions.
 
 mod chaos;
 mod db;
+mod deb;
 mod failover;
 mod patroni;
 mod proxy;
@@ -24,6 +26,7 @@ fn main() {
         ["bench", "proxy", rest @ ..] => proxy::main(rest),
         ["bench", "db", rest @ ..] => db::main(rest),
         ["chaos", rest @ ..] => chaos::main(rest),
+        ["deb", rest @ ..] => deb::main(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask bench failover [--runs N] [--interval 100ms] [--modes a,b]\n\
@@ -31,7 +34,8 @@ fn main() {
                  bench failover   VIP takeover time, duet vs keepalived, per fault mode\n\
                  bench proxy      HTTP rps, latency and CPU per request, duet vs haproxy and nginx (--seconds N --rounds N, --http-only)\n\
                  bench db         PostgreSQL failover: node kill, postmaster kill, switchover, rejoin (--runs N; --audit N failovers in a row)\n\
-                 chaos            split-brain scenarios with real processes: VIP overlap and probes answered"
+                 chaos            split-brain scenarios with real processes: VIP overlap and probes answered\n\
+                 deb              the Debian package (needs cargo-deb): target/debian/duet_*.deb"
             );
             2
         }
