@@ -70,6 +70,14 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Translate a keepalived.conf or haproxy.cfg: duet.toml on stdout, and on stderr every
+    /// setting not translated as written, with its line and why.
+    Import {
+        /// What FILE is.
+        kind: ImportKind,
+        /// The keepalived.conf or haproxy.cfg.
+        file: PathBuf,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -224,6 +232,15 @@ pub enum DbCommand {
     Reinit,
 }
 
+/// What `duet import` reads.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ImportKind {
+    /// keepalived.conf: global_defs, vrrp_script, vrrp_instance, vrrp_sync_group, virtual_server.
+    Keepalived,
+    /// haproxy.cfg: defaults, frontend, backend, listen.
+    Haproxy,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum KeyCommand {
     /// Write a new random cluster key to FILE (mode 0600); copy the same file to every node
@@ -304,6 +321,13 @@ pub fn main() -> i32 {
         Command::Key {
             command: KeyCommand::New { file, force },
         } => crate::key::run_new(&file, force),
+        Command::Import { kind, file } => crate::import::run(
+            match kind {
+                ImportKind::Keepalived => "keepalived",
+                ImportKind::Haproxy => "haproxy",
+            },
+            &file,
+        ),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "duet", &mut std::io::stdout());

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod demo;
 pub mod demodb;
 pub mod events;
+pub mod import;
 pub mod key;
 pub mod lab;
 pub mod labdb;
