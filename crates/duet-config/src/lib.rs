@@ -12,6 +12,7 @@ pub mod database;
 mod lift;
 mod read;
 pub mod schema;
+pub mod service;
 mod validate;
 
 use std::fmt;
@@ -24,6 +25,7 @@ pub use admin::{
 pub use database::{ByteSize, DatabaseConfig, DatabaseKind, Network, SyncMode, WriteVip};
 pub use lift::Lifted;
 pub use schema::*;
+pub use service::{ServiceConfig, ServiceKind};
 pub use validate::Seg;
 
 /// A config file's name and text, to locate values in it by path.

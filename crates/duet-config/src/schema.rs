@@ -50,6 +50,9 @@ pub struct Config {
     /// Events told to people by webhook and email.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<crate::admin::AlertsConfig>,
+    /// Resources that run on the master of an instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service: Vec<crate::service::ServiceConfig>,
 }
 
 /// `[heartbeat]`.

@@ -386,6 +386,23 @@ pub(crate) fn all_schema_keys() -> Vec<String> {
             dedupe: Dur(Duration::from_secs(1)),
             per_minute: 1,
         }),
+        service: vec![crate::ServiceConfig {
+            name: "app".into(),
+            follows: "w".into(),
+            kind: crate::ServiceKind::Exec,
+            start: Some(Command(vec!["/s".into()])),
+            stop: Some(Command(vec!["/s".into()])),
+            monitor: Some(Command(vec!["/s".into()])),
+            unit: Some("u.service".into()),
+            device: Some("/dev/x".into()),
+            mountpoint: Some("/m".into()),
+            fstype: Some("ext4".into()),
+            options: Some("ro".into()),
+            interval: Dur::default(),
+            timeout: Dur::default(),
+            restarts: 3,
+            after: vec!["storage".into()],
+        }],
     };
     let value = toml::Value::try_from(&full).unwrap();
     let mut keys = Vec::new();
@@ -433,6 +450,94 @@ fn every_schema_key_is_documented() {
         missing.is_empty(),
         "docs/config.md lacks these keys (write each as `dotted.key`): {missing:?}"
     );
+}
+
+#[test]
+fn services_follow_an_instance_in_order_and_say_what_each_kind_needs() {
+    let base = r#"[node]
+name = "a"
+
+[[vrrp]]
+name = "web"
+interface = "eth0"
+vrid = 1
+priority = 100
+vips = ["10.0.0.1/24"]
+
+[[service]]
+name = "app"
+follows = "web"
+kind = "exec"
+start = ["/usr/local/bin/app", "start"]
+stop = ["/usr/local/bin/app", "stop"]
+monitor = ["/usr/local/bin/app", "check"]
+after = ["storage"]
+
+[[service]]
+name = "storage"
+follows = "web"
+kind = "mount"
+device = "10.0.0.5:/export"
+mountpoint = "/srv/data"
+fstype = "nfs"
+options = "vers=4.2"
+
+[[service]]
+name = "proxy"
+follows = "web"
+kind = "systemd"
+unit = "nginx.service"
+after = ["app"]
+"#;
+    let cfg = parse("duet.toml", base).unwrap();
+    let order: Vec<&str> = crate::service::start_order(&cfg, "web")
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(order, ["storage", "app", "proxy"]);
+    assert_eq!(cfg.service[0].restarts, 3);
+    assert_eq!(cfg.service[0].interval.0, Duration::from_secs(2));
+    assert_eq!(cfg.service[0].timeout.0, Duration::from_secs(10));
+
+    for (from, to, want) in [
+        (
+            "follows = \"web\"\nkind = \"exec\"",
+            "follows = \"db\"\nkind = \"exec\"",
+            "no [[vrrp]] instance has that name",
+        ),
+        (
+            "unit = \"nginx.service\"",
+            "unit = \"nginx.service\"\nstart = [\"/x\"]",
+            "start does not apply to kind = \"systemd\"",
+        ),
+        ("fstype = \"nfs\"\n", "", "kind = \"mount\" needs fstype"),
+        (
+            "mountpoint = \"/srv/data\"",
+            "mountpoint = \"srv\"",
+            "absolute path",
+        ),
+        (
+            "after = [\"app\"]",
+            "after = [\"nothing\"]",
+            "no service has that name",
+        ),
+        (
+            "options = \"vers=4.2\"",
+            "options = \"vers=4.2\"\nafter = [\"proxy\"]",
+            "goes round in a circle",
+        ),
+        (
+            "name = \"proxy\"",
+            "name = \"app\"",
+            "duplicate service name",
+        ),
+    ] {
+        assert!(base.contains(from), "{from}");
+        let text = base.replacen(from, to, 1);
+        let e = parse("duet.toml", &text).expect_err(want);
+        let all: Vec<&str> = e.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        assert!(all.iter().any(|m| m.contains(want)), "{want}: {all:?}");
+    }
 }
 
 #[test]

@@ -81,6 +81,7 @@ pub(crate) fn check(cfg: &Config) -> Vec<Problem> {
     check_names_and_ports(cfg, &mut bad);
     crate::database::check(cfg, &mut bad);
     crate::admin::check(cfg, &mut bad);
+    crate::service::check(cfg, &mut bad);
     for (k, n) in cfg.node.admin_names.iter().enumerate() {
         let ok = !n.is_empty()
             && n.bytes()

@@ -435,3 +435,33 @@ fn completions_man_pages_and_a_cluster_key_come_from_the_binary() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn services_are_checked_but_refused_until_the_daemon_runs_them() {
+    let config = scratch(
+        "service.toml",
+        r#"[node]
+name = "a"
+
+[[vrrp]]
+name = "web"
+interface = "lo"
+vrid = 1
+priority = 100
+vips = ["10.0.0.1/24"]
+
+[[service]]
+name = "app"
+follows = "web"
+kind = "systemd"
+unit = "nginx.service"
+"#,
+    );
+    let out = duet().args(["check", "-c"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("service.toml:12:8: [[service]] is not run by this build yet"),
+        "{err}"
+    );
+}
