@@ -160,6 +160,14 @@ fn classify(kind: &EventKind) -> Option<(&'static str, String)> {
         ),
         EventKind::Hook { instance, hook, .. } => ("warning", format!("hook {instance} {hook}")),
         EventKind::Maintenance { enabled, .. } => ("warning", format!("maintenance {enabled}")),
+        EventKind::Service { service, state, .. } => (
+            match state.as_str() {
+                "stepped down" | "stop failed" => "critical",
+                "start failed" | "monitor failed" => "warning",
+                _ => return None,
+            },
+            format!("service {service} {state}"),
+        ),
         EventKind::Reload { ok: false, .. } => ("warning", "reload refused".into()),
         EventKind::Reload { ok: true, .. }
         | EventKind::Daemon { .. }

@@ -122,6 +122,16 @@ pub enum EventKind {
         /// What went wrong.
         detail: String,
     },
+    /// A `[[service]]` started, stopped, failed, was restarted, or made the node step down.
+    Service {
+        /// The service.
+        service: String,
+        /// `started`, `stopped`, `start failed`, `stop failed`, `monitor failed`,
+        /// `restarting`, `stepped down`, `waiting`, `reset`.
+        state: String,
+        /// Why, or what else to know.
+        detail: String,
+    },
     /// Automatic failover was frozen or resumed, cluster-wide.
     Maintenance {
         /// Frozen now.
@@ -162,11 +172,12 @@ impl EventKind {
             EventKind::Hook { .. } => "hook",
             EventKind::Maintenance { .. } => "maintenance",
             EventKind::Operator { .. } => "operator",
+            EventKind::Service { .. } => "service",
         }
     }
 
     /// Every variant's name, for metrics that list each once.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "daemon",
         "vrrp",
         "link",
@@ -179,6 +190,7 @@ impl EventKind {
         "hook",
         "maintenance",
         "operator",
+        "service",
     ];
 }
 
@@ -253,6 +265,16 @@ impl std::fmt::Display for EventKind {
                 let s = if *ok { "ok" } else { "refused" };
                 write!(f, "{who} from {from}: {action}: {s}: {result}")
             }
+            EventKind::Service {
+                service,
+                state,
+                detail,
+            } if detail.is_empty() => write!(f, "service {service}: {state}"),
+            EventKind::Service {
+                service,
+                state,
+                detail,
+            } => write!(f, "service {service}: {state} ({detail})"),
         }
     }
 }

@@ -47,6 +47,9 @@ pub struct Status {
     /// Load balancers.
     #[serde(default)]
     pub balancers: Vec<BalancerStatus>,
+    /// The `[[service]]`s, in each group's start order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceStatus>,
     /// Automatic failover is off cluster-wide (`POST /v1/maintenance`), when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenanceStatus>,
@@ -310,6 +313,28 @@ pub struct VrrpCounters {
     pub became_master: u64,
     /// Drops by reason.
     pub dropped: BTreeMap<String, u64>,
+}
+
+/// One `[[service]]` in `GET /v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Its name.
+    pub name: String,
+    /// The instance whose master runs it.
+    pub follows: String,
+    /// `exec`, `systemd`, `mount`.
+    pub kind: String,
+    /// `running`, `stopped`, `starting`, `stopping`, `stop failed`, `restarting`.
+    pub state: String,
+    /// Its last failure, until it runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Its group waits for the peer to stop these services before starting them.
+    #[serde(default)]
+    pub waiting_for_peer: bool,
+    /// Its group made the node step down, and why (until `duet service reset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stepped_down: Option<String>,
 }
 
 /// Maintenance in `GET /v1/status`.

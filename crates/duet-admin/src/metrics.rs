@@ -35,6 +35,34 @@ pub fn render(s: &Status, events: &Events) -> String {
     );
     lines.push(w.line(&[], f64::from(u8::from(s.maintenance.is_some()))));
     flush(&mut out, &mut lines);
+    if !s.services.is_empty() {
+        let w = family(
+            &mut out,
+            "duet_service_running",
+            "gauge",
+            "1 while the service runs on this node.",
+        );
+        for v in &s.services {
+            lines.push(w.line(
+                &[("service", &v.name), ("follows", &v.follows)],
+                f64::from(u8::from(v.state == "running")),
+            ));
+        }
+        flush(&mut out, &mut lines);
+        let w = family(
+            &mut out,
+            "duet_service_stepped_down",
+            "gauge",
+            "1 while the service's group keeps this node from being master (duet service reset).",
+        );
+        for v in &s.services {
+            lines.push(w.line(
+                &[("service", &v.name), ("follows", &v.follows)],
+                f64::from(u8::from(v.stepped_down.is_some())),
+            ));
+        }
+        flush(&mut out, &mut lines);
+    }
 
     let w = family(
         &mut out,

@@ -48,6 +48,12 @@ pub enum Action {
         /// Who asked (the token's name).
         by: String,
     },
+    /// `POST /v1/services/{service}/reset`: a group that stepped down because of this
+    /// service may run again.
+    ServiceReset {
+        /// The service.
+        service: String,
+    },
 }
 
 /// Why an action failed: the HTTP status to answer and a message.
@@ -355,7 +361,7 @@ async fn act(api: &Api, action: Action) -> (Response<Full<Bytes>>, String) {
 
 /// Every route, as the path template the OpenAPI document (`openapi.json`) uses: paths are
 /// matched against these and nothing else, and a test holds the document to this list.
-pub(crate) const ROUTES: [&str; 14] = [
+pub(crate) const ROUTES: [&str; 15] = [
     "/",
     "/v1/status",
     "/v1/events",
@@ -370,6 +376,7 @@ pub(crate) const ROUTES: [&str; 14] = [
     "/v1/maintenance",
     "/v1/balancers/{balancer}/backends/{backend}/drain",
     "/v1/balancers/{balancer}/backends/{backend}/enable",
+    "/v1/services/{service}/reset",
 ];
 
 /// `%XX` sequences decoded; `None` for a bad one or bytes that are not UTF-8.
@@ -468,6 +475,9 @@ impl Endpoint {
             }),
             "/v1/balancers/{balancer}/backends/{backend}/drain" => backend(true),
             "/v1/balancers/{balancer}/backends/{backend}/enable" => backend(false),
+            "/v1/services/{service}/reset" => Endpoint::Act(Action::ServiceReset {
+                service: params[0].clone(),
+            }),
             _ => return None,
         })
     }
@@ -482,7 +492,10 @@ impl Endpoint {
             | Endpoint::Events
             | Endpoint::Role(_) => Role::Viewer,
             Endpoint::Act(
-                Action::Backend { .. } | Action::Switchover { .. } | Action::Maintenance { .. },
+                Action::Backend { .. }
+                | Action::Switchover { .. }
+                | Action::Maintenance { .. }
+                | Action::ServiceReset { .. },
             ) => Role::Operator,
             Endpoint::Act(Action::Reload | Action::Reinit) => Role::Admin,
         }

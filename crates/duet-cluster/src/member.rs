@@ -137,6 +137,8 @@ pub struct Member {
     database: Option<DbState>,
     /// The maintenance setting this node knows, for its heartbeats.
     maintenance: Option<Maintenance>,
+    /// What this node holds of each instance's services, for its heartbeats.
+    services: Vec<(u8, u8)>,
     /// The lease authority's database record, as it last told.
     record: Option<DbRecord>,
     /// The sequence number of the witness message that carried it.
@@ -190,6 +192,7 @@ impl Member {
             started: None,
             database: None,
             maintenance: None,
+            services: Vec::new(),
             record: None,
             record_seq: 0,
             heard: vec![vec![None; peers]; cfg.links],
@@ -306,6 +309,7 @@ impl Member {
                     database: self.database.clone(),
                     maintenance: self.maintenance.clone(),
                     echo: self.echoes(now, n),
+                    services: self.services.clone(),
                 };
                 let msg = self.message(unix_ms, term, Body::Heartbeat(hb));
                 let sent = &mut self.sent[n];
@@ -675,6 +679,15 @@ impl Member {
     /// What this node's heartbeats say of its database from now on.
     pub fn set_database(&mut self, database: Option<DbState>) {
         self.database = database;
+    }
+
+    /// What this node's heartbeats say it holds of each instance's services from now on:
+    /// (vrid, holding code). A change is sent at once, not at the next beat.
+    pub fn set_services(&mut self, services: Vec<(u8, u8)>) {
+        if services != self.services {
+            self.services = services;
+            self.next_beat = Instant::ZERO;
+        }
     }
 
     /// What this node's heartbeats say of maintenance from now on.

@@ -135,6 +135,9 @@ pub struct Heartbeat {
     /// Per peer heard on this link: its latest heartbeat here, echoed so that it can time
     /// the round trip (empty: the heartbeat is what earlier builds send).
     pub echo: Vec<Echo>,
+    /// Per VRRP instance with `[[service]]`s: (vrid, what the sender holds: 0 nothing, 1
+    /// running or changing, 2 a stop failed). A peer waits for 0 before it starts them.
+    pub services: Vec<(u8, u8)>,
 }
 
 /// A heartbeat echoed back to its sender: `boot` and `seq` name it, `held_us` is how long
@@ -347,6 +350,15 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
                     body.extend_from_slice(&e.held_us.to_be_bytes());
                 }
             }
+            if !h.services.is_empty() {
+                let n = h.services.len().min(255);
+                body.push(4);
+                body.extend_from_slice(&((1 + n * 2) as u16).to_be_bytes());
+                body.push(n as u8);
+                for (vrid, holding) in &h.services[..n] {
+                    body.extend_from_slice(&[*vrid, *holding]);
+                }
+            }
         }
         Body::RecordQuery { request } => body.extend_from_slice(&request.to_be_bytes()),
         Body::RecordWrite { request, record } | Body::Record { request, record } => {
@@ -545,12 +557,14 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                 _ => return Err(WireError::Malformed),
             };
             // Optional sections, each at most once and in rising order: 1 the database,
-            // 2 maintenance, then sections with a length (tag, u16 length, value): 3 echoes.
+            // 2 maintenance, then sections with a length (tag, u16 length, value): 3 echoes,
+            // 4 services.
             // Unknown sections with a length are skipped, so a later build can add one
             // without its heartbeats being refused here.
             let mut database = None;
             let mut maintenance = None;
             let mut echo = Vec::new();
+            let mut services = Vec::new();
             let mut last = 0;
             while !b.0.is_empty() {
                 let tag = b.u8()?;
@@ -577,6 +591,12 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                         let mut v = Reader(b.take(len)?);
                         if tag == 3 {
                             echo = echoes(&mut v)?;
+                        } else if tag == 4 {
+                            let n = usize::from(v.u8()?);
+                            if v.0.len() != n * 2 {
+                                return Err(WireError::Malformed);
+                            }
+                            services = v.0.chunks(2).map(|c| (c[0], c[1])).collect();
                         }
                     }
                 }
@@ -591,6 +611,7 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                 database,
                 maintenance,
                 echo,
+                services,
             })
         }
         8 => Body::RecordQuery { request: b.u64()? },
@@ -752,6 +773,7 @@ mod tests {
                 database: None,
                 maintenance: None,
                 echo: Vec::new(),
+                services: Vec::new(),
             }),
         }
     }
@@ -879,6 +901,7 @@ mod tests {
                     by: "ops".into(),
                 }),
                 echo: echo.clone(),
+                services: vec![(51, 1), (52, 2)],
                 ..heartbeat_body()
             }),
             ..heartbeat(1, 1000)
@@ -887,7 +910,7 @@ mod tests {
         assert_eq!(decode(&bytes, &k), Ok(msg.clone()));
         assert_eq!(
             bytes.len(),
-            encode(&heartbeat(1, 1000), &k).len() + 14 + 3 + 1 + 40
+            encode(&heartbeat(1, 1000), &k).len() + 14 + 3 + 1 + 40 + 3 + 1 + 4
         );
 
         let plain = encode(&heartbeat(1, 1000), &k);

@@ -195,7 +195,7 @@ pub struct EmailConfig {
 }
 
 /// Event types `alerts.on` may list.
-pub const ALERT_TYPES: [&str; 10] = [
+pub const ALERT_TYPES: [&str; 11] = [
     "vrrp",
     "link",
     "peer",
@@ -206,6 +206,7 @@ pub const ALERT_TYPES: [&str; 10] = [
     "hook",
     "maintenance",
     "reload",
+    "service",
 ];
 
 fn default_alert_types() -> Vec<String> {

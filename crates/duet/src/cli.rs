@@ -65,6 +65,17 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// `[[service]]`s on this node.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+        /// Config file to find the admin address (and token) in.
+        #[arg(short, long, default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        /// Admin address, instead of reading it from the config.
+        #[arg(long, global = true)]
+        admin: Option<SocketAddr>,
+    },
     /// The cluster key (heartbeats and the witness).
     Key {
         #[command(subcommand)]
@@ -232,6 +243,16 @@ pub enum DbCommand {
     Reinit,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum ServiceCommand {
+    /// After too many failed restarts a service's group stepped down (its instance is in
+    /// FAULT here): once the cause is fixed, let the group run again.
+    Reset {
+        /// The service.
+        name: String,
+    },
+}
+
 /// What `duet import` reads.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ImportKind {
@@ -318,6 +339,13 @@ pub fn main() -> i32 {
         Command::Token {
             command: TokenCommand::New { name, role },
         } => crate::token::run_new(&name, &role),
+        Command::Service {
+            command: ServiceCommand::Reset { name },
+            config,
+            admin,
+        } => with_target(&config, admin, token_file, |t| {
+            crate::status::post(t, &format!("/v1/services/{name}/reset"))
+        }),
         Command::Key {
             command: KeyCommand::New { file, force },
         } => crate::key::run_new(&file, force),

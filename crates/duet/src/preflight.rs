@@ -39,14 +39,6 @@ pub fn check(config: &Config, source: &Source) -> Findings {
     let mut error = |p: Vec<duet_config::Seg>, m: String| f.errors.push(source.at(&p, m));
     let node = &config.node;
 
-    // The config contract for services is in place; the daemon that runs them is not yet.
-    // Accepting them would leave an administrator believing they are managed.
-    if !config.service.is_empty() {
-        error(
-            path!["service", 0, "name"],
-            "[[service]] is not run by this build yet (the config is checked, the daemon does not start services): remove it for now".into(),
-        );
-    }
     if let Some(token) = &node.operator_token_file
         && let Err(e) = read_operator_token(token)
     {
@@ -131,6 +123,15 @@ pub fn check(config: &Config, source: &Source) -> Findings {
             );
         }
     }
+    for (i, s) in config.service.iter().enumerate() {
+        check_service(i, s, &mut error);
+    }
+    if !config.service.is_empty() && config.heartbeat.is_none() {
+        f.warnings.push(source.at(
+            &[duet_config::Seg::from("service"), duet_config::Seg::from(0usize), duet_config::Seg::from("follows")],
+            "without [heartbeat], a new master cannot know that the old one stopped its services: during a partition both may run them (add [heartbeat] and a witness)".into(),
+        ));
+    }
     if let Some(db) = &config.database {
         check_database(db, config, &mut error);
         if config.witness.is_none() && config.coordination.is_none() {
@@ -187,6 +188,46 @@ pub fn check(config: &Config, source: &Source) -> Findings {
         }
     }
     f
+}
+
+/// What a `[[service]]` needs from this host: its commands, `systemctl`, or `mount` and a
+/// mount point.
+fn check_service(
+    i: usize,
+    s: &duet_config::ServiceConfig,
+    error: &mut impl FnMut(Vec<duet_config::Seg>, String),
+) {
+    let commands: Vec<(&str, Vec<String>)> = match s.kind {
+        duet_config::ServiceKind::Exec => [
+            ("start", &s.start),
+            ("stop", &s.stop),
+            ("monitor", &s.monitor),
+        ]
+        .into_iter()
+        .filter_map(|(k, c)| c.as_ref().map(|c| (k, c.0.clone())))
+        .collect(),
+        duet_config::ServiceKind::Systemd => vec![("unit", vec!["systemctl".into()])],
+        duet_config::ServiceKind::Mount => vec![
+            ("fstype", vec!["mount".into()]),
+            ("fstype", vec!["umount".into()]),
+        ],
+    };
+    for (key, argv) in commands {
+        if let Err(e) = runnable(&argv) {
+            error(
+                path!["service", i, key],
+                format!("service {:?}: {e}", s.name),
+            );
+        }
+    }
+    if let Some(m) = &s.mountpoint
+        && !m.is_dir()
+    {
+        error(
+            path!["service", i, "mountpoint"],
+            format!("mountpoint {}: not a directory here", m.display()),
+        );
+    }
 }
 
 /// What `[database]` needs from this host: PostgreSQL's programs, the OS user, a readable

@@ -449,6 +449,42 @@ pub fn render(s: &Status) -> String {
             }
         }
     }
+    if !s.services.is_empty() {
+        out.push('\n');
+        let mut rows = vec![
+            ["SERVICE", "FOLLOWS", "KIND", "STATE", "NOTE"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for v in &s.services {
+            let note = match (&v.stepped_down, v.waiting_for_peer, &v.error) {
+                (Some(_), ..) => "stepped down".to_string(),
+                (None, true, _) => "waiting for the peer to stop it".into(),
+                (None, false, Some(e)) => e.clone(),
+                _ => String::new(),
+            };
+            rows.push(vec![
+                v.name.clone(),
+                v.follows.clone(),
+                v.kind.clone(),
+                v.state.clone(),
+                note,
+            ]);
+        }
+        out.push_str(&table(rows));
+        let mut said = Vec::new();
+        for v in &s.services {
+            if let Some(why) = &v.stepped_down
+                && !said.contains(&&v.follows)
+            {
+                said.push(&v.follows);
+                out.push_str(&format!(
+                    "STEPPED DOWN: {} is not master here: {why}\n",
+                    v.follows
+                ));
+            }
+        }
+    }
     if let Some(db) = &s.database {
         out.push('\n');
         out.push_str(&database(&s.node, db));

@@ -437,10 +437,8 @@ fn completions_man_pages_and_a_cluster_key_come_from_the_binary() {
 }
 
 #[test]
-fn services_are_checked_but_refused_until_the_daemon_runs_them() {
-    let config = scratch(
-        "service.toml",
-        r#"[node]
+fn services_are_checked_on_the_host_and_without_heartbeats_a_warning_says_why() {
+    let text = r#"[node]
 name = "a"
 
 [[vrrp]]
@@ -453,15 +451,29 @@ vips = ["10.0.0.1/24"]
 [[service]]
 name = "app"
 follows = "web"
-kind = "systemd"
-unit = "nginx.service"
-"#,
-    );
+kind = "exec"
+start = ["/bin/true"]
+stop = ["/nonexistent/duet-stop"]
+"#;
+    let config = scratch("service.toml", text);
     let out = duet().args(["check", "-c"]).arg(&config).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("service.toml:12:8: [[service]] is not run by this build yet"),
+        err.contains("service.toml:16:8: service \"app\": /nonexistent/duet-stop:"),
+        "{err}"
+    );
+    let config = scratch(
+        "service-ok.toml",
+        &text.replace("/nonexistent/duet-stop", "/bin/true"),
+    );
+    let out = duet().args(["check", "-c"]).arg(&config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "service-ok.toml:13:11: warning: without [heartbeat], a new master cannot know"
+        ),
         "{err}"
     );
 }

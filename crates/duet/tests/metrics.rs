@@ -14,6 +14,15 @@ use duet_admin::{
 /// its own).
 fn full() -> Status {
     Status {
+        services: vec![duet_admin::ServiceStatus {
+            name: "app".into(),
+            follows: "web".into(),
+            kind: "exec".into(),
+            state: "running".into(),
+            error: None,
+            waiting_for_peer: false,
+            stepped_down: None,
+        }],
         node: "alpha".into(),
         version: "0.1.0".into(),
         uptime_seconds: 12.5,

@@ -522,6 +522,25 @@ impl Cluster {
         veto
     }
 
+    /// Whether every peer has let go of the services of instance `vrid`: a peer that is heard
+    /// (or said goodbye) holds none of them, and a silent one is gone (this node became master
+    /// only once the cluster's rules said so).
+    pub fn peers_let_go(&self, vrid: u8) -> bool {
+        self.member.liveness().peers().iter().all(|p| {
+            let held = p
+                .report
+                .as_ref()
+                .and_then(|r| r.services.iter().find(|(v, _)| *v == vrid))
+                .map_or(0, |(_, h)| *h);
+            held == 0 || !(p.alive() || p.left())
+        })
+    }
+
+    /// What this node's heartbeats say it holds of each instance's services.
+    pub fn set_services(&mut self, services: Vec<(u8, u8)>) {
+        self.member.set_services(services);
+    }
+
     /// For the status API.
     pub fn status(&self, now: Instant) -> duet_admin::ClusterStatus {
         let m = &self.member;

@@ -56,6 +56,8 @@ pub struct ControlPlane {
     pub(super) dirty: bool,
     /// systemd's notifications, when it runs the daemon.
     pub(super) systemd: Option<super::systemd::Systemd>,
+    /// The `[[service]]` groups.
+    pub(super) services: super::services::Services,
 }
 
 /// Receivers the loop waits on.
@@ -111,6 +113,7 @@ impl ControlPlane {
             published_at: Instant::ZERO,
             dirty: true,
             systemd: super::systemd::Systemd::from_env(),
+            services: super::services::Services::new(&config),
         };
         if let Some(hb) = &config.heartbeat {
             cp.cluster = Some(super::cluster::Cluster::start(
@@ -150,6 +153,7 @@ impl ControlPlane {
             if let Some(s) = &mut self.systemd {
                 s.tick(now);
             }
+            self.sync_services(now);
             if self.publish_due(now) {
                 self.publish(now);
             }
@@ -230,6 +234,16 @@ impl ControlPlane {
 
     fn handle(&mut self, input: Input) {
         match input {
+            Input::Service { group, id, result } => {
+                let now = self.clock.now();
+                let events = self.published.events().clone();
+                if self
+                    .services
+                    .done(now, group, id, result, &self.inbox, &events)
+                {
+                    self.retrack();
+                }
+            }
             Input::Packet {
                 key,
                 at,
@@ -361,10 +375,35 @@ impl ControlPlane {
 
     /// Recomputes every instance's tracking input from the latest readings (and the VIP
     /// faults, which hold an instance in FAULT whatever the trackers say).
-    fn retrack(&mut self) {
+    /// Tells each service group whether this node is master of its instance and whether the
+    /// peer has let go of it, and tells the peers what this node holds.
+    fn sync_services(&mut self, now: Instant) {
+        let masters: Vec<&str> = self
+            .instances
+            .iter()
+            .filter(|i| i.core.state() == duet_vrrp::State::Master)
+            .map(|i| i.cfg.name.as_str())
+            .collect();
+        let cluster = &self.cluster;
+        let changed = self.services.update(
+            now,
+            |name| masters.contains(&name),
+            |vrid| cluster.as_ref().is_none_or(|c| c.peers_let_go(vrid)),
+            &self.inbox,
+            self.published.events(),
+        );
+        if let Some(c) = &mut self.cluster {
+            c.set_services(self.services.holdings());
+        }
+        if changed {
+            self.retrack();
+        }
+    }
+
+    pub(super) fn retrack(&mut self) {
         let now = self.clock.now();
         for inst in &mut self.instances {
-            let health = inst.with_vip_fault(self.readings.tracking_of(&inst.cfg));
+            let health = health_of(inst, &self.readings, &self.services);
             if *inst.core.tracking() != health {
                 inst.core.set_tracking(now, health);
             }
@@ -386,6 +425,7 @@ impl ControlPlane {
                 Some(self.next_publish()),
                 self.cluster.as_ref().and_then(|c| c.next_deadline()),
                 self.systemd.as_ref().and_then(|s| s.deadline()),
+                self.services.deadline(),
             ])
             .flatten()
             .min()
@@ -574,6 +614,8 @@ impl ControlPlane {
             .database
             .as_mut()
             .and_then(|db| db.stop(&mut self.fx.vips, &self.nl));
+        // Services stop after the VIPs went and before the goodbye, which says they did.
+        let holdings = self.services.stop_all();
         // Tell the peers at once that this node no longer serves, so they need not wait for
         // the heartbeat to go silent.
         let (mut reports, business_up) = self.reports();
@@ -582,6 +624,7 @@ impl ControlPlane {
             if self.database.is_some() {
                 c.set_database(final_db);
             }
+            c.set_services(holdings);
             // Tell the peers that this node no longer asks for votes (they are free at once
             // instead of after their promises run out) and give the witness lease back.
             c.goodbye(now, &reports, business_up);
@@ -638,6 +681,7 @@ impl ControlPlane {
             }
         });
         status.inputs_dropped = self.inbox.dropped();
+        status.services = self.services.status();
         if let Some(s) = &mut self.systemd {
             s.status(super::systemd::summary(&status));
         }
@@ -646,6 +690,20 @@ impl ControlPlane {
         self.dirty = false;
         self.fx.transitioned = false;
     }
+}
+
+/// An instance's tracking: its trackers, then a VIP fault, then a service group that stepped
+/// down (either puts it in FAULT).
+pub(super) fn health_of(
+    inst: &Inst,
+    readings: &Readings,
+    services: &super::services::Services,
+) -> duet_vrrp::TrackedHealth {
+    let mut health = inst.with_vip_fault(readings.tracking_of(&inst.cfg));
+    if health.fault.is_none() {
+        health.fault = services.fault_of(&inst.cfg.name);
+    }
+    health
 }
 
 /// Inputs taken in one go before the loop looks at the clock again.

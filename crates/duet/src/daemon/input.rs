@@ -53,6 +53,15 @@ pub enum Input {
     Etcd(EtcdAnswer),
     /// The database agent's report after a look at the server.
     Database(DatabaseReport),
+    /// A `[[service]]` operation ended.
+    Service {
+        /// The group (index in `Services`).
+        group: usize,
+        /// The operation.
+        id: u64,
+        /// How it ended.
+        result: Result<(), String>,
+    },
     /// An operator's action from the admin API, and where to send the answer.
     Action(
         duet_admin::Action,

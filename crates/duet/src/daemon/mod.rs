@@ -24,6 +24,7 @@ mod instance;
 mod publish;
 mod readings;
 mod reload;
+mod services;
 mod systemd;
 mod vips;
 mod watch;

@@ -88,5 +88,6 @@ pub fn status(
         database: None,
         inputs_dropped: 0,
         maintenance: None,
+        services: Vec::new(),
     }
 }

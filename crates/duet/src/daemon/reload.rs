@@ -99,7 +99,7 @@ impl ControlPlane {
             if !net_admin {
                 inst.hold_vips(now, "missing CAP_NET_ADMIN: cannot add VIPs".into(), true);
             }
-            let health = inst.with_vip_fault(self.readings.tracking_of(&inst.cfg));
+            let health = super::control::health_of(inst, &self.readings, &self.services);
             inst.core.set_tracking(now, health);
             inst.core
                 .set_frozen(self.maintenance.as_ref().is_some_and(|m| m.enabled));
@@ -162,6 +162,13 @@ impl ControlPlane {
                 } else {
                     "maintenance off: automatic failover is back".into()
                 })
+            }
+            duet_admin::Action::ServiceReset { service } => {
+                let now = self.clock.now();
+                let events = self.published.events().clone();
+                let r = self.services.reset(now, &service, &self.inbox, &events);
+                self.retrack();
+                r
             }
             duet_admin::Action::Switchover { to } => {
                 // Every VRRP instance this node is master of hands over (priority 0, no
@@ -229,6 +236,9 @@ impl ControlPlane {
             || config.witness != self.config.witness
             || config.coordination != self.config.coordination
             || config.node.vip_lifetime != self.config.node.vip_lifetime;
+        if config.service != self.config.service {
+            tracing::warn!("reload: [[service]] changes take effect after a restart");
+        }
         if cluster_changed {
             // The running cluster's promises and leases were counted against the running
             // settings; changing them under it could break the no-two-masters guarantee.
