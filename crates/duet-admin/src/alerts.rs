@@ -160,6 +160,10 @@ fn classify(kind: &EventKind) -> Option<(&'static str, String)> {
         ),
         EventKind::Hook { instance, hook, .. } => ("warning", format!("hook {instance} {hook}")),
         EventKind::Maintenance { enabled, .. } => ("warning", format!("maintenance {enabled}")),
+        EventKind::Config { peer, same } => (
+            if *same { "info" } else { "warning" },
+            format!("config {peer} {same}"),
+        ),
         EventKind::Service { service, state, .. } => (
             match state.as_str() {
                 "stepped down" | "stop failed" => "critical",

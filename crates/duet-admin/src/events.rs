@@ -132,6 +132,13 @@ pub enum EventKind {
         /// Why, or what else to know.
         detail: String,
     },
+    /// A peer's cluster-wide config differs from this node's (`same: false`), or agrees again.
+    Config {
+        /// The peer.
+        peer: String,
+        /// Whether the two agree now.
+        same: bool,
+    },
     /// Automatic failover was frozen or resumed, cluster-wide.
     Maintenance {
         /// Frozen now.
@@ -173,11 +180,12 @@ impl EventKind {
             EventKind::Maintenance { .. } => "maintenance",
             EventKind::Operator { .. } => "operator",
             EventKind::Service { .. } => "service",
+            EventKind::Config { .. } => "config",
         }
     }
 
     /// Every variant's name, for metrics that list each once.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "daemon",
         "vrrp",
         "link",
@@ -191,6 +199,7 @@ impl EventKind {
         "maintenance",
         "operator",
         "service",
+        "config",
     ];
 }
 
@@ -265,6 +274,16 @@ impl std::fmt::Display for EventKind {
                 let s = if *ok { "ok" } else { "refused" };
                 write!(f, "{who} from {from}: {action}: {s}: {result}")
             }
+            EventKind::Config { peer, same: true } => {
+                write!(
+                    f,
+                    "{peer}'s cluster-wide config agrees with this node's again"
+                )
+            }
+            EventKind::Config { peer, same: false } => write!(
+                f,
+                "{peer}'s cluster-wide config differs from this node's (duet diff-config --peer {peer})"
+            ),
             EventKind::Service {
                 service,
                 state,

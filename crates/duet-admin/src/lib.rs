@@ -142,6 +142,9 @@ pub struct ClusterStatus {
     /// Cluster messages dropped, by reason (auth, replay, clock, peer, …).
     #[serde(default)]
     pub dropped: BTreeMap<String, u64>,
+    /// The hash of this node's cluster-wide config (hex).
+    #[serde(default)]
+    pub config_hash: String,
 }
 
 /// One peer.
@@ -158,6 +161,12 @@ pub struct PeerStatus {
     /// Per link: the heartbeat round trip in microseconds (smoothed), once timed while up.
     #[serde(default)]
     pub rtt_us: Vec<Option<u64>>,
+    /// The hash of its cluster-wide config (hex), as its heartbeats say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// Its cluster-wide config differs from this node's (`duet diff-config`).
+    #[serde(default)]
+    pub config_differs: bool,
     /// The highest term it reported.
     pub term: u64,
 }
@@ -315,6 +324,34 @@ pub struct VrrpCounters {
     pub dropped: BTreeMap<String, u64>,
 }
 
+/// `GET /v1/config/cluster`: this node's cluster-wide config and its peers', for
+/// `duet diff-config`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigViews {
+    /// This node.
+    pub node: String,
+    /// Its view's hash (hex).
+    pub hash: String,
+    /// Its cluster-wide config (TOML, sorted keys).
+    pub view: String,
+    /// The peers.
+    pub peers: Vec<PeerConfig>,
+}
+
+/// A peer's cluster-wide config, as far as known.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerConfig {
+    /// Its node name.
+    pub name: String,
+    /// The hash its heartbeats carry (hex).
+    pub hash: Option<String>,
+    /// Its view, once received (it comes in pieces while the hashes differ), and that
+    /// view's hash.
+    pub view: Option<String>,
+    /// The received view's hash (hex): older than `hash` while a new one arrives.
+    pub view_hash: Option<String>,
+}
+
 /// One `[[service]]` in `GET /v1/status`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
@@ -355,6 +392,8 @@ pub struct Published {
     database: Mutex<Option<DatabaseStatus>>,
     /// The event stream: every producer emits here.
     events: Arc<Events>,
+    /// The cluster-wide configs, for `duet diff-config`.
+    config: Mutex<Arc<ConfigViews>>,
 }
 
 /// Reads the balancers' live counters; called by the admin thread per request, so the control
@@ -373,6 +412,7 @@ impl Default for Published {
             status: Mutex::new(Arc::default()),
             balancers: Mutex::new(None),
             database: Mutex::new(None),
+            config: Mutex::default(),
             events: Arc::default(),
         }
     }
@@ -397,6 +437,19 @@ impl Published {
     /// Sets where the balancers' counters are read from (on start and after a reload).
     pub fn set_balancers(&self, source: BalancerSource) {
         *self.balancers.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// Replaces the cluster-wide config views.
+    pub fn set_config_views(&self, views: ConfigViews) {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(views);
+    }
+
+    /// The cluster-wide config views, as last set.
+    pub fn config_views(&self) -> Arc<ConfigViews> {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Replaces the database's status (the database agent, at every look).

@@ -193,6 +193,16 @@ pub fn render(s: &Status, events: &Events) -> String {
         flush(&mut out, &mut lines);
         let w = family(
             &mut out,
+            "duet_cluster_config_drift",
+            "gauge",
+            "1 while the peer's cluster-wide config differs from this node's (duet diff-config).",
+        );
+        for p in &c.peers {
+            lines.push(w.line(&[("peer", &p.name)], f64::from(u8::from(p.config_differs))));
+        }
+        flush(&mut out, &mut lines);
+        let w = family(
+            &mut out,
             "duet_cluster_link_rtt_seconds",
             "gauge",
             "Heartbeat round trip to the peer on the link (smoothed), while the link is up.",
@@ -548,6 +558,8 @@ mod tests {
                     alive: true,
                     links: vec![true, false],
                     rtt_us: vec![Some(250), None],
+                    config_hash: None,
+                    config_differs: false,
                     term: 3,
                 }],
                 lease: Some(crate::LeaseStatus {
@@ -559,6 +571,7 @@ mod tests {
                     problem: None,
                 }),
                 dropped: [("auth".to_string(), 2)].into(),
+                config_hash: String::new(),
             }),
             ..Default::default()
         };

@@ -361,11 +361,12 @@ async fn act(api: &Api, action: Action) -> (Response<Full<Bytes>>, String) {
 
 /// Every route, as the path template the OpenAPI document (`openapi.json`) uses: paths are
 /// matched against these and nothing else, and a test holds the document to this list.
-pub(crate) const ROUTES: [&str; 15] = [
+pub(crate) const ROUTES: [&str; 16] = [
     "/",
     "/v1/status",
     "/v1/events",
     "/v1/openapi.json",
+    "/v1/config/cluster",
     "/metrics",
     "/primary",
     "/replica",
@@ -432,6 +433,8 @@ enum Endpoint {
     Events,
     /// `/primary`, `/replica`, `/read-only`.
     Role(roles::Role),
+    /// `/v1/config/cluster`.
+    Config,
     Act(Action),
 }
 
@@ -462,6 +465,7 @@ impl Endpoint {
             "/v1/status" => Endpoint::Status,
             "/v1/events" => Endpoint::Events,
             "/v1/openapi.json" => Endpoint::OpenApi,
+            "/v1/config/cluster" => Endpoint::Config,
             "/metrics" => Endpoint::Metrics,
             "/primary" => Endpoint::Role(roles::Role::Primary),
             "/replica" => Endpoint::Role(roles::Role::Replica),
@@ -490,6 +494,7 @@ impl Endpoint {
             | Endpoint::Metrics
             | Endpoint::OpenApi
             | Endpoint::Events
+            | Endpoint::Config
             | Endpoint::Role(_) => Role::Viewer,
             Endpoint::Act(
                 Action::Backend { .. }
@@ -603,6 +608,10 @@ fn answer<B>(
         }
         Endpoint::Status => {
             let body = serde_json::to_vec_pretty(&*published.get()).unwrap_or_default();
+            Answer::Now(respond(StatusCode::OK, "application/json", body))
+        }
+        Endpoint::Config => {
+            let body = serde_json::to_vec_pretty(&*published.config_views()).unwrap_or_default();
             Answer::Now(respond(StatusCode::OK, "application/json", body))
         }
         Endpoint::OpenApi => Answer::Now(respond(

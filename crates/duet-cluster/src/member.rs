@@ -20,6 +20,9 @@ use crate::wire::{
     Message, ReplayGuard,
 };
 
+/// A view arriving in pieces: its hash, and each piece once here.
+type Pieces = (u64, Vec<Option<Vec<u8>>>);
+
 /// Heartbeats remembered per link to time their echoes (a peer echoes within a few intervals).
 const SENT_KEPT: usize = 8;
 
@@ -139,6 +142,15 @@ pub struct Member {
     maintenance: Option<Maintenance>,
     /// What this node holds of each instance's services, for its heartbeats.
     services: Vec<(u8, u8)>,
+    /// This node's cluster-wide config: its hash, and its view in pieces for peers whose hash
+    /// differs.
+    config: Option<(u64, Vec<Vec<u8>>)>,
+    /// The next piece to send.
+    config_next: usize,
+    /// Per peer: the pieces of its view received so far.
+    peer_parts: Vec<Option<Pieces>>,
+    /// Per peer: its whole view, once received (hash, text).
+    peer_views: Vec<Option<(u64, String)>>,
     /// The lease authority's database record, as it last told.
     record: Option<DbRecord>,
     /// The sequence number of the witness message that carried it.
@@ -193,6 +205,10 @@ impl Member {
             database: None,
             maintenance: None,
             services: Vec::new(),
+            config: None,
+            config_next: 0,
+            peer_parts: vec![None; peers],
+            peer_views: vec![None; peers],
             record: None,
             record_seq: 0,
             heard: vec![vec![None; peers]; cfg.links],
@@ -283,7 +299,8 @@ impl Member {
             self.last_state = state;
             self.next_beat = self.next_beat.min(now);
         }
-        if now >= self.next_beat {
+        let sent_beats = now >= self.next_beat;
+        if sent_beats {
             self.next_beat = now + self.cfg.interval;
             let grant = if votes_count {
                 self.decide_grant(now, reports, master, wants)
@@ -310,6 +327,7 @@ impl Member {
                     maintenance: self.maintenance.clone(),
                     echo: self.echoes(now, n),
                     services: self.services.clone(),
+                    config_hash: self.config.as_ref().map(|(h, _)| *h),
                 };
                 let msg = self.message(unix_ms, term, Body::Heartbeat(hb));
                 let sent = &mut self.sent[n];
@@ -322,6 +340,9 @@ impl Member {
                     msg,
                 });
             }
+        }
+        if sent_beats {
+            self.send_config_piece(unix_ms, term);
         }
         if let Some(l) = &mut self.lease {
             l.set_wanted(now, asking);
@@ -488,6 +509,13 @@ impl Member {
                     return Err("sent before its goodbye");
                 }
             }
+            (Via::Link(n), Body::ConfigChunk { .. }) => {
+                // Only from a peer already named by its heartbeats.
+                let i = peer.filter(|&i| i < self.names.len()).ok_or("peer")?;
+                if n >= self.guards.len() || self.names[i].as_deref() != Some(&msg.sender) {
+                    return Err("peer");
+                }
+            }
             (
                 Via::Witness,
                 Body::LeaseGranted { .. }
@@ -503,6 +531,20 @@ impl Member {
         };
         guard.admit(msg, unix_ms).map_err(|e| e.label())?;
         match (via, &msg.body) {
+            (
+                Via::Link(_),
+                Body::ConfigChunk {
+                    hash,
+                    index,
+                    total,
+                    data,
+                },
+            ) => {
+                // Checked above.
+                let i = peer.unwrap_or_default();
+                self.config_piece(i, *hash, *index, *total, data);
+                Ok(())
+            }
             (Via::Link(n), Body::Heartbeat(hb)) => {
                 // Checked above.
                 let i = peer.unwrap_or_default();
@@ -687,6 +729,79 @@ impl Member {
         if services != self.services {
             self.services = services;
             self.next_beat = Instant::ZERO;
+        }
+    }
+
+    /// This node's cluster-wide config view (`duet_config::drift::cluster_view`) and its hash:
+    /// the hash rides in every heartbeat, the view goes in pieces to peers whose hash differs.
+    pub fn set_config(&mut self, view: &str, hash: u64) {
+        let pieces = view
+            .as_bytes()
+            .chunks(crate::wire::MAX_CHUNK)
+            .map(<[u8]>::to_vec)
+            .collect();
+        self.config = Some((hash, pieces));
+        self.config_next = 0;
+    }
+
+    /// Peer `i`'s cluster-wide config: the hash its heartbeats carry, and its view once
+    /// received whole (it comes while the hashes differ).
+    pub fn peer_config(&self, i: usize) -> (Option<u64>, Option<&(u64, String)>) {
+        let hash = self
+            .liveness
+            .peers()
+            .get(i)
+            .and_then(|p| p.report.as_ref())
+            .and_then(|r| r.config_hash);
+        (hash, self.peer_views.get(i).and_then(Option::as_ref))
+    }
+
+    /// One piece of this node's view per beat, on the first link, while a live peer's
+    /// config hash differs from this node's.
+    fn send_config_piece(&mut self, unix_ms: u64, term: u64) {
+        let Some((hash, pieces)) = &self.config else {
+            return;
+        };
+        let differs = self.liveness.peers().iter().any(|p| {
+            p.alive()
+                && p.report
+                    .as_ref()
+                    .and_then(|r| r.config_hash)
+                    .is_some_and(|h| h != *hash)
+        });
+        if !differs || pieces.is_empty() {
+            return;
+        }
+        let index = self.config_next % pieces.len();
+        let body = Body::ConfigChunk {
+            hash: *hash,
+            index: index as u16,
+            total: pieces.len() as u16,
+            data: pieces[index].clone(),
+        };
+        self.config_next = index + 1;
+        let msg = self.message(unix_ms, term, body);
+        self.transmits.push_back(Transmit {
+            via: Via::Link(0),
+            msg,
+        });
+    }
+
+    /// Keeps piece `index` of peer `i`'s view; the whole view once every piece is here.
+    fn config_piece(&mut self, i: usize, hash: u64, index: u16, total: u16, data: &[u8]) {
+        let slot = &mut self.peer_parts[i];
+        if slot
+            .as_ref()
+            .is_none_or(|(h, parts)| *h != hash || parts.len() != usize::from(total))
+        {
+            *slot = Some((hash, vec![None; usize::from(total)]));
+        }
+        let Some((_, parts)) = slot else { return };
+        parts[usize::from(index)] = Some(data.to_vec());
+        if parts.iter().all(Option::is_some) {
+            let bytes: Vec<u8> = parts.iter().flatten().flatten().copied().collect();
+            self.peer_views[i] = Some((hash, String::from_utf8_lossy(&bytes).into_owned()));
+            *slot = None;
         }
     }
 
@@ -990,6 +1105,59 @@ mod tests {
         alpha.tick(ms(300), 1_000, &report(false, false), true);
         assert_eq!(rtt(&alpha, 0), Some(Duration::from_millis(7)));
         assert_eq!(rtt(&alpha, 1), None, "silent since 30 ms");
+    }
+
+    /// `from` ticks at `t` and everything it sends reaches `to`; returns the config pieces.
+    fn beat_to(from: &mut Member, to: &mut Member, t: Instant, unix_ms: u64) -> usize {
+        from.tick(t, unix_ms, &report(false, false), true);
+        let mut pieces = 0;
+        while let Some(x) = from.poll_transmit() {
+            pieces += usize::from(matches!(x.msg.body, Body::ConfigChunk { .. }));
+            let Via::Link(n) = x.via else { continue };
+            to.receive(t, unix_ms, Via::Link(n), Some(0), &x.msg)
+                .expect("admitted");
+        }
+        pieces
+    }
+
+    #[test]
+    fn differing_configs_travel_in_pieces_and_equal_ones_do_not_travel() {
+        let mut alpha = member("alpha", "b");
+        let mut beta = Member::new(member("beta", "a").cfg, 8);
+        let long: String = (0..300).map(|i| format!("backend_{i} = true\n")).collect();
+        assert!(long.len() > 2 * crate::wire::MAX_CHUNK);
+        alpha.set_config(&long, 1);
+        beta.set_config("short = true\n", 2);
+        let mut pieces = 0;
+        for beat in 0..12u64 {
+            let t = ms(beat * 50);
+            pieces += beat_to(&mut alpha, &mut beta, t, 1_000 + beat);
+            pieces += beat_to(&mut beta, &mut alpha, t, 1_000 + beat);
+        }
+        let (hash, view) = beta.peer_config(0);
+        assert_eq!(hash, Some(1));
+        assert_eq!(
+            view,
+            Some(&(1, long.clone())),
+            "alpha's whole view, in order"
+        );
+        assert_eq!(
+            alpha.peer_config(0).1,
+            Some(&(2, "short = true\n".to_string()))
+        );
+        // One piece per beat per node while they differ.
+        assert!(pieces <= 24, "{pieces}");
+
+        // The same config: no pieces at all.
+        beta.set_config(&long, 1);
+        let mut after = 0;
+        for beat in 12..20u64 {
+            let t = ms(beat * 50);
+            after += beat_to(&mut alpha, &mut beta, t, 1_000 + beat);
+            after += beat_to(&mut beta, &mut alpha, t, 1_000 + beat);
+        }
+        // (The first beat after the change may still see the old hash.)
+        assert!(after <= 2, "{after} pieces sent between equal configs");
     }
 
     #[test]

@@ -59,6 +59,19 @@ pub enum Body {
         /// The record.
         record: DbRecord,
     },
+    /// A piece of the sender's cluster-wide config (`duet_config::drift`), sent to peers
+    /// whose heartbeats carry another config hash, so that `duet diff-config` can show what
+    /// differs. `index` of `total` pieces of the view whose hash is `hash`.
+    ConfigChunk {
+        /// The view's hash.
+        hash: u64,
+        /// This piece.
+        index: u16,
+        /// Pieces in all.
+        total: u16,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
     /// Any node asks the witness for its database record (answered with [`Body::Record`] when
     /// one exists): a standby with no primary in sight learns whether it may be promoted.
     RecordQuery {
@@ -107,6 +120,9 @@ pub struct DbState {
     pub lsn: u64,
 }
 
+/// Most bytes of config view in one [`Body::ConfigChunk`] (the datagram stays under 1 280).
+pub const MAX_CHUNK: usize = 1000;
+
 /// Longest `LeaseUnavailable` reason carried (longer ones are cut at a character boundary).
 pub const MAX_REASON: usize = 200;
 
@@ -138,6 +154,8 @@ pub struct Heartbeat {
     /// Per VRRP instance with `[[service]]`s: (vrid, what the sender holds: 0 nothing, 1
     /// running or changing, 2 a stop failed). A peer waits for 0 before it starts them.
     pub services: Vec<(u8, u8)>,
+    /// The hash of the sender's cluster-wide config (`duet_config::drift`).
+    pub config_hash: Option<u64>,
 }
 
 /// A heartbeat echoed back to its sender: `boot` and `seq` name it, `held_us` is how long
@@ -287,6 +305,7 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
         Body::RecordWrite { .. } => 6,
         Body::Record { .. } => 7,
         Body::RecordQuery { .. } => 8,
+        Body::ConfigChunk { .. } => 9,
     };
     out.push(kind);
     put_name(&mut out, &msg.sender);
@@ -359,8 +378,24 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
                     body.extend_from_slice(&[*vrid, *holding]);
                 }
             }
+            if let Some(hash) = h.config_hash {
+                body.push(5);
+                body.extend_from_slice(&8u16.to_be_bytes());
+                body.extend_from_slice(&hash.to_be_bytes());
+            }
         }
         Body::RecordQuery { request } => body.extend_from_slice(&request.to_be_bytes()),
+        Body::ConfigChunk {
+            hash,
+            index,
+            total,
+            data,
+        } => {
+            body.extend_from_slice(&hash.to_be_bytes());
+            body.extend_from_slice(&index.to_be_bytes());
+            body.extend_from_slice(&total.to_be_bytes());
+            body.extend_from_slice(&data[..data.len().min(MAX_CHUNK)]);
+        }
         Body::RecordWrite { request, record } | Body::Record { request, record } => {
             body.extend_from_slice(&request.to_be_bytes());
             body.extend_from_slice(&record.system_id.to_be_bytes());
@@ -558,13 +593,14 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
             };
             // Optional sections, each at most once and in rising order: 1 the database,
             // 2 maintenance, then sections with a length (tag, u16 length, value): 3 echoes,
-            // 4 services.
+            // 4 services, 5 the config hash.
             // Unknown sections with a length are skipped, so a later build can add one
             // without its heartbeats being refused here.
             let mut database = None;
             let mut maintenance = None;
             let mut echo = Vec::new();
             let mut services = Vec::new();
+            let mut config_hash = None;
             let mut last = 0;
             while !b.0.is_empty() {
                 let tag = b.u8()?;
@@ -597,6 +633,8 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                                 return Err(WireError::Malformed);
                             }
                             services = v.0.chunks(2).map(|c| (c[0], c[1])).collect();
+                        } else if tag == 5 {
+                            config_hash = Some(v.u64()?);
                         }
                     }
                 }
@@ -612,7 +650,22 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, WireError> {
                 maintenance,
                 echo,
                 services,
+                config_hash,
             })
+        }
+        9 => {
+            let hash = b.u64()?;
+            let index = b.u16()?;
+            let total = b.u16()?;
+            if index >= total || b.0.len() > MAX_CHUNK {
+                return Err(WireError::Malformed);
+            }
+            Body::ConfigChunk {
+                hash,
+                index,
+                total,
+                data: std::mem::take(&mut b.0).to_vec(),
+            }
         }
         8 => Body::RecordQuery { request: b.u64()? },
         6 | 7 => {
@@ -774,6 +827,7 @@ mod tests {
                 maintenance: None,
                 echo: Vec::new(),
                 services: Vec::new(),
+                config_hash: None,
             }),
         }
     }
@@ -902,6 +956,7 @@ mod tests {
                 }),
                 echo: echo.clone(),
                 services: vec![(51, 1), (52, 2)],
+                config_hash: Some(0x0123_4567_89ab_cdef),
                 ..heartbeat_body()
             }),
             ..heartbeat(1, 1000)
@@ -910,7 +965,7 @@ mod tests {
         assert_eq!(decode(&bytes, &k), Ok(msg.clone()));
         assert_eq!(
             bytes.len(),
-            encode(&heartbeat(1, 1000), &k).len() + 14 + 3 + 1 + 40 + 3 + 1 + 4
+            encode(&heartbeat(1, 1000), &k).len() + 14 + 3 + 1 + 40 + 3 + 1 + 4 + 3 + 8
         );
 
         let plain = encode(&heartbeat(1, 1000), &k);
@@ -1000,6 +1055,12 @@ mod tests {
                 },
             },
             Body::RecordQuery { request: 3 },
+            Body::ConfigChunk {
+                hash: 9,
+                index: 1,
+                total: 3,
+                data: b"vrid = 51\n".to_vec(),
+            },
             Body::Record {
                 request: 0,
                 record: DbRecord {

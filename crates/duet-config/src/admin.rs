@@ -195,7 +195,7 @@ pub struct EmailConfig {
 }
 
 /// Event types `alerts.on` may list.
-pub const ALERT_TYPES: [&str; 11] = [
+pub const ALERT_TYPES: [&str; 12] = [
     "vrrp",
     "link",
     "peer",
@@ -207,6 +207,7 @@ pub const ALERT_TYPES: [&str; 11] = [
     "maintenance",
     "reload",
     "service",
+    "config",
 ];
 
 fn default_alert_types() -> Vec<String> {

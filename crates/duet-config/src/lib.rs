@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod database;
+pub mod drift;
 mod lift;
 mod read;
 pub mod schema;

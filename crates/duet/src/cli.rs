@@ -65,6 +65,19 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Show how this node's cluster-wide config differs from a peer's (its text comes over
+    /// the heartbeats): exit 0 when they agree, 1 when they differ.
+    DiffConfig {
+        /// The peer (default: the only one).
+        #[arg(long)]
+        peer: Option<String>,
+        /// Config file to find the admin address in.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Admin address, instead of reading it from the config.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
     /// `[[service]]`s on this node.
     Service {
         #[command(subcommand)]
@@ -339,6 +352,13 @@ pub fn main() -> i32 {
         Command::Token {
             command: TokenCommand::New { name, role },
         } => crate::token::run_new(&name, &role),
+        Command::DiffConfig {
+            peer,
+            config,
+            admin,
+        } => with_target(&config, admin, token_file, |t| {
+            crate::diffconfig::run(t, peer.as_deref())
+        }),
         Command::Service {
             command: ServiceCommand::Reset { name },
             config,

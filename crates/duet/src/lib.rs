@@ -8,6 +8,7 @@ pub mod cli;
 pub mod daemon;
 pub mod demo;
 pub mod demodb;
+pub mod diffconfig;
 pub mod events;
 pub mod import;
 pub mod key;

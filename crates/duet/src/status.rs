@@ -423,6 +423,12 @@ pub fn render(s: &Status) -> String {
             ]);
         }
         out.push_str(&table(rows));
+        for p in c.peers.iter().filter(|p| p.config_differs) {
+            out.push_str(&format!(
+                "CONFIG DRIFT: {}'s cluster-wide config differs from this node's (duet diff-config --peer {})\n",
+                p.name, p.name
+            ));
+        }
         if let Some(l) = &c.lease {
             let authority = if l.authority.is_empty() {
                 "witness"
@@ -665,6 +671,8 @@ mod tests {
                     alive: true,
                     links: vec![true, true, false],
                     rtt_us: vec![Some(212), None, Some(90)],
+                    config_hash: Some("00000000000000aa".into()),
+                    config_differs: true,
                     term: 3,
                 }],
                 ..Default::default()
@@ -675,6 +683,12 @@ mod tests {
         assert!(
             text.contains("up 0.21 ms,up,silent"),
             "timed, not yet timed, silent (a stale time is not shown): {text}"
+        );
+        assert!(
+            text.contains(
+                "CONFIG DRIFT: beta's cluster-wide config differs from this node's (duet diff-config --peer beta)"
+            ),
+            "{text}"
         );
         assert_eq!(rtt(48_700), "48 ms");
     }

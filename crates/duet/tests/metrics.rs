@@ -76,6 +76,8 @@ fn full() -> Status {
                 alive: true,
                 links: vec![true, false],
                 rtt_us: vec![Some(180), None],
+                config_hash: Some("0000000000000001".into()),
+                config_differs: true,
                 term: 3,
             }],
             lease: Some(LeaseStatus {
@@ -87,6 +89,7 @@ fn full() -> Status {
                 problem: None,
             }),
             dropped: [("auth".to_string(), 2)].into(),
+            config_hash: "0000000000000002".into(),
         }),
         database: Some(DatabaseStatus {
             role: "replica".into(),

@@ -41,6 +41,10 @@ pub struct Cluster {
     events: Arc<duet_admin::Events>,
     /// This node held a valid lease when the timers last ran.
     lease_held: bool,
+    /// This node's cluster-wide config (`duet_config::drift`) and its hash.
+    view: (String, u64),
+    /// Per peer: whether its config agreed with this node's when last looked at.
+    agreed: Vec<Option<bool>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -160,8 +164,10 @@ impl Cluster {
             etcd,
             drops: BTreeMap::new(),
             vetoes: BTreeMap::new(),
+            agreed: vec![None; cfg.links.first().map_or(0, |l| l.peers.len())],
             events,
             lease_held: false,
+            view: (String::new(), 0),
         })
     }
 
@@ -522,6 +528,54 @@ impl Cluster {
         veto
     }
 
+    /// This node's cluster-wide config, for the heartbeats (at start and after a reload).
+    pub fn set_config(&mut self, cfg: &duet_config::Config) {
+        let view = duet_config::drift::cluster_view(cfg);
+        let hash = duet_config::drift::view_hash(&view);
+        self.member.set_config(&view, hash);
+        self.view = (view, hash);
+    }
+
+    /// Peers whose config now differs from this node's (false), or agrees again (true), since
+    /// the last call. A peer that agrees from the first is not news.
+    pub fn config_changes(&mut self) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        for (i, was) in self.agreed.iter_mut().enumerate() {
+            let Some(theirs) = self.member.peer_config(i).0 else {
+                continue;
+            };
+            let same = theirs == self.view.1;
+            if *was != Some(same) {
+                if *was == Some(false) || !same {
+                    let name = self.member.name(i).unwrap_or("?").to_string();
+                    out.push((name, same));
+                }
+                *was = Some(same);
+            }
+        }
+        out
+    }
+
+    /// For `GET /v1/config/cluster`.
+    pub fn config_views(&self, node: &str) -> duet_admin::ConfigViews {
+        duet_admin::ConfigViews {
+            node: node.into(),
+            hash: format!("{:016x}", self.view.1),
+            view: self.view.0.clone(),
+            peers: (0..self.agreed.len())
+                .map(|i| {
+                    let (hash, view) = self.member.peer_config(i);
+                    duet_admin::PeerConfig {
+                        name: self.member.name(i).unwrap_or_default().into(),
+                        hash: hash.map(|h| format!("{h:016x}")),
+                        view: view.map(|(_, v)| v.clone()),
+                        view_hash: view.map(|(h, _)| format!("{h:016x}")),
+                    }
+                })
+                .collect(),
+        }
+    }
+
     /// Whether every peer has let go of the services of instance `vrid`: a peer that is heard
     /// (or said goodbye) holds none of them, and a silent one is gone (this node became master
     /// only once the cluster's rules said so).
@@ -558,6 +612,8 @@ impl Cluster {
                     rtt_us: (0..self.cfg.links.len())
                         .map(|n| p.rtt(n).map(|d| d.as_micros() as u64))
                         .collect(),
+                    config_hash: m.peer_config(i).0.map(|h| format!("{h:016x}")),
+                    config_differs: m.peer_config(i).0.is_some_and(|h| h != self.view.1),
                     term: p.term,
                 })
                 .collect(),
@@ -585,6 +641,7 @@ impl Cluster {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
+            config_hash: format!("{:016x}", self.view.1),
         }
     }
 }

@@ -129,6 +129,9 @@ impl ControlPlane {
         cp.database =
             super::database::Database::start(&config, inbox.clone(), cp.published.clone())?;
         cp.published.set_balancers(balancers::source(&cp.balancers));
+        if let Some(c) = &mut cp.cluster {
+            c.set_config(&config);
+        }
         cp.apply_config(config)?;
         let inputs = Inputs {
             input_rx,
@@ -673,6 +676,19 @@ impl ControlPlane {
             &self.fx.vips,
             &self.unmatched_drops,
         );
+        if let Some(c) = &mut self.cluster {
+            for (peer, same) in c.config_changes() {
+                let kind = duet_admin::EventKind::Config { peer, same };
+                if same {
+                    tracing::info!("{kind}");
+                } else {
+                    tracing::warn!("{kind}");
+                }
+                self.fx.events.emit(kind);
+            }
+            self.published
+                .set_config_views(c.config_views(&self.config.node.name));
+        }
         status.cluster = self.cluster.as_ref().map(|c| c.status(now));
         status.maintenance = self.maintenance.as_ref().filter(|m| m.enabled).map(|m| {
             duet_admin::MaintenanceStatus {

@@ -257,6 +257,9 @@ impl ControlPlane {
             let _ = super::accept::apply(&self.config);
             return Err(format!("reload rejected: {e}"));
         }
+        if let Some(c) = &mut self.cluster {
+            c.set_config(&self.config);
+        }
         let errors = balancers::reload_all(&mut self.balancers, &balancer_configs);
         self.published
             .set_balancers(balancers::source(&self.balancers));
