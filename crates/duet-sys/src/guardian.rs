@@ -17,8 +17,16 @@
 //! unvip <ifindex> <address>/<prefix>                    it was removed
 //! goodbye <instance> <ifname> <ifindex> <src> <dst> <hex>   priority-0 advert to send on death
 //! nogoodbye <instance>                                  the instance is no longer master
+//! stop <service> <timeout_ms> <hex>                     a service runs: the command (argv
+//!                                                       joined by NUL, hex) that stops it
+//! nostop <service>                                      it no longer runs
 //! bye                                                   clean exit: do nothing
 //! ```
+//!
+//! On the daemon's death the guardian sends the goodbyes, removes the VIPs, then runs the
+//! stop commands, last registered first (services start in order and stop in reverse), each
+//! bounded by its timeout: a service must not keep running on a node whose daemon is gone,
+//! since the peer starts it once this node's lease has run out.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -78,6 +86,20 @@ pub enum Command {
         /// Instance name.
         instance: String,
     },
+    /// A service runs: how to stop it if the daemon dies.
+    Stop {
+        /// The service.
+        service: String,
+        /// How long the command may run.
+        timeout_ms: u64,
+        /// The command.
+        argv: Vec<String>,
+    },
+    /// The service no longer runs.
+    NoStop {
+        /// The service.
+        service: String,
+    },
     /// Clean exit.
     Bye,
 }
@@ -107,6 +129,18 @@ impl Command {
                 )
             }
             Command::NoGoodbye { instance } => format!("nogoodbye {instance}\n"),
+            Command::Stop {
+                service,
+                timeout_ms,
+                argv,
+            } => {
+                let mut hex = String::new();
+                for b in argv.join("\0").bytes() {
+                    let _ = write!(hex, "{b:02x}");
+                }
+                format!("stop {service} {timeout_ms} {hex}\n")
+            }
+            Command::NoStop { service } => format!("nostop {service}\n"),
             Command::Bye => "bye\n".to_string(),
         }
     }
@@ -138,14 +172,7 @@ impl Command {
                 })
             }
             ["goodbye", instance, ifname, idx, src, dst, hex] => {
-                if hex.len() % 2 != 0 {
-                    return Err(bad());
-                }
-                let message = (0..hex.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-                    .collect::<Result<Vec<u8>, _>>()
-                    .map_err(|_| bad())?;
+                let message = unhex(hex).ok_or_else(bad)?;
                 Ok(Command::Goodbye {
                     instance: instance.to_string(),
                     goodbye: Goodbye {
@@ -160,10 +187,37 @@ impl Command {
             ["nogoodbye", instance] => Ok(Command::NoGoodbye {
                 instance: instance.to_string(),
             }),
+            ["stop", service, timeout, hex] => {
+                let bytes = unhex(hex).ok_or_else(bad)?;
+                let text = String::from_utf8(bytes).map_err(|_| bad())?;
+                let argv: Vec<String> = text.split('\0').map(String::from).collect();
+                if argv[0].is_empty() {
+                    return Err(bad());
+                }
+                Ok(Command::Stop {
+                    service: service.to_string(),
+                    timeout_ms: timeout.parse().map_err(|_| bad())?,
+                    argv,
+                })
+            }
+            ["nostop", service] => Ok(Command::NoStop {
+                service: service.to_string(),
+            }),
             ["bye"] => Ok(Command::Bye),
             _ => Err(bad()),
         }
     }
+}
+
+/// Bytes from hex digits; `None` for an odd length or a bad digit.
+fn unhex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) || !hex.is_ascii() {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// What the guardian knows: VIPs held and goodbye adverts per instance.
@@ -173,6 +227,8 @@ pub struct GuardianState {
     pub vips: Vec<(u32, IpAddr, u8)>,
     /// Goodbye adverts by instance (several per instance with unicast peers).
     pub goodbyes: BTreeMap<String, Vec<Goodbye>>,
+    /// Services running, in the order they started: (name, timeout in ms, stop command).
+    pub stops: Vec<(String, u64, Vec<String>)>,
     /// The daemon said `bye`.
     pub clean_exit: bool,
 }
@@ -204,6 +260,15 @@ impl GuardianState {
             Command::NoGoodbye { instance } => {
                 self.goodbyes.remove(&instance);
             }
+            Command::Stop {
+                service,
+                timeout_ms,
+                argv,
+            } => {
+                self.stops.retain(|(s, ..)| *s != service);
+                self.stops.push((service, timeout_ms, argv));
+            }
+            Command::NoStop { service } => self.stops.retain(|(s, ..)| *s != service),
             Command::Bye => self.clean_exit = true,
         }
     }
@@ -234,17 +299,54 @@ pub fn run(input: impl BufRead, log: &mut impl Write) -> io::Result<()> {
             return Ok(());
         }
     }
-    if state.vips.is_empty() && state.goodbyes.is_empty() {
+    if state.vips.is_empty() && state.goodbyes.is_empty() && state.stops.is_empty() {
         return Ok(());
     }
     let _ = writeln!(
         log,
-        "duet guardian: daemon exited without cleaning up; sending {} goodbye advert(s) and removing {} VIP(s)",
+        "duet guardian: daemon exited without cleaning up; sending {} goodbye advert(s), removing {} VIP(s), stopping {} service(s)",
         state.goodbyes.values().map(Vec::len).sum::<usize>(),
-        state.vips.len()
+        state.vips.len(),
+        state.stops.len()
     );
     cleanup(&state, log);
+    stop_services(&state, log);
     Ok(())
+}
+
+/// Runs the stop commands, last started first, each within its timeout.
+fn stop_services(state: &GuardianState, log: &mut impl Write) {
+    for (service, timeout_ms, argv) in state.stops.iter().rev() {
+        let child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .env("DUET_SERVICE", service)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writeln!(log, "duet guardian: stopping service {service}: {e}");
+                continue;
+            }
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(*timeout_ms);
+        let result = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break format!("{status}"),
+                Ok(None) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break "timed out".to_string();
+                }
+                Err(e) => break e.to_string(),
+            }
+        };
+        let _ = writeln!(log, "duet guardian: stopped service {service}: {result}");
+    }
 }
 
 fn cleanup(state: &GuardianState, log: &mut impl Write) {
@@ -311,11 +413,62 @@ mod tests {
             Command::NoGoodbye {
                 instance: "web".into(),
             },
+            Command::Stop {
+                service: "app".into(),
+                timeout_ms: 10_000,
+                argv: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "umount '/srv/my data'".into(),
+                ],
+            },
+            Command::NoStop {
+                service: "app".into(),
+            },
             Command::Bye,
         ];
         for c in cmds {
             assert_eq!(Command::parse(c.to_line().trim_end()).unwrap(), c);
         }
+    }
+
+    #[test]
+    fn a_dead_daemons_services_are_stopped_last_started_first() {
+        let dir = std::env::temp_dir().join(format!("duet-guardian-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("order");
+        let stop = |name: &str| Command::Stop {
+            service: name.into(),
+            timeout_ms: 5_000,
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("echo {name} >> {}", log.display()),
+            ],
+        };
+        let input: String = [
+            stop("storage"),
+            stop("app"),
+            stop("proxy"),
+            Command::NoStop {
+                service: "proxy".into(),
+            },
+        ]
+        .iter()
+        .map(Command::to_line)
+        .collect();
+        let mut out = Vec::new();
+        run(input.as_bytes(), &mut out).unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "app\nstorage\n");
+        let said = String::from_utf8(out).unwrap();
+        assert!(said.contains("stopping 2 service(s)"), "{said}");
+        // A clean exit runs nothing.
+        std::fs::remove_file(&log).unwrap();
+        let input = stop("app").to_line() + &Command::Bye.to_line();
+        run(input.as_bytes(), &mut Vec::new()).unwrap();
+        assert!(!log.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! `duet demo`: a live failover in a throw-away lab, no config and no sudo needed.
+//! `duet demo`: a live failover of the whole stack in a throw-away lab, no config and no sudo.
 //!
 //! The demo re-runs itself inside `unshare -r -n -m` (a user, network and mount namespace), mounts
 //! a tmpfs on `/run` there so `ip netns` can work, and builds: a switch, two duet nodes (alpha,
-//! priority 150 and beta, priority 100) each with a tiny HTTP responder that names itself, and a
-//! client that polls the VIP every 10 ms. It kills alpha's daemon with SIGKILL, shows who answers
-//! and how long the VIP was unreachable, restarts alpha and shows it take the VIP back. When the
-//! demo ends, or on Ctrl-C, its namespaces vanish with it: nothing touches the host's network.
+//! priority 150 and beta, priority 100) with heartbeats on the LAN and a cable and a witness,
+//! each with a tiny HTTP responder that names itself and a balancer on the VIP in front of two
+//! app servers, a service that follows the VIP, and a client that polls the VIP and the balancer
+//! every 10 ms. It kills alpha's daemon with SIGKILL, shows each layer move to beta and how long
+//! it took, restarts alpha and shows it take everything back. When the demo ends, or on Ctrl-C,
+//! its namespaces vanish with it: nothing touches the host's network.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -131,108 +133,172 @@ struct Demo {
     exe: PathBuf,
     alpha: DuetNode,
     beta: DuetNode,
-    probe_rx: mpsc::Receiver<ProbeLine>,
+    /// The client's view of the VIP (the node that answers on :8080).
+    vip_rx: mpsc::Receiver<ProbeLine>,
+    /// The client's view of the balancer on the VIP (the backend that answers on :80).
+    lb_rx: mpsc::Receiver<ProbeLine>,
     start: Instant,
+}
+
+/// The node's config: the VIP, heartbeats on two links with a witness, a balancer on the VIP
+/// in front of app1 and app2, and a service that follows the VIP (it marks `service.NODE` in
+/// the lab directory while it runs).
+fn node_config(
+    lab: &Lab,
+    key: &std::path::Path,
+    name: &str,
+    me: u8,
+    peer: u8,
+    interval: &str,
+) -> String {
+    let garp = "garp = { count = 3, interval = \"10ms\" }";
+    let prio = if me == 2 { 150 } else { 100 };
+    let mark = lab.dir().join(format!("service.{name}"));
+    let mark = mark.display();
+    format!(
+        r#"{vrrp}{heartbeat}
+[[balancer]]
+name = "web"
+bind = "{VIP}:80"
+mode = "http"
+backends = [{{ address = "10.99.0.21:8080" }}, {{ address = "10.99.0.22:8080" }}]
+check = {{ path = "/", interval = "500ms", rise = 1, fall = 2 }}
+
+[[service]]
+name = "app"
+follows = "web"
+kind = "exec"
+start = ["/bin/sh", "-c", "touch {mark}"]
+stop = ["/bin/sh", "-c", "rm -f {mark}"]
+monitor = ["/bin/sh", "-c", "test -e {mark}"]
+interval = "500ms"
+"#,
+        vrrp = vrrp_config(name, prio, interval, garp),
+        heartbeat = crate::lab::heartbeat_config(me, peer, key, &crate::lab::witness_config(20)),
+    )
 }
 
 fn demo(interval: &str, stop: &AtomicBool) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let e = |e: std::io::Error| e.to_string();
-    println!("duet demo: VIP failover between two nodes, advert interval {interval}\n");
+    println!(
+        "duet demo: two nodes, one VIP, a balancer and a service, advert interval {interval}\n"
+    );
     let mut lab = Lab::new("demo").map_err(e)?;
     let alpha_host = lab.add_host("alpha", 2).map_err(e)?;
     let beta_host = lab.add_host("beta", 3).map_err(e)?;
+    let witness = lab.add_host("witness", 20).map_err(e)?;
+    let app1 = lab.add_host("app1", 21).map_err(e)?;
+    let app2 = lab.add_host("app2", 22).map_err(e)?;
     let client = lab.add_host("client", 10).map_err(e)?;
+    lab.add_direct_link(&alpha_host, &beta_host).map_err(e)?;
     println!(
-        "  lab     switch + alpha {} + beta {} + client {}",
-        alpha_host.ipv4, beta_host.ipv4, client.ipv4
+        "  lab      switch + alpha {} + beta {} (and a heartbeat cable) + witness {} + app1 {} + app2 {} + client {}",
+        alpha_host.ipv4, beta_host.ipv4, witness.ipv4, app1.ipv4, app2.ipv4, client.ipv4
     );
-    println!("  VIP     {VIP}/24, VRRPv3, alpha priority 150, beta priority 100, preempt on");
-    lab.start_responders(&exe, &[&alpha_host, &beta_host])
+    println!(
+        "  VIP      {VIP}/24, VRRPv3, alpha priority 150, beta 100; heartbeats on two links, a witness"
+    );
+    println!(
+        "  balancer http://{VIP}:80/ on both nodes -> app1, app2 (round robin, health checks)"
+    );
+    println!("  service  \"app\" runs only on the VIP's master\n");
+    let key = lab.cluster_key().map_err(e)?;
+    lab.start_witness(&exe, &witness, &key).map_err(e)?;
+    lab.start_responders(&exe, &[&alpha_host, &beta_host, &app1, &app2])
         .map_err(e)?;
-    let garp = "garp = { count = 3, interval = \"10ms\" }";
     let mut alpha = DuetNode::new(
         &lab,
         &alpha_host,
-        &vrrp_config("alpha", 150, interval, garp),
+        &node_config(&lab, &key, "alpha", 2, 3, interval),
     )
     .map_err(e)?;
-    let mut beta =
-        DuetNode::new(&lab, &beta_host, &vrrp_config("beta", 100, interval, garp)).map_err(e)?;
+    let mut beta = DuetNode::new(
+        &lab,
+        &beta_host,
+        &node_config(&lab, &key, "beta", 3, 2, interval),
+    )
+    .map_err(e)?;
     beta.start(&mut lab, &exe).map_err(e)?;
     alpha.start(&mut lab, &exe).map_err(e)?;
-    let up = wait_for(Duration::from_secs(10), || {
-        stop.load(Ordering::SeqCst) || alpha.state(&lab, &exe).as_deref() == Some("MASTER")
+    let serving = |lab: &Lab, n: &str| lab.dir().join(format!("service.{n}")).exists();
+    let up = wait_for(Duration::from_secs(15), || {
+        stop.load(Ordering::SeqCst)
+            || (alpha.state(&lab, &exe).as_deref() == Some("MASTER") && serving(&lab, "alpha"))
     });
     if up.is_none() {
         return Err(format!(
-            "alpha did not become master; its log:\n{}",
+            "alpha did not become master with its service; its log:\n{}",
             alpha.log_text()
         ));
     }
     if stop.load(Ordering::SeqCst) {
         return Ok(());
     }
-    println!("  alpha is MASTER, beta is BACKUP\n");
-    let probe_rx = lab
+    println!("  alpha is MASTER and runs the service; beta is BACKUP\n");
+    let vip_rx = lab
         .probe(&exe, &client, &format!("{VIP}:8080"))
         .map_err(e)?;
+    let lb_rx = lab.probe(&exe, &client, &format!("{VIP}:80")).map_err(e)?;
     let mut d = Demo {
         lab,
         exe,
         alpha,
         beta,
-        probe_rx,
+        vip_rx,
+        lb_rx,
         start: Instant::now(),
     };
-    println!("  client polls http://{VIP}:8080/ every 10 ms   █ alpha   ▒ beta   · no answer\n");
+    println!(
+        "  the client polls every 10 ms      VIP: █ alpha ▒ beta · none    balancer: 1 app1 2 app2 · none\n"
+    );
     d.show(Duration::from_millis(1500), stop);
 
     let pid = d.alpha.pid.ok_or("alpha is not running")?;
     println!("  >>> kill -9 duet on alpha (pid {pid}): the master crashes");
     let killed = Instant::now();
     duet_sys::process::send_signal(pid, duet_sys::process::SIGKILL, false).map_err(e)?;
-    let mut first_beta = None;
-    d.show_until(Duration::from_secs(5), stop, |line| {
-        if line.node.as_deref() == Some("beta") && first_beta.is_none() {
-            first_beta = Some(Instant::now());
-        }
-        first_beta.is_some()
-    });
-    d.show(Duration::from_millis(1000), stop);
+    let mut moved = Moved::default();
+    d.show_until(Duration::from_secs(8), stop, &mut moved, "beta");
+    d.show(Duration::from_millis(750), stop);
     let vip = VIP.parse().expect("VIP");
     let alpha_has_vip = d.lab.has_address(&d.alpha.host, vip);
     d.lab.reap(pid);
-    match first_beta {
-        Some(t) => println!(
-            "\n  beta answers {:.0} ms after the crash; alpha's guardian sent priority 0 and {}\n",
-            (t - killed).as_secs_f64() * 1000.0,
-            if alpha_has_vip {
-                "the VIP is STILL on alpha (bug)"
-            } else {
-                "removed alpha's VIP"
-            }
-        ),
-        None => println!("\n  beta did not take over within 5 s (see logs in the lab dir)\n"),
-    }
+    let ms = |t: Option<Instant>| {
+        t.map_or("did not move within 8 s".into(), |t| {
+            format!("{:.0} ms", (t - killed).as_secs_f64() * 1000.0)
+        })
+    };
+    println!(
+        "\n  after the crash: alpha's guardian {} its VIP and said priority 0 at once; beta waited for\n  \
+         alpha's witness lease to run out (so the two never serve together), then:\n    \
+         VIP answers from beta        {}\n    \
+         balancer answers via beta    {}\n    \
+         service started on beta      {}\n",
+        if alpha_has_vip {
+            "did NOT remove (bug)"
+        } else {
+            "removed"
+        },
+        ms(moved.vip),
+        ms(moved.lb),
+        ms(moved.service),
+    );
     if stop.load(Ordering::SeqCst) {
         return Ok(());
     }
 
-    println!("  >>> restart duet on alpha: it has the higher priority, so it preempts");
+    println!(
+        "  >>> restart duet on alpha: it has the higher priority, so it takes everything back"
+    );
     let restarted = Instant::now();
     d.alpha.start(&mut d.lab, &d.exe).map_err(e)?;
-    let mut back = None;
-    d.show_until(Duration::from_secs(5), stop, |line| {
-        if line.node.as_deref() == Some("alpha") && back.is_none() {
-            back = Some(Instant::now());
-        }
-        back.is_some()
-    });
+    let mut back = Moved::default();
+    d.show_until(Duration::from_secs(8), stop, &mut back, "alpha");
     d.show(Duration::from_millis(750), stop);
-    if let Some(t) = back {
+    if let Some(t) = back.vip {
         println!(
-            "\n  alpha answers again {:.0} ms after its restart (a full master down interval, as the RFC says)\n",
+            "\n  alpha answers again {:.0} ms after its restart; beta stopped the service first, then alpha started it\n",
             (t - restarted).as_secs_f64() * 1000.0
         );
     }
@@ -251,41 +317,79 @@ fn demo(interval: &str, stop: &AtomicBool) -> Result<(), String> {
     Ok(())
 }
 
+/// When each layer first showed the new master.
+#[derive(Debug, Default)]
+struct Moved {
+    vip: Option<Instant>,
+    lb: Option<Instant>,
+    service: Option<Instant>,
+}
+
+impl Moved {
+    fn all(&self) -> bool {
+        self.vip.is_some() && self.lb.is_some() && self.service.is_some()
+    }
+}
+
 impl Demo {
     /// Prints timeline rows for `d`.
     fn show(&mut self, d: Duration, stop: &AtomicBool) {
-        self.show_until(d, stop, |_| false);
+        self.show_until(d, stop, &mut Moved::default(), "");
     }
 
-    /// Prints timeline rows (one per 250 ms) until `done` returns true for a probe line (the row
-    /// in progress is completed first) or `limit` passes.
-    fn show_until(
-        &mut self,
-        limit: Duration,
-        stop: &AtomicBool,
-        mut done: impl FnMut(&ProbeLine) -> bool,
-    ) {
+    /// Prints timeline rows (one per 250 ms) until every layer has moved to `to` (the VIP
+    /// answers from it, the balancer answers while it holds the VIP, its service runs) or
+    /// `limit` passes.
+    fn show_until(&mut self, limit: Duration, stop: &AtomicBool, moved: &mut Moved, to: &str) {
         let until = Instant::now() + limit;
-        let mut finished = false;
         while Instant::now() < until && !stop.load(Ordering::SeqCst) {
             let row_end = Instant::now() + Duration::from_millis(250);
-            let mut row = String::new();
+            let mut vip_row = String::new();
+            let mut lb_row = String::new();
             while let Some(left) = row_end.checked_duration_since(Instant::now()) {
-                match self.probe_rx.recv_timeout(left) {
+                match self
+                    .vip_rx
+                    .recv_timeout(left.min(Duration::from_millis(20)))
+                {
                     Ok(line) => {
-                        row.push(match line.node.as_deref() {
+                        vip_row.push(match line.node.as_deref() {
                             Some("alpha") => '█',
                             Some("beta") => '▒',
                             _ => '·',
                         });
-                        finished |= done(&line);
+                        if !to.is_empty() && line.node.as_deref() == Some(to) {
+                            moved.vip.get_or_insert_with(Instant::now);
+                        }
                     }
-                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
+                while let Ok(line) = self.lb_rx.try_recv() {
+                    lb_row.push(match line.node.as_deref() {
+                        Some("app1") => '1',
+                        Some("app2") => '2',
+                        _ => '·',
+                    });
+                    if moved.vip.is_some() && line.node.is_some() {
+                        moved.lb.get_or_insert_with(Instant::now);
+                    }
+                }
             }
-            println!("  {:>6.2}s  {row}", self.start.elapsed().as_secs_f64());
-            if finished {
+            let runs = |n: &str| self.lab.dir().join(format!("service.{n}")).exists();
+            let service = match (runs("alpha"), runs("beta")) {
+                (true, false) => "alpha",
+                (false, true) => "beta",
+                (false, false) => "-",
+                (true, true) => "BOTH (bug)",
+            };
+            if !to.is_empty() && service == to {
+                moved.service.get_or_insert_with(Instant::now);
+            }
+            println!(
+                "  {:>6.2}s  {vip_row:<25}  {lb_row:<25}  service: {service}",
+                self.start.elapsed().as_secs_f64()
+            );
+            if !to.is_empty() && moved.all() {
                 return;
             }
         }

@@ -262,6 +262,18 @@ fn services_follow_the_master_restart_in_place_step_down_and_never_run_twice() {
     let moved = wait_for(S(10), || running(&p, Node::Beta) == ["storage", "app"]);
     assert!(moved.is_some(), "{:?}\n{}", p.status(Node::Beta), p.logs());
 
+    // beta's daemon is killed -9: its guardian stops the app at once (it must not run on a
+    // node whose daemon is gone), and alpha starts it once beta's lease has run out.
+    p.signal(Node::Beta, duet_sys::process::SIGKILL, false);
+    let stopped = wait_for(S(5), || !shared.join("running.beta").exists());
+    assert!(
+        stopped.is_some(),
+        "the guardian did not stop beta's app\n{}",
+        p.logs()
+    );
+    let back = wait_for(S(15), || running(&p, Node::Alpha) == ["storage", "app"]);
+    assert!(back.is_some(), "{:?}\n{}", p.status(Node::Alpha), p.logs());
+
     // Never both, at any moment.
     assert_eq!(watcher.overlaps(), 0, "the app ran on both nodes at once");
 }

@@ -398,6 +398,9 @@ impl ControlPlane {
         if let Some(c) = &mut self.cluster {
             c.set_services(self.services.holdings());
         }
+        for cmd in self.services.take_guardian() {
+            self.fx.vips.tell_guardian(cmd);
+        }
         if changed {
             self.retrack();
         }

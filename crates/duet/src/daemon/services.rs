@@ -36,6 +36,9 @@ struct Slot {
 /// Every service group of the node.
 pub struct Services {
     slots: Vec<Slot>,
+    /// For the guardian: services that started (with the command that stops them) or
+    /// stopped since last taken.
+    guardian: Vec<duet_sys::guardian::Command>,
 }
 
 impl Services {
@@ -77,7 +80,16 @@ impl Services {
                 })
             })
             .collect();
-        Services { slots }
+        Services {
+            slots,
+            guardian: Vec::new(),
+        }
+    }
+
+    /// What the guardian must learn: how to stop each service that started, and which
+    /// stopped (it stops the running ones if the daemon dies).
+    pub fn take_guardian(&mut self) -> Vec<duet_sys::guardian::Command> {
+        std::mem::take(&mut self.guardian)
     }
 
     /// Feeds every group this node's mastership (`master(instance)`) and whether the peer
@@ -96,7 +108,7 @@ impl Services {
             slot.group.set_wanted(now, master(&slot.follows));
             slot.group.set_may_start(now, may_start(slot.vrid));
             slot.group.tick(now);
-            changed |= slot.after(g, inbox, events);
+            changed |= slot.after(g, inbox, events, &mut self.guardian);
         }
         changed
     }
@@ -115,7 +127,7 @@ impl Services {
             return false;
         };
         slot.group.done(now, id, result);
-        slot.after(group, inbox, events)
+        slot.after(group, inbox, events, &mut self.guardian)
     }
 
     /// When [`Services::update`] must run next.
@@ -190,7 +202,7 @@ impl Services {
             state: "reset".into(),
             detail: String::new(),
         });
-        slot.after(g, inbox, events);
+        slot.after(g, inbox, events, &mut self.guardian);
         Ok(if was {
             format!("{} may run again on this node", slot.follows)
         } else {
@@ -233,7 +245,13 @@ impl Services {
 impl Slot {
     /// Starts the operations the group asks for and reports its events. True when the
     /// group's step-down changed.
-    fn after(&mut self, g: usize, inbox: &Inbox, events: &duet_admin::Events) -> bool {
+    fn after(
+        &mut self,
+        g: usize,
+        inbox: &Inbox,
+        events: &duet_admin::Events,
+        guardian: &mut Vec<duet_sys::guardian::Command>,
+    ) -> bool {
         while let Some(a) = self.group.poll_action() {
             let spec = self.specs[a.resource].clone();
             let inbox = inbox.clone();
@@ -266,6 +284,17 @@ impl Slot {
                 }
             };
             let name = &self.specs[i].name;
+            match state {
+                "started" => guardian.push(duet_sys::guardian::Command::Stop {
+                    service: name.clone(),
+                    timeout_ms: self.specs[i].timeout.0.as_millis() as u64,
+                    argv: stop_argv(&self.specs[i]),
+                }),
+                "stopped" => guardian.push(duet_sys::guardian::Command::NoStop {
+                    service: name.clone(),
+                }),
+                _ => {}
+            }
             match state {
                 "started" | "stopped" | "restarting" => {
                     tracing::info!("service {name}: {state} {detail}")
@@ -300,6 +329,26 @@ impl Slot {
         let changed = fault != self.fault;
         self.fault = fault;
         changed
+    }
+}
+
+/// The command that stops `spec` whatever its state, for the guardian.
+fn stop_argv(spec: &ServiceConfig) -> Vec<String> {
+    match spec.kind {
+        ServiceKind::Exec => spec.stop.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
+        ServiceKind::Systemd => vec![
+            "systemctl".into(),
+            "stop".into(),
+            spec.unit.clone().unwrap_or_default(),
+        ],
+        ServiceKind::Mount => vec![
+            "umount".into(),
+            spec.mountpoint
+                .clone()
+                .unwrap_or_default()
+                .display()
+                .to_string(),
+        ],
     }
 }
 

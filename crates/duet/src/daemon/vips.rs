@@ -250,6 +250,11 @@ impl VipManager {
         });
     }
 
+    /// Tells the guardian how to stop a service that started, or that it stopped.
+    pub fn tell_guardian(&mut self, cmd: GuardianCommand) {
+        self.tell(cmd);
+    }
+
     /// Clean exit: the guardian has nothing to do.
     pub fn dismiss_guardian(&mut self) {
         self.tell(GuardianCommand::Bye);
