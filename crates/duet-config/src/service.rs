@@ -17,7 +17,8 @@ use crate::validate::Seg;
 pub struct ServiceConfig {
     /// Its name in status, events, logs and `duet service reset`.
     pub name: String,
-    /// The `[[vrrp]]` instance whose master runs it.
+    /// The `[[vrrp]]` instance whose master runs it, or `"cluster"`: the node the cluster
+    /// elects to lead.
     pub follows: String,
     /// What it is.
     pub kind: ServiceKind,
@@ -94,6 +95,10 @@ impl ServiceKind {
     }
 }
 
+/// `follows = "cluster"`: the services run on the node the cluster elects to lead (the
+/// database's primary with `[database]`).
+pub const CLUSTER: &str = "cluster";
+
 /// The services that follow `instance`, in start order (each after what it names in
 /// `after`; otherwise in config order). Only for a config that passed [`check`].
 pub fn start_order<'a>(cfg: &'a Config, instance: &str) -> Vec<&'a ServiceConfig> {
@@ -136,11 +141,18 @@ pub(crate) fn check(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
         } else if names.insert(&s.name, s).is_some() {
             bad(at("name"), format!("duplicate service name {:?}", s.name));
         }
-        if !cfg.vrrp.iter().any(|v| v.name == s.follows) {
+        if s.follows == CLUSTER {
+            if cfg.heartbeat.is_none() {
+                bad(
+                    at("follows"),
+                    "follows = \"cluster\" needs [heartbeat] (with [witness] or [coordination]) to elect the node that leads".into(),
+                );
+            }
+        } else if !cfg.vrrp.iter().any(|v| v.name == s.follows) {
             bad(
                 at("follows"),
                 format!(
-                    "follows = {:?}: no [[vrrp]] instance has that name (a service runs on the master of an instance)",
+                    "follows = {:?}: no [[vrrp]] instance has that name (a service runs on the master of an instance, or follows = \"cluster\")",
                     s.follows
                 ),
             );
@@ -222,15 +234,15 @@ pub(crate) fn check(cfg: &Config, bad: &mut impl FnMut(Vec<Seg>, String)) {
         }
     }
     // A cycle leaves services out of the start order.
-    for v in &cfg.vrrp {
-        let group = cfg.service.iter().filter(|s| s.follows == v.name).count();
-        let ordered = start_order(cfg, &v.name);
+    let groups = cfg.vrrp.iter().map(|v| v.name.as_str()).chain([CLUSTER]);
+    for follows in groups {
+        let group = cfg.service.iter().filter(|s| s.follows == follows).count();
+        let ordered = start_order(cfg, follows);
         if ordered.len() < group
-            && let Some((i, s)) = cfg
-                .service
-                .iter()
-                .enumerate()
-                .find(|(_, s)| s.follows == v.name && !ordered.iter().any(|o| o.name == s.name))
+            && let Some((i, s)) =
+                cfg.service.iter().enumerate().find(|(_, s)| {
+                    s.follows == follows && !ordered.iter().any(|o| o.name == s.name)
+                })
         {
             bad(
                 crate::path!["service", i, "after"],

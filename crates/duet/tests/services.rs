@@ -62,6 +62,27 @@ after = ["storage"]
 
 /// The pair of `common::cluster` (heartbeats on two links, a witness) with the services.
 fn services_pair(tag: &str) -> Option<Pair> {
+    pair_with_services(tag, services)
+}
+
+/// An app that follows the cluster's leadership, not a VRRP instance.
+fn leader_app(lab: &Path, node: &str) -> String {
+    format!(
+        r#"
+[[service]]
+name = "app"
+follows = "cluster"
+kind = "exec"
+start = ["/bin/sh", "-c", "touch {shared}/running.{node}"]
+stop = ["/bin/sh", "-c", "rm -f {shared}/running.{node}"]
+monitor = ["/bin/sh", "-c", "test -e {shared}/running.{node}"]
+interval = "500ms"
+"#,
+        shared = lab.join("shared").display(),
+    )
+}
+
+fn pair_with_services(tag: &str, services: fn(&Path, &str) -> String) -> Option<Pair> {
     pair_with(tag, &format!("{}:8080", common::VIP), |lab, a, b| {
         let w = lab.add_host("witness", 20).unwrap();
         lab.add_direct_link(a, b).unwrap();
@@ -275,5 +296,37 @@ fn services_follow_the_master_restart_in_place_step_down_and_never_run_twice() {
     assert!(back.is_some(), "{:?}\n{}", p.status(Node::Alpha), p.logs());
 
     // Never both, at any moment.
+    assert_eq!(watcher.overlaps(), 0, "the app ran on both nodes at once");
+}
+
+#[test]
+fn a_service_that_follows_the_cluster_runs_on_the_one_leader_and_moves_when_it_dies() {
+    let Some(p) = pair_with_services("sc", leader_app) else {
+        return;
+    };
+    let shared = p.lab.dir().join("shared");
+    let watcher = Watcher::start(shared.clone());
+    let one = wait_for(S(15), || {
+        running(&p, Node::Alpha).len() + running(&p, Node::Beta).len() == 1
+    });
+    assert!(
+        one.is_some(),
+        "{:?}\n{:?}\n{}",
+        p.status(Node::Alpha),
+        p.status(Node::Beta),
+        p.logs()
+    );
+    std::thread::sleep(S(2));
+    let (leader, other, other_name) = if running(&p, Node::Alpha) == ["app"] {
+        (Node::Alpha, Node::Beta, "beta")
+    } else {
+        (Node::Beta, Node::Alpha, "alpha")
+    };
+    assert!(running(&p, other).is_empty(), "one leader only");
+    // The leader's daemon dies: its guardian stops the app, the other node leads and runs it.
+    p.signal(leader, duet_sys::process::SIGKILL, false);
+    let moved = wait_for(S(15), || running(&p, other) == ["app"]);
+    assert!(moved.is_some(), "{:?}\n{}", p.status(other), p.logs());
+    assert!(shared.join(format!("running.{other_name}")).exists());
     assert_eq!(watcher.overlaps(), 0, "the app ran on both nodes at once");
 }

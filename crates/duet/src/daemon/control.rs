@@ -58,6 +58,9 @@ pub struct ControlPlane {
     pub(super) systemd: Option<super::systemd::Systemd>,
     /// The `[[service]]` groups.
     pub(super) services: super::services::Services,
+    /// This node leads the cluster (`follows = "cluster"` services run here), without
+    /// `[database]` (whose primary leads then).
+    pub(super) leader: bool,
 }
 
 /// Receivers the loop waits on.
@@ -114,6 +117,7 @@ impl ControlPlane {
             dirty: true,
             systemd: super::systemd::Systemd::from_env(),
             services: super::services::Services::new(&config),
+            leader: false,
         };
         if let Some(hb) = &config.heartbeat {
             cp.cluster = Some(super::cluster::Cluster::start(
@@ -381,6 +385,8 @@ impl ControlPlane {
     /// Tells each service group whether this node is master of its instance and whether the
     /// peer has let go of it, and tells the peers what this node holds.
     fn sync_services(&mut self, now: Instant) {
+        self.leader = self.leads(now);
+        let leader = self.leader;
         let masters: Vec<&str> = self
             .instances
             .iter()
@@ -390,7 +396,13 @@ impl ControlPlane {
         let cluster = &self.cluster;
         let changed = self.services.update(
             now,
-            |name| masters.contains(&name),
+            |name| {
+                if name == duet_config::service::CLUSTER {
+                    leader
+                } else {
+                    masters.contains(&name)
+                }
+            },
             |vrid| cluster.as_ref().is_none_or(|c| c.peers_let_go(vrid)),
             &self.inbox,
             self.published.events(),
@@ -404,6 +416,41 @@ impl ControlPlane {
         if changed {
             self.retrack();
         }
+    }
+
+    /// Whether this node leads the cluster: its database is the primary, or (without
+    /// `[database]`) the cluster's verdict lets it hold the leadership resource and its
+    /// `follows = "cluster"` services have not stepped down.
+    fn leads(&self, now: Instant) -> bool {
+        if let Some(db) = &self.database {
+            return db.is_primary();
+        }
+        let Some(c) = &self.cluster else {
+            return false;
+        };
+        if !self.services.follows_cluster()
+            || self
+                .services
+                .fault_of(duet_config::service::CLUSTER)
+                .is_some()
+        {
+            return false;
+        }
+        let id = super::services::CLUSTER_ID;
+        if !self.leader && c.peer_master(id) {
+            return false;
+        }
+        c.verdict(
+            now,
+            duet_cluster::quorum::Local {
+                vrid: id,
+                priority: 100,
+                master: self.leader,
+                business_up: true,
+                lease_valid: false,
+            },
+        )
+        .allowed()
     }
 
     pub(super) fn retrack(&mut self) {
@@ -455,6 +502,22 @@ impl ControlPlane {
                         .is_some_and(|c| c.peer_master(super::database::RESOURCE)),
                 )
             }))
+            .chain(
+                (self.database.is_none() && self.services.follows_cluster()).then(|| {
+                    let id = super::services::CLUSTER_ID;
+                    let peer = self.cluster.as_ref().is_some_and(|c| c.peer_master(id));
+                    let out = self
+                        .services
+                        .fault_of(duet_config::service::CLUSTER)
+                        .is_some();
+                    duet_cluster::wire::InstanceReport {
+                        vrid: id,
+                        master: self.leader,
+                        wants: !self.leader && !peer && !out,
+                        priority: 100,
+                    }
+                }),
+            )
             .collect();
         let business_up = self
             .instances

@@ -198,6 +198,12 @@ impl Database {
         }
     }
 
+    /// Whether this node's server is the primary the cluster elected (what `follows =
+    /// "cluster"` services follow).
+    pub fn is_primary(&self) -> bool {
+        self.out.master
+    }
+
     /// The agent's latest report.
     pub fn update(&mut self, out: Out) {
         self.out = out;

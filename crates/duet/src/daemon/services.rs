@@ -20,6 +20,10 @@ use duet_time::Instant;
 
 use super::input::{Inbox, Input};
 
+/// The heartbeat id of the `follows = "cluster"` group (the cluster's leadership resource,
+/// which the database uses too: VRRP ids are 1..=255).
+pub const CLUSTER_ID: u8 = duet_cluster::quorum::DATABASE;
+
 struct Slot {
     follows: String,
     vrid: u8,
@@ -47,8 +51,10 @@ impl Services {
         let slots = cfg
             .vrrp
             .iter()
-            .filter_map(|v| {
-                let specs: Vec<ServiceConfig> = duet_config::service::start_order(cfg, &v.name)
+            .map(|v| (v.name.as_str(), v.vrid))
+            .chain([(duet_config::service::CLUSTER, CLUSTER_ID)])
+            .filter_map(|(follows, vrid)| {
+                let specs: Vec<ServiceConfig> = duet_config::service::start_order(cfg, follows)
                     .into_iter()
                     .cloned()
                     .collect();
@@ -70,8 +76,8 @@ impl Services {
                     })
                     .collect();
                 Some(Slot {
-                    follows: v.name.clone(),
-                    vrid: v.vrid,
+                    follows: follows.to_string(),
+                    vrid,
                     specs,
                     group: Group::new(resources),
                     fault: None,
@@ -84,6 +90,13 @@ impl Services {
             slots,
             guardian: Vec::new(),
         }
+    }
+
+    /// Whether a group follows the cluster's leadership (`follows = "cluster"`).
+    pub fn follows_cluster(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.follows == duet_config::service::CLUSTER)
     }
 
     /// What the guardian must learn: how to stop each service that started, and which
