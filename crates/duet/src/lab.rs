@@ -799,6 +799,44 @@ pub fn have_program(name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Runs the shell script `body` as root in a throw-away root: a mount and a network namespace
+/// of its own, where each of `overlays` (`"etc"`, `"usr"`, …) is an overlay on the host's (the
+/// writes land below `scratch`), `/run` is empty, and `eth0` (10.0.0.11/24) and `eth1`
+/// (192.168.100.11/24) exist, as the examples and imported configs expect. `body` marks its
+/// steps with `step "what"`; returns whether it ran to the end, and everything it printed
+/// (the last `== step` shown is the one that failed).
+pub fn sandboxed(
+    scratch: &Path,
+    overlays: &[&str],
+    body: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (bool, String) {
+    let mut script = String::from(
+        "set -eu\nstep() { echo \"== $*\"; }\nfor d in $OVERLAYS; do\n    mkdir -p \"$SCRATCH/$d.up\" \"$SCRATCH/$d.work\"\n    mount -t overlay overlay -o \"lowerdir=/$d,upperdir=$SCRATCH/$d.up,workdir=$SCRATCH/$d.work\" \"/$d\"\ndone\nmount -t tmpfs tmpfs /run\nip link set lo up\nip link add eth0 type veth peer name eth0-peer && ip addr add 10.0.0.11/24 dev eth0\nip link add eth1 type veth peer name eth1-peer && ip addr add 192.168.100.11/24 dev eth1\nfor l in eth0 eth0-peer eth1 eth1-peer; do ip link set \"$l\" up; done\n",
+    );
+    script.push_str(body);
+    script.push_str("\nstep done\n");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--net", "--propagation", "private", "sh", "-c"])
+        .arg(&script)
+        .env("SCRATCH", scratch)
+        .env("OVERLAYS", overlays.join(" "));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    match cmd.output() {
+        Ok(out) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.success() && text.contains("== done"), text)
+        }
+        Err(e) => (false, format!("unshare: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,8 @@
 //! `duet import` on realistic configs (`tests/data/`): the reference tools accept the input
 //! (`keepalived --config-test`, `haproxy -c`), and `duet check` accepts the output on a host
 //! that has what the configs name (interfaces, hook scripts, the certificate), built in a
-//! mount and network namespace whose /etc is an overlay. Needs root, keepalived and haproxy.
-
-use std::process::Command;
+//! mount and network namespace whose /etc is an overlay (`duet::lab::sandboxed`). Needs root,
+//! keepalived and haproxy.
 
 #[test]
 fn imported_keepalived_and_haproxy_configs_pass_duet_check() {
@@ -29,15 +28,10 @@ fn imported_keepalived_and_haproxy_configs_pass_duet_check() {
         format!("{}{}", cert.cert.pem(), cert.signing_key.serialize_pem()),
     )
     .unwrap();
-    let script = r#"
-set -eu
-step() { echo "== $*"; }
-mkdir -p "$SCRATCH/etc.up" "$SCRATCH/etc.work"
-mount -t overlay overlay -o "lowerdir=/etc,upperdir=$SCRATCH/etc.up,workdir=$SCRATCH/etc.work" /etc
-ip link set lo up
-ip link add eth0 type veth peer name eth0-peer && ip addr add 10.0.0.11/24 dev eth0
-ip link add eth1 type veth peer name eth1-peer && ip addr add 192.168.100.11/24 dev eth1
-for l in eth0 eth0-peer eth1 eth1-peer; do ip link set "$l" up; done
+    let (done, text) = duet::lab::sandboxed(
+        &scratch,
+        &["etc"],
+        r#"
 mkdir -p /etc/keepalived /etc/haproxy
 for s in notify.sh group.sh; do printf '#!/bin/sh\nexit 0\n' > /etc/keepalived/$s; chmod 755 /etc/keepalived/$s; done
 cp "$SCRATCH/site.pem" /etc/haproxy/site.pem
@@ -54,33 +48,17 @@ for kind in keepalived haproxy; do
     step "duet check of the $kind import"
     "$DUET" check -c "$SCRATCH/$kind.toml"
 done
-step "done"
-"#;
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--net",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-        ])
-        .env("SCRATCH", &scratch)
-        .env("DATA", data)
-        .env("DUET", env!("CARGO_BIN_EXE_duet"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+"#,
+        &[
+            ("DATA", std::ffi::OsStr::new(data)),
+            ("DUET", std::ffi::OsStr::new(env!("CARGO_BIN_EXE_duet"))),
+        ],
     );
     let show = |kind: &str| {
         std::fs::read_to_string(scratch.join(format!("{kind}.toml"))).unwrap_or_default()
     };
     assert!(
-        out.status.success() && text.contains("== done"),
+        done,
         "the last step shown failed:\n{text}\n--- keepalived import:\n{}\n--- haproxy import:\n{}",
         show("keepalived"),
         show("haproxy")

@@ -139,19 +139,10 @@ fn the_package_installs_into_a_throw_away_root_checks_every_example_and_purges_c
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
     // Each step says what it checks; the first failure stops the script with its name.
-    let script = r#"
-set -eu
-step() { echo "== $*"; }
-for d in etc usr var; do
-    mkdir -p "$SCRATCH/$d.up" "$SCRATCH/$d.work"
-    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$SCRATCH/$d.up,workdir=$SCRATCH/$d.work" "/$d"
-done
-mount -t tmpfs tmpfs /run
-ip link set lo up
-ip link add eth0 type veth peer name eth0-peer && ip addr add 10.0.0.11/24 dev eth0
-ip link add eth1 type veth peer name eth1-peer && ip addr add 192.168.100.11/24 dev eth1
-for l in eth0 eth0-peer eth1 eth1-peer; do ip link set "$l" up; done
-
+    let (done, text) = duet::lab::sandboxed(
+        &scratch,
+        &["etc", "usr", "var"],
+        r#"
 step "not installed before"
 ! command -v duet >/dev/null 2>&1 || [ "$(command -v duet)" != /usr/bin/duet ]
 step "dpkg -i"
@@ -184,112 +175,14 @@ step "dpkg --purge"
 DEBIAN_FRONTEND=noninteractive dpkg --purge duet
 [ ! -e /usr/bin/duet ] && [ ! -e /var/lib/duet ] && [ ! -e /etc/duet ]
 [ ! -e /usr/lib/systemd/system/duet.service ]
-step "done"
-"#;
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--net",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-        ])
-        .env("SCRATCH", &scratch)
-        .env("DEB", &deb)
-        .env("VERSION", env!("CARGO_PKG_VERSION"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+"#,
+        &[
+            ("DEB", deb.as_os_str()),
+            ("VERSION", std::ffi::OsStr::new(env!("CARGO_PKG_VERSION"))),
+        ],
     );
-    assert!(
-        out.status.success() && text.contains("== done"),
-        "the last step shown failed:\n{text}"
-    );
+    assert!(done, "the last step shown failed:\n{text}");
     // What dpkg wrote went to the overlays, not to the host.
     assert!(scratch.join("usr.up/share/doc").exists());
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch).unwrap();
-    // Each step says what it checks; the first failure stops the script with its name.
-    let script = r#"
-set -eu
-step() { echo "== $*"; }
-for d in etc usr var; do
-    mkdir -p "$SCRATCH/$d.up" "$SCRATCH/$d.work"
-    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$SCRATCH/$d.up,workdir=$SCRATCH/$d.work" "/$d"
-done
-mount -t tmpfs tmpfs /run
-ip link set lo up
-ip link add eth0 type veth peer name eth0-peer && ip addr add 10.0.0.11/24 dev eth0
-ip link add eth1 type veth peer name eth1-peer && ip addr add 192.168.100.11/24 dev eth1
-for l in eth0 eth0-peer eth1 eth1-peer; do ip link set "$l" up; done
-
-step "not installed before"
-! command -v duet >/dev/null 2>&1 || [ "$(command -v duet)" != /usr/bin/duet ]
-step "dpkg -i"
-DEBIAN_FRONTEND=noninteractive dpkg -i "$DEB"
-step "installed binary"
-[ "$(/usr/bin/duet --version)" = "duet $VERSION" ]
-step "state directory 0700"
-[ "$(stat -c %a /var/lib/duet)" = 700 ]
-step "service not enabled"
-[ ! -e /etc/systemd/system/multi-user.target.wants/duet.service ]
-step "cluster key"
-/usr/bin/duet key new /etc/duet/cluster.key
-[ "$(stat -c %a /etc/duet/cluster.key)" = 600 ]
-for f in /usr/share/doc/duet/examples/*.toml; do
-    step "duet check $f"
-    /usr/bin/duet check -c "$f"
-done
-step "systemd-analyze verify"
-cp /usr/share/doc/duet/examples/heartbeat-witness.toml /etc/duet/duet.toml
-out=$(systemd-analyze verify /usr/lib/systemd/system/duet.service 2>&1) || { echo "$out"; exit 1; }
-[ -z "$out" ] || { echo "$out"; exit 1; }
-step "the unit starts what it checks"
-grep -qx 'ExecStart=/usr/bin/duet run -c /etc/duet/duet.toml' /usr/lib/systemd/system/duet.service
-/usr/bin/duet check -c /etc/duet/duet.toml
-step "man page"
-zcat /usr/share/man/man1/duet.1.gz | grep -q '^\.TH duet 1'
-step "bash completion"
-bash -c '. /usr/share/bash-completion/completions/duet && complete -p duet' | grep -q duet
-step "dpkg --purge"
-DEBIAN_FRONTEND=noninteractive dpkg --purge duet
-[ ! -e /usr/bin/duet ] && [ ! -e /var/lib/duet ] && [ ! -e /etc/duet ]
-[ ! -e /usr/lib/systemd/system/duet.service ]
-step "done"
-"#;
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--net",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-        ])
-        .env("SCRATCH", &scratch)
-        .env("DEB", &deb)
-        .env("VERSION", env!("CARGO_PKG_VERSION"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("== done"),
-        "the last step shown failed:\n{text}"
-    );
-    // The host saw none of it.
-    assert!(
-        !std::path::Path::new("/etc/duet/cluster.key").exists()
-            || scratch.join("etc.up/duet").exists()
-    );
     let _ = std::fs::remove_dir_all(&scratch);
 }

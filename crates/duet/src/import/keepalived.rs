@@ -266,21 +266,26 @@ pub fn import(text: &str) -> Result<Imported, String> {
     Ok(out)
 }
 
+/// A `script` or hook line's command as a TOML argv (in `/bin/sh -c`, with a note, when it
+/// needs a shell).
+fn argv_of(c: &Stmt, out: &mut Imported) -> String {
+    let (argv, shell) = command(&c.words[1..].join(" "));
+    if shell {
+        out.note(
+            c.line,
+            c.text(),
+            "duet runs commands and hooks without a shell: wrapped in /bin/sh -c",
+        );
+    }
+    list(&argv)
+}
+
 fn script(s: &Stmt, out: &mut Imported) -> String {
     let mut t = format!("\n[track_script.{}]\n", q(s.arg(1).unwrap_or("script")));
     for c in s.children() {
         match c.key() {
             "script" => {
-                let line = c.words[1..].join(" ");
-                let (argv, shell) = command(&line);
-                if shell {
-                    out.note(
-                        c.line,
-                        c.text(),
-                        "duet runs commands without a shell: wrapped in /bin/sh -c",
-                    );
-                }
-                let _ = writeln!(t, "command = {}", list(&argv));
+                let _ = writeln!(t, "command = {}", argv_of(c, out));
             }
             "interval" | "timeout" => {
                 if let Some(v) = num(c, 1) {
@@ -435,16 +440,7 @@ fn instance(
                 push("track_files", format!("[{}]", items.join(", ")));
             }
             k @ ("notify" | "notify_master" | "notify_backup" | "notify_fault" | "notify_stop") => {
-                let line = c.words[1..].join(" ");
-                let (argv, shell) = command(&line);
-                if shell {
-                    out.note(
-                        c.line,
-                        c.text(),
-                        "duet runs hooks without a shell: wrapped in /bin/sh -c",
-                    );
-                }
-                push(k, list(&argv));
+                push(k, argv_of(c, out));
             }
             "accept" => push("accept", "true".into()),
             "no_accept" => push("accept", "false".into()),
