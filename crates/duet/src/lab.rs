@@ -71,6 +71,7 @@ impl Lab {
     pub fn cluster_key(&self) -> io::Result<PathBuf> {
         let key = self.dir.join("cluster.key");
         std::fs::write(&key, "a shared secret of enough bytes\n")?;
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         Ok(key)
     }
 

@@ -79,6 +79,32 @@ pub fn check(config: &Config, source: &Source) -> Findings {
     {
         error(path!["witness", "key_file"], e);
     }
+    let keys = [
+        (
+            path!["heartbeat", "key_file"],
+            config.heartbeat.as_ref().map(|h| h.key_file.as_path()),
+        ),
+        (
+            path!["witness", "key_file"],
+            config.witness.as_ref().and_then(|w| w.key_file.as_deref()),
+        ),
+    ];
+    for (at, key) in keys {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(key) = key
+            && let Ok(meta) = std::fs::metadata(key)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            f.warnings.push(source.at(
+                &at,
+                format!(
+                    "key file {} is readable by other users (mode {:o}): anyone who reads it can forge heartbeats; chmod 600 it",
+                    key.display(),
+                    meta.permissions().mode() & 0o777
+                ),
+            ));
+        }
+    }
     if let Some(c) = &config.coordination {
         for (what, file) in [
             ("ca_file", &c.ca_file),

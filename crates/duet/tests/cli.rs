@@ -477,3 +477,31 @@ stop = ["/nonexistent/duet-stop"]
         "{err}"
     );
 }
+
+#[test]
+fn a_cluster_key_others_can_read_is_a_warning() {
+    let key = scratch("open.key", "a shared secret of enough bytes\n");
+    let config = scratch(
+        "hb.toml",
+        &format!(
+            "[node]\nname = \"a\"\nstate_dir = \"{}\"\n\n[heartbeat]\nkey_file = \"{}\"\nlinks = [{{ local = \"127.0.0.1:17946\", peers = [\"127.0.0.2:17946\"] }}]\n",
+            std::env::temp_dir().join("duet-cli-hb-state").display(),
+            key.display()
+        ),
+    );
+    let mode = |m| {
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
+    };
+    mode(0o644);
+    let out = duet().args(["check", "-c"]).arg(&config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("hb.toml:6:12: warning: key file") && err.contains("(mode 644)"),
+        "{err}"
+    );
+    mode(0o600);
+    let out = duet().args(["check", "-c"]).arg(&config).output().unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("readable by other users"));
+}
