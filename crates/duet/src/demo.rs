@@ -19,6 +19,8 @@ use crate::lab::{DuetNode, Lab, vrrp_config, wait_for};
 use crate::labtools::ProbeLine;
 
 const SANDBOX_ENV: &str = "DUET_DEMO_SANDBOX";
+/// The PostgreSQL server the database part runs (Debian's `postgresql-15`).
+const POSTGRES: &str = "/usr/lib/postgresql/15/bin/postgres";
 const VIP: &str = "10.99.0.100";
 /// Exit code of a demo that ran and failed (unshare itself exits 1 when it is refused).
 const DEMO_FAILED: i32 = 3;
@@ -29,10 +31,18 @@ pub fn run(interval: &str) -> i32 {
         eprintln!("duet demo: --advert-interval {interval:?} is not a duration such as \"100ms\"");
         return 2;
     }
-    if std::env::var_os(SANDBOX_ENV).is_none() {
+    // As root with PostgreSQL 15, the demo runs in the host's namespace tools (labs are
+    // network namespaces either way) and ends with the database pair: PostgreSQL refuses to
+    // run as uid 0, which is all a rootless user namespace maps.
+    let with_database = std::env::var_os(SANDBOX_ENV).is_none()
+        && crate::lab::can_build_labs().is_ok()
+        && std::path::Path::new(POSTGRES).exists();
+    if std::env::var_os(SANDBOX_ENV).is_none() && !with_database {
         return enter_sandbox(interval);
     }
-    if let Err(e) = crate::lab::run("mount", &["-t", "tmpfs", "duet-demo", "/run"]) {
+    if !with_database
+        && let Err(e) = crate::lab::run("mount", &["-t", "tmpfs", "duet-demo", "/run"])
+    {
         eprintln!("duet demo: cannot mount a private /run in the sandbox: {e}");
         return 1;
     }
@@ -42,7 +52,17 @@ pub fn run(interval: &str) -> i32 {
     let interval = interval.to_string();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let worker = std::thread::spawn(move || {
-        let code = match demo(&interval, &worker_stop) {
+        let code = match demo(&interval, &worker_stop).and_then(|()| {
+            if with_database && !worker_stop.load(Ordering::SeqCst) {
+                println!("\nthe database layer: a PostgreSQL pair, its primary's node killed\n");
+                crate::demodb::demo(&worker_stop)
+            } else {
+                println!(
+                    "\nthe database layer (a PostgreSQL pair failing over) needs root and PostgreSQL 15: sudo duet demo"
+                );
+                Ok(())
+            }
+        }) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("\nduet demo: {e}");

@@ -64,7 +64,8 @@ pub fn run() -> i32 {
     worker.join().unwrap_or(1)
 }
 
-fn demo(stop: &AtomicBool) -> Result<(), String> {
+/// The database part: also the last act of `duet demo` when it runs as root.
+pub(crate) fn demo(stop: &AtomicBool) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("my own executable: {e}"))?;
     println!("building a lab: a switch, nodes alpha and beta, a witness, a client");
     let lab = Lab::new("demodb").map_err(|e| format!("lab: {e}"))?;
