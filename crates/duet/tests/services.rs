@@ -330,3 +330,53 @@ fn a_service_that_follows_the_cluster_runs_on_the_one_leader_and_moves_when_it_d
     assert!(shared.join(format!("running.{other_name}")).exists());
     assert_eq!(watcher.overlaps(), 0, "the app ran on both nodes at once");
 }
+
+#[test]
+fn without_vrrp_a_cluster_service_has_a_leadership_of_its_own() {
+    let Some(mut lab) = common::lab("sn") else {
+        return;
+    };
+    let exe = common::exe();
+    let a = lab.add_host("alpha", 2).unwrap();
+    let b = lab.add_host("beta", 3).unwrap();
+    let w = lab.add_host("witness", 20).unwrap();
+    lab.add_direct_link(&a, &b).unwrap();
+    let key = lab.cluster_key().unwrap();
+    lab.start_witness(&exe, &w, &key).unwrap();
+    let dir = lab.dir().to_path_buf();
+    std::fs::create_dir_all(dir.join("shared")).unwrap();
+    let config = |name: &str, me: u8, peer: u8| {
+        format!(
+            "[node]\nname = \"{name}\"\nadmin = \"127.0.0.1:9900\"\nstate_dir = \"@STATE@\"\n{}{}",
+            duet::lab::heartbeat_config(me, peer, &key, &duet::lab::witness_config(20)),
+            leader_app(&dir, name)
+        )
+    };
+    let mut alpha = duet::lab::DuetNode::new(&lab, &a, &config("alpha", 2, 3)).unwrap();
+    let mut beta = duet::lab::DuetNode::new(&lab, &b, &config("beta", 3, 2)).unwrap();
+    alpha.start(&mut lab, &exe).unwrap();
+    beta.start(&mut lab, &exe).unwrap();
+    let watcher = Watcher::start(dir.join("shared"));
+    let runs = |n: &duet::lab::DuetNode| {
+        n.status(&lab, &exe)
+            .is_some_and(|s| s.services.iter().any(|v| v.state == "running"))
+    };
+    let logs = || format!("{}\n{}", alpha.log_text(), beta.log_text());
+    let one = wait_for(S(15), || runs(&alpha) != runs(&beta));
+    assert!(one.is_some(), "{}", logs());
+    std::thread::sleep(S(2));
+    assert!(
+        runs(&alpha) != runs(&beta),
+        "one leader, and it stays: {}",
+        logs()
+    );
+    let (leader, other) = if runs(&alpha) {
+        (&alpha, &beta)
+    } else {
+        (&beta, &alpha)
+    };
+    duet_sys::process::send_signal(leader.pid.unwrap(), duet_sys::process::SIGKILL, false).unwrap();
+    let moved = wait_for(S(15), || runs(other));
+    assert!(moved.is_some(), "{}", logs());
+    assert_eq!(watcher.overlaps(), 0, "the app ran on both nodes at once");
+}

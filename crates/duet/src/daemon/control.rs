@@ -418,12 +418,27 @@ impl ControlPlane {
         }
     }
 
-    /// Whether this node leads the cluster: its database is the primary, or (without
-    /// `[database]`) the cluster's verdict lets it hold the leadership resource and its
-    /// `follows = "cluster"` services have not stepped down.
+    /// Whether this node leads the cluster: its database is the primary; or it is master of
+    /// every one of its VRRP instances (a node's resources follow one decision: the cluster
+    /// votes for nodes, so a leadership of its own beside VRRP could pull the other way); or,
+    /// on a node with neither, the cluster's verdict lets it hold the leadership resource.
+    /// Never while its `follows = "cluster"` services have stepped down.
     fn leads(&self, now: Instant) -> bool {
         if let Some(db) = &self.database {
             return db.is_primary();
+        }
+        if self
+            .services
+            .fault_of(duet_config::service::CLUSTER)
+            .is_some()
+        {
+            return false;
+        }
+        if !self.instances.is_empty() {
+            return self
+                .instances
+                .iter()
+                .all(|i| i.core.state() == duet_vrrp::State::Master);
         }
         let Some(c) = &self.cluster else {
             return false;
@@ -503,7 +518,10 @@ impl ControlPlane {
                 )
             }))
             .chain(
-                (self.database.is_none() && self.services.follows_cluster()).then(|| {
+                (self.database.is_none()
+                    && self.instances.is_empty()
+                    && self.services.follows_cluster())
+                .then(|| {
                     let id = super::services::CLUSTER_ID;
                     let peer = self.cluster.as_ref().is_some_and(|c| c.peer_master(id));
                     let out = self
