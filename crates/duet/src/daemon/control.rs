@@ -385,6 +385,10 @@ impl ControlPlane {
     /// Tells each service group whether this node is master of its instance and whether the
     /// peer has let go of it, and tells the peers what this node holds.
     fn sync_services(&mut self, now: Instant) {
+        // Every turn of the loop comes here: a node without services does nothing more.
+        if self.services.is_empty() {
+            return;
+        }
         self.leader = self.leads(now);
         let leader = self.leader;
         let masters: Vec<&str> = self

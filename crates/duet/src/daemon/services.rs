@@ -92,6 +92,11 @@ impl Services {
         }
     }
 
+    /// Whether the node has no services.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// Whether a group follows the cluster's leadership (`follows = "cluster"`).
     pub fn follows_cluster(&self) -> bool {
         self.slots
