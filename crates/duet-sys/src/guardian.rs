@@ -317,33 +317,14 @@ pub fn run(input: impl BufRead, log: &mut impl Write) -> io::Result<()> {
 /// Runs the stop commands, last started first, each within its timeout.
 fn stop_services(state: &GuardianState, log: &mut impl Write) {
     for (service, timeout_ms, argv) in state.stops.iter().rev() {
-        let child = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .env("DUET_SERVICE", service)
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = writeln!(log, "duet guardian: stopping service {service}: {e}");
-                continue;
-            }
-        };
-        let until = std::time::Instant::now() + std::time::Duration::from_millis(*timeout_ms);
-        let result = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break format!("{status}"),
-                Ok(None) if std::time::Instant::now() < until => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break "timed out".to_string();
-                }
-                Err(e) => break e.to_string(),
-            }
+        let mut cmd = std::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]).env("DUET_SERVICE", service);
+        let result = match crate::process::run_with_timeout(
+            &mut cmd,
+            std::time::Duration::from_millis(*timeout_ms),
+        ) {
+            Ok(()) => "done".to_string(),
+            Err(why) => why,
         };
         let _ = writeln!(log, "duet guardian: stopped service {service}: {result}");
     }

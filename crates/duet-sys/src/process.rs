@@ -13,6 +13,40 @@ pub fn send_signal(pid: u32, signal: i32, group: bool) -> io::Result<()> {
 
 pub use libc::{SIGCONT, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGSTOP, SIGTERM};
 
+/// Runs `cmd` (stdin and stdout to /dev/null) in a process group of its own and waits at
+/// most `timeout`: `Ok` when it exits 0; otherwise why. On timeout the whole group is
+/// killed, so a shell's children go too. Blocking: for the guardian and shutdown, where
+/// nothing else runs.
+pub fn run_with_timeout(
+    cmd: &mut std::process::Command,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(status.to_string()),
+            Ok(None) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = send_signal(child.id(), SIGKILL, true);
+                let _ = child.wait();
+                return Err(format!("{program:?} timed out after {timeout:?}"));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 /// The effective user id of this process.
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid takes no arguments, cannot fail and touches no memory of ours.

@@ -92,6 +92,7 @@ impl ControlPlane {
             clock: Clock::new(),
             instances: Vec::new(),
             groups: Vec::new(),
+            services: super::services::Services::new(&config, hooks.clone()),
             fx: Effects {
                 node: config.node.name.clone(),
                 sockets: HashMap::new(),
@@ -116,7 +117,6 @@ impl ControlPlane {
             published_at: Instant::ZERO,
             dirty: true,
             systemd: super::systemd::Systemd::from_env(),
-            services: super::services::Services::new(&config),
             leader: false,
         };
         if let Some(hb) = &config.heartbeat {

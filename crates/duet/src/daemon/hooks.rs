@@ -1,4 +1,4 @@
-//! Child processes on their own thread: notify hooks and track scripts.
+//! Child processes on their own thread: notify hooks, track scripts and service operations.
 //!
 //! Spawning a process, waiting for it and killing it on timeout never happens on the control
 //! plane thread, so a slow `fork` or a stuck hook cannot delay an advert. Hooks of one instance
@@ -120,6 +120,16 @@ impl Hooks {
         }
     }
 
+    /// Runs `job` on the process thread (service operations: their processes never start on
+    /// the control loop's thread).
+    pub fn spawn<F>(&self, job: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt.spawn(job)
+    }
+
     /// Runs a track script every `interval` (first run at once), sending each result to `tx`.
     pub fn start_script(
         &self,
@@ -197,32 +207,79 @@ async fn run_hook(job: &HookJob) -> Result<(), String> {
 
 /// Runs a script once: passed when it exits 0 within `timeout`.
 pub async fn run_script(argv: &[String], timeout: Duration) -> (bool, String) {
+    match run_command(argv, &[], timeout).await {
+        Ok(()) => (true, String::new()),
+        Err(why) => (false, why),
+    }
+}
+
+/// Runs `argv` with `env` added, in a process group of its own: `Ok` when it exits 0 within
+/// `timeout`; otherwise why, with the last line it wrote on stderr. On timeout the whole
+/// group is killed, so a shell's children go too.
+pub async fn run_command(
+    argv: &[String],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
     let Some((program, args)) = argv.split_first() else {
-        return (false, "empty command".into());
+        return Err("empty command".into());
     };
     let mut cmd = Command::new(program);
     cmd.args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return (false, format!("cannot start {program:?}: {e}")),
-    };
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) if status.success() => (true, String::new()),
-        Ok(Ok(status)) => (false, status.to_string()),
-        Ok(Err(e)) => (false, e.to_string()),
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    // stderr is read beside the wait, not to its end: a start command whose daemon keeps
+    // stderr open must not look like a timeout.
+    let text = Arc::new(Mutex::new(Vec::new()));
+    let reader = child.stderr.take().map(|mut s| {
+        let text = text.clone();
+        tokio::spawn(async move {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = s.read(&mut chunk).await {
+                let mut t = text.lock().unwrap_or_else(|p| p.into_inner());
+                if t.len() < 65_536 {
+                    t.extend_from_slice(&chunk[..n]);
+                }
+            }
+        })
+    });
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    if let Some(r) = reader {
+        // What the child wrote before it exited is there, or arrives at once; a daemon it
+        // left holding stderr is not waited for.
+        let abort = r.abort_handle();
+        let _ = tokio::time::timeout(Duration::from_millis(50), r).await;
+        abort.abort();
+    }
+    let status = match waited {
+        Ok(Ok(status)) if status.success() => return Ok(()),
+        Ok(Ok(status)) => status.to_string(),
+        Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => {
             kill_group(&child);
             let _ = child.kill().await;
-            (
-                false,
-                format!("timed out after {}", duet_time::format_duration(timeout)),
-            )
+            return Err(format!(
+                "timed out after {}",
+                duet_time::format_duration(timeout)
+            ));
         }
+    };
+    let text = text.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let text = String::from_utf8_lossy(&text);
+    match text.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(last) => Err(format!(
+            "{status}: {}",
+            last.chars().take(200).collect::<String>()
+        )),
+        None => Err(status),
     }
 }
 
@@ -230,5 +287,44 @@ pub async fn run_script(argv: &[String], timeout: Duration) -> (bool, String) {
 fn kill_group(child: &tokio::process::Child) {
     if let Some(pid) = child.id() {
         let _ = duet_sys::process::send_signal(pid, duet_sys::process::SIGKILL, true);
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    use super::*;
+
+    fn run(script: &str, timeout: Duration) -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let argv = ["/bin/sh".to_string(), "-c".into(), script.into()];
+        rt.block_on(run_command(&argv, &[("DUET_SERVICE", "app")], timeout))
+    }
+
+    #[test]
+    fn a_failure_says_its_status_and_last_stderr_line() {
+        assert_eq!(
+            run(
+                "echo first >&2; echo \"$DUET_SERVICE broke\" >&2; exit 3",
+                Duration::from_secs(5)
+            ),
+            Err("exit status: 3: app broke".into())
+        );
+        assert_eq!(run("exit 0", Duration::from_secs(5)), Ok(()));
+        let e = run("sleep 5", Duration::from_millis(200)).unwrap_err();
+        assert!(e.starts_with("timed out after"), "{e}");
+    }
+
+    #[test]
+    fn a_command_that_leaves_a_daemon_holding_stderr_is_not_waited_for() {
+        let start = std::time::Instant::now();
+        assert_eq!(run("sleep 3 & exit 0", Duration::from_secs(2)), Ok(()));
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

@@ -8,16 +8,17 @@
 //! - mount: `mount -t FSTYPE [-o OPTIONS] DEVICE MOUNTPOINT` unless mounted there already,
 //!   `umount MOUNTPOINT` unless not mounted, and the mount table for monitoring.
 //!
-//! Each operation's end comes back to the control loop as [`Input::Service`]. A group that
+//! The operations run on the hooks thread (`Hooks::spawn`, `hooks::run_command`: the
+//! process group is killed on timeout, the last stderr line kept), never on the control
+//! loop's. Each operation's end comes back to the control loop as [`Input::Service`]. A group that
 //! steps down puts its instance in FAULT (the peer takes over) until `duet service reset`.
-
-use std::path::Path;
-use std::time::Duration;
 
 use duet_config::{Config, ServiceConfig, ServiceKind};
 use duet_service::{Event, Group, Op, Resource};
 use duet_time::Instant;
+use std::path::Path;
 
+use super::hooks::Hooks;
 use super::input::{Inbox, Input};
 
 /// The heartbeat id of the `follows = "cluster"` group (the cluster's leadership resource,
@@ -43,11 +44,13 @@ pub struct Services {
     /// For the guardian: services that started (with the command that stops them) or
     /// stopped since last taken.
     guardian: Vec<duet_sys::guardian::Command>,
+    /// Where the operations run.
+    hooks: Hooks,
 }
 
 impl Services {
     /// The groups of `cfg`, all stopped.
-    pub fn new(cfg: &Config) -> Services {
+    pub fn new(cfg: &Config, hooks: Hooks) -> Services {
         let slots = cfg
             .vrrp
             .iter()
@@ -89,6 +92,7 @@ impl Services {
         Services {
             slots,
             guardian: Vec::new(),
+            hooks,
         }
     }
 
@@ -126,7 +130,7 @@ impl Services {
             slot.group.set_wanted(now, master(&slot.follows));
             slot.group.set_may_start(now, may_start(slot.vrid));
             slot.group.tick(now);
-            changed |= slot.after(g, inbox, events, &mut self.guardian);
+            changed |= slot.after(g, inbox, events, &mut self.guardian, &self.hooks);
         }
         changed
     }
@@ -145,7 +149,7 @@ impl Services {
             return false;
         };
         slot.group.done(now, id, result);
-        slot.after(group, inbox, events, &mut self.guardian)
+        slot.after(group, inbox, events, &mut self.guardian, &self.hooks)
     }
 
     /// When [`Services::update`] must run next.
@@ -220,7 +224,7 @@ impl Services {
             state: "reset".into(),
             detail: String::new(),
         });
-        slot.after(g, inbox, events, &mut self.guardian);
+        slot.after(g, inbox, events, &mut self.guardian, &self.hooks);
         Ok(if was {
             format!("{} may run again on this node", slot.follows)
         } else {
@@ -269,12 +273,16 @@ impl Slot {
         inbox: &Inbox,
         events: &duet_admin::Events,
         guardian: &mut Vec<duet_sys::guardian::Command>,
+        hooks: &Hooks,
     ) -> bool {
         while let Some(a) = self.group.poll_action() {
             let spec = self.specs[a.resource].clone();
             let inbox = inbox.clone();
+            let job = hooks.spawn(async move { run(&spec, a.op).await });
             tokio::spawn(async move {
-                let result = run(&spec, a.op).await;
+                let result = job
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the operation did not finish: {e}")));
                 let _ = inbox
                     .send(Input::Service {
                         group: g,
@@ -468,30 +476,13 @@ fn without_process(spec: &ServiceConfig, op: Op) -> Result<(), String> {
     }
 }
 
-/// Runs `op` on `spec` with its timeout.
+/// Runs `op` on `spec` with its timeout (on the hooks thread).
 async fn run(spec: &ServiceConfig, op: Op) -> Result<(), String> {
-    let Some(argv) = argv(spec, op) else {
-        return without_process(spec, op);
-    };
-    let timeout = spec.timeout.0;
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .env("DUET_SERVICE", &spec.name)
-        .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("{}: cannot start: {e}", argv[0]))?;
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => Err(format!(
-            "{} timed out after {}",
-            argv[0],
-            duet_time::format_duration(timeout)
-        )),
-        Ok(Err(e)) => Err(format!("{}: {e}", argv[0])),
-        Ok(Ok(out)) => outcome(&argv[0], out.status, &out.stderr),
+    match argv(spec, op) {
+        Some(argv) => {
+            super::hooks::run_command(&argv, &[("DUET_SERVICE", &spec.name)], spec.timeout.0).await
+        }
+        None => without_process(spec, op),
     }
 }
 
@@ -500,56 +491,15 @@ fn run_blocking(spec: &ServiceConfig, op: Op) -> Result<(), String> {
     let Some(argv) = argv(spec, op) else {
         return without_process(spec, op);
     };
-    let mut child = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .env("DUET_SERVICE", &spec.name)
-        .spawn()
-        .map_err(|e| format!("{}: cannot start: {e}", argv[0]))?;
-    let until = std::time::Instant::now() + spec.timeout.0;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return outcome(&argv[0], status, &[]),
-            Ok(None) if std::time::Instant::now() < until => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{} timed out", argv[0]));
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
-
-/// Exit 0 is success; otherwise the status and the last line the program wrote on stderr.
-fn outcome(program: &str, status: std::process::ExitStatus, stderr: &[u8]) -> Result<(), String> {
-    if status.success() {
-        return Ok(());
-    }
-    let text = String::from_utf8_lossy(stderr);
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    let last: String = last.chars().take(200).collect();
-    let how = match status.code() {
-        Some(c) => format!("exit status {c}"),
-        None => "killed by a signal".into(),
-    };
-    Err(if last.is_empty() {
-        format!("{program}: {how}")
-    } else {
-        format!("{program}: {how}: {last}")
-    })
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).env("DUET_SERVICE", &spec.name);
+    duet_sys::process::run_with_timeout(&mut cmd, spec.timeout.0)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
