@@ -832,6 +832,21 @@ mod tests {
         }
     }
 
+    /// The plain test heartbeat with `extra` bytes appended to its body (the body's length
+    /// fixed, signed again): for sections written by hand.
+    fn with_body_bytes(k: &Key, extra: &[u8]) -> Vec<u8> {
+        let plain = encode(&heartbeat(1, 1000), k);
+        let mut b = plain[..plain.len() - 32].to_vec();
+        // The body's length (u16) follows magic, version, kind, the sender and four u64s.
+        let len_at = 4 + 1 + 1 + 1 + heartbeat(1, 1000).sender.len() + 32;
+        b.extend_from_slice(extra);
+        let len = u16::from_be_bytes([b[len_at], b[len_at + 1]]) + extra.len() as u16;
+        b[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
+        let tag = ring::hmac::sign(&k.0, &b);
+        b.extend_from_slice(tag.as_ref());
+        b
+    }
+
     fn heartbeat_body() -> Heartbeat {
         match heartbeat(1, 1000).body {
             Body::Heartbeat(h) => h,
@@ -900,20 +915,8 @@ mod tests {
             assert_eq!(decode(&encode(&msg, &k), &k), Ok(msg));
         }
         // A section twice, out of order, or unknown: malformed.
-        let plain = encode(&heartbeat(1, 1000), &k);
-        let body_end = plain.len() - 32;
         let section = [2u8, 1, 0, 0, 0, 0, 0, 0, 0, 7, 3, b'o', b'p', b's'];
-        // The body's length (u16) follows magic, version, kind, the sender and four u64s.
-        let len_at = 4 + 1 + 1 + 1 + heartbeat(1, 1000).sender.len() + 32;
-        let with = |extra: &[u8]| {
-            let mut b = plain[..body_end].to_vec();
-            b.extend_from_slice(extra);
-            let len = u16::from_be_bytes([b[len_at], b[len_at + 1]]) + extra.len() as u16;
-            b[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
-            let tag = ring::hmac::sign(&k.0, &b);
-            b.extend_from_slice(tag.as_ref());
-            b
-        };
+        let with = |extra: &[u8]| with_body_bytes(&k, extra);
         // Made by hand, the section reads as written (so the refusals below are its rules).
         match decode(&with(&section), &k).map(|m| m.body) {
             Ok(Body::Heartbeat(h)) => assert_eq!(h.maintenance.unwrap().by, "ops"),
@@ -968,18 +971,7 @@ mod tests {
             encode(&heartbeat(1, 1000), &k).len() + 14 + 3 + 1 + 40 + 3 + 1 + 4 + 3 + 8
         );
 
-        let plain = encode(&heartbeat(1, 1000), &k);
-        let body_end = plain.len() - 32;
-        let len_at = 4 + 1 + 1 + 1 + heartbeat(1, 1000).sender.len() + 32;
-        let with = |extra: &[u8]| {
-            let mut b = plain[..body_end].to_vec();
-            b.extend_from_slice(extra);
-            let len = u16::from_be_bytes([b[len_at], b[len_at + 1]]) + extra.len() as u16;
-            b[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
-            let tag = ring::hmac::sign(&k.0, &b);
-            b.extend_from_slice(tag.as_ref());
-            b
-        };
+        let with = |extra: &[u8]| with_body_bytes(&k, extra);
         let one = [
             3u8, 0, 21, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 41, 0, 0, 1, 0,
         ];

@@ -837,8 +837,7 @@ mod tests {
     #[test]
     fn a_realistic_haproxy_cfg_becomes_a_config_that_parses_and_says_what_it_left() {
         let got = import(SAMPLE).unwrap();
-        let config = duet_config::parse("imported.toml", &got.toml)
-            .unwrap_or_else(|e| panic!("{:?}\n{}", e.diagnostics, got.toml));
+        let config = got.parsed();
         assert_eq!(config.balancer.len(), 2, "{}", got.toml);
         let www = &config.balancer[0];
         assert_eq!(www.name, "www");
@@ -867,12 +866,7 @@ mod tests {
         ] {
             assert!(text.contains(want), "no {want} in\n{text}");
         }
-        let said = |line: usize, what: &str| {
-            got.notes
-                .iter()
-                .any(|n| n.line == line && n.why.contains(what))
-        };
-        for (line, what) in [
+        got.assert_notes(&[
             (3, "global setting"),
             (11, "access_log"),
             (17, "not translated"),
@@ -884,13 +878,7 @@ mod tests {
             (48, "host names are not resolved"),
             (61, "no default_backend"),
             (63, "no stats page"),
-        ] {
-            assert!(
-                said(line, what),
-                "no note {what:?} at line {line}: {:#?}",
-                got.notes
-            );
-        }
+        ]);
     }
 
     #[test]

@@ -608,8 +608,7 @@ mod tests {
     #[test]
     fn a_realistic_keepalived_conf_becomes_a_config_that_parses_and_says_what_it_left() {
         let got = import(SAMPLE).unwrap();
-        let config = duet_config::parse("imported.toml", &got.toml)
-            .unwrap_or_else(|e| panic!("{:?}\n{}", e.diagnostics, got.toml));
+        let config = got.parsed();
         assert_eq!(config.node.name, "LB1");
         assert_eq!(config.vrrp.len(), 3);
         let web = &config.vrrp[0];
@@ -649,12 +648,7 @@ mod tests {
             "{text}"
         );
         // Every setting left behind is reported with its line.
-        let said = |line: usize, what: &str| {
-            got.notes
-                .iter()
-                .any(|n| n.line == line && n.why.contains(what))
-        };
-        for (line, what) in [
+        got.assert_notes(&[
             (12, "own user"),
             (41, "authentication is not supported"),
             (46, "labels"),
@@ -663,13 +657,7 @@ mod tests {
             (89, "put hooks on the instances"),
             (95, "proxies connections"),
             (96, "persistence"),
-        ] {
-            assert!(
-                said(line, what),
-                "no note {what:?} at line {line}: {:#?}",
-                got.notes
-            );
-        }
+        ]);
     }
 
     #[test]

@@ -166,6 +166,28 @@ pub fn run(kind: &str, path: &std::path::Path) -> i32 {
 }
 
 #[cfg(test)]
+impl Imported {
+    /// The output parsed (a test fails with the diagnostics and the text if it does not).
+    pub(crate) fn parsed(&self) -> duet_config::Config {
+        duet_config::parse("imported.toml", &self.toml)
+            .unwrap_or_else(|e| panic!("{:?}\n{}", e.diagnostics, self.toml))
+    }
+
+    /// Asserts a note at each `(line, words of its why)`.
+    pub(crate) fn assert_notes(&self, expected: &[(usize, &str)]) {
+        for (line, what) in expected {
+            assert!(
+                self.notes
+                    .iter()
+                    .any(|n| n.line == *line && n.why.contains(what)),
+                "no note {what:?} at line {line}: {:#?}",
+                self.notes
+            );
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
